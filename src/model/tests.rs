@@ -1,0 +1,172 @@
+//! Property tests: for every key of many generated distributions, and for the
+//! insertion point of absent keys around them, the true lower bound lies inside
+//! the predicted window.
+
+use super::{ModelView, Trainer, Window};
+use crate::key::{ord_from_f64, ord_from_i64};
+
+/// splitmix64: small, seedable, good enough for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.unit().max(1e-300), self.unit());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+pub(crate) fn distributions(n: usize, seed: u64) -> Vec<(&'static str, Vec<u64>)> {
+    let mut r = Rng(seed);
+    let mut out: Vec<(&'static str, Vec<u64>)> = vec![
+        ("sequential", (0..n as i64).map(ord_from_i64).collect()),
+        ("gapped", {
+            let mut v = 0i64;
+            (0..n).map(|_| { v += 1 + (r.next() % 10) as i64; ord_from_i64(v) }).collect()
+        }),
+        ("uniform", (0..n).map(|_| r.next()).collect()),
+        ("uniform_small", (0..n).map(|_| ord_from_i64((r.next() % (4 * n as u64)) as i64)).collect()),
+        ("normal", (0..n).map(|_| ord_from_f64(r.normal() * 1000.0)).collect()),
+        ("lognormal", (0..n).map(|_| ord_from_f64((r.normal() * 2.0).exp())).collect()),
+        ("zipf_duplicates", (0..n).map(|_| {
+            let u = r.unit();
+            ord_from_i64((1.0 / (u * u + 1e-9)) as i64)
+        }).collect()),
+        ("clustered", (0..n).map(|_| {
+            let c = (r.next() % 8) as i64 * 1_000_000_000_000;
+            ord_from_i64(c + (r.next() % 5000) as i64)
+        }).collect()),
+        ("outliers", (0..n).map(|i| {
+            if i % 997 == 0 { ord_from_i64(i64::MAX - (r.next() % 1000) as i64) } else { ord_from_i64(i as i64) }
+        }).collect()),
+        ("all_equal", vec![ord_from_i64(42); n]),
+        ("adversarial_steps", (0..n).map(|i| {
+            // Dense plateaus separated by huge jumps: worst case for a line.
+            let step = (i / 64) as i64;
+            ord_from_i64(step * step * step * 1_000_003 + (i % 64) as i64 / 8)
+        }).collect()),
+        ("timestamps_jitter", {
+            let base = 800_000_000_000_000i64;
+            (0..n).map(|i| ord_from_i64(base + i as i64 * 1_000_000 + (r.next() % 5_000_000) as i64)).collect()
+        }),
+        ("extremes", (0..n).map(|i| match i % 4 {
+            0 => 0, 1 => u64::MAX, 2 => u64::MAX / 2, _ => r.next() })
+            .collect()),
+    ];
+    for (_, v) in out.iter_mut() {
+        v.sort_unstable();
+    }
+    out
+}
+
+fn train(keys: &[u64], target: u32) -> Vec<u8> {
+    let mut t = Trainer::new(target);
+    keys.iter().for_each(|&k| t.push(k));
+    t.finish()
+}
+
+fn assert_contains(name: &str, m: &ModelView, keys: &[u64], probe: u64) {
+    let lb = keys.partition_point(|&k| k < probe) as u64;
+    let Window { lo, hi, pred } = m.window(probe);
+    assert!(lo <= pred && pred <= hi, "{name}: pred {pred} outside [{lo}, {hi}]");
+    assert!(lo <= lb && lb <= hi, "{name}: key {probe:#x} has lower bound {lb}, window [{lo}, {hi}]");
+}
+
+fn check_all(name: &str, keys: &[u64], target: u32) -> (u32, usize) {
+    let bytes = train(keys, target);
+    let m = ModelView::open(&bytes).unwrap();
+    m.verify_checksum().unwrap();
+    assert_eq!(m.nkeys(), keys.len() as u64);
+    let mut probes = vec![0, 1, u64::MAX, u64::MAX - 1];
+    for w in keys.windows(2) {
+        probes.push(w[0]);
+        if w[1] > w[0] + 1 {
+            probes.extend([w[0] + 1, w[1] - 1, w[0] + (w[1] - w[0]) / 2]);
+        }
+    }
+    if let Some(&last) = keys.last() {
+        probes.extend([last, last.saturating_add(1)]);
+    }
+    for p in probes {
+        assert_contains(name, &m, keys, p);
+    }
+    (m.max_window(), m.nleaves())
+}
+
+#[test]
+fn every_key_and_gap_lies_in_its_window() {
+    for seed in 1..=3 {
+        for (name, keys) in distributions(20_000, seed) {
+            check_all(name, &keys, 64);
+        }
+    }
+}
+
+#[test]
+fn windows_hold_for_many_targets_and_sizes() {
+    for n in [0usize, 1, 2, 3, 10, 100, 1000, 70_000] {
+        for target in [2u32, 8, 64, 1024] {
+            for (name, keys) in distributions(n, n as u64 + target as u64) {
+                check_all(name, &keys, target);
+            }
+        }
+    }
+}
+
+#[test]
+fn smooth_data_meets_the_target_window() {
+    for (name, keys) in distributions(50_000, 7) {
+        if ["sequential", "gapped", "uniform", "timestamps_jitter", "normal", "lognormal"].contains(&name) {
+            let (max_window, _) = check_all(name, &keys, 64);
+            assert!(max_window <= 64, "{name}: max window {max_window}");
+        }
+    }
+}
+
+#[test]
+fn sequential_keys_need_few_leaves() {
+    let keys: Vec<u64> = (0..1_000_000i64).map(|i| ord_from_i64(i * 3)).collect();
+    let (max_window, leaves) = check_all("sequential", &keys, 64);
+    assert!(max_window <= 2, "max window {max_window}");
+    assert!(leaves <= 32, "{leaves} leaves");
+}
+
+#[test]
+fn duplicate_runs_do_not_widen_their_neighbours() {
+    let mut keys: Vec<u64> = (0..10_000i64).map(ord_from_i64).collect();
+    keys.extend(std::iter::repeat(ord_from_i64(10_000)).take(100_000));
+    keys.extend((10_001..20_000i64).map(ord_from_i64));
+    let bytes = train(&keys, 64);
+    let m = ModelView::open(&bytes).unwrap();
+    for probe in [ord_from_i64(9_999), ord_from_i64(10_001), ord_from_i64(15_000)] {
+        let w = m.window(probe);
+        assert!(w.hi - w.lo <= 64, "window {w:?} for {probe:#x}");
+        assert_contains("dups", &m, &keys, probe);
+    }
+}
+
+#[test]
+fn damaged_models_are_rejected() {
+    let keys: Vec<u64> = (0..5000i64).map(ord_from_i64).collect();
+    let bytes = train(&keys, 64);
+    assert!(ModelView::open(&bytes[..10]).is_err());
+    let mut bad = bytes.clone();
+    bad[0] ^= 1;
+    assert!(ModelView::open(&bad).is_err());
+    let mut bad = bytes.clone();
+    bad[16] = 0xff; // leaf count
+    assert!(ModelView::open(&bad).is_err());
+    let mut bad = bytes.clone();
+    let n = bad.len();
+    bad[n - 3] ^= 0x40;
+    assert!(ModelView::open(&bad).unwrap().verify_checksum().is_err());
+}

@@ -1,0 +1,198 @@
+//! Streaming training: keys arrive once, in sorted order, and leave behind only
+//! leaf parameters, so a build trains in memory proportional to one segment, not
+//! to the run.
+//!
+//! Keys are collected per distinct value ("groups": first position and count),
+//! cut into segments of at most [`SEGMENT_POSITIONS`] positions, and each segment
+//! is fitted by least squares and split in halves until its error window is
+//! within the target. A value repeated more than the target window gets a leaf of
+//! its own, so a long run of duplicates does not widen its neighbours' windows.
+//! Routing is by key, so all copies of one value always land in one leaf.
+
+use super::layout::{encode, leaf_predict, root_predict, Leaf, Root};
+
+/// Upper bound on the positions one leaf covers before it is fitted: large
+/// enough that smooth data gets few leaves, small enough to keep memory flat.
+const SEGMENT_POSITIONS: u64 = 1 << 16;
+
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    key: u64,
+    first: u64,
+    count: u64,
+}
+
+pub struct Trainer {
+    target_window: u64,
+    segment: Vec<Group>,
+    segment_positions: u64,
+    leaves: Vec<Leaf>,
+    nkeys: u64,
+}
+
+impl Trainer {
+    /// `target_window`: the widest `err_lo + err_hi` a leaf may have unless it
+    /// holds a single value.
+    pub fn new(target_window: u32) -> Trainer {
+        Trainer {
+            target_window: target_window.max(2) as u64,
+            segment: Vec::new(),
+            segment_positions: 0,
+            leaves: Vec::new(),
+            nkeys: 0,
+        }
+    }
+
+    /// Adds the next key of the run. Keys must come in non-decreasing order.
+    pub fn push(&mut self, key: u64) {
+        match self.segment.last_mut() {
+            Some(g) if g.key == key => g.count += 1,
+            Some(g) => {
+                assert!(g.key < key, "keys must be pushed in sorted order");
+                let (big, full) = (g.count > self.target_window / 2, self.segment_positions >= SEGMENT_POSITIONS);
+                if big {
+                    // The finished group is a long duplicate run: isolate it.
+                    let g = self.segment.pop().unwrap();
+                    self.flush();
+                    self.segment.push(g);
+                    self.flush();
+                } else if full {
+                    self.flush();
+                }
+                self.segment.push(Group { key, first: self.nkeys, count: 1 });
+            }
+            None => self.segment.push(Group { key, first: self.nkeys, count: 1 }),
+        }
+        self.nkeys += 1;
+        self.segment_positions = self.nkeys - self.segment[0].first;
+    }
+
+    fn flush(&mut self) {
+        let segment = std::mem::take(&mut self.segment);
+        if !segment.is_empty() {
+            self.fit_and_split(&segment);
+        }
+        self.segment_positions = 0;
+    }
+
+    fn fit_and_split(&mut self, groups: &[Group]) {
+        let leaf = fit(groups);
+        let end = groups.last().map(|g| g.first + g.count).unwrap();
+        if groups.len() == 1 || (leaf.err_lo as u64 + leaf.err_hi as u64) <= self.target_window {
+            self.leaves.push(leaf);
+            return;
+        }
+        // Split at the group that holds the middle position.
+        let middle = (groups[0].first + end) / 2;
+        let cut = groups.partition_point(|g| g.first + g.count <= middle).clamp(1, groups.len() - 1);
+        self.fit_and_split(&groups[..cut]);
+        self.fit_and_split(&groups[cut..]);
+    }
+
+    /// Finishes training and returns the stored form of the model.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.flush();
+        let nkeys = self.nkeys;
+        if self.leaves.is_empty() {
+            self.leaves.push(Leaf { first_key: 0, start: 0, slope: 0.0, intercept: 0.0, err_lo: 0, err_hi: 0 });
+        }
+        let root = fit_root(&self.leaves);
+        let (mut max_window, mut weighted) = (0u32, 0f64);
+        for (i, leaf) in self.leaves.iter().enumerate() {
+            let end = self.leaves.get(i + 1).map_or(nkeys, |n| n.start);
+            let w = leaf.err_lo + leaf.err_hi;
+            max_window = max_window.max(w);
+            weighted += w as f64 * (end - leaf.start) as f64;
+        }
+        let mean_window = if nkeys == 0 { 0.0 } else { (weighted / nkeys as f64) as f32 };
+        encode(nkeys, &root, &self.leaves, max_window, mean_window)
+    }
+}
+
+/// Least-squares line through (key, first position) of each group, shifted so the
+/// error is balanced, with exact integer error bounds computed by the same
+/// prediction function lookups use.
+fn fit(groups: &[Group]) -> Leaf {
+    let first_key = groups[0].key;
+    let start = groups[0].first;
+    let end = groups.last().map(|g| g.first + g.count).unwrap();
+    let x = |g: &Group| (g.key - first_key) as f64;
+    let n = groups.len() as f64;
+    let (mut slope, mut intercept) = (0.0, start as f64);
+    if groups.len() > 1 {
+        let mx = groups.iter().map(x).sum::<f64>() / n;
+        let my = groups.iter().map(|g| g.first as f64).sum::<f64>() / n;
+        let (mut sxy, mut sxx) = (0.0, 0.0);
+        for g in groups {
+            let dx = x(g) - mx;
+            sxy += dx * (g.first as f64 - my);
+            sxx += dx * dx;
+        }
+        slope = if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
+        if !slope.is_finite() {
+            slope = 0.0;
+        }
+        intercept = my - slope * mx;
+        // Balance: the window must cover [first, first + count] of every group.
+        let (mut above, mut below) = (f64::MIN, f64::MIN);
+        for g in groups {
+            let p = intercept + slope * x(g);
+            below = below.max(p - g.first as f64);
+            above = above.max((g.first + g.count) as f64 - p);
+        }
+        intercept += (above - below) / 2.0;
+    }
+    let mut leaf = Leaf { first_key, start, slope, intercept, err_lo: 0, err_hi: 0 };
+    let (mut lo, mut hi) = (0u64, 0u64);
+    for g in groups {
+        let p = leaf_predict(&leaf, end, g.key);
+        lo = lo.max(p.saturating_sub(g.first));
+        hi = hi.max((g.first + g.count).saturating_sub(p));
+    }
+    leaf.err_lo = lo.min(u32::MAX as u64) as u32;
+    leaf.err_hi = hi.min(u32::MAX as u64) as u32;
+    if lo > u32::MAX as u64 || hi > u32::MAX as u64 {
+        // Errors this large only come from billions of duplicates; a flat
+        // prediction at the leaf start with the whole leaf as window is exact.
+        leaf.slope = 0.0;
+        leaf.intercept = start as f64;
+        leaf.err_lo = 0;
+        leaf.err_hi = (end - start).min(u32::MAX as u64) as u32;
+    }
+    leaf
+}
+
+/// The root predicts a leaf index from a key. Keys in `[first_key[i],
+/// first_key[i+1])` belong to leaf `i`; the prediction is monotone, so checking
+/// both ends of every such interval bounds the error for every key.
+fn fit_root(leaves: &[Leaf]) -> Root {
+    let l = leaves.len();
+    let key_min = leaves[0].first_key;
+    let mut root = Root { key_min, slope: 0.0, intercept: 0.0, err_lo: 0, err_hi: 0 };
+    if l > 1 {
+        let x = |f: &Leaf| (f.first_key - key_min) as f64;
+        let n = l as f64;
+        let mx = leaves.iter().map(x).sum::<f64>() / n;
+        let my = (n - 1.0) / 2.0;
+        let (mut sxy, mut sxx) = (0.0, 0.0);
+        for (i, f) in leaves.iter().enumerate() {
+            let dx = x(f) - mx;
+            sxy += dx * (i as f64 - my);
+            sxx += dx * dx;
+        }
+        let slope = if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
+        root.slope = if slope.is_finite() { slope } else { 0.0 };
+        root.intercept = my - root.slope * mx;
+    }
+    let (mut lo, mut hi) = (0u64, 0u64);
+    for (i, f) in leaves.iter().enumerate() {
+        let last_key = leaves.get(i + 1).map_or(u64::MAX, |n| n.first_key - 1);
+        let at_start = root_predict(&root, l as u64, f.first_key);
+        let at_end = root_predict(&root, l as u64, last_key);
+        hi = hi.max((i as u64).saturating_sub(at_start));
+        lo = lo.max(at_end.saturating_sub(i as u64));
+    }
+    root.err_lo = lo.min(u32::MAX as u64) as u32;
+    root.err_hi = hi.min(u32::MAX as u64) as u32;
+    root
+}
