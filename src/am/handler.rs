@@ -1,0 +1,80 @@
+//! `learned_handler`: what the access method can do, and its callbacks.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+/// Build phases shown in `pg_stat_progress_create_index.phase`.
+pub const PHASE_SCAN: i64 = 2;
+pub const PHASE_SORT: i64 = 3;
+pub const PHASE_WRITE: i64 = 4;
+
+#[no_mangle]
+pub extern "C" fn pg_finfo_learned_handler() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[pg_guard]
+#[no_mangle]
+pub unsafe extern "C-unwind" fn learned_handler(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: makeNode-style allocation in the caller's memory context; every
+    // field is set below and the node tag identifies the struct.
+    let am = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexAmRoutine>()) as *mut pg_sys::IndexAmRoutine;
+    (*am).type_ = pg_sys::NodeTag::T_IndexAmRoutine;
+    (*am).amstrategies = 5;
+    (*am).amsupport = 0;
+    (*am).amoptsprocnum = 0;
+    (*am).amcanorder = true;
+    (*am).amcanorderbyop = false;
+    // Scans run in the direction of their first call; scrollable cursors get a
+    // Material node from the planner.
+    (*am).amcanbackward = false;
+    (*am).amcanunique = false;
+    (*am).amcanmulticol = false;
+    (*am).amoptionalkey = true;
+    (*am).amsearcharray = true;
+    (*am).amsearchnulls = true;
+    (*am).amstorage = false;
+    (*am).amclusterable = false;
+    (*am).ampredlocks = false;
+    (*am).amcanparallel = false;
+    (*am).amcaninclude = false;
+    (*am).amusemaintenanceworkmem = false;
+    (*am).amparallelvacuumoptions = pg_sys::VACUUM_OPTION_NO_PARALLEL as u8;
+    (*am).amkeytype = pg_sys::InvalidOid;
+
+    (*am).ambuild = Some(super::build::ambuild);
+    (*am).ambuildempty = Some(super::build::ambuildempty);
+    (*am).aminsert = Some(super::insert::aminsert);
+    (*am).ambulkdelete = Some(super::vacuum::ambulkdelete);
+    (*am).amvacuumcleanup = Some(super::vacuum::amvacuumcleanup);
+    (*am).amcanreturn = Some(super::scan::amcanreturn);
+    (*am).amcostestimate = Some(super::cost::amcostestimate);
+    (*am).amoptions = Some(super::options::amoptions);
+    (*am).amproperty = None;
+    (*am).ambuildphasename = Some(ambuildphasename);
+    (*am).amvalidate = Some(super::validate::amvalidate);
+    (*am).amadjustmembers = None;
+    (*am).ambeginscan = Some(super::scan::ambeginscan);
+    (*am).amrescan = Some(super::scan::amrescan);
+    (*am).amgettuple = Some(super::scan::amgettuple);
+    (*am).amgetbitmap = Some(super::scan::amgetbitmap);
+    (*am).amendscan = Some(super::scan::amendscan);
+    (*am).ammarkpos = None;
+    (*am).amrestrpos = None;
+    (*am).amestimateparallelscan = None;
+    (*am).aminitparallelscan = None;
+    (*am).amparallelrescan = None;
+    pg_sys::Datum::from(am)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn ambuildphasename(phase: i64) -> *mut std::ffi::c_char {
+    let name: &std::ffi::CStr = match phase {
+        PHASE_SCAN => c"scanning table",
+        PHASE_SORT => c"sorting",
+        PHASE_WRITE => c"writing run and training model",
+        _ => return std::ptr::null_mut(),
+    };
+    name.as_ptr() as *mut _
+}

@@ -1,0 +1,12 @@
+//! The index access method: one file per group of callbacks.
+
+pub mod build;
+pub mod cost;
+pub mod datum;
+pub mod handler;
+pub mod insert;
+pub mod options;
+pub mod scan;
+pub mod scankey;
+pub mod vacuum;
+pub mod validate;

@@ -1,0 +1,70 @@
+//! VACUUM: dead entries are tombstoned in the run and null pages (positions
+//! never move, so the model stays exact) and removed from delta pages; emptied
+//! delta pages are reused by later inserts.
+
+use crate::storage::run::{set_dead, tid_to_ptr, Section, Tid};
+use crate::storage::wal::Wal;
+use crate::storage::{delta, Meta};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambulkdelete(
+    info: *mut pg_sys::IndexVacuumInfo,
+    stats: *mut pg_sys::IndexBulkDeleteResult,
+    callback: pg_sys::IndexBulkDeleteCallback,
+    callback_state: *mut std::ffi::c_void,
+) -> *mut pg_sys::IndexBulkDeleteResult {
+    let rel = (*info).index;
+    let stats = if stats.is_null() { pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBulkDeleteResult>()) as *mut pg_sys::IndexBulkDeleteResult } else { stats };
+    let callback = callback.expect("VACUUM passes a callback");
+    let mut dead = |tid: Tid| {
+        let mut p = tid_to_ptr(tid);
+        // SAFETY: the callback and its state come from VACUUM for this call.
+        unsafe { callback(&mut p, callback_state) }
+    };
+    let meta = Meta::read(rel);
+    let (mut removed, mut live) = (0u64, 0u64);
+    for section in [Section::run(&meta), Section::nulls(&meta)] {
+        for i in 0..section.pages {
+            pg_sys::vacuum_delay_point();
+            let (buf, page) = section.read_locked(rel, i, true);
+            let slots: Vec<usize> = (0..page.len()).filter(|&s| !page.dead(s)).filter(|&s| dead(page.tid(s))).collect();
+            live += (0..page.len()).filter(|&s| !page.dead(s)).count() as u64 - slots.len() as u64;
+            if slots.is_empty() {
+                continue;
+            }
+            removed += slots.len() as u64;
+            let mut wal = Wal::start(rel);
+            let image = wal.page(&buf, false);
+            // SAFETY: WAL image of the exclusive-locked page; slots < its count.
+            set_dead(image, &slots);
+            wal.finish();
+        }
+    }
+    let (delta_removed, delta_live) = delta::bulk_delete(rel, &meta, &mut dead);
+    (*stats).tuples_removed += (removed + delta_removed) as f64;
+    (*stats).num_index_tuples = (live + delta_live) as f64;
+    (*stats).estimated_count = false;
+    (*stats).num_pages = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+    stats
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amvacuumcleanup(
+    info: *mut pg_sys::IndexVacuumInfo,
+    stats: *mut pg_sys::IndexBulkDeleteResult,
+) -> *mut pg_sys::IndexBulkDeleteResult {
+    if (*info).analyze_only {
+        return stats;
+    }
+    if !stats.is_null() {
+        return stats;
+    }
+    // No bulk delete ran: report the heap's count rather than read the index.
+    let stats = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBulkDeleteResult>()) as *mut pg_sys::IndexBulkDeleteResult;
+    (*stats).num_pages = pg_sys::RelationGetNumberOfBlocksInFork((*info).index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    (*stats).num_index_tuples = (*info).num_heap_tuples;
+    (*stats).estimated_count = true;
+    stats
+}

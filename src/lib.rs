@@ -1,0 +1,33 @@
+//! learneddb: a learned index access method for PostgreSQL.
+//!
+//! `model` and `key` are pure Rust; `storage` and `am` connect them to
+//! PostgreSQL's buffers, WAL and index AM API.
+
+pub mod am;
+pub mod key;
+pub mod model;
+pub mod stats;
+pub mod storage;
+
+::pgrx::pg_module_magic!();
+
+pgrx::extension_sql_file!("../sql/learneddb.sql", name = "access_method", finalize);
+
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    am::options::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests;
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

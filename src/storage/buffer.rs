@@ -1,0 +1,117 @@
+//! A pinned buffer that releases itself. On the error path it does nothing:
+//! PostgreSQL's abort processing releases content locks and pins, and calling
+//! back into PostgreSQL while an error unwinds is not safe.
+
+use pgrx::pg_sys;
+
+pub struct Buf {
+    buf: pg_sys::Buffer,
+    locked: bool,
+}
+
+impl Buf {
+    /// Pins block `blk` of the main fork.
+    pub fn read(rel: pg_sys::Relation, blk: pg_sys::BlockNumber) -> Buf {
+        // SAFETY: `rel` is an open relation; ReadBufferExtended raises an ERROR
+        // for a block past the end rather than returning an invalid buffer.
+        let buf = unsafe {
+            pg_sys::ReadBufferExtended(rel, pg_sys::ForkNumber::MAIN_FORKNUM, blk, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut())
+        };
+        Buf { buf, locked: false }
+    }
+
+    /// Pins and share-locks block `blk`.
+    pub fn read_shared(rel: pg_sys::Relation, blk: pg_sys::BlockNumber) -> Buf {
+        let mut b = Buf::read(rel, blk);
+        b.lock(pg_sys::BUFFER_LOCK_SHARE);
+        b
+    }
+
+    /// Pins and exclusive-locks block `blk`.
+    pub fn read_exclusive(rel: pg_sys::Relation, blk: pg_sys::BlockNumber) -> Buf {
+        let mut b = Buf::read(rel, blk);
+        b.lock(pg_sys::BUFFER_LOCK_EXCLUSIVE);
+        b
+    }
+
+    /// Adds a new block at the end of the relation, pinned and exclusive-locked.
+    /// Takes the relation extension lock unless `rel` is new to this transaction
+    /// (a build), where nobody else can see it.
+    pub fn extend(rel: pg_sys::Relation, need_lock: bool) -> Buf {
+        // SAFETY: `rel` is open; the extension lock serializes P_NEW against
+        // concurrent extenders as PostgreSQL 15 requires.
+        unsafe {
+            if need_lock {
+                pg_sys::LockRelationForExtension(rel, pg_sys::ExclusiveLock as i32);
+            }
+            let buf = pg_sys::ReadBufferExtended(
+                rel,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                pg_sys::InvalidBlockNumber, // P_NEW
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+            if need_lock {
+                pg_sys::UnlockRelationForExtension(rel, pg_sys::ExclusiveLock as i32);
+            }
+            Buf { buf, locked: true }
+        }
+    }
+
+    fn lock(&mut self, mode: u32) {
+        // SAFETY: the buffer is pinned by us and not locked yet.
+        unsafe { pg_sys::LockBuffer(self.buf, mode as i32) };
+        self.locked = true;
+    }
+
+    pub fn lock_exclusive(&mut self) {
+        self.lock(pg_sys::BUFFER_LOCK_EXCLUSIVE);
+    }
+
+    /// Tries to exclusive-lock without waiting.
+    pub fn try_lock_exclusive(&mut self) -> bool {
+        // SAFETY: the buffer is pinned by us and not locked yet.
+        self.locked = unsafe { pg_sys::ConditionalLockBuffer(self.buf) };
+        self.locked
+    }
+
+    pub fn unlock(&mut self) {
+        if self.locked {
+            // SAFETY: we hold the content lock we are releasing.
+            unsafe { pg_sys::LockBuffer(self.buf, pg_sys::BUFFER_LOCK_UNLOCK as i32) };
+            self.locked = false;
+        }
+    }
+
+    pub fn buffer(&self) -> pg_sys::Buffer {
+        self.buf
+    }
+
+    pub fn blkno(&self) -> pg_sys::BlockNumber {
+        // SAFETY: the buffer is pinned.
+        unsafe { pg_sys::BufferGetBlockNumber(self.buf) }
+    }
+
+    /// The page in shared memory. Read it only while locked.
+    pub fn page(&self) -> pg_sys::Page {
+        // SAFETY: the buffer is pinned, so its page stays in place.
+        unsafe { pg_sys::BufferGetPage(self.buf) }
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        // SAFETY: we hold exactly one pin, and the content lock if `locked`.
+        unsafe {
+            if self.locked {
+                pg_sys::UnlockReleaseBuffer(self.buf);
+            } else {
+                pg_sys::ReleaseBuffer(self.buf);
+            }
+        }
+    }
+}

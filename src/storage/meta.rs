@@ -1,0 +1,172 @@
+//! Block 0: what the index is and where everything lives.
+
+use super::page::{self, corrupt, PageKind};
+use super::wal::Wal;
+use super::Buf;
+use crate::key::KeyKind;
+use pgrx::pg_sys;
+
+pub const META_BLOCK: pg_sys::BlockNumber = 0;
+const META_MAGIC: u32 = 0x4C52_4E44; // "LRND"
+pub const FORMAT_VERSION: u32 = 1;
+/// Delta pages that take inserts at once; more only open under contention.
+pub const MAX_OPEN: usize = 4;
+
+/// The metapage content. Plain old data: read and written whole.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Meta {
+    pub magic: u32,
+    pub version: u32,
+    pub key_kind: u8,
+    pub key_width: u8,
+    pub _pad: u16,
+    pub target_window: u32,
+    pub generation: u64,
+    /// The sorted run: entries with a key.
+    pub run_start: u32,
+    pub run_pages: u32,
+    pub run_entries: u64,
+    /// TIDs of rows whose key is NULL, after the run.
+    pub null_start: u32,
+    pub null_pages: u32,
+    pub null_entries: u64,
+    pub model_start: u32,
+    pub model_pages: u32,
+    pub model_bytes: u64,
+    pub model_leaves: u32,
+    pub max_window: u32,
+    pub mean_window: f32,
+    /// Open delta pages, and where each one's directory entry is.
+    pub n_open: u32,
+    pub open: [u32; MAX_OPEN],
+    pub open_dir: [u32; MAX_OPEN],
+    pub open_slot: [u32; MAX_OPEN],
+    /// The chain of delta directory pages.
+    pub dir_head: u32,
+    pub dir_tail: u32,
+    /// Delta pages ever allocated (each has a directory entry).
+    pub delta_pages: u32,
+    pub _pad2: u32,
+    pub built_at: i64,
+    pub retrained_at: i64,
+    pub retrain_count: u64,
+}
+
+impl Meta {
+    pub fn new(kind: KeyKind, target_window: u32) -> Meta {
+        Meta {
+            magic: META_MAGIC,
+            version: FORMAT_VERSION,
+            key_kind: kind as u8,
+            key_width: 8,
+            _pad: 0,
+            target_window,
+            generation: 1,
+            run_start: 1,
+            run_pages: 0,
+            run_entries: 0,
+            null_start: 1,
+            null_pages: 0,
+            null_entries: 0,
+            model_start: 1,
+            model_pages: 0,
+            model_bytes: 0,
+            model_leaves: 0,
+            max_window: 0,
+            mean_window: 0.0,
+            n_open: 0,
+            open: [pg_sys::InvalidBlockNumber; MAX_OPEN],
+            open_dir: [pg_sys::InvalidBlockNumber; MAX_OPEN],
+            open_slot: [0; MAX_OPEN],
+            dir_head: pg_sys::InvalidBlockNumber,
+            dir_tail: pg_sys::InvalidBlockNumber,
+            delta_pages: 0,
+            _pad2: 0,
+            // SAFETY: reads the clock; no preconditions.
+            built_at: unsafe { pg_sys::GetCurrentTimestamp() },
+            retrained_at: 0,
+            retrain_count: 0,
+        }
+    }
+
+    pub fn kind(&self) -> KeyKind {
+        KeyKind::from_u8(self.key_kind).expect("validated on read")
+    }
+
+    /// Reads the metapage content from a locked page and validates it.
+    ///
+    /// # Safety
+    /// `page` must be block 0 of `rel`, pinned and locked.
+    pub unsafe fn from_page(rel: pg_sys::Relation, page: pg_sys::Page) -> Meta {
+        page::check(rel, META_BLOCK, page, PageKind::Meta);
+        let m = page::content(page).cast::<Meta>().read_unaligned();
+        m.validate(rel);
+        m
+    }
+
+    /// # Safety
+    /// `page` must be a writable image of block 0.
+    pub unsafe fn to_page(&self, page: pg_sys::Page) {
+        page::content(page).cast::<Meta>().write_unaligned(*self);
+    }
+
+    /// Reads the metapage under a short share lock.
+    pub fn read(rel: pg_sys::Relation) -> Meta {
+        let b = Buf::read_shared(rel, META_BLOCK);
+        // SAFETY: block 0, pinned and share-locked for the duration.
+        unsafe { Meta::from_page(rel, b.page()) }
+    }
+
+    fn validate(&self, rel: pg_sys::Relation) {
+        let bad = |what: &str| corrupt(rel, META_BLOCK, what);
+        if self.magic != META_MAGIC {
+            bad("metapage magic number is wrong");
+        }
+        if self.version != FORMAT_VERSION {
+            bad(&format!("index format version {} is not supported (expected {FORMAT_VERSION}); REINDEX it", self.version));
+        }
+        if KeyKind::from_u8(self.key_kind).is_none() {
+            bad(&format!("unknown key type {}", self.key_kind));
+        }
+        if self.key_width != 4 && self.key_width != 8 {
+            bad(&format!("key width {} is invalid", self.key_width));
+        }
+        let run_cap = super::run::capacity(self.key_width) as u64;
+        if self.run_pages as u64 != self.run_entries.div_ceil(run_cap) {
+            bad("run page count does not match its entry count");
+        }
+        if self.null_pages as u64 != self.null_entries.div_ceil(super::run::NULL_CAPACITY as u64) {
+            bad("null page count does not match its entry count");
+        }
+        let sections = [
+            (self.run_start, self.run_pages),
+            (self.null_start, self.null_pages),
+            (self.model_start, self.model_pages),
+        ];
+        // SAFETY: `rel` is open.
+        let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) };
+        for (start, len) in sections {
+            if start == META_BLOCK || (start as u64 + len as u64) > nblocks as u64 {
+                bad("a section of the index lies outside the relation");
+            }
+        }
+        if self.model_pages == 0 || self.model_bytes > self.model_pages as u64 * super::model_pages::PAYLOAD as u64 {
+            bad("model size does not match its pages");
+        }
+        if self.n_open as usize > MAX_OPEN {
+            bad("too many open delta pages");
+        }
+    }
+
+    /// Writes `self` to the metapage in one WAL record with whatever else `wal`
+    /// already holds. The caller holds the metapage exclusive-locked in `buf`.
+    pub fn write(&self, wal: &mut Wal, buf: &Buf) {
+        let page = wal.page(buf, false);
+        // SAFETY: `page` is the WAL image of the locked metapage.
+        unsafe { self.to_page(page) };
+    }
+}
+
+/// Content length of the metapage, for `pd_lower`.
+pub const META_LEN: usize = std::mem::size_of::<Meta>();

@@ -1,0 +1,13 @@
+//! Page formats and buffer access. Every page change goes through Generic WAL
+//! ([`wal`]) or, for a freshly built index, `log_newpage_range`.
+
+pub mod buffer;
+pub mod delta;
+pub mod meta;
+pub mod model_pages;
+pub mod page;
+pub mod run;
+pub mod wal;
+
+pub use buffer::Buf;
+pub use meta::Meta;

@@ -1,0 +1,114 @@
+//! The model's bytes, split over consecutive pages, and the per-backend cache of
+//! them in `rd_amcache`, keyed by the index generation.
+
+use super::page::{self, corrupt, PageKind, CONTENT};
+use super::{Buf, Meta};
+use crate::model::ModelView;
+use pgrx::pg_sys;
+
+const HEADER: usize = 8;
+pub const PAYLOAD: usize = CONTENT - HEADER;
+
+/// Writes `bytes` into pages starting at block `start` during a build; returns
+/// the number of pages.
+pub fn write(rel: pg_sys::Relation, start: pg_sys::BlockNumber, bytes: &[u8], need_lock: bool) -> u32 {
+    let mut blk = start;
+    for chunk in bytes.chunks(PAYLOAD) {
+        // SAFETY: the relation is open by the caller.
+        let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) };
+        let buf = if blk < nblocks { Buf::read_exclusive(rel, blk) } else { Buf::extend(rel, need_lock) };
+        // SAFETY: pinned and exclusive-locked; the chunk fits the payload area.
+        unsafe {
+            let page = buf.page();
+            page::init(page, PageKind::Model, HEADER + chunk.len());
+            let base = page::content(page);
+            base.cast::<u32>().write_unaligned(chunk.len() as u32);
+            std::ptr::copy_nonoverlapping(chunk.as_ptr(), base.add(HEADER), chunk.len());
+            pg_sys::MarkBufferDirty(buf.buffer());
+        }
+        blk += 1;
+    }
+    blk - start
+}
+
+/// Header of the cached copy in `rd_amcache`.
+#[repr(C)]
+struct Cached {
+    relfilenode: u32,
+    generation: u64,
+    len: usize,
+}
+
+/// The model of generation `meta.generation`, from this backend's cache or
+/// read from the model pages (and then cached). The returned bytes live in the
+/// index's relcache memory and stay valid until the relcache entry is rebuilt,
+/// which cannot happen while the caller holds the index open and locked
+/// without processing invalidations; callers copy nothing out of it across
+/// such points.
+pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> ModelView<'a> {
+    // SAFETY: `rd_amcache` is either null or a block this function allocated in
+    // `rd_indexcxt` with a `Cached` header followed by `len` bytes.
+    unsafe {
+        let node = relfilenode(rel);
+        let cached = (*rel).rd_amcache as *const Cached;
+        if !cached.is_null() && (*cached).generation == meta.generation && (*cached).relfilenode == node {
+            let bytes = std::slice::from_raw_parts((cached as *const u8).add(std::mem::size_of::<Cached>()), (*cached).len);
+            return ModelView::open(bytes).expect("cached model was validated when loaded");
+        }
+        let bytes = read(rel, meta);
+        let size = std::mem::size_of::<Cached>() + bytes.len();
+        let mem = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, size) as *mut u8;
+        mem.cast::<Cached>().write(Cached { relfilenode: node, generation: meta.generation, len: bytes.len() });
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem.add(std::mem::size_of::<Cached>()), bytes.len());
+        if !(*rel).rd_amcache.is_null() {
+            pg_sys::pfree((*rel).rd_amcache);
+        }
+        (*rel).rd_amcache = mem.cast();
+        let slice = std::slice::from_raw_parts(mem.add(std::mem::size_of::<Cached>()), bytes.len());
+        ModelView::open(slice).expect("validated by read")
+    }
+}
+
+/// # Safety
+/// `rel` must be an open relation.
+unsafe fn relfilenode(rel: pg_sys::Relation) -> u32 {
+    #[cfg(any(feature = "pg15"))]
+    {
+        (*rel).rd_node.relNode.into()
+    }
+    #[cfg(not(feature = "pg15"))]
+    {
+        (*rel).rd_locator.relNumber.into()
+    }
+}
+
+/// Reads and validates the model's bytes from its pages.
+pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(meta.model_bytes as usize);
+    for i in 0..meta.model_pages {
+        let blk = meta.model_start + i;
+        let buf = Buf::read_shared(rel, blk);
+        // SAFETY: pinned and share-locked; the chunk length is checked against
+        // the payload area before copying.
+        unsafe {
+            let page = buf.page();
+            page::check(rel, blk, page, PageKind::Model);
+            let base = page::content(page);
+            let len = base.cast::<u32>().read_unaligned() as usize;
+            if len > PAYLOAD {
+                corrupt(rel, blk, "model page length is out of range");
+            }
+            bytes.extend_from_slice(std::slice::from_raw_parts(base.add(HEADER), len));
+        }
+    }
+    if bytes.len() as u64 != meta.model_bytes {
+        corrupt(rel, meta.model_start, &format!("model is {} bytes, the metapage says {}", bytes.len(), meta.model_bytes));
+    }
+    let view = ModelView::open(&bytes).and_then(|v| v.verify_checksum().map(|_| v));
+    match view {
+        Ok(v) if v.nkeys() == meta.run_entries => {}
+        Ok(v) => corrupt(rel, meta.model_start, &format!("model covers {} keys, the run has {}", v.nkeys(), meta.run_entries)),
+        Err(e) => corrupt(rel, meta.model_start, &e.to_string()),
+    }
+    bytes
+}

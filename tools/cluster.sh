@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster on a private port, run as the postgres user
+# (PostgreSQL refuses to run as root).
+#   tools/cluster.sh start DIR PORT [extra postgresql.conf lines...]
+#   tools/cluster.sh stop DIR [mode]
+# The socket directory is DIR/sock; connect with psql -h DIR/sock -p PORT -U postgres.
+set -euo pipefail
+BIN=/usr/lib/postgresql/15/bin
+cmd=$1 dir=$2
+as_pg() { if [ "$(id -u)" = 0 ]; then sudo -u postgres "$@"; else "$@"; fi; }
+case "$cmd" in
+start)
+  port=$3; shift 3
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    mkdir -p "$dir/sock"
+    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir"
+    as_pg "$BIN/initdb" -D "$dir/data" -U postgres --no-sync -A trust >"$dir/initdb.log" 2>&1
+    {
+      echo "port = $port"
+      echo "unix_socket_directories = '$dir/sock'"
+      echo "listen_addresses = ''"
+      echo "fsync = off"
+      echo "shared_buffers = 256MB"
+      echo "max_connections = 40"
+      for line in "$@"; do echo "$line"; done
+    } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
+  fi
+  as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+  ;;
+stop)
+  mode=${3:-fast}
+  as_pg "$BIN/pg_ctl" -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null 2>&1 || true
+  ;;
+*) echo "usage: $0 start|stop DIR ..." >&2; exit 2 ;;
+esac
