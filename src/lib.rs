@@ -19,8 +19,7 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pgrx::pg_schema]
-mod tests;
+mod pg_tests;
 
 #[cfg(test)]
 pub mod pg_test {

@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn normalize_merges_adjacent_and_overlapping() {
-        assert_eq!(normalize(vec![(5, 6), (1, 2), (3, 3), (10, 20), (15, 30)]), vec![(1, 6), (10, 30)]);
+        assert_eq!(normalize(vec![(5, 6), (1, 2), (3, 3), (10, 20), (15, 30)]), vec![(1, 3), (5, 6), (10, 30)]);
+        assert_eq!(normalize(vec![(1, 2), (3, 3)]), vec![(1, 3)]);
         assert_eq!(normalize(vec![(0, u64::MAX), (5, 5)]), vec![(0, u64::MAX)]);
     }
 

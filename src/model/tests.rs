@@ -89,7 +89,7 @@ fn check_all(name: &str, keys: &[u64], target: u32) -> (u32, usize) {
     let mut probes = vec![0, 1, u64::MAX, u64::MAX - 1];
     for w in keys.windows(2) {
         probes.push(w[0]);
-        if w[1] > w[0] + 1 {
+        if w[1] - w[0] > 1 {
             probes.extend([w[0] + 1, w[1] - 1, w[0] + (w[1] - w[0]) / 2]);
         }
     }

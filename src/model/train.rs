@@ -49,7 +49,7 @@ impl Trainer {
             Some(g) if g.key == key => g.count += 1,
             Some(g) => {
                 assert!(g.key < key, "keys must be pushed in sorted order");
-                let (big, full) = (g.count > self.target_window / 2, self.segment_positions >= SEGMENT_POSITIONS);
+                let (big, full) = (g.count > self.target_window, self.segment_positions >= SEGMENT_POSITIONS);
                 if big {
                     // The finished group is a long duplicate run: isolate it.
                     let g = self.segment.pop().unwrap();

@@ -1,0 +1,103 @@
+//! A private PostgreSQL 15 cluster per test, with the installed learneddb
+//! extension: started on its own port and socket directory under /tmp, run as
+//! the postgres user, stopped and removed on drop.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/cluster.sh")
+}
+
+impl Cluster {
+    pub fn start(name: &str, extra_conf: &[&str]) -> Cluster {
+        let pid = std::process::id();
+        let dir = PathBuf::from(format!("/tmp/learneddb-test-{name}-{pid}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let port = 20000 + (pid % 20000) as u16 + name.bytes().map(|b| b as u16).sum::<u16>() % 1000;
+        let c = Cluster { dir, port };
+        c.run("start", &extra_conf.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let mut client = c.connect();
+        client.batch_execute("CREATE EXTENSION learneddb").unwrap();
+        c
+    }
+
+    fn run(&self, cmd: &str, args: &[String]) {
+        let mut c = Command::new(script());
+        c.arg(cmd).arg(&self.dir);
+        if cmd == "start" {
+            c.arg(self.port.to_string());
+        }
+        c.args(args);
+        let out = c.output().expect("run tools/cluster.sh");
+        assert!(out.status.success(), "cluster {cmd} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn connect(&self) -> postgres::Client {
+        let sock = self.dir.join("sock");
+        let mut last = None;
+        for _ in 0..100 {
+            match postgres::Config::new().host_path(&sock).port(self.port).user("postgres").dbname("postgres").connect(postgres::NoTls) {
+                Ok(c) => return c,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("cannot connect: {last:?}\n{}", self.log());
+    }
+
+    /// Stops the server with `pg_ctl -m mode` (e.g. "immediate" to simulate a crash).
+    pub fn stop(&self, mode: &str) {
+        self.run("stop", &[mode.to_string()]);
+    }
+
+    pub fn restart(&self) {
+        self.run("start", &[]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop("fast");
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// splitmix64.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.unit().max(1e-300), self.unit());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+}
