@@ -44,11 +44,15 @@ impl Cluster {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
-    pub fn connect(&self) -> postgres::Client {
+    pub fn try_connect(&self) -> Result<postgres::Client, postgres::Error> {
         let sock = self.dir.join("sock");
+        postgres::Config::new().host_path(&sock).port(self.port).user("postgres").dbname("postgres").connect(postgres::NoTls)
+    }
+
+    pub fn connect(&self) -> postgres::Client {
         let mut last = None;
         for _ in 0..100 {
-            match postgres::Config::new().host_path(&sock).port(self.port).user("postgres").dbname("postgres").connect(postgres::NoTls) {
+            match self.try_connect() {
                 Ok(c) => return c,
                 Err(e) => last = Some(e),
             }

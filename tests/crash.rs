@@ -1,0 +1,152 @@
+//! Crash safety: concurrent inserters (and a deleter with VACUUM) write to a
+//! table with a learned index while the server crashes, once by SIGKILL to a
+//! backend (the postmaster then resets and runs crash recovery) and once by
+//! `pg_ctl stop -m immediate`. After recovery `learned_verify` passes and every
+//! committed row is found through the index.
+
+mod common;
+
+use common::{Cluster, Rng};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+const WRITERS: u64 = 4;
+
+/// Inserts unique values until told to stop; records what committed.
+fn writer(cluster: &Cluster, id: u64, first: i64, stop: &AtomicBool, committed: &Mutex<BTreeSet<i64>>) {
+    let mut r = Rng(id * 7919 + first as u64 + 1);
+    let mut n: i64 = first;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut c) = cluster.try_connect() else {
+            thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let batch = 1 + r.below(20) as i64;
+            // Values interleave across writers, so every writer hits every part
+            // of the key space and the delta pages' ranges overlap.
+            let vals: Vec<i64> = (0..batch).map(|k| (n + k) * WRITERS as i64 + id as i64).collect();
+            let res = c.execute("INSERT INTO t (v) SELECT unnest($1::int8[])", &[&vals]);
+            match res {
+                Ok(_) => {
+                    committed.lock().unwrap().extend(vals.iter().copied());
+                    n += batch;
+                }
+                Err(_) => {
+                    // The server went away; the batch may or may not have
+                    // committed, so its values are never reused.
+                    n += batch;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn deleter(cluster: &Cluster, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut c) = cluster.try_connect() else {
+            thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            // Only the preloaded rows (negative keys) are deleted.
+            if c.batch_execute("DELETE FROM t WHERE v < 0 AND v % 97 = (random() * 96)::int").is_err() || c.batch_execute("VACUUM t").is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn check(cluster: &Cluster, committed: &BTreeSet<i64>) {
+    let mut c = cluster.connect();
+    let ok: bool = c.query_one("SELECT learned_verify('t_v')", &[]).unwrap().get(0);
+    assert!(ok);
+    c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off").unwrap();
+    let plan: Vec<String> = c.query("EXPLAIN (COSTS OFF) SELECT v FROM t WHERE v >= 0 ORDER BY v", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(plan.join("\n").contains("t_v"), "{plan:?}");
+    let through_index: Vec<i64> = c.query("SELECT v FROM t WHERE v >= 0 ORDER BY v", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let found: BTreeSet<i64> = through_index.iter().copied().collect();
+    assert_eq!(found.len(), through_index.len(), "a row came back twice");
+    let missing: Vec<&i64> = committed.difference(&found).take(10).collect();
+    assert!(missing.is_empty(), "{} committed rows not found through the index, e.g. {missing:?}", committed.difference(&found).count());
+    c.batch_execute("RESET enable_seqscan; RESET enable_bitmapscan; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off").unwrap();
+    let heap: BTreeSet<i64> = c.query("SELECT v FROM t WHERE v >= 0", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(heap, found, "the index and the table disagree after recovery");
+    let n: i64 = c.query_one("SELECT count(*) FROM t WHERE v < 0", &[]).unwrap().get(0);
+    c.batch_execute("RESET ALL; SET enable_seqscan = off").unwrap();
+    let n_index: i64 = c.query_one("SELECT count(*) FROM t WHERE v < 0", &[]).unwrap().get(0);
+    assert_eq!(n, n_index);
+}
+
+/// Runs writers (whose values start at `first`) and the deleter, crashing the
+/// server in the middle.
+fn run_writers(cluster: &Arc<Cluster>, first: i64, committed: &Arc<Mutex<BTreeSet<i64>>>, crash: impl FnOnce(&Cluster)) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for id in 0..WRITERS {
+        let (cl, st, cm) = (cluster.clone(), stop.clone(), committed.clone());
+        handles.push(thread::spawn(move || writer(&cl, id, first, &st, &cm)));
+    }
+    let (cl, st) = (cluster.clone(), stop.clone());
+    handles.push(thread::spawn(move || deleter(&cl, &st)));
+    thread::sleep(Duration::from_millis(1500));
+    crash(cluster);
+    thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn committed_rows_survive_crashes() {
+    let cluster = Arc::new(Cluster::start("crash", &["restart_after_crash = on", "checkpoint_timeout = 30s"]));
+    {
+        let mut c = cluster.connect();
+        c.batch_execute(
+            "CREATE TABLE t (id bigserial, v int8);
+             INSERT INTO t (v) SELECT -g FROM generate_series(1, 20000) g;
+             CREATE INDEX t_v ON t USING learned (v);",
+        )
+        .unwrap();
+    }
+    let committed = Arc::new(Mutex::new(BTreeSet::new()));
+
+    // 1. A backend is killed: the postmaster resets and replays WAL.
+    run_writers(&cluster, 0, &committed, |cl| {
+        let mut c = cl.connect();
+        let pid: i32 = c
+            .query_one("SELECT pid FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t%' AND pid <> pg_backend_pid() LIMIT 1", &[])
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        assert!(pid > 0, "no inserting backend to kill");
+        let status = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap();
+        assert!(status.success());
+    });
+    check(&cluster, &committed.lock().unwrap());
+
+    // 2. The whole server stops without a checkpoint.
+    run_writers(&cluster, 1 << 40, &committed, |cl| {
+        cl.stop("immediate");
+        cl.restart();
+    });
+    let n = committed.lock().unwrap().len();
+    assert!(n > 1000, "only {n} rows committed; the writers did not run");
+    check(&cluster, &committed.lock().unwrap());
+
+    // 3. A crash right after a build: the build's pages come back from WAL.
+    {
+        let mut c = cluster.connect();
+        c.batch_execute("CHECKPOINT; CREATE INDEX t_v2 ON t USING learned (v); INSERT INTO t (v) VALUES (-1), (-2)").unwrap();
+    }
+    cluster.stop("immediate");
+    cluster.restart();
+    let mut c = cluster.connect();
+    let ok: bool = c.query_one("SELECT learned_verify('t_v2')", &[]).unwrap().get(0);
+    assert!(ok);
+}
