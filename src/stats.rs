@@ -27,6 +27,9 @@ impl Opened {
         // SAFETY: plain catalog lookups and relation opens; errors are raised
         // by PostgreSQL for a missing relation.
         unsafe {
+            if pg_sys::get_rel_relkind(oid) != pg_sys::RELKIND_INDEX as std::ffi::c_char {
+                error!("\"{}\" is not a learned index", name_of(oid));
+            }
             let heap_oid = pg_sys::IndexGetRelation(oid, false);
             let heap = pg_sys::table_open(heap_oid, pg_sys::AccessShareLock as i32);
             let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as i32);

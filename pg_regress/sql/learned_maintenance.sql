@@ -1,0 +1,86 @@
+-- DDL, VACUUM, statistics, and the errors for what is not supported.
+CREATE TABLE m (id int, k int8);
+INSERT INTO m SELECT g, g FROM generate_series(1, 10000) g;
+CREATE INDEX m_k ON m USING learned (k);
+
+-- the stats view and function
+SELECT schema_name, table_name, index_name, key_type, entries, run_pages, null_entries,
+       delta_entries, delta_pages, model_leaves, max_error, generation, retrain_count,
+       last_retrain IS NULL AS never_retrained, built_at <= now() AS built_in_past, index_size > 0 AS has_size
+FROM pg_stat_learned_indexes WHERE index_name = 'm_k';
+SELECT entries, max_error <= 64 AS window_within_target FROM learned_index_stats('m_k');
+
+-- VACUUM tombstones dead run entries and removes dead delta entries
+INSERT INTO m SELECT g, g FROM generate_series(10001, 12000) g;
+DELETE FROM m WHERE id % 2 = 0;
+VACUUM m;
+SET enable_seqscan = off;
+SELECT count(*) FROM m WHERE k > 0;
+SELECT count(*) FROM m WHERE k > 10000;
+SELECT entries, delta_entries FROM learned_index_stats('m_k');
+SELECT learned_verify('m_k');
+-- emptied delta pages are reused rather than the index growing
+DELETE FROM m WHERE id > 10000;
+VACUUM m;
+SELECT pg_relation_size('m_k') AS size_before \gset
+INSERT INTO m SELECT g, g FROM generate_series(10001, 12000) g;
+SELECT pg_relation_size('m_k') = :size_before AS reused_pages;
+SELECT count(*) FROM m WHERE k > 10000;
+SELECT learned_verify('m_k');
+RESET enable_seqscan;
+
+-- REINDEX folds the delta into the run
+REINDEX INDEX m_k;
+SELECT entries, delta_entries, delta_pages FROM learned_index_stats('m_k');
+REINDEX INDEX CONCURRENTLY m_k;
+SELECT learned_verify('m_k');
+DROP INDEX m_k;
+CREATE INDEX CONCURRENTLY m_k ON m USING learned (k);
+SELECT entries FROM learned_index_stats('m_k');
+SELECT learned_verify('m_k');
+
+-- TRUNCATE, CLUSTER (on a btree), ALTER COLUMN TYPE rebuild it
+CREATE INDEX m_id ON m (id);
+CLUSTER m USING m_id;
+SELECT learned_verify('m_k');
+ALTER TABLE m ALTER COLUMN k TYPE int4;
+SELECT key_type, entries FROM learned_index_stats('m_k');
+SELECT learned_verify('m_k');
+TRUNCATE m;
+SELECT entries, run_pages FROM learned_index_stats('m_k');
+INSERT INTO m VALUES (1, 1), (2, NULL);
+SELECT learned_verify('m_k');
+SET enable_seqscan = off;
+SELECT id FROM m WHERE k = 1;
+SELECT id FROM m WHERE k IS NULL;
+RESET enable_seqscan;
+
+-- unlogged and temporary tables
+CREATE UNLOGGED TABLE u (k int8);
+INSERT INTO u SELECT g FROM generate_series(1, 1000) g;
+CREATE INDEX u_k ON u USING learned (k);
+SELECT learned_verify('u_k');
+CREATE TEMP TABLE tmp (k int8);
+INSERT INTO tmp SELECT g FROM generate_series(1, 1000) g;
+CREATE INDEX tmp_k ON tmp USING learned (k);
+INSERT INTO tmp VALUES (5000);
+SELECT learned_verify('tmp_k');
+
+-- a smaller target window gives more leaves and narrower windows
+CREATE TABLE w (k float8);
+INSERT INTO w SELECT sin(g) * 1000 FROM generate_series(1, 20000) g;
+CREATE INDEX w_64 ON w USING learned (k);
+CREATE INDEX w_8 ON w USING learned (k) WITH (target_window = 8);
+SELECT a.model_leaves < b.model_leaves AS more_leaves, b.max_error <= 8 AS narrow
+FROM learned_index_stats('w_64') a, learned_index_stats('w_8') b;
+ALTER INDEX w_8 SET (target_window = 1);
+
+-- what is not supported says so
+CREATE INDEX ON m USING learned (id, k);
+CREATE UNIQUE INDEX ON m USING learned (k);
+CREATE INDEX ON m USING learned (k) INCLUDE (id);
+CREATE INDEX ON m USING learned (k DESC);
+CREATE INDEX ON m USING learned (k NULLS FIRST);
+CLUSTER m USING m_k;
+SELECT learned_verify('m_id');
+SELECT * FROM learned_index_stats('m');

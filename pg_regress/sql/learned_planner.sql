@@ -1,0 +1,24 @@
+-- amcostestimate: selective predicates use the learned index, unselective
+-- ones read the table; next to a btree the (cheaper) learned index wins.
+CREATE TABLE p (id int, ts timestamptz, pad text);
+INSERT INTO p SELECT g, TIMESTAMPTZ '2025-01-01 00:00+00' + g * INTERVAL '1 second', repeat('x', 50)
+FROM generate_series(1, 100000) g;
+CREATE INDEX p_ts_learned ON p USING learned (ts);
+VACUUM ANALYZE p;
+
+EXPLAIN (COSTS OFF) SELECT * FROM p WHERE ts = '2025-01-01 10:00+00';
+EXPLAIN (COSTS OFF) SELECT * FROM p WHERE ts BETWEEN '2025-01-01 10:00+00' AND '2025-01-01 10:05+00';
+EXPLAIN (COSTS OFF) SELECT * FROM p WHERE ts > '2025-01-01 01:00+00';
+EXPLAIN (COSTS OFF) SELECT * FROM p ORDER BY ts LIMIT 10;
+EXPLAIN (COSTS OFF) SELECT * FROM p ORDER BY ts DESC LIMIT 10;
+
+CREATE INDEX p_ts_btree ON p (ts);
+ANALYZE p;
+EXPLAIN (COSTS OFF) SELECT * FROM p WHERE ts = '2025-01-01 10:00+00';
+EXPLAIN (COSTS OFF) SELECT ts FROM p WHERE ts BETWEEN '2025-01-01 10:00+00' AND '2025-01-01 10:05+00';
+
+-- the buffers a point lookup touches: one run page (plus the heap page)
+SET enable_seqscan = off;
+SELECT count(*) FROM p WHERE ts = '2025-01-01 10:00+00';
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF)
+  SELECT id FROM p WHERE ts = '2025-01-01 10:00+00';
