@@ -3,7 +3,8 @@
 //! back into PostgreSQL while an error unwinds is not safe.
 
 use pgrx::pg_sys;
-
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
 pub struct Buf {
     buf: pg_sys::Buffer,
     locked: bool,
@@ -12,11 +13,22 @@ pub struct Buf {
 impl Buf {
     /// Pins block `blk` of the main fork.
     pub fn read(rel: pg_sys::Relation, blk: pg_sys::BlockNumber) -> Buf {
-        // SAFETY: `rel` is an open relation; ReadBufferExtended raises an ERROR
-        // for a block past the end rather than returning an invalid buffer.
-        let buf = unsafe {
-            pg_sys::ReadBufferExtended(rel, pg_sys::ForkNumber::MAIN_FORKNUM, blk, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut())
-        };
+        // PostgreSQL's own checks (an invalid page header, a failed read) name
+        // only the file: re-raise them naming the index and block.
+        let buf = PgTryBuilder::new(|| {
+            // SAFETY: `rel` is an open relation; ReadBufferExtended raises an
+            // ERROR rather than returning an invalid buffer.
+            unsafe { pg_sys::ReadBufferExtended(rel, pg_sys::ForkNumber::MAIN_FORKNUM, blk, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut()) }
+        })
+        .catch_others(|e| match e {
+            CaughtError::PostgresError(r) => {
+                // SAFETY: `rel` is still open.
+                let name = unsafe { super::page::relation_name(rel) };
+                ereport!(ERROR, r.sql_error_code(), format!("{} (block {blk} of learned index \"{name}\")", r.message()));
+            }
+            other => other.rethrow(),
+        })
+        .execute();
         Buf { buf, locked: false }
     }
 

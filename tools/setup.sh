@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building and testing learneddb needs, only what is missing:
+# PostgreSQL 15 server headers, libclang for bindgen, sudo, cargo-pgrx 0.18.0,
+# and the pgrx configuration pointing at the system PostgreSQL 15.
+set -euo pipefail
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+need=()
+[ -f /usr/include/postgresql/15/server/postgres.h ] || need+=(postgresql-server-dev-15)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev clang)
+command -v sudo >/dev/null || need+=(sudo)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null 2>&1 || true
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! cargo pgrx --version 2>/dev/null | grep -q '0.18.0'; then
+  echo "installing cargo-pgrx 0.18.0 (a few minutes, once)"
+  cargo install cargo-pgrx --version 0.18.0 --locked --quiet
+fi
+if ! grep -q "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
+  cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+fi
