@@ -61,20 +61,14 @@ struct ScanState {
     delta_nulls: Vec<Tid>,
     out: VecDeque<(Option<u64>, Tid)>,
     batch: Vec<(u64, Tid)>,
-    /// Reset before forming each index-only tuple.
-    itup_cxt: pg_sys::MemoryContext,
+    /// The index tuple an index-only scan returns, rewritten in place for
+    /// every entry (no allocation per tuple).
+    itup: [u64; 3],
 }
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32, norderbys: i32) -> pg_sys::IndexScanDesc {
     let scan = pg_sys::RelationGetIndexScan(index, nkeys, norderbys);
-    let itup_cxt = pg_sys::AllocSetContextCreateInternal(
-        pg_sys::CurrentMemoryContext,
-        c"learned index-only tuple".as_ptr(),
-        pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
-        pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
-        pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
-    );
     let state = ScanState {
         kind: index_kind(index),
         snapshot: None,
@@ -87,7 +81,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32,
         delta_nulls: Vec::new(),
         out: VecDeque::new(),
         batch: Vec::new(),
-        itup_cxt,
+        itup: [0; 3],
     };
     // The state is dropped when the scan's memory context goes away, which
     // also covers scans an error interrupts before amendscan.
@@ -354,14 +348,30 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, directio
     (*scan).xs_heaptid = tid_to_ptr(tid);
     (*scan).xs_recheck = st.plan.recheck;
     if (*scan).xs_want_itup {
-        pg_sys::MemoryContextReset(st.itup_cxt);
-        let old = pg_sys::MemoryContextSwitchTo(st.itup_cxt);
-        let mut value = key.map_or(pg_sys::Datum::from(0usize), |k| datum(st.kind, k));
-        let mut isnull = key.is_none();
-        (*scan).xs_itup = pg_sys::index_form_tuple((*scan).xs_itupdesc, &mut value, &mut isnull);
-        pg_sys::MemoryContextSwitchTo(old);
+        (*scan).xs_itup = form_tuple(&mut st.itup, st.kind, key);
     }
     true
+}
+
+/// Writes the index tuple `index_form_tuple` would build for one by-value key
+/// column: an 8-byte header, then the value at offset 8 (every supported
+/// type's alignment divides 8), or for NULL the null bitmap and no data.
+fn form_tuple(buf: &mut [u64; 3], kind: KeyKind, key: Option<u64>) -> pg_sys::IndexTuple {
+    const INDEX_NULL_MASK: u64 = 0x8000;
+    *buf = [0; 3];
+    match key {
+        None => buf[0] = (16 | INDEX_NULL_MASK) << 48, // t_info: size 16, has nulls; bitmap bit 0 clear
+        Some(k) => {
+            let d = datum(kind, k).value() as u64;
+            buf[0] = 16 << 48; // t_info: size 16
+            buf[1] = match kind {
+                KeyKind::Int2 => d & 0xffff,
+                KeyKind::Int4 | KeyKind::Date | KeyKind::Float4 => d & 0xffff_ffff,
+                _ => d,
+            };
+        }
+    }
+    buf.as_mut_ptr().cast()
 }
 
 #[pg_guard]
@@ -386,9 +396,7 @@ pub unsafe extern "C-unwind" fn amgetbitmap(scan: pg_sys::IndexScanDesc, tbm: *m
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
     let slot = (*scan).opaque as *mut Option<ScanState>;
-    if let Some(st) = (*slot).take() {
-        pg_sys::MemoryContextDelete(st.itup_cxt);
-    }
+    drop((*slot).take());
 }
 
 #[pg_guard]
