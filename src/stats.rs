@@ -1,6 +1,6 @@
 //! `learned_index_stats(regclass)`, the view over it, and `learned_verify`.
 
-use crate::am::build::Sorter;
+use crate::am::sort::Sorter;
 use crate::am::datum::{index_kind, ordinal};
 use crate::key::{KeyKind, RawValue};
 use crate::model::ModelView;
@@ -238,19 +238,13 @@ fn check_delta(idx: pg_sys::Relation, meta: &Meta) -> Vec<DeltaEntry> {
     all
 }
 
-fn pack(tid: Tid, key: Option<u64>) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[0..6].copy_from_slice(&tid.to_be_bytes()[2..8]);
-    b[6] = key.is_none() as u8;
-    b[7..15].copy_from_slice(&key.unwrap_or(0).to_be_bytes());
-    b
+/// Sort item for the TID-ordered comparison: TID and NULL flag, then key.
+fn pack(tid: Tid, key: Option<u64>) -> (u64, u64) {
+    ((tid << 1) | key.is_none() as u64, key.unwrap_or(0))
 }
 
-fn unpack(b: &[u8; 16]) -> (Tid, Option<u64>) {
-    let mut t = [0u8; 8];
-    t[2..8].copy_from_slice(&b[0..6]);
-    let key = u64::from_be_bytes(b[7..15].try_into().unwrap());
-    (u64::from_be_bytes(t), (b[6] == 0).then_some(key))
+fn unpack((a, b): (u64, u64)) -> (Tid, Option<u64>) {
+    (a >> 1, (a & 1 == 0).then_some(b))
 }
 
 struct HeapState {
@@ -270,31 +264,34 @@ unsafe extern "C-unwind" fn heap_callback(
     // SAFETY: `state` is the HeapState passed below; one column.
     let st = &mut *(state as *mut HeapState);
     let key = (!*isnull).then(|| ordinal(st.kind, *values));
-    st.sorter.put_bytes(pack(tid_from_ptr(&*tid), key));
+    let (a, b) = pack(tid_from_ptr(&*tid), key);
+    st.sorter.put(a, b);
 }
 
 /// Every row visible to a fresh MVCC snapshot is in the index exactly once,
 /// with its key. Both sides are sorted by TID and merged.
 fn check_heap(rel: &Opened, meta: &Meta, kind: KeyKind, delta_entries: &[DeltaEntry]) {
     let idx = rel.index;
-    let mut index_side = Sorter::new(false);
+    let mut index_side = Sorter::new();
     for section in [Section::run(meta), Section::nulls(meta)] {
         for i in 0..section.pages {
             let (_buf, page) = section.read(idx, i);
             for s in 0..page.len() {
                 if !page.dead(s) {
                     let key = (section.width != 0).then(|| page.key(s));
-                    index_side.put_bytes(pack(page.tid(s), key));
+                    let (a, b) = pack(page.tid(s), key);
+                    index_side.put(a, b);
                 }
             }
         }
     }
     for e in delta_entries {
-        index_side.put_bytes(pack(e.tid, (!e.null).then_some(e.key)));
+        let (a, b) = pack(e.tid, (!e.null).then_some(e.key));
+        index_side.put(a, b);
     }
-    index_side.sort();
+    let mut index_side = index_side.finish();
 
-    let mut st = HeapState { kind, sorter: Sorter::new(false) };
+    let mut st = HeapState { kind, sorter: Sorter::new() };
     // SAFETY: the amcheck recipe: an MVCC snapshot scan through the table AM's
     // index build scan, with ii_Concurrent so that it uses that snapshot.
     unsafe {
@@ -305,26 +302,26 @@ fn check_heap(rel: &Opened, meta: &Meta, kind: KeyKind, delta_entries: &[DeltaEn
         pg_sys::table_index_build_scan(rel.heap, idx, info, true, false, Some(heap_callback), &mut st as *mut HeapState as *mut std::ffi::c_void, scan);
         pg_sys::UnregisterSnapshot(snapshot);
     }
-    st.sorter.sort();
+    let mut heap_side = st.sorter.finish();
 
-    let mut pending = index_side.next_bytes().map(|b| unpack(&b));
+    let mut pending = index_side.next().map(unpack);
     let mut last_tid: Option<Tid> = None;
-    while let Some(hb) = st.sorter.next_bytes() {
-        let (tid, key) = unpack(&hb);
+    while let Some(hb) = heap_side.next() {
+        let (tid, key) = unpack(hb);
         // Index entries of rows this snapshot does not see are allowed.
         while let Some((t, _)) = pending.filter(|(t, _)| *t < tid) {
             if last_tid == Some(t) {
                 fail(idx, &format!("heap TID {} is indexed twice", show_tid(t)));
             }
             last_tid = Some(t);
-            pending = index_side.next_bytes().map(|b| unpack(&b));
+            pending = index_side.next().map(unpack);
         }
         match pending {
             Some((t, k)) if t == tid => {
                 if k != key {
                     fail(idx, &format!("row {} is indexed with key {} but has key {}", show_tid(tid), show_key(kind, k), show_key(kind, key)));
                 }
-                pending = index_side.next_bytes().map(|b| unpack(&b));
+                pending = index_side.next().map(unpack);
                 if pending.is_some_and(|(t2, _)| t2 == tid) {
                     fail(idx, &format!("heap TID {} is indexed twice", show_tid(tid)));
                 }
@@ -338,10 +335,10 @@ fn check_heap(rel: &Opened, meta: &Meta, kind: KeyKind, delta_entries: &[DeltaEn
             fail(idx, &format!("heap TID {} is indexed twice", show_tid(t)));
         }
         last_tid = Some(t);
-        pending = index_side.next_bytes().map(|b| unpack(&b));
+        pending = index_side.next().map(unpack);
     }
     index_side.end();
-    st.sorter.end();
+    heap_side.end();
 }
 
 fn show_key(kind: KeyKind, k: Option<u64>) -> String {

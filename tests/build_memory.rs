@@ -48,7 +48,7 @@ fn unsorted_build_stays_within_maintenance_work_mem() {
     // for allocator slack and the tuplesort's merge buffers.
     eprintln!("backend anonymous memory grew by {grown_mb} MB during the build");
     assert!(grown_mb < 64, "build grew the backend by {grown_mb} MB with maintenance_work_mem = 16MB");
-    let ok: bool = c.query_one("SELECT learned_verify('t_k', false)", &[]).unwrap().get(0);
+    let ok: bool = c.query_one("SELECT learned_verify('t_k')", &[]).unwrap().get(0);
     assert!(ok);
     let n: i64 = c.query_one("SELECT entries FROM learned_index_stats('t_k')", &[]).unwrap().get(0);
     assert_eq!(n, ROWS);

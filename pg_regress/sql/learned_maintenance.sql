@@ -84,3 +84,13 @@ CREATE INDEX ON m USING learned (k NULLS FIRST);
 CLUSTER m USING m_k;
 SELECT learned_verify('m_id');
 SELECT * FROM learned_index_stats('m');
+
+-- a build larger than maintenance_work_mem sorts in runs on disk and merges them;
+-- learned_verify (which sorts too) then checks every row against the heap
+CREATE TABLE big AS SELECT (hashint8(g) % 100000)::int8 AS k FROM generate_series(1, 300000) g;
+INSERT INTO big SELECT NULL FROM generate_series(1, 100);
+SET maintenance_work_mem = '1MB';
+CREATE INDEX big_k ON big USING learned (k);
+SELECT learned_verify('big_k');
+RESET maintenance_work_mem;
+SELECT entries, null_entries FROM learned_index_stats('big_k');

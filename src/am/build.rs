@@ -4,11 +4,13 @@
 //! While the heap delivers entries in key order (a serial id, an append-only
 //! timestamp) they go straight to run pages and the trainer: no sort at all. The
 //! first entry out of order (or a page whose keys do not fit 4-byte offsets, or
-//! more NULLs than fit the side buffer) moves everything written so far into a
-//! tuplesort, which holds memory to `maintenance_work_mem` and spills beyond it.
+//! more NULLs than fit the side buffer) moves everything written so far into an
+//! external sort ([`super::sort`]), which holds memory to `maintenance_work_mem`
+//! and spills beyond it.
 
 use super::datum::{index_kind, ordinal};
 use super::handler::{PHASE_SCAN, PHASE_SORT, PHASE_WRITE};
+use super::sort::{Sorted, Sorter};
 use crate::key::KeyKind;
 use crate::model::Trainer;
 use crate::storage::meta::{Meta, META_BLOCK, META_LEN};
@@ -17,101 +19,6 @@ use crate::storage::run::{tid_from_ptr, Section, SectionWriter, Tid};
 use crate::storage::{model_pages, Buf};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-
-/// One entry of the sort, packed so that byte order is (is null, ordinal, TID)
-/// order: the built-in `uuid` type compares with memcmp, which lets PostgreSQL's
-/// own tuplesort (abbreviated keys, spilling, memory accounting) do the sorting.
-fn pack(key: Option<u64>, tid: Tid) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[0] = key.is_none() as u8;
-    b[1..9].copy_from_slice(&key.unwrap_or(0).to_be_bytes());
-    b[9..15].copy_from_slice(&tid.to_be_bytes()[2..8]);
-    b
-}
-
-fn unpack(b: &[u8; 16]) -> (Option<u64>, Tid) {
-    let key = u64::from_be_bytes(b[1..9].try_into().unwrap());
-    let mut t = [0u8; 8];
-    t[2..8].copy_from_slice(&b[9..15]);
-    ((b[0] == 0).then_some(key), u64::from_be_bytes(t))
-}
-
-/// A tuplesort of packed entries.
-pub struct Sorter {
-    state: *mut pg_sys::Tuplesortstate,
-}
-
-impl Sorter {
-    pub fn new(random_access: bool) -> Sorter {
-        // SAFETY: the uuid type and its "<" operator are built in; the sort state
-        // lives in its own memory context, released by `end` or by abort.
-        unsafe {
-            let tc = pg_sys::lookup_type_cache(pg_sys::UUIDOID, pg_sys::TYPECACHE_LT_OPR as i32);
-            let opt = if random_access { pg_sys::TUPLESORT_RANDOMACCESS as i32 } else { 0 };
-            let state = pg_sys::tuplesort_begin_datum(
-                pg_sys::UUIDOID,
-                (*tc).lt_opr,
-                pg_sys::InvalidOid,
-                false,
-                pg_sys::maintenance_work_mem,
-                std::ptr::null_mut(),
-                opt,
-            );
-            Sorter { state }
-        }
-    }
-
-    pub fn put(&mut self, key: Option<u64>, tid: Tid) {
-        self.put_bytes(pack(key, tid));
-    }
-
-    /// Adds 16 bytes that sort by memcmp.
-    pub fn put_bytes(&mut self, b: [u8; 16]) {
-        // SAFETY: tuplesort copies the 16 bytes the datum points to.
-        unsafe { pg_sys::tuplesort_putdatum(self.state, pg_sys::Datum::from(b.as_ptr()), false) };
-    }
-
-    pub fn sort(&mut self) {
-        // SAFETY: the state is live and in its loading phase.
-        unsafe { pg_sys::tuplesort_performsort(self.state) };
-    }
-
-    pub fn rescan(&mut self) {
-        // SAFETY: the sort was begun with random access.
-        unsafe { pg_sys::tuplesort_rescan(self.state) };
-    }
-
-    pub fn next(&mut self) -> Option<(Option<u64>, Tid)> {
-        self.next_bytes().map(|b| unpack(&b))
-    }
-
-    pub fn next_bytes(&mut self) -> Option<[u8; 16]> {
-        let mut d = pg_sys::Datum::from(0usize);
-        let mut isnull = false;
-        // SAFETY: the sort is performed. The returned datum points to 16 bytes:
-        // a fresh palloc'd copy (pg15, freed here) or memory owned by the sort
-        // and valid until the next call (pg16+, copy = false).
-        unsafe {
-            #[cfg(feature = "pg15")]
-            let more = pg_sys::tuplesort_getdatum(self.state, true, &mut d, &mut isnull, std::ptr::null_mut());
-            #[cfg(not(feature = "pg15"))]
-            let more = pg_sys::tuplesort_getdatum(self.state, true, false, &mut d, &mut isnull, std::ptr::null_mut());
-            if !more {
-                return None;
-            }
-            let p = d.cast_mut_ptr::<u8>();
-            let e = *(p as *const [u8; 16]);
-            #[cfg(feature = "pg15")]
-            pg_sys::pfree(p.cast());
-            Some(e)
-        }
-    }
-
-    pub fn end(self) {
-        // SAFETY: the state is live; this releases its memory and temp files.
-        unsafe { pg_sys::tuplesort_end(self.state) };
-    }
-}
 
 fn progress(param: u32, value: i64) {
     // SAFETY: updates this backend's progress slot; a no-op when not reporting.
@@ -130,7 +37,9 @@ struct BuildState {
     index: pg_sys::Relation,
     kind: KeyKind,
     direct: Option<Direct>,
+    /// After the direct path gave up: (ordinal, TID) pairs and NULL TIDs.
     sorter: Option<Sorter>,
+    null_sorter: Option<Sorter>,
     null_budget: usize,
     tuples: f64,
 }
@@ -161,25 +70,29 @@ impl BuildState {
             }
             self.spill();
         }
-        self.sorter.as_mut().expect("sorting after spill").put(key, tid);
+        match key {
+            Some(k) => self.sorter.as_mut().expect("sorting after spill").put(k, tid),
+            None => self.null_sorter.get_or_insert_with(Sorter::new).put(tid, 0),
+        }
     }
 
-    /// Moves what the direct path wrote into a tuplesort.
+    /// Moves what the direct path wrote into the external sort.
     fn spill(&mut self) {
         let d = self.direct.take().expect("direct path active");
-        let mut sorter = Sorter::new(true);
+        let mut sorter = Sorter::new();
         let written = Section { start: META_BLOCK + 1, pages: d.run.pages, entries: d.run.pages as u64 * crate::storage::run::capacity(4) as u64, width: 4 };
         for i in 0..written.pages {
             let (_buf, page) = written.read(self.index, i);
             for s in 0..page.len() {
-                sorter.put(Some(page.key(s)), page.tid(s));
+                sorter.put(page.key(s), page.tid(s));
             }
         }
         for (k, t) in d.run.pending() {
-            sorter.put(Some(k), t);
+            sorter.put(k, t);
         }
-        for &t in &d.nulls {
-            sorter.put(None, t);
+        if !d.nulls.is_empty() {
+            let nulls = self.null_sorter.get_or_insert_with(Sorter::new);
+            d.nulls.iter().for_each(|&t| nulls.put(t, 0));
         }
         self.sorter = Some(sorter);
     }
@@ -234,6 +147,7 @@ pub unsafe extern "C-unwind" fn ambuild(
         kind,
         direct: Some(Direct { run: SectionWriter::new(index, META_BLOCK + 1, 4), trainer: Trainer::new(target_window), nulls: Vec::new(), last: None }),
         sorter: None,
+        null_sorter: None,
         null_budget: (pg_sys::maintenance_work_mem as usize * 1024 / 2) / std::mem::size_of::<Tid>(),
         tuples: 0.0,
     };
@@ -253,7 +167,7 @@ pub unsafe extern "C-unwind" fn ambuild(
     let mut meta = Meta::new(kind, target_window);
     let model = match st.direct.take() {
         Some(d) => write_direct(index, d, &mut meta),
-        None => write_sorted(index, st.sorter.take().unwrap(), target_window, &mut meta),
+        None => write_sorted(index, st.sorter.take().unwrap(), st.null_sorter.take(), target_window, &mut meta),
     };
     meta.model_start = meta.null_start + meta.null_pages;
     meta.model_bytes = model.len() as u64;
@@ -295,55 +209,51 @@ fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Vec<u8> 
 
 /// Two tries over the sorted entries: 4-byte keys, and 8-byte keys if some page
 /// spans more than 32 bits.
-fn write_sorted(index: pg_sys::Relation, mut sorter: Sorter, target_window: u32, meta: &mut Meta) -> Vec<u8> {
+fn write_sorted(index: pg_sys::Relation, sorter: Sorter, null_sorter: Option<Sorter>, target_window: u32, meta: &mut Meta) -> Vec<u8> {
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_SORT);
-    sorter.sort();
+    let mut sorted = sorter.finish();
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
+    let mut model = None;
     for width in [4u8, 8] {
-        if width == 8 {
-            sorter.rescan();
+        sorted.rewind();
+        if let Some(m) = write_run(index, &mut sorted, width, target_window, meta) {
+            model = Some(m);
+            break;
         }
-        let mut run = SectionWriter::new(index, meta.run_start, width);
-        let mut trainer = Trainer::new(target_window);
-        let mut nulls: Option<SectionWriter> = None;
-        let mut done = 0i64;
-        let mut too_wide = false;
-        while let Some((key, tid)) = sorter.next() {
-            match key {
-                Some(k) => {
-                    if run.push(k, tid).is_err() {
-                        too_wide = true;
-                        break;
-                    }
-                    trainer.push(k);
-                }
-                None => {
-                    let w = nulls.get_or_insert_with(|| SectionWriter::new(index, run.end_block(), 0));
-                    w.push(0, tid).expect("null pages have no keys");
-                }
-            }
-            done += 1;
-            if done % 4096 == 0 {
-                progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, done);
-                pgrx::check_for_interrupts!();
-            }
-        }
-        if too_wide {
-            continue;
-        }
-        let (pages, entries) = run.finish();
-        meta.key_width = width;
-        meta.run_pages = pages;
-        meta.run_entries = entries;
-        meta.null_start = meta.run_start + pages;
-        if let Some(w) = nulls {
-            (meta.null_pages, meta.null_entries) = w.finish();
-        }
-        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, done);
-        sorter.end();
-        return trainer.finish();
     }
-    unreachable!("8-byte keys always fit")
+    sorted.end();
+    meta.null_start = meta.run_start + meta.run_pages;
+    if let Some(nulls) = null_sorter {
+        let mut nulls: Sorted = nulls.finish();
+        let mut w = SectionWriter::new(index, meta.null_start, 0);
+        while let Some((tid, _)) = nulls.next() {
+            w.push(0, tid).expect("null pages have no keys");
+        }
+        (meta.null_pages, meta.null_entries) = w.finish();
+        nulls.end();
+    }
+    progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, (meta.run_entries + meta.null_entries) as i64);
+    model.expect("8-byte keys always fit")
+}
+
+/// Writes the run at `width` and trains on it; `None` if a page's keys do
+/// not fit the width.
+fn write_run(index: pg_sys::Relation, sorted: &mut Sorted, width: u8, target_window: u32, meta: &mut Meta) -> Option<Vec<u8>> {
+    let mut run = SectionWriter::new(index, meta.run_start, width);
+    let mut trainer = Trainer::new(target_window);
+    while let Some((key, tid)) = sorted.next() {
+        run.push(key, tid).ok()?;
+        trainer.push(key);
+        if run.entries % 65536 == 0 {
+            progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, run.entries as i64);
+            pgrx::check_for_interrupts!();
+        }
+    }
+    let (pages, entries) = run.finish();
+    meta.key_width = width;
+    meta.run_pages = pages;
+    meta.run_entries = entries;
+    Some(trainer.finish())
 }
 
 fn write_meta(index: pg_sys::Relation, meta: &Meta) {

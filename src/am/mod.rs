@@ -8,5 +8,6 @@ pub mod insert;
 pub mod options;
 pub mod scan;
 pub mod scankey;
+pub mod sort;
 pub mod vacuum;
 pub mod validate;
