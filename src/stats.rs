@@ -149,6 +149,13 @@ fn learned_verify(index: PgRelation, heapallindexed: default!(bool, true)) -> bo
     if kind != meta.kind() {
         fail(idx, &format!("metapage key type {:?} differs from the column type {:?}", meta.kind(), kind));
     }
+    // SAFETY: the index is open and locked.
+    let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(idx, pg_sys::ForkNumber::MAIN_FORKNUM) };
+    for (start, len) in meta.sections() {
+        if start as u64 + len as u64 > nblocks as u64 {
+            fail(idx, &format!("metapage places blocks {start}..{} past the end of the index ({nblocks} blocks)", start as u64 + len as u64));
+        }
+    }
     let model_bytes = model_pages::read(idx, &meta);
     let model = ModelView::open(&model_bytes).expect("validated by read");
     check_run(idx, &meta, &model);

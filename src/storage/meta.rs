@@ -139,16 +139,9 @@ impl Meta {
         if self.null_pages as u64 != self.null_entries.div_ceil(super::run::NULL_CAPACITY as u64) {
             bad("null page count does not match its entry count");
         }
-        let sections = [
-            (self.run_start, self.run_pages),
-            (self.null_start, self.null_pages),
-            (self.model_start, self.model_pages),
-        ];
-        // SAFETY: `rel` is open.
-        let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) };
-        for (start, len) in sections {
-            if start == META_BLOCK || (start as u64 + len as u64) > nblocks as u64 {
-                bad("a section of the index lies outside the relation");
+        for (start, len) in self.sections() {
+            if start == META_BLOCK || start as u64 + len as u64 > u32::MAX as u64 {
+                bad("a section of the index has an impossible location");
             }
         }
         if self.model_pages == 0 || self.model_bytes > self.model_pages as u64 * super::model_pages::PAYLOAD as u64 {
@@ -157,6 +150,13 @@ impl Meta {
         if self.n_open as usize > MAX_OPEN {
             bad("too many open delta pages");
         }
+    }
+
+    /// (first block, pages) of the run, the NULL section and the model. Reads
+    /// past the end of the relation fail in the buffer manager; only
+    /// `learned_verify` compares them with the relation size, off the lookup path.
+    pub fn sections(&self) -> [(u32, u32); 3] {
+        [(self.run_start, self.run_pages), (self.null_start, self.null_pages), (self.model_start, self.model_pages)]
     }
 
     /// Writes `self` to the metapage in one WAL record with whatever else `wal`
