@@ -147,7 +147,11 @@ const CANONICAL_NAN: u64 = 0x7ff8_0000_0000_0000;
 /// one key for searching.
 #[inline]
 pub fn ord_from_f64(v: f64) -> u64 {
-    let bits = if v.is_nan() { CANONICAL_NAN } else { v.to_bits() };
+    let bits = if v.is_nan() {
+        CANONICAL_NAN
+    } else {
+        v.to_bits()
+    };
     if bits & SIGN != 0 {
         !bits
     } else {
@@ -206,12 +210,20 @@ impl Strategy {
 
 impl EqualRange {
     pub fn exact(o: u64) -> Self {
-        EqualRange { lo: o as i128, hi: o as i128, lossy: false }
+        EqualRange {
+            lo: o as i128,
+            hi: o as i128,
+            lossy: false,
+        }
     }
 
     /// Strictly above ordinal `o` and below `o + 1`.
     pub fn just_above(o: u64) -> Self {
-        EqualRange { lo: o as i128 + 1, hi: o as i128, lossy: false }
+        EqualRange {
+            lo: o as i128 + 1,
+            hi: o as i128,
+            lossy: false,
+        }
     }
 
     /// The ordinals selected by `column <op> argument`.
@@ -267,7 +279,11 @@ pub fn equal_range(col: KeyKind, arg: KeyKind, v: RawValue) -> EqualRange {
 /// `-0.0` and `+0.0` are one key: their ordinals are adjacent.
 pub fn f64_equal_range(v: f64) -> EqualRange {
     if v == 0.0 {
-        EqualRange { lo: ord_from_f64(-0.0) as i128, hi: ord_from_f64(0.0) as i128, lossy: false }
+        EqualRange {
+            lo: ord_from_f64(-0.0) as i128,
+            hi: ord_from_f64(0.0) as i128,
+            lossy: false,
+        }
     } else {
         EqualRange::exact(ord_from_f64(v))
     }
@@ -309,7 +325,10 @@ pub fn date_among_timestamps(d: i64) -> EqualRange {
 /// Local and UTC time differ by less than [`TZ_SLACK_USECS`]; infinities map to
 /// themselves whatever the zone.
 fn widen_for_tz(r: EqualRange) -> EqualRange {
-    let inf = [ord_from_i64(TS_NOBEGIN) as i128, ord_from_i64(TS_NOEND) as i128];
+    let inf = [
+        ord_from_i64(TS_NOBEGIN) as i128,
+        ord_from_i64(TS_NOEND) as i128,
+    ];
     if r.lo == r.hi && inf.contains(&r.lo) {
         return r;
     }
@@ -419,22 +438,41 @@ mod tests {
         assert_eq!(b.interval(Strategy::GreaterEqual), Some((11, u64::MAX)));
         assert_eq!(b.interval(Strategy::Greater), Some((11, u64::MAX)));
         assert_eq!(EqualRange::exact(0).interval(Strategy::Less), None);
-        assert_eq!(EqualRange::exact(u64::MAX).interval(Strategy::Greater), None);
+        assert_eq!(
+            EqualRange::exact(u64::MAX).interval(Strategy::Greater),
+            None
+        );
     }
 
     #[test]
     fn dates_against_timestamps() {
         // 2000-01-02 00:00 equals date 1; 2000-01-02 00:00:01 lies after it.
-        let r = equal_range(KeyKind::Date, KeyKind::Timestamp, RawValue::Int(USECS_PER_DAY));
+        let r = equal_range(
+            KeyKind::Date,
+            KeyKind::Timestamp,
+            RawValue::Int(USECS_PER_DAY),
+        );
         assert_eq!(r, EqualRange::exact(ord_from_i64(1)));
-        let r = equal_range(KeyKind::Date, KeyKind::Timestamp, RawValue::Int(USECS_PER_DAY + 1));
+        let r = equal_range(
+            KeyKind::Date,
+            KeyKind::Timestamp,
+            RawValue::Int(USECS_PER_DAY + 1),
+        );
         assert_eq!(r, EqualRange::just_above(ord_from_i64(1)));
         let r = equal_range(KeyKind::Date, KeyKind::Timestamp, RawValue::Int(-1));
         assert_eq!(r, EqualRange::just_above(ord_from_i64(-1)));
-        let r = equal_range(KeyKind::Timestamp, KeyKind::Date, RawValue::Int(DATE_NOEND as i64));
+        let r = equal_range(
+            KeyKind::Timestamp,
+            KeyKind::Date,
+            RawValue::Int(DATE_NOEND as i64),
+        );
         assert_eq!(r, EqualRange::exact(ord_from_i64(TS_NOEND)));
         // A date past the timestamp range: above every finite timestamp, below infinity.
-        let r = equal_range(KeyKind::Timestamp, KeyKind::Date, RawValue::Int(DATE_TS_END + 5));
+        let r = equal_range(
+            KeyKind::Timestamp,
+            KeyKind::Date,
+            RawValue::Int(DATE_TS_END + 5),
+        );
         let gt = r.interval(Strategy::Greater).unwrap();
         assert_eq!(gt, (ord_from_i64(TS_NOEND), u64::MAX));
         assert!(r.interval(Strategy::Less).unwrap().1 == ord_from_i64(TS_NOEND - 1));
@@ -449,7 +487,11 @@ mod tests {
         assert!(lo <= ord_from_i64(ts - 16 * 3_600_000_000));
         assert!(hi >= ord_from_i64(ts + 16 * 3_600_000_000));
         // Infinity is infinity in every zone.
-        let r = equal_range(KeyKind::Timestamp, KeyKind::TimestampTz, RawValue::Int(TS_NOEND));
+        let r = equal_range(
+            KeyKind::Timestamp,
+            KeyKind::TimestampTz,
+            RawValue::Int(TS_NOEND),
+        );
         assert!(!r.lossy);
         let r = equal_range(KeyKind::Date, KeyKind::TimestampTz, RawValue::Int(ts));
         let (lo, hi) = r.interval(Strategy::Equal).unwrap();

@@ -3,6 +3,11 @@
 //! `model` and `key` are pure Rust; `storage` and `am` connect them to
 //! PostgreSQL's buffers, WAL and index AM API.
 
+// `storage` and `am` pass `pg_sys::Relation` around as a handle: it is the open
+// relation PostgreSQL gave the access-method callback, valid until the
+// callback returns, and every function taking one only uses it within that.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 pub mod am;
 pub mod key;
 pub mod model;

@@ -9,7 +9,9 @@ mod tests {
     }
 
     fn texts(sql: &str) -> Vec<String> {
-        Spi::get_one::<Vec<String>>(sql).unwrap().unwrap_or_default()
+        Spi::get_one::<Vec<String>>(sql)
+            .unwrap()
+            .unwrap_or_default()
     }
 
     #[pg_test]
@@ -17,11 +19,20 @@ mod tests {
         Spi::run("CREATE TABLE t AS SELECT g AS k FROM generate_series(1, 20000) g").unwrap();
         Spi::run("CREATE INDEX t_k ON t USING learned (k)").unwrap();
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
-        assert_eq!(count("SELECT count(*) FROM t WHERE k BETWEEN 100 AND 199"), 100);
+        assert_eq!(
+            count("SELECT count(*) FROM t WHERE k BETWEEN 100 AND 199"),
+            100
+        );
         assert_eq!(count("SELECT count(*) FROM t WHERE k = 20000"), 1);
         assert_eq!(count("SELECT count(*) FROM t WHERE k > 20000"), 0);
-        assert_eq!(count("SELECT count(*) FROM t WHERE k = ANY('{5, 5, 7, 30000}')"), 2);
-        assert_eq!(Spi::get_one::<bool>("SELECT learned_verify('t_k')").unwrap(), Some(true));
+        assert_eq!(
+            count("SELECT count(*) FROM t WHERE k = ANY('{5, 5, 7, 30000}')"),
+            2
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT learned_verify('t_k')").unwrap(),
+            Some(true)
+        );
     }
 
     #[pg_test]
@@ -37,22 +48,35 @@ mod tests {
         assert_eq!(asc, (100..=110).map(|i| i.to_string()).collect::<Vec<_>>());
         let desc = texts("SELECT array_agg(coalesce(k::text, 'NULL')) FROM (SELECT k FROM d ORDER BY k DESC LIMIT 4) s");
         assert_eq!(desc, ["NULL", "NULL", "10001", "10000"]);
-        assert_eq!(count("SELECT count(*) FROM (SELECT k FROM d ORDER BY k) s"), 10002);
-        let stats = Spi::get_two::<i64, i64>("SELECT delta_entries, null_entries FROM learned_index_stats('d_k')").unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM (SELECT k FROM d ORDER BY k) s"),
+            10002
+        );
+        let stats = Spi::get_two::<i64, i64>(
+            "SELECT delta_entries, null_entries FROM learned_index_stats('d_k')",
+        )
+        .unwrap();
         assert_eq!(stats, (Some(5002), Some(0)));
-        assert_eq!(Spi::get_one::<bool>("SELECT learned_verify('d_k')").unwrap(), Some(true));
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT learned_verify('d_k')").unwrap(),
+            Some(true)
+        );
     }
 
     /// learned_verify is not a check that cannot fail: a row the index never
     /// saw (index maintenance switched off behind its back) is reported.
-    #[pg_test(error = "learned index \"v_k\" failed verification: row (0,4) with key 42 is not in the index")]
+    #[pg_test(
+        error = "learned index \"v_k\" failed verification: row (0,4) with key 42 is not in the index"
+    )]
     fn verify_reports_a_row_missing_from_the_index() {
         Spi::run("CREATE TABLE v (k int8)").unwrap();
         Spi::run("INSERT INTO v VALUES (1), (2), (3)").unwrap();
         Spi::run("CREATE INDEX v_k ON v USING learned (k)").unwrap();
-        Spi::run("UPDATE pg_index SET indisready = false WHERE indexrelid = 'v_k'::regclass").unwrap();
+        Spi::run("UPDATE pg_index SET indisready = false WHERE indexrelid = 'v_k'::regclass")
+            .unwrap();
         Spi::run("INSERT INTO v VALUES (42)").unwrap();
-        Spi::run("UPDATE pg_index SET indisready = true WHERE indexrelid = 'v_k'::regclass").unwrap();
+        Spi::run("UPDATE pg_index SET indisready = true WHERE indexrelid = 'v_k'::regclass")
+            .unwrap();
         Spi::run("SELECT learned_verify('v_k')").unwrap();
     }
 
@@ -60,12 +84,21 @@ mod tests {
     fn cross_type_and_float_semantics() {
         Spi::run("CREATE TABLE f (x float4, i int2)").unwrap();
         Spi::run("INSERT INTO f VALUES ('-0', 1), ('0', 2), ('NaN', 3), ('Infinity', 4), (0.5, 5), (NULL, NULL)").unwrap();
-        Spi::run("CREATE INDEX f_x ON f USING learned (x); CREATE INDEX f_i ON f USING learned (i)").unwrap();
+        Spi::run(
+            "CREATE INDEX f_x ON f USING learned (x); CREATE INDEX f_i ON f USING learned (i)",
+        )
+        .unwrap();
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
         assert_eq!(count("SELECT count(*) FROM f WHERE x = 0::float8"), 2);
-        assert_eq!(count("SELECT count(*) FROM f WHERE x > 'Infinity'::float8"), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM f WHERE x > 'Infinity'::float8"),
+            1
+        );
         assert_eq!(count("SELECT count(*) FROM f WHERE x < 0.5::float8"), 2);
-        assert_eq!(count("SELECT count(*) FROM f WHERE i >= 3::int8 AND i < 100000::int4"), 3);
+        assert_eq!(
+            count("SELECT count(*) FROM f WHERE i >= 3::int8 AND i < 100000::int4"),
+            3
+        );
         assert_eq!(count("SELECT count(*) FROM f WHERE i > 40000::int4"), 0);
     }
 }

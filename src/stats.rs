@@ -1,11 +1,12 @@
 //! `learned_index_stats(regclass)`, the view over it, and `learned_verify`.
 
+use crate::am::build::scan_heap;
+use crate::am::datum::index_kind;
 use crate::am::sort::Sorter;
-use crate::am::datum::{index_kind, ordinal};
 use crate::key::{KeyKind, RawValue};
 use crate::model::ModelView;
 use crate::storage::delta::{self, DeltaEntry, CLOSED, OPEN};
-use crate::storage::run::{tid_from_ptr, Section, Tid};
+use crate::storage::run::{Section, Tid};
 use crate::storage::{model_pages, Meta};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
@@ -35,7 +36,10 @@ impl Opened {
             let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as i32);
             let am = pg_sys::get_am_name((*(*index).rd_rel).relam);
             if am.is_null() || std::ffi::CStr::from_ptr(am).to_bytes() != b"learned" {
-                error!("\"{}\" is not a learned index", crate::storage::page::relation_name(index));
+                error!(
+                    "\"{}\" is not a learned index",
+                    crate::storage::page::relation_name(index)
+                );
             }
             Opened { heap, index }
         }
@@ -55,7 +59,9 @@ impl Drop for Opened {
 }
 
 fn timestamp(t: i64) -> Option<TimestampWithTimeZone> {
-    (t != 0).then(|| TimestampWithTimeZone::try_from(t).ok()).flatten()
+    (t != 0)
+        .then(|| TimestampWithTimeZone::try_from(t).ok())
+        .flatten()
 }
 
 unsafe fn name_of(oid: pg_sys::Oid) -> String {
@@ -104,7 +110,8 @@ fn learned_index_stats(
     let row = unsafe {
         let oid = (*rel.index).rd_id;
         let nsp = pg_sys::get_namespace_name((*(*rel.index).rd_rel).relnamespace);
-        let nblocks = pg_sys::RelationGetNumberOfBlocksInFork(rel.index, pg_sys::ForkNumber::MAIN_FORKNUM);
+        let nblocks =
+            pg_sys::RelationGetNumberOfBlocksInFork(rel.index, pg_sys::ForkNumber::MAIN_FORKNUM);
         let scans = stat_counter(pg_sys::pg_stat_get_numscans, oid);
         let read = stat_counter(pg_sys::pg_stat_get_tuples_returned, oid);
         (
@@ -133,7 +140,10 @@ fn learned_index_stats(
     TableIterator::once(row)
 }
 
-unsafe fn stat_counter(f: unsafe fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum, oid: pg_sys::Oid) -> i64 {
+unsafe fn stat_counter(
+    f: unsafe fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
+    oid: pg_sys::Oid,
+) -> i64 {
     let r: Option<i64> = pgrx::direct_function_call(f, &[oid.into_datum()]);
     r.unwrap_or(0)
 }
@@ -147,10 +157,18 @@ fn learned_verify(index: PgRelation, heapallindexed: default!(bool, true)) -> bo
     // SAFETY: the index is open and locked.
     let kind = unsafe { index_kind(idx) };
     if kind != meta.kind() {
-        fail(idx, &format!("metapage key type {:?} differs from the column type {:?}", meta.kind(), kind));
+        fail(
+            idx,
+            &format!(
+                "metapage key type {:?} differs from the column type {:?}",
+                meta.kind(),
+                kind
+            ),
+        );
     }
     // SAFETY: the index is open and locked.
-    let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(idx, pg_sys::ForkNumber::MAIN_FORKNUM) };
+    let nblocks =
+        unsafe { pg_sys::RelationGetNumberOfBlocksInFork(idx, pg_sys::ForkNumber::MAIN_FORKNUM) };
     for (start, len) in meta.sections() {
         if start as u64 + len as u64 > nblocks as u64 {
             fail(idx, &format!("metapage places blocks {start}..{} past the end of the index ({nblocks} blocks)", start as u64 + len as u64));
@@ -173,7 +191,11 @@ fn learned_verify(index: PgRelation, heapallindexed: default!(bool, true)) -> bo
 fn fail(idx: pg_sys::Relation, what: &str) -> ! {
     // SAFETY: `idx` is open.
     let name = unsafe { crate::storage::page::relation_name(idx) };
-    ereport!(ERROR, PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("learned index \"{name}\" failed verification: {what}"));
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+        format!("learned index \"{name}\" failed verification: {what}")
+    );
 }
 
 fn show(kind: KeyKind, ord: u64) -> String {
@@ -190,7 +212,15 @@ fn check_run(idx: pg_sys::Relation, meta: &Meta, model: &ModelView) {
     let in_window = |key: u64, pos: u64| {
         let w = model.window(key);
         if pos < w.lo || pos > w.hi {
-            fail(idx, &format!("key {} has lower bound {pos}, outside its model window [{}, {}]", show(kind, key), w.lo, w.hi));
+            fail(
+                idx,
+                &format!(
+                    "key {} has lower bound {pos}, outside its model window [{}, {}]",
+                    show(kind, key),
+                    w.lo,
+                    w.hi
+                ),
+            );
         }
     };
     let mut prev: Option<u64> = None;
@@ -225,12 +255,24 @@ fn check_delta(idx: pg_sys::Relation, meta: &Meta) -> Vec<DeltaEntry> {
         delta::read_page(idx, d.blk, &mut entries, |_| true);
         let listed_open = open.contains(&d.blk);
         if listed_open && d.state != OPEN {
-            fail(idx, &format!("delta page {} is open in the metapage but not in the directory", d.blk));
+            fail(
+                idx,
+                &format!(
+                    "delta page {} is open in the metapage but not in the directory",
+                    d.blk
+                ),
+            );
         }
         if d.state == CLOSED {
             for e in &entries {
                 if (e.null && !d.has_nulls) || (!e.null && (e.key < d.min || e.key > d.max)) {
-                    fail(idx, &format!("delta page {} holds an entry outside its directory range", d.blk));
+                    fail(
+                        idx,
+                        &format!(
+                            "delta page {} holds an entry outside its directory range",
+                            d.blk
+                        ),
+                    );
                 }
             }
         }
@@ -240,7 +282,14 @@ fn check_delta(idx: pg_sys::Relation, meta: &Meta) -> Vec<DeltaEntry> {
         all.extend(entries);
     }
     if dir.len() as u32 != meta.delta_pages {
-        fail(idx, &format!("directory lists {} delta pages, the metapage {}", dir.len(), meta.delta_pages));
+        fail(
+            idx,
+            &format!(
+                "directory lists {} delta pages, the metapage {}",
+                dir.len(),
+                meta.delta_pages
+            ),
+        );
     }
     all
 }
@@ -252,27 +301,6 @@ fn pack(tid: Tid, key: Option<u64>) -> (u64, u64) {
 
 fn unpack((a, b): (u64, u64)) -> (Tid, Option<u64>) {
     (a >> 1, (a & 1 == 0).then_some(b))
-}
-
-struct HeapState {
-    kind: KeyKind,
-    sorter: Sorter,
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn heap_callback(
-    _index: pg_sys::Relation,
-    tid: pg_sys::ItemPointer,
-    values: *mut pg_sys::Datum,
-    isnull: *mut bool,
-    _alive: bool,
-    state: *mut std::ffi::c_void,
-) {
-    // SAFETY: `state` is the HeapState passed below; one column.
-    let st = &mut *(state as *mut HeapState);
-    let key = (!*isnull).then(|| ordinal(st.kind, *values));
-    let (a, b) = pack(tid_from_ptr(&*tid), key);
-    st.sorter.put(a, b);
 }
 
 /// Every row visible to a fresh MVCC snapshot is in the index exactly once,
@@ -298,18 +326,22 @@ fn check_heap(rel: &Opened, meta: &Meta, kind: KeyKind, delta_entries: &[DeltaEn
     }
     let mut index_side = index_side.finish();
 
-    let mut st = HeapState { kind, sorter: Sorter::new() };
+    let mut heap_side = Sorter::new();
     // SAFETY: the amcheck recipe: an MVCC snapshot scan through the table AM's
     // index build scan, with ii_Concurrent so that it uses that snapshot.
     unsafe {
         let info = pg_sys::BuildIndexInfo(idx);
         (*info).ii_Concurrent = true;
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
-        let scan = pg_sys::table_beginscan_strat(rel.heap, snapshot, 0, std::ptr::null_mut(), true, false);
-        pg_sys::table_index_build_scan(rel.heap, idx, info, true, false, Some(heap_callback), &mut st as *mut HeapState as *mut std::ffi::c_void, scan);
+        let scan =
+            pg_sys::table_beginscan_strat(rel.heap, snapshot, 0, std::ptr::null_mut(), true, false);
+        scan_heap(rel.heap, idx, info, false, scan, |key, tid| {
+            let (a, b) = pack(tid, key);
+            heap_side.put(a, b);
+        });
         pg_sys::UnregisterSnapshot(snapshot);
     }
-    let mut heap_side = st.sorter.finish();
+    let mut heap_side = heap_side.finish();
 
     let mut pending = index_side.next().map(unpack);
     let mut last_tid: Option<Tid> = None;
@@ -326,7 +358,15 @@ fn check_heap(rel: &Opened, meta: &Meta, kind: KeyKind, delta_entries: &[DeltaEn
         match pending {
             Some((t, k)) if t == tid => {
                 if k != key {
-                    fail(idx, &format!("row {} is indexed with key {} but has key {}", show_tid(tid), show_key(kind, k), show_key(kind, key)));
+                    fail(
+                        idx,
+                        &format!(
+                            "row {} is indexed with key {} but has key {}",
+                            show_tid(tid),
+                            show_key(kind, k),
+                            show_key(kind, key)
+                        ),
+                    );
                 }
                 pending = index_side.next().map(unpack);
                 if pending.is_some_and(|(t2, _)| t2 == tid) {
@@ -334,7 +374,14 @@ fn check_heap(rel: &Opened, meta: &Meta, kind: KeyKind, delta_entries: &[DeltaEn
                 }
                 last_tid = Some(tid);
             }
-            _ => fail(idx, &format!("row {} with key {} is not in the index", show_tid(tid), show_key(kind, key))),
+            _ => fail(
+                idx,
+                &format!(
+                    "row {} with key {} is not in the index",
+                    show_tid(tid),
+                    show_key(kind, key)
+                ),
+            ),
         }
     }
     while let Some((t, _)) = pending {

@@ -25,7 +25,8 @@ fn unsorted_build_stays_within_maintenance_work_mem() {
     let cluster = Cluster::start("buildmem", &["shared_buffers = 128MB"]);
     let mut c = cluster.connect();
     c.batch_execute(&format!("CREATE TABLE t AS SELECT (hashint8(g) % 1000000000)::int8 AS k FROM generate_series(1, {ROWS}) g")).unwrap();
-    c.batch_execute("SET maintenance_work_mem = '16MB'; SET max_parallel_maintenance_workers = 0").unwrap();
+    c.batch_execute("SET maintenance_work_mem = '16MB'; SET max_parallel_maintenance_workers = 0")
+        .unwrap();
     let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let baseline = rss_anon_kb(pid).unwrap();
     let done = Arc::new(AtomicBool::new(false));
@@ -40,16 +41,26 @@ fn unsorted_build_stays_within_maintenance_work_mem() {
             peak
         })
     };
-    c.batch_execute("CREATE INDEX t_k ON t USING learned (k)").unwrap();
+    c.batch_execute("CREATE INDEX t_k ON t USING learned (k)")
+        .unwrap();
     done.store(true, Ordering::Relaxed);
     let peak = sampler.join().unwrap();
     let grown_mb = (peak.saturating_sub(baseline)) / 1024;
     // 6M entries are 96 MB as 16-byte sort items; the budget is 16 MB. Allow
     // for allocator slack and the tuplesort's merge buffers.
     eprintln!("backend anonymous memory grew by {grown_mb} MB during the build");
-    assert!(grown_mb < 64, "build grew the backend by {grown_mb} MB with maintenance_work_mem = 16MB");
-    let ok: bool = c.query_one("SELECT learned_verify('t_k')", &[]).unwrap().get(0);
+    assert!(
+        grown_mb < 64,
+        "build grew the backend by {grown_mb} MB with maintenance_work_mem = 16MB"
+    );
+    let ok: bool = c
+        .query_one("SELECT learned_verify('t_k')", &[])
+        .unwrap()
+        .get(0);
     assert!(ok);
-    let n: i64 = c.query_one("SELECT entries FROM learned_index_stats('t_k')", &[]).unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT entries FROM learned_index_stats('t_k')", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(n, ROWS);
 }

@@ -29,17 +29,83 @@ enum Block {
 }
 
 const CASES: &[Damage] = &[
-    Damage { what: "metapage magic", block: Block::Meta, offset: CONTENT, bytes: &[0xde, 0xad, 0xbe, 0xef], expect: "magic" },
-    Damage { what: "metapage run length", block: Block::Meta, offset: CONTENT + 32, bytes: &[0xff, 0xff, 0xff, 0x7f], expect: "corrupted" },
-    Damage { what: "page header pd_lower", block: Block::FirstRun, offset: 12, bytes: &[0xff, 0x7f], expect: "invalid page" },
-    Damage { what: "page header pd_special", block: Block::Meta, offset: 16, bytes: &[0x00, 0x10], expect: "invalid page" },
-    Damage { what: "run page entry count", block: Block::FirstRun, offset: CONTENT + 8, bytes: &[0x01, 0x00], expect: "entries" },
-    Damage { what: "run page key width", block: Block::FirstRun, offset: CONTENT + 10, bytes: &[0x03], expect: "width" },
-    Damage { what: "page kind", block: Block::FirstRun, offset: BLCKSZ - 6, bytes: &[0x06], expect: "expected a run page" },
-    Damage { what: "model length", block: Block::Model, offset: CONTENT, bytes: &[0xff, 0xff, 0x00, 0x00], expect: "model" },
-    Damage { what: "model content", block: Block::Model, offset: CONTENT + 100, bytes: &[0x55, 0x55, 0x55], expect: "model" },
-    Damage { what: "delta page entry count", block: Block::FirstDelta, offset: CONTENT + 16, bytes: &[0xff, 0x7f], expect: "delta page header" },
-    Damage { what: "delta directory count", block: Block::DeltaDir, offset: CONTENT, bytes: &[0xff, 0xff, 0x00, 0x00], expect: "directory" },
+    Damage {
+        what: "metapage magic",
+        block: Block::Meta,
+        offset: CONTENT,
+        bytes: &[0xde, 0xad, 0xbe, 0xef],
+        expect: "magic",
+    },
+    Damage {
+        what: "metapage run length",
+        block: Block::Meta,
+        offset: CONTENT + 32,
+        bytes: &[0xff, 0xff, 0xff, 0x7f],
+        expect: "corrupted",
+    },
+    Damage {
+        what: "page header pd_lower",
+        block: Block::FirstRun,
+        offset: 12,
+        bytes: &[0xff, 0x7f],
+        expect: "invalid page",
+    },
+    Damage {
+        what: "page header pd_special",
+        block: Block::Meta,
+        offset: 16,
+        bytes: &[0x00, 0x10],
+        expect: "invalid page",
+    },
+    Damage {
+        what: "run page entry count",
+        block: Block::FirstRun,
+        offset: CONTENT + 8,
+        bytes: &[0x01, 0x00],
+        expect: "entries",
+    },
+    Damage {
+        what: "run page key width",
+        block: Block::FirstRun,
+        offset: CONTENT + 10,
+        bytes: &[0x03],
+        expect: "width",
+    },
+    Damage {
+        what: "page kind",
+        block: Block::FirstRun,
+        offset: BLCKSZ - 6,
+        bytes: &[0x06],
+        expect: "expected a run page",
+    },
+    Damage {
+        what: "model length",
+        block: Block::Model,
+        offset: CONTENT,
+        bytes: &[0xff, 0xff, 0x00, 0x00],
+        expect: "model",
+    },
+    Damage {
+        what: "model content",
+        block: Block::Model,
+        offset: CONTENT + 100,
+        bytes: &[0x55, 0x55, 0x55],
+        expect: "model",
+    },
+    Damage {
+        what: "delta page entry count",
+        block: Block::FirstDelta,
+        offset: CONTENT + 16,
+        bytes: &[0xff, 0x7f],
+        expect: "delta page header",
+    },
+    Damage {
+        what: "delta directory count",
+        block: Block::DeltaDir,
+        offset: CONTENT,
+        bytes: &[0xff, 0xff, 0x00, 0x00],
+        expect: "directory",
+    },
 ];
 
 fn block_no(c: &mut postgres::Client, b: Block) -> u64 {
@@ -56,7 +122,10 @@ fn block_no(c: &mut postgres::Client, b: Block) -> u64 {
             let model_end = 1 + q(c, "SELECT run_pages FROM learned_index_stats('dmg')") as u64 + 1;
             // new_page extends the delta page first, then its directory page.
             let first = model_end;
-            assert!(size as u64 >= first + 2, "expected delta pages after the model");
+            assert!(
+                size as u64 >= first + 2,
+                "expected delta pages after the model"
+            );
             if matches!(b, Block::FirstDelta) {
                 first
             } else {
@@ -70,39 +139,74 @@ fn block_no(c: &mut postgres::Client, b: Block) -> u64 {
 fn damaged_pages_raise_errors_naming_the_index() {
     let cluster = Cluster::start("corrupt", &[]);
     let mut c = cluster.connect();
-    c.batch_execute("CREATE TABLE t (k int8); INSERT INTO t SELECT g FROM generate_series(1, 5000) g").unwrap();
+    c.batch_execute(
+        "CREATE TABLE t (k int8); INSERT INTO t SELECT g FROM generate_series(1, 5000) g",
+    )
+    .unwrap();
     let datadir = cluster.dir.join("data");
     for case in CASES {
-        c.batch_execute("CREATE INDEX dmg ON t USING learned (k); INSERT INTO t VALUES (6000), (6001)").unwrap();
+        c.batch_execute(
+            "CREATE INDEX dmg ON t USING learned (k); INSERT INTO t VALUES (6000), (6001)",
+        )
+        .unwrap();
         let blk = block_no(&mut c, case.block);
-        let path: String = c.query_one("SELECT pg_relation_filepath('dmg')", &[]).unwrap().get(0);
+        let path: String = c
+            .query_one("SELECT pg_relation_filepath('dmg')", &[])
+            .unwrap()
+            .get(0);
         c.batch_execute("CHECKPOINT").unwrap();
         drop(c);
         cluster.stop("fast");
-        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(datadir.join(&path)).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(datadir.join(&path))
+            .unwrap();
         let at = blk * BLCKSZ + case.offset;
         let mut old = vec![0u8; case.bytes.len()];
         f.seek(SeekFrom::Start(at)).unwrap();
         f.read_exact(&mut old).unwrap();
-        assert_ne!(old, case.bytes, "{}: damage would change nothing", case.what);
+        assert_ne!(
+            old, case.bytes,
+            "{}: damage would change nothing",
+            case.what
+        );
         f.seek(SeekFrom::Start(at)).unwrap();
         f.write_all(case.bytes).unwrap();
         drop(f);
         cluster.restart();
         c = cluster.connect();
-        c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off").unwrap();
+        c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+            .unwrap();
         // Every query that reads the damaged block must fail; a lookup of 6000
         // reads only the last run page, so it survives damage to the first.
-        let mut queries = vec!["SELECT count(*) FROM t WHERE k BETWEEN 10 AND 20", "SELECT learned_verify('dmg')"];
+        let mut queries = vec![
+            "SELECT count(*) FROM t WHERE k BETWEEN 10 AND 20",
+            "SELECT learned_verify('dmg')",
+        ];
         if !matches!(case.block, Block::FirstRun) {
             queries.push("SELECT count(*) FROM t WHERE k = 6000");
         }
         for sql in queries {
-            let err = c.query(sql, &[]).expect_err(&format!("{}: {sql} succeeded on a damaged index", case.what));
-            let db = err.as_db_error().unwrap_or_else(|| panic!("{}: not a database error: {err}", case.what));
+            let err = c.query(sql, &[]).expect_err(&format!(
+                "{}: {sql} succeeded on a damaged index",
+                case.what
+            ));
+            let db = err
+                .as_db_error()
+                .unwrap_or_else(|| panic!("{}: not a database error: {err}", case.what));
             let text = format!("{} {}", db.message(), db.where_().unwrap_or(""));
-            assert!(text.contains("dmg"), "{}: error does not name the index: {text}", case.what);
-            assert!(text.contains(case.expect), "{}: error does not say \"{}\": {text}", case.what, case.expect);
+            assert!(
+                text.contains("dmg"),
+                "{}: error does not name the index: {text}",
+                case.what
+            );
+            assert!(
+                text.contains(case.expect),
+                "{}: error does not say \"{}\": {text}",
+                case.what,
+                case.expect
+            );
         }
         // The server is still up; without the index the table is intact.
         let one: i32 = c.query_one("SELECT 1", &[]).unwrap().get(0);

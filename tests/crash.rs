@@ -16,7 +16,13 @@ use std::time::Duration;
 const WRITERS: u64 = 4;
 
 /// Inserts unique values until told to stop; records what committed.
-fn writer(cluster: &Cluster, id: u64, first: i64, stop: &AtomicBool, committed: &Mutex<BTreeSet<i64>>) {
+fn writer(
+    cluster: &Cluster,
+    id: u64,
+    first: i64,
+    stop: &AtomicBool,
+    committed: &Mutex<BTreeSet<i64>>,
+) {
     let mut r = Rng(id * 7919 + first as u64 + 1);
     let mut n: i64 = first;
     while !stop.load(Ordering::Relaxed) {
@@ -28,7 +34,9 @@ fn writer(cluster: &Cluster, id: u64, first: i64, stop: &AtomicBool, committed: 
             let batch = 1 + r.below(20) as i64;
             // Values interleave across writers, so every writer hits every part
             // of the key space and the delta pages' ranges overlap.
-            let vals: Vec<i64> = (0..batch).map(|k| (n + k) * WRITERS as i64 + id as i64).collect();
+            let vals: Vec<i64> = (0..batch)
+                .map(|k| (n + k) * WRITERS as i64 + id as i64)
+                .collect();
             let res = c.execute("INSERT INTO t (v) SELECT unnest($1::int8[])", &[&vals]);
             match res {
                 Ok(_) => {
@@ -54,7 +62,10 @@ fn deleter(cluster: &Cluster, stop: &AtomicBool) {
         };
         while !stop.load(Ordering::Relaxed) {
             // Only the preloaded rows (negative keys) are deleted.
-            if c.batch_execute("DELETE FROM t WHERE v < 0 AND v % 97 = (random() * 96)::int").is_err() || c.batch_execute("VACUUM t").is_err() {
+            if c.batch_execute("DELETE FROM t WHERE v < 0 AND v % 97 = (random() * 96)::int")
+                .is_err()
+                || c.batch_execute("VACUUM t").is_err()
+            {
                 break;
             }
             thread::sleep(Duration::from_millis(100));
@@ -64,28 +75,69 @@ fn deleter(cluster: &Cluster, stop: &AtomicBool) {
 
 fn check(cluster: &Cluster, committed: &BTreeSet<i64>) {
     let mut c = cluster.connect();
-    let ok: bool = c.query_one("SELECT learned_verify('t_v')", &[]).unwrap().get(0);
+    let ok: bool = c
+        .query_one("SELECT learned_verify('t_v')", &[])
+        .unwrap()
+        .get(0);
     assert!(ok);
-    c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off").unwrap();
-    let plan: Vec<String> = c.query("EXPLAIN (COSTS OFF) SELECT v FROM t WHERE v >= 0 ORDER BY v", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .unwrap();
+    let plan: Vec<String> = c
+        .query(
+            "EXPLAIN (COSTS OFF) SELECT v FROM t WHERE v >= 0 ORDER BY v",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert!(plan.join("\n").contains("t_v"), "{plan:?}");
-    let through_index: Vec<i64> = c.query("SELECT v FROM t WHERE v >= 0 ORDER BY v", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let through_index: Vec<i64> = c
+        .query("SELECT v FROM t WHERE v >= 0 ORDER BY v", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let found: BTreeSet<i64> = through_index.iter().copied().collect();
     assert_eq!(found.len(), through_index.len(), "a row came back twice");
     let missing: Vec<&i64> = committed.difference(&found).take(10).collect();
-    assert!(missing.is_empty(), "{} committed rows not found through the index, e.g. {missing:?}", committed.difference(&found).count());
+    assert!(
+        missing.is_empty(),
+        "{} committed rows not found through the index, e.g. {missing:?}",
+        committed.difference(&found).count()
+    );
     c.batch_execute("RESET enable_seqscan; RESET enable_bitmapscan; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off").unwrap();
-    let heap: BTreeSet<i64> = c.query("SELECT v FROM t WHERE v >= 0", &[]).unwrap().iter().map(|r| r.get(0)).collect();
-    assert_eq!(heap, found, "the index and the table disagree after recovery");
-    let n: i64 = c.query_one("SELECT count(*) FROM t WHERE v < 0", &[]).unwrap().get(0);
-    c.batch_execute("RESET ALL; SET enable_seqscan = off").unwrap();
-    let n_index: i64 = c.query_one("SELECT count(*) FROM t WHERE v < 0", &[]).unwrap().get(0);
+    let heap: BTreeSet<i64> = c
+        .query("SELECT v FROM t WHERE v >= 0", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        heap, found,
+        "the index and the table disagree after recovery"
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t WHERE v < 0", &[])
+        .unwrap()
+        .get(0);
+    c.batch_execute("RESET ALL; SET enable_seqscan = off")
+        .unwrap();
+    let n_index: i64 = c
+        .query_one("SELECT count(*) FROM t WHERE v < 0", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(n, n_index);
 }
 
 /// Runs writers (whose values start at `first`) and the deleter, crashing the
 /// server in the middle.
-fn run_writers(cluster: &Arc<Cluster>, first: i64, committed: &Arc<Mutex<BTreeSet<i64>>>, crash: impl FnOnce(&Cluster)) {
+fn run_writers(
+    cluster: &Arc<Cluster>,
+    first: i64,
+    committed: &Arc<Mutex<BTreeSet<i64>>>,
+    crash: impl FnOnce(&Cluster),
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for id in 0..WRITERS {
@@ -105,7 +157,10 @@ fn run_writers(cluster: &Arc<Cluster>, first: i64, committed: &Arc<Mutex<BTreeSe
 
 #[test]
 fn committed_rows_survive_crashes() {
-    let cluster = Arc::new(Cluster::start("crash", &["restart_after_crash = on", "checkpoint_timeout = 30s"]));
+    let cluster = Arc::new(Cluster::start(
+        "crash",
+        &["restart_after_crash = on", "checkpoint_timeout = 30s"],
+    ));
     {
         let mut c = cluster.connect();
         c.batch_execute(
@@ -125,7 +180,11 @@ fn committed_rows_survive_crashes() {
             .map(|r| r.get(0))
             .unwrap_or(0);
         assert!(pid > 0, "no inserting backend to kill");
-        let status = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     });
     check(&cluster, &committed.lock().unwrap());
@@ -147,6 +206,9 @@ fn committed_rows_survive_crashes() {
     cluster.stop("immediate");
     cluster.restart();
     let mut c = cluster.connect();
-    let ok: bool = c.query_one("SELECT learned_verify('t_v2')", &[]).unwrap().get(0);
+    let ok: bool = c
+        .query_one("SELECT learned_verify('t_v2')", &[])
+        .unwrap()
+        .get(0);
     assert!(ok);
 }

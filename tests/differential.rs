@@ -28,17 +28,121 @@ struct Ty {
 }
 
 const TYPES: &[Ty] = &[
-    Ty { name: "int2", conv: "x::int2", lo: -32768.0, hi: 32767.0, extremes: &["-32768", "32767", "0"], cross: &["int4", "int8"], float: false },
-    Ty { name: "int4", conv: "x::int4", lo: -2147483648.0, hi: 2147483647.0, extremes: &["-2147483648", "2147483647"], cross: &["int2", "int8"], float: false },
-    Ty { name: "int8", conv: "x::int8", lo: -9.2e18, hi: 9.2e18, extremes: &["-9223372036854775808", "9223372036854775807"], cross: &["int2", "int4"], float: false },
-    Ty { name: "float4", conv: "x::float4", lo: -3e38, hi: 3e38, extremes: &["NaN", "Infinity", "-Infinity", "-0", "0", "3.4e38", "-3.4e38", "1e-45"], cross: &["float8"], float: true },
-    Ty { name: "float8", conv: "x", lo: -1e308, hi: 1e308, extremes: &["NaN", "Infinity", "-Infinity", "-0", "0", "1.7976931348623157e308", "-1.7976931348623157e308", "5e-324"], cross: &["float4"], float: true },
-    Ty { name: "date", conv: "DATE '2000-01-01' + x::int4", lo: -2_400_000.0, hi: 100_000_000.0, extremes: &["infinity", "-infinity", "4713-01-01 BC", "5874897-12-31"], cross: &["timestamp", "timestamptz"], float: false },
-    Ty { name: "timestamp", conv: "TIMESTAMP '2000-01-01' + make_interval(secs => x)", lo: -1e11, hi: 1e11, extremes: &["infinity", "-infinity", "4713-01-01 00:00 BC", "294276-12-31 23:59:59.999999"], cross: &["date", "timestamptz"], float: false },
-    Ty { name: "timestamptz", conv: "TIMESTAMPTZ '2000-01-01 00:00+00' + make_interval(secs => x)", lo: -1e11, hi: 1e11, extremes: &["infinity", "-infinity", "4713-01-01 00:00+00 BC", "294276-12-31 23:59:59.999999+00"], cross: &["date", "timestamp"], float: false },
+    Ty {
+        name: "int2",
+        conv: "x::int2",
+        lo: -32768.0,
+        hi: 32767.0,
+        extremes: &["-32768", "32767", "0"],
+        cross: &["int4", "int8"],
+        float: false,
+    },
+    Ty {
+        name: "int4",
+        conv: "x::int4",
+        lo: -2147483648.0,
+        hi: 2147483647.0,
+        extremes: &["-2147483648", "2147483647"],
+        cross: &["int2", "int8"],
+        float: false,
+    },
+    Ty {
+        name: "int8",
+        conv: "x::int8",
+        lo: -9.2e18,
+        hi: 9.2e18,
+        extremes: &["-9223372036854775808", "9223372036854775807"],
+        cross: &["int2", "int4"],
+        float: false,
+    },
+    Ty {
+        name: "float4",
+        conv: "x::float4",
+        lo: -3e38,
+        hi: 3e38,
+        extremes: &[
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "-0",
+            "0",
+            "3.4e38",
+            "-3.4e38",
+            "1e-45",
+        ],
+        cross: &["float8"],
+        float: true,
+    },
+    Ty {
+        name: "float8",
+        conv: "x",
+        lo: -1e308,
+        hi: 1e308,
+        extremes: &[
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "-0",
+            "0",
+            "1.7976931348623157e308",
+            "-1.7976931348623157e308",
+            "5e-324",
+        ],
+        cross: &["float4"],
+        float: true,
+    },
+    Ty {
+        name: "date",
+        conv: "DATE '2000-01-01' + x::int4",
+        lo: -2_400_000.0,
+        hi: 100_000_000.0,
+        extremes: &["infinity", "-infinity", "4713-01-01 BC", "5874897-12-31"],
+        cross: &["timestamp", "timestamptz"],
+        float: false,
+    },
+    Ty {
+        name: "timestamp",
+        conv: "TIMESTAMP '2000-01-01' + make_interval(secs => x)",
+        lo: -1e11,
+        hi: 1e11,
+        extremes: &[
+            "infinity",
+            "-infinity",
+            "4713-01-01 00:00 BC",
+            "294276-12-31 23:59:59.999999",
+        ],
+        cross: &["date", "timestamptz"],
+        float: false,
+    },
+    Ty {
+        name: "timestamptz",
+        conv: "TIMESTAMPTZ '2000-01-01 00:00+00' + make_interval(secs => x)",
+        lo: -1e11,
+        hi: 1e11,
+        extremes: &[
+            "infinity",
+            "-infinity",
+            "4713-01-01 00:00+00 BC",
+            "294276-12-31 23:59:59.999999+00",
+        ],
+        cross: &["date", "timestamp"],
+        float: false,
+    },
 ];
 
-const DISTRIBUTIONS: &[&str] = &["sequential", "gapped", "uniform", "normal", "lognormal", "zipf_duplicates", "clustered", "outliers", "all_equal", "adversarial_steps", "nulls_heavy"];
+const DISTRIBUTIONS: &[&str] = &[
+    "sequential",
+    "gapped",
+    "uniform",
+    "normal",
+    "lognormal",
+    "zipf_duplicates",
+    "clustered",
+    "outliers",
+    "all_equal",
+    "adversarial_steps",
+    "nulls_heavy",
+];
 
 /// Next raw value of a distribution, `i` being the ordinal of the row.
 fn value(dist: &str, i: u64, r: &mut Rng, ty: &Ty) -> Option<f64> {
@@ -111,18 +215,36 @@ impl<'a> Run<'a> {
                 None => nulls += 1,
             }
         }
-        let sql = format!("INSERT INTO {} (v) SELECT {} FROM unnest($1::float8[]) x", self.table, self.ty.conv);
+        let sql = format!(
+            "INSERT INTO {} (v) SELECT {} FROM unnest($1::float8[]) x",
+            self.table, self.ty.conv
+        );
         self.c.execute(&sql, &[&xs]).unwrap();
         if nulls > 0 {
-            self.c.execute(&format!("INSERT INTO {} (v) SELECT NULL FROM generate_series(1, {nulls})", self.table), &[]).unwrap();
+            self.c
+                .execute(
+                    &format!(
+                        "INSERT INTO {} (v) SELECT NULL FROM generate_series(1, {nulls})",
+                        self.table
+                    ),
+                    &[],
+                )
+                .unwrap();
         }
     }
 
     fn setup(&mut self, rows: usize, shuffled: bool) {
         let t = self.table.clone();
-        self.c.batch_execute(&format!("DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (id bigserial, v {})", self.ty.name)).unwrap();
+        self.c
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (id bigserial, v {})",
+                self.ty.name
+            ))
+            .unwrap();
         if shuffled {
-            self.c.batch_execute(&format!("CREATE TEMP TABLE staging (v {})", self.ty.name)).unwrap();
+            self.c
+                .batch_execute(&format!("CREATE TEMP TABLE staging (v {})", self.ty.name))
+                .unwrap();
             let real = std::mem::replace(&mut self.table, "staging".into());
             self.insert_rows(rows);
             self.table = real;
@@ -131,11 +253,22 @@ impl<'a> Run<'a> {
             self.insert_rows(rows);
         }
         for e in self.ty.extremes {
-            self.c.execute(&format!("INSERT INTO {t} (v) VALUES ($1::text::{})", self.ty.name), &[e]).unwrap();
+            self.c
+                .execute(
+                    &format!("INSERT INTO {t} (v) VALUES ($1::text::{})", self.ty.name),
+                    &[e],
+                )
+                .unwrap();
         }
         let (bt, ln) = (self.bt(), self.ln());
-        self.c.batch_execute(&format!("CREATE INDEX {bt} ON {t} (v); CREATE INDEX {ln} ON {t} USING learned (v)")).unwrap();
-        self.c.batch_execute(&format!("VACUUM ANALYZE {t}")).unwrap();
+        self.c
+            .batch_execute(&format!(
+                "CREATE INDEX {bt} ON {t} (v); CREATE INDEX {ln} ON {t} USING learned (v)"
+            ))
+            .unwrap();
+        self.c
+            .batch_execute(&format!("VACUUM ANALYZE {t}"))
+            .unwrap();
     }
 
     /// A literal of the column type: mostly an existing value, sometimes a
@@ -145,7 +278,13 @@ impl<'a> Run<'a> {
         if pick < 6 {
             let rows = self
                 .c
-                .query(&format!("SELECT v::text FROM {} WHERE v IS NOT NULL OFFSET $1 LIMIT 1", self.table), &[&(self.r.below(500) as i64)])
+                .query(
+                    &format!(
+                        "SELECT v::text FROM {} WHERE v IS NOT NULL OFFSET $1 LIMIT 1",
+                        self.table
+                    ),
+                    &[&(self.r.below(500) as i64)],
+                )
                 .unwrap();
             if let Some(row) = rows.first() {
                 return format!("'{}'::{}", row.get::<_, String>(0), self.ty.name);
@@ -154,7 +293,16 @@ impl<'a> Run<'a> {
         if pick < 8 {
             let i = self.r.below(self.next_i + 10);
             if let Some(x) = value(self.dist, i, &mut self.r, self.ty) {
-                let row = self.c.query_one(&format!("SELECT ({})::text FROM (SELECT $1::float8 AS x) s", self.ty.conv), &[&x]).unwrap();
+                let row = self
+                    .c
+                    .query_one(
+                        &format!(
+                            "SELECT ({})::text FROM (SELECT $1::float8 AS x) s",
+                            self.ty.conv
+                        ),
+                        &[&x],
+                    )
+                    .unwrap();
                 return format!("'{}'::{}", row.get::<_, String>(0), self.ty.name);
             }
         }
@@ -175,7 +323,11 @@ impl<'a> Run<'a> {
 
     fn random_query(&mut self) -> (String, bool, bool) {
         let t = self.table.clone();
-        let cols = if self.r.chance(0.3) { "coalesce(v::text, 'NULL')" } else { "id::text || '|' || coalesce(v::text, 'NULL')" };
+        let cols = if self.r.chance(0.3) {
+            "coalesce(v::text, 'NULL')"
+        } else {
+            "id::text || '|' || coalesce(v::text, 'NULL')"
+        };
         let ops = ["=", "<", "<=", ">", ">="];
         let shape = self.r.below(14);
         let (cond, order) = match shape {
@@ -183,22 +335,42 @@ impl<'a> Run<'a> {
                 let op = ops[self.r.below(5) as usize];
                 (format!("v {op} {}", self.literal()), None)
             }
-            4 => (format!("v BETWEEN {} AND {}", self.literal(), self.literal()), None),
+            4 => (
+                format!("v BETWEEN {} AND {}", self.literal(), self.literal()),
+                None,
+            ),
             5 => {
                 let n = 1 + self.r.below(5);
                 let items: Vec<String> = (0..n).map(|_| self.literal()).collect();
                 (format!("v = ANY(ARRAY[{}])", items.join(", ")), None)
             }
-            6 => ((if self.r.chance(0.5) { "v IS NULL" } else { "v IS NOT NULL" }).to_string(), None),
+            6 => (
+                (if self.r.chance(0.5) {
+                    "v IS NULL"
+                } else {
+                    "v IS NOT NULL"
+                })
+                .to_string(),
+                None,
+            ),
             7 => {
                 let op = ops[self.r.below(5) as usize];
                 (format!("v {op} {}", self.cross_literal()), None)
             }
-            8 => (format!("v > {} AND v <= {}", self.cross_literal(), self.literal()), None),
-            9 => ("true".into(), Some(if self.r.chance(0.5) { "ASC" } else { "DESC" })),
+            8 => (
+                format!("v > {} AND v <= {}", self.cross_literal(), self.literal()),
+                None,
+            ),
+            9 => (
+                "true".into(),
+                Some(if self.r.chance(0.5) { "ASC" } else { "DESC" }),
+            ),
             10 => (format!("v >= {}", self.literal()), Some("ASC")),
             11 => (format!("v < {}", self.literal()), Some("DESC")),
-            12 => (format!("v IN ({}, {}) OR v IS NULL", self.literal(), self.literal()), None),
+            12 => (
+                format!("v IN ({}, {}) OR v IS NULL", self.literal(), self.literal()),
+                None,
+            ),
             _ => {
                 let a = self.literal();
                 (format!("v > {a} AND v < {a}"), None)
@@ -216,7 +388,8 @@ impl<'a> Run<'a> {
     }
 
     fn answer(&mut self, sql: &str, mode: Mode) -> Vec<String> {
-        self.try_answer(sql, mode).unwrap_or_else(|e| panic!("{mode:?}: {sql}: {e}"))
+        self.try_answer(sql, mode)
+            .unwrap_or_else(|e| panic!("{mode:?}: {sql}: {e}"))
     }
 
     /// Runs `sql` with only one of the two indexes present.
@@ -226,17 +399,26 @@ impl<'a> Run<'a> {
             Mode::LearnedIndexScan => (self.bt(), "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"),
             Mode::LearnedBitmap => (self.bt(), "SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off"),
         };
-        let check_plan = mode != Mode::Btree && self.queries % 7 == 0;
+        let check_plan = mode != Mode::Btree && self.queries.is_multiple_of(7);
         let ln = self.ln();
         let mut checked = false;
         let mut tx = self.c.transaction().unwrap();
-        tx.batch_execute(&format!("{settings}; DROP INDEX {drop}")).unwrap();
+        tx.batch_execute(&format!("{settings}; DROP INDEX {drop}"))
+            .unwrap();
         if check_plan {
-            let plan: Vec<String> = tx.query(&format!("EXPLAIN (COSTS OFF) {sql}"), &[]).unwrap().iter().map(|r| r.get(0)).collect();
+            let plan: Vec<String> = tx
+                .query(&format!("EXPLAIN (COSTS OFF) {sql}"), &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
             let plan = plan.join("\n");
             // An OR with IS NULL cannot be an index condition; everything else must use the index.
             if !sql.contains(" OR ") && !plan.contains("One-Time Filter: false") {
-                assert!(plan.contains(&ln), "{mode:?} did not use the learned index for {sql}:\n{plan}");
+                assert!(
+                    plan.contains(&ln),
+                    "{mode:?} did not use the learned index for {sql}:\n{plan}"
+                );
                 checked = true;
             }
         }
@@ -272,7 +454,12 @@ impl<'a> Run<'a> {
                 self.insert_rows(n);
                 if self.r.chance(0.05) {
                     let e = self.ty.extremes[self.r.below(self.ty.extremes.len() as u64) as usize];
-                    self.c.execute(&format!("INSERT INTO {t} (v) VALUES ($1::text::{})", self.ty.name), &[&e]).unwrap();
+                    self.c
+                        .execute(
+                            &format!("INSERT INTO {t} (v) VALUES ($1::text::{})", self.ty.name),
+                            &[&e],
+                        )
+                        .unwrap();
                 }
             }
             40..=54 => {
@@ -280,30 +467,59 @@ impl<'a> Run<'a> {
                 let x = value(self.dist, i, &mut self.r, self.ty);
                 let m = 20 + self.r.below(200) as i64;
                 let sql = format!("UPDATE {t} SET v = (SELECT {} FROM (SELECT $1::float8 AS x) s) WHERE id % $2 = $3", self.ty.conv);
-                self.c.execute(&sql, &[&x, &m, &(self.r.below(m as u64) as i64)]).unwrap();
+                self.c
+                    .execute(&sql, &[&x, &m, &(self.r.below(m as u64) as i64)])
+                    .unwrap();
             }
             55..=74 => {
                 let m = 5 + self.r.below(100) as i64;
-                self.c.execute(&format!("DELETE FROM {t} WHERE id % $1 = $2"), &[&m, &(self.r.below(m as u64) as i64)]).unwrap();
+                self.c
+                    .execute(
+                        &format!("DELETE FROM {t} WHERE id % $1 = $2"),
+                        &[&m, &(self.r.below(m as u64) as i64)],
+                    )
+                    .unwrap();
             }
             75..=92 => self.c.batch_execute(&format!("VACUUM {t}")).unwrap(),
             93..=95 => {
-                self.c.batch_execute(&format!("DELETE FROM {t} WHERE v IS NOT NULL AND random() < 0.5")).unwrap();
+                self.c
+                    .batch_execute(&format!(
+                        "DELETE FROM {t} WHERE v IS NOT NULL AND random() < 0.5"
+                    ))
+                    .unwrap();
                 self.c.batch_execute(&format!("VACUUM {t}")).unwrap();
             }
-            _ => self.c.batch_execute(&format!("REINDEX INDEX {}", self.ln())).unwrap(),
+            _ => self
+                .c
+                .batch_execute(&format!("REINDEX INDEX {}", self.ln()))
+                .unwrap(),
         }
         self.ops += 1;
     }
 
     fn verify(&mut self) {
-        let ok: bool = self.c.query_one(&format!("SELECT learned_verify('{}')", self.ln()), &[]).unwrap().get(0);
+        let ok: bool = self
+            .c
+            .query_one(&format!("SELECT learned_verify('{}')", self.ln()), &[])
+            .unwrap()
+            .get(0);
         assert!(ok);
         // Everything, in order, through each index.
-        let sql = format!("SELECT id::text || '|' || coalesce(v::text, 'NULL') FROM {} ORDER BY v", self.table);
+        let sql = format!(
+            "SELECT id::text || '|' || coalesce(v::text, 'NULL') FROM {} ORDER BY v",
+            self.table
+        );
         let expected = self.answer(&sql, Mode::Btree);
         let got = self.answer(&sql, Mode::LearnedIndexScan);
-        compare(&sql, Mode::LearnedIndexScan, true, false, self.ty.float, &expected, &got);
+        compare(
+            &sql,
+            Mode::LearnedIndexScan,
+            true,
+            false,
+            self.ty.float,
+            &expected,
+            &got,
+        );
     }
 }
 
@@ -316,7 +532,15 @@ fn normalize_value(v: &str, float: bool) -> String {
     }
 }
 
-fn compare(sql: &str, mode: Mode, ordered: bool, limited: bool, float: bool, expected: &[String], got: &[String]) {
+fn compare(
+    sql: &str,
+    mode: Mode,
+    ordered: bool,
+    limited: bool,
+    float: bool,
+    expected: &[String],
+    got: &[String],
+) {
     if ordered {
         let ev: Vec<String> = expected.iter().map(|s| normalize_value(s, float)).collect();
         let gv: Vec<String> = got.iter().map(|s| normalize_value(s, float)).collect();
@@ -335,7 +559,13 @@ fn compare(sql: &str, mode: Mode, ordered: bool, limited: bool, float: bool, exp
         e.sort();
         g.sort();
     }
-    assert_eq!(e.len(), g.len(), "{mode:?}: {} rows instead of {} for {sql}", g.len(), e.len());
+    assert_eq!(
+        e.len(),
+        g.len(),
+        "{mode:?}: {} rows instead of {} for {sql}",
+        g.len(),
+        e.len()
+    );
     assert!(e == g, "{mode:?}: rows differ for {sql}");
 }
 
@@ -343,12 +573,23 @@ fn run_type(ty_name: &str) {
     let ty = TYPES.iter().find(|t| t.name == ty_name).unwrap();
     let cluster = Cluster::start(&format!("diff-{ty_name}"), &[]);
     let mut c = cluster.connect();
-    c.batch_execute("SET TimeZone = 'America/New_York'").unwrap();
+    c.batch_execute("SET TimeZone = 'America/New_York'")
+        .unwrap();
     let mut total_ops = 0;
     let mut plan_checks = 0;
     for (k, dist) in DISTRIBUTIONS.iter().enumerate() {
         let seed = 0x5eed_0000 + k as u64 * 31 + ty_name.len() as u64;
-        let mut run = Run { c: &mut c, ty, dist, r: Rng(seed), next_i: 0, table: format!("d_{dist}"), queries: 0, ops: 0, plan_checks: 0 };
+        let mut run = Run {
+            c: &mut c,
+            ty,
+            dist,
+            r: Rng(seed),
+            next_i: 0,
+            table: format!("d_{dist}"),
+            queries: 0,
+            ops: 0,
+            plan_checks: 0,
+        };
         let rows = [300, 3000, 12000][k % 3];
         run.setup(rows, k % 2 == 1);
         for _ in 0..OPS_PER_RUN {
@@ -361,7 +602,10 @@ fn run_type(ty_name: &str) {
         run.verify();
         total_ops += run.ops;
         plan_checks += run.plan_checks;
-        eprintln!("{ty_name}/{dist}: {} ops, {} queries, learned_verify ok", run.ops, run.queries);
+        eprintln!(
+            "{ty_name}/{dist}: {} ops, {} queries, learned_verify ok",
+            run.ops, run.queries
+        );
     }
     assert!(total_ops >= DISTRIBUTIONS.len() * OPS_PER_RUN);
     assert!(plan_checks > 20, "too few plans checked: {plan_checks}");

@@ -35,7 +35,6 @@ struct Direct {
 
 struct BuildState {
     index: pg_sys::Relation,
-    kind: KeyKind,
     direct: Option<Direct>,
     /// After the direct path gave up: (ordinal, TID) pairs and NULL TIDs.
     sorter: Option<Sorter>,
@@ -71,7 +70,11 @@ impl BuildState {
             self.spill();
         }
         match key {
-            Some(k) => self.sorter.as_mut().expect("sorting after spill").put(k, tid),
+            Some(k) => self
+                .sorter
+                .as_mut()
+                .expect("sorting after spill")
+                .put(k, tid),
             None => self.null_sorter.get_or_insert_with(Sorter::new).put(tid, 0),
         }
     }
@@ -80,7 +83,12 @@ impl BuildState {
     fn spill(&mut self) {
         let d = self.direct.take().expect("direct path active");
         let mut sorter = Sorter::new();
-        let written = Section { start: META_BLOCK + 1, pages: d.run.pages, entries: d.run.pages as u64 * crate::storage::run::capacity(4) as u64, width: 4 };
+        let written = Section {
+            start: META_BLOCK + 1,
+            pages: d.run.pages,
+            entries: d.run.pages as u64 * crate::storage::run::capacity(4) as u64,
+            width: 4,
+        };
         for i in 0..written.pages {
             let (_buf, page) = written.read(self.index, i);
             for s in 0..page.len() {
@@ -98,20 +106,54 @@ impl BuildState {
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn build_callback(
-    _index: pg_sys::Relation,
-    tid: pg_sys::ItemPointer,
-    values: *mut pg_sys::Datum,
-    isnull: *mut bool,
-    _alive: bool,
-    state: *mut std::ffi::c_void,
-) {
-    // SAFETY: `state` is the BuildState passed to table_index_build_scan; the
-    // one-column index gives one value and one null flag.
-    let st = &mut *(state as *mut BuildState);
-    let key = (!*isnull).then(|| ordinal(st.kind, *values));
-    st.add(key, tid_from_ptr(&*tid));
+/// Runs the table AM's index build scan (`table_index_build_scan`), handing
+/// each row's key ordinal (`None` for NULL) and TID to `f`. `scan` may be a
+/// scan the caller began with its own snapshot; otherwise the table AM picks
+/// the snapshot a build uses. Returns the number of heap tuples seen.
+///
+/// # Safety
+/// `heap` and `index` must be open and suitably locked; `info` built for `index`.
+pub unsafe fn scan_heap(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    info: *mut pg_sys::IndexInfo,
+    progress: bool,
+    scan: pg_sys::TableScanDesc,
+    mut f: impl FnMut(Option<u64>, Tid),
+) -> f64 {
+    struct State<'a> {
+        kind: KeyKind,
+        f: &'a mut dyn FnMut(Option<u64>, Tid),
+    }
+    #[pg_guard]
+    unsafe extern "C-unwind" fn callback(
+        _index: pg_sys::Relation,
+        tid: pg_sys::ItemPointer,
+        values: *mut pg_sys::Datum,
+        isnull: *mut bool,
+        _alive: bool,
+        state: *mut std::ffi::c_void,
+    ) {
+        // SAFETY: `state` is the State below, alive for the whole scan; the
+        // one-column index gives one value and one null flag.
+        let st = &mut *(state as *mut State);
+        let key = (!*isnull).then(|| ordinal(st.kind, *values));
+        (st.f)(key, tid_from_ptr(&*tid));
+    }
+    let mut state = State {
+        kind: index_kind(index),
+        f: &mut f,
+    };
+    pg_sys::table_index_build_scan(
+        heap,
+        index,
+        info,
+        true,
+        progress,
+        Some(callback),
+        &mut state as *mut State as *mut std::ffi::c_void,
+        scan,
+    )
 }
 
 /// Rejects index definitions the access method does not implement.
@@ -132,7 +174,10 @@ pub unsafe extern "C-unwind" fn ambuild(
 ) -> *mut pg_sys::IndexBuildResult {
     check_definition(index);
     if pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) != 0 {
-        error!("index \"{}\" already contains data", page::relation_name(index));
+        error!(
+            "index \"{}\" already contains data",
+            page::relation_name(index)
+        );
     }
     let kind = index_kind(index);
     let target_window = super::options::target_window(index);
@@ -144,30 +189,39 @@ pub unsafe extern "C-unwind" fn ambuild(
 
     let mut st = BuildState {
         index,
-        kind,
-        direct: Some(Direct { run: SectionWriter::new(index, META_BLOCK + 1, 4), trainer: Trainer::new(target_window), nulls: Vec::new(), last: None }),
+        direct: Some(Direct {
+            run: SectionWriter::new(index, META_BLOCK + 1, 4),
+            trainer: Trainer::new(target_window),
+            nulls: Vec::new(),
+            last: None,
+        }),
         sorter: None,
         null_sorter: None,
-        null_budget: (pg_sys::maintenance_work_mem as usize * 1024 / 2) / std::mem::size_of::<Tid>(),
+        null_budget: (pg_sys::maintenance_work_mem as usize * 1024 / 2)
+            / std::mem::size_of::<Tid>(),
         tuples: 0.0,
     };
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_SCAN);
-    let heap_tuples = pg_sys::table_index_build_scan(
+    let heap_tuples = scan_heap(
         heap,
         index,
         index_info,
         true,
-        true,
-        Some(build_callback),
-        &mut st as *mut BuildState as *mut std::ffi::c_void,
         std::ptr::null_mut(),
+        |key, tid| st.add(key, tid),
     );
     progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, st.tuples as i64);
 
     let mut meta = Meta::new(kind, target_window);
     let model = match st.direct.take() {
         Some(d) => write_direct(index, d, &mut meta),
-        None => write_sorted(index, st.sorter.take().unwrap(), st.null_sorter.take(), target_window, &mut meta),
+        None => write_sorted(
+            index,
+            st.sorter.take().unwrap(),
+            st.null_sorter.take(),
+            target_window,
+            &mut meta,
+        ),
     };
     meta.model_start = meta.null_start + meta.null_pages;
     meta.model_bytes = model.len() as u64;
@@ -179,11 +233,13 @@ pub unsafe extern "C-unwind" fn ambuild(
     write_meta(index, &meta);
 
     if relation_needs_wal(index) {
-        let nblocks = pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+        let nblocks =
+            pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM);
         pg_sys::log_newpage_range(index, pg_sys::ForkNumber::MAIN_FORKNUM, 0, nblocks, true);
     }
 
-    let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>()) as *mut pg_sys::IndexBuildResult;
+    let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>())
+        as *mut pg_sys::IndexBuildResult;
     (*result).heap_tuples = heap_tuples;
     (*result).index_tuples = st.tuples;
     result
@@ -203,13 +259,22 @@ fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Vec<u8> 
         w.push(0, t).expect("null pages have no keys");
     }
     (meta.null_pages, meta.null_entries) = w.finish();
-    progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, (meta.run_entries + meta.null_entries) as i64);
+    progress(
+        pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE,
+        (meta.run_entries + meta.null_entries) as i64,
+    );
     d.trainer.finish()
 }
 
 /// Two tries over the sorted entries: 4-byte keys, and 8-byte keys if some page
 /// spans more than 32 bits.
-fn write_sorted(index: pg_sys::Relation, sorter: Sorter, null_sorter: Option<Sorter>, target_window: u32, meta: &mut Meta) -> Vec<u8> {
+fn write_sorted(
+    index: pg_sys::Relation,
+    sorter: Sorter,
+    null_sorter: Option<Sorter>,
+    target_window: u32,
+    meta: &mut Meta,
+) -> Vec<u8> {
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_SORT);
     let mut sorted = sorter.finish();
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
@@ -232,19 +297,28 @@ fn write_sorted(index: pg_sys::Relation, sorter: Sorter, null_sorter: Option<Sor
         (meta.null_pages, meta.null_entries) = w.finish();
         nulls.end();
     }
-    progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, (meta.run_entries + meta.null_entries) as i64);
+    progress(
+        pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE,
+        (meta.run_entries + meta.null_entries) as i64,
+    );
     model.expect("8-byte keys always fit")
 }
 
 /// Writes the run at `width` and trains on it; `None` if a page's keys do
 /// not fit the width.
-fn write_run(index: pg_sys::Relation, sorted: &mut Sorted, width: u8, target_window: u32, meta: &mut Meta) -> Option<Vec<u8>> {
+fn write_run(
+    index: pg_sys::Relation,
+    sorted: &mut Sorted,
+    width: u8,
+    target_window: u32,
+    meta: &mut Meta,
+) -> Option<Vec<u8>> {
     let mut run = SectionWriter::new(index, meta.run_start, width);
     let mut trainer = Trainer::new(target_window);
     while let Some((key, tid)) = sorted.next() {
         run.push(key, tid).ok()?;
         trainer.push(key);
-        if run.entries % 65536 == 0 {
+        if run.entries.is_multiple_of(65536) {
             progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, run.entries as i64);
             pgrx::check_for_interrupts!();
         }
@@ -292,7 +366,13 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     // The init fork is copied over the main fork at startup after a crash: it
     // must be a whole empty index, always WAL-logged.
     for blk in 0..2u32 {
-        let buf = pg_sys::ReadBufferExtended(index, pg_sys::ForkNumber::INIT_FORKNUM, pg_sys::InvalidBlockNumber, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut());
+        let buf = pg_sys::ReadBufferExtended(
+            index,
+            pg_sys::ForkNumber::INIT_FORKNUM,
+            pg_sys::InvalidBlockNumber,
+            pg_sys::ReadBufferMode::RBM_NORMAL,
+            std::ptr::null_mut(),
+        );
         pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
         debug_assert_eq!(pg_sys::BufferGetBlockNumber(buf), blk);
         pg_sys::CritSectionCount += 1;

@@ -37,7 +37,9 @@ pub unsafe extern "C-unwind" fn amcostestimate(
     let op = pg_sys::cpu_operator_cost;
     let lookups = costs.num_sa_scans.max(1.0);
     // Model: root search over leaves, then a binary search in one run page.
-    let search = ((meta.model_leaves.max(1) as f64).log2() + (crate::storage::run::capacity(meta.key_width) as f64).log2()) * op;
+    let search = ((meta.model_leaves.max(1) as f64).log2()
+        + (crate::storage::run::capacity(meta.key_width) as f64).log2())
+        * op;
     let descent = search + PAGE_CPU * op;
     // Delta pages are read once per execution; assume every one may match.
     let delta_pages = meta.delta_pages as f64;
@@ -57,7 +59,10 @@ pub unsafe extern "C-unwind" fn amcostestimate(
 
 /// The heap column's order correlation from `pg_statistic`, as btree reads it:
 /// it decides how much the heap fetches of a range scan cost.
-unsafe fn column_correlation(root: *mut pg_sys::PlannerInfo, info: *mut pg_sys::IndexOptInfo) -> f64 {
+unsafe fn column_correlation(
+    root: *mut pg_sys::PlannerInfo,
+    info: *mut pg_sys::IndexOptInfo,
+) -> f64 {
     let key = *(*info).indexkeys;
     let (relid, colnum, inh) = if key != 0 {
         let rte = *(*root).simple_rte_array.add((*(*info).rel).relid as usize);
@@ -79,7 +84,13 @@ unsafe fn column_correlation(root: *mut pg_sys::PlannerInfo, info: *mut pg_sys::
     let sortop = pg_sys::get_opfamily_member(*(*info).opfamily, opcintype, opcintype, 1);
     let mut slot = pg_sys::AttStatsSlot::default();
     if sortop != pg_sys::InvalidOid
-        && pg_sys::get_attstatsslot(&mut slot, tuple, pg_sys::STATISTIC_KIND_CORRELATION as i32, sortop, pg_sys::ATTSTATSSLOT_NUMBERS as i32)
+        && pg_sys::get_attstatsslot(
+            &mut slot,
+            tuple,
+            pg_sys::STATISTIC_KIND_CORRELATION as i32,
+            sortop,
+            pg_sys::ATTSTATSSLOT_NUMBERS as i32,
+        )
     {
         if slot.nnumbers > 0 {
             corr = *slot.numbers as f64;

@@ -52,6 +52,10 @@ pub unsafe fn index_kind(index: pg_sys::Relation) -> KeyKind {
     let desc = (*index).rd_att;
     let typid = (*desc).attrs.as_slice(1)[0].atttypid;
     kind_of_type(typid).unwrap_or_else(|| {
-        pgrx::error!("learned index \"{}\": type {} is not supported", crate::storage::page::relation_name(index), typid.to_u32())
+        pgrx::error!(
+            "learned index \"{}\": type {} is not supported",
+            crate::storage::page::relation_name(index),
+            typid.to_u32()
+        )
     })
 }

@@ -16,10 +16,13 @@ pub extern "C" fn pg_finfo_learned_handler() -> &'static pg_sys::Pg_finfo_record
 
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn learned_handler(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn learned_handler(
+    _fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: makeNode-style allocation in the caller's memory context; every
     // field is set below and the node tag identifies the struct.
-    let am = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexAmRoutine>()) as *mut pg_sys::IndexAmRoutine;
+    let am = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexAmRoutine>())
+        as *mut pg_sys::IndexAmRoutine;
     (*am).type_ = pg_sys::NodeTag::T_IndexAmRoutine;
     (*am).amstrategies = 5;
     (*am).amsupport = 0;

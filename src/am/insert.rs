@@ -7,6 +7,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 #[pg_guard]
+#[allow(clippy::too_many_arguments)] // the signature is PostgreSQL's
 pub unsafe extern "C-unwind" fn aminsert(
     index: pg_sys::Relation,
     values: *mut pg_sys::Datum,

@@ -33,7 +33,10 @@ pub fn init() {
 }
 
 #[pgrx::pg_guard]
-pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: bool) -> *mut pg_sys::bytea {
+pub unsafe extern "C-unwind" fn amoptions(
+    reloptions: pg_sys::Datum,
+    validate: bool,
+) -> *mut pg_sys::bytea {
     let tab = [pg_sys::relopt_parse_elt {
         optname: c"target_window".as_ptr(),
         opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,

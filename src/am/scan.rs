@@ -67,7 +67,11 @@ struct ScanState {
 }
 
 #[pg_guard]
-pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32, norderbys: i32) -> pg_sys::IndexScanDesc {
+pub unsafe extern "C-unwind" fn ambeginscan(
+    index: pg_sys::Relation,
+    nkeys: i32,
+    norderbys: i32,
+) -> pg_sys::IndexScanDesc {
     let scan = pg_sys::RelationGetIndexScan(index, nkeys, norderbys);
     let state = ScanState {
         kind: index_kind(index),
@@ -94,17 +98,29 @@ pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32,
 unsafe fn state<'a>(scan: pg_sys::IndexScanDesc) -> &'a mut ScanState {
     // SAFETY (callers): `opaque` was set by ambeginscan and is cleared only by
     // amendscan, after which the executor makes no further calls.
-    (*((*scan).opaque as *mut Option<ScanState>)).as_mut().expect("scan is open")
+    (*((*scan).opaque as *mut Option<ScanState>))
+        .as_mut()
+        .expect("scan is open")
 }
 
 #[pg_guard]
-pub unsafe extern "C-unwind" fn amrescan(scan: pg_sys::IndexScanDesc, keys: pg_sys::ScanKey, nkeys: i32, _orderbys: pg_sys::ScanKey, _norderbys: i32) {
+pub unsafe extern "C-unwind" fn amrescan(
+    scan: pg_sys::IndexScanDesc,
+    keys: pg_sys::ScanKey,
+    nkeys: i32,
+    _orderbys: pg_sys::ScanKey,
+    _norderbys: i32,
+) {
     if !keys.is_null() && nkeys > 0 {
         std::ptr::copy(keys, (*scan).keyData, nkeys as usize);
     }
     let st = state(scan);
     let n = (*scan).numberOfKeys as usize;
-    let keys = if n == 0 { &[][..] } else { std::slice::from_raw_parts((*scan).keyData, n) };
+    let keys = if n == 0 {
+        &[][..]
+    } else {
+        std::slice::from_raw_parts((*scan).keyData, n)
+    };
     st.plan = scankey::plan(st.kind, keys);
     st.stage = Stage::Start;
     st.cursor = None;
@@ -135,7 +151,13 @@ impl ScanState {
             let nulls = self.plan.nulls && d.may_hold_nulls();
             if keys || nulls {
                 let plan = &self.plan;
-                delta::read_page(rel, d.blk, &mut found, |e| if e.null { plan.nulls } else { plan.contains(e.key) });
+                delta::read_page(rel, d.blk, &mut found, |e| {
+                    if e.null {
+                        plan.nulls
+                    } else {
+                        plan.contains(e.key)
+                    }
+                });
             }
         }
         for e in found {
@@ -215,7 +237,8 @@ impl ScanState {
             return true;
         }
         if self.null_page == nulls.pages {
-            self.out.extend(self.delta_nulls.drain(..).map(|t| (None, t)));
+            self.out
+                .extend(self.delta_nulls.drain(..).map(|t| (None, t)));
             self.null_page += 1;
             return true;
         }
@@ -228,10 +251,14 @@ impl ScanState {
         let dhi = self.delta.partition_point(|e| e.key <= hi);
         let meta = self.snapshot.as_ref().unwrap().meta;
         let run = Section::run(&meta);
-        let seek_key = if self.backward { hi.checked_add(1) } else { Some(lo) };
+        let seek_key = if self.backward {
+            hi.checked_add(1)
+        } else {
+            Some(lo)
+        };
         let (pos, preloaded) = match seek_key {
             None => (run.entries, None),
-            Some(key) if key == 0 => (0, None),
+            Some(0) => (0, None),
             Some(key) => {
                 // The view lives only inside this callback: rd_amcache may be
                 // rebuilt between callbacks.
@@ -244,8 +271,16 @@ impl ScanState {
             true => (pos > 0).then_some(pos),
         };
         // Keep the preloaded page only if it is the one the first batch reads.
-        let preloaded = preloaded.filter(|_| run_pos.is_some_and(|p| !self.backward || p % run.cap() != 0));
-        Cursor { lo, hi, run_pos, preloaded, dlo, dhi }
+        let preloaded =
+            preloaded.filter(|_| run_pos.is_some_and(|p| !self.backward || p % run.cap() != 0));
+        Cursor {
+            lo,
+            hi,
+            run_pos,
+            preloaded,
+            dlo,
+            dhi,
+        }
     }
 
     /// Emits one run page's worth of the interval merged with its delta
@@ -298,12 +333,14 @@ impl ScanState {
         for &(key, tid) in &self.batch {
             if !backward {
                 while c.dlo < c.dhi && delta[c.dlo].key < key {
-                    self.out.push_back((Some(delta[c.dlo].key), delta[c.dlo].tid));
+                    self.out
+                        .push_back((Some(delta[c.dlo].key), delta[c.dlo].tid));
                     c.dlo += 1;
                 }
             } else {
                 while c.dlo < c.dhi && delta[c.dhi - 1].key > key {
-                    self.out.push_back((Some(delta[c.dhi - 1].key), delta[c.dhi - 1].tid));
+                    self.out
+                        .push_back((Some(delta[c.dhi - 1].key), delta[c.dhi - 1].tid));
                     c.dhi -= 1;
                 }
             }
@@ -312,7 +349,8 @@ impl ScanState {
         if run_done {
             let rest = &delta[c.dlo..c.dhi];
             if backward {
-                self.out.extend(rest.iter().rev().map(|e| (Some(e.key), e.tid)));
+                self.out
+                    .extend(rest.iter().rev().map(|e| (Some(e.key), e.tid)));
             } else {
                 self.out.extend(rest.iter().map(|e| (Some(e.key), e.tid)));
             }
@@ -335,11 +373,17 @@ unsafe fn count_scan(rel: pg_sys::Relation) {
 }
 
 #[pg_guard]
-pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, direction: pg_sys::ScanDirection::Type) -> bool {
+pub unsafe extern "C-unwind" fn amgettuple(
+    scan: pg_sys::IndexScanDesc,
+    direction: pg_sys::ScanDirection::Type,
+) -> bool {
     let rel = (*scan).indexRelation;
     let st = state(scan);
     if st.stage == Stage::Start {
-        st.start(rel, direction == pg_sys::ScanDirection::BackwardScanDirection);
+        st.start(
+            rel,
+            direction == pg_sys::ScanDirection::BackwardScanDirection,
+        );
     }
     if !st.fill(rel) {
         return false;
@@ -375,7 +419,10 @@ fn form_tuple(buf: &mut [u64; 3], kind: KeyKind, key: Option<u64>) -> pg_sys::In
 }
 
 #[pg_guard]
-pub unsafe extern "C-unwind" fn amgetbitmap(scan: pg_sys::IndexScanDesc, tbm: *mut pg_sys::TIDBitmap) -> i64 {
+pub unsafe extern "C-unwind" fn amgetbitmap(
+    scan: pg_sys::IndexScanDesc,
+    tbm: *mut pg_sys::TIDBitmap,
+) -> i64 {
     let rel = (*scan).indexRelation;
     let st = state(scan);
     if st.stage == Stage::Start {

@@ -85,12 +85,20 @@ pub unsafe fn plan(kind: KeyKind, keys: &[pg_sys::ScanKeyData]) -> Plan {
         }
         nulls = false;
         let Some(strategy) = Strategy::from_number(sk.sk_strategy) else {
-            error!("learned index: unsupported strategy number {}", sk.sk_strategy);
+            error!(
+                "learned index: unsupported strategy number {}",
+                sk.sk_strategy
+            );
         };
         let arg_kind = if sk.sk_subtype == pg_sys::InvalidOid {
             kind
         } else {
-            kind_of_type(sk.sk_subtype).unwrap_or_else(|| error!("learned index: comparison with type {} is not supported", sk.sk_subtype.to_u32()))
+            kind_of_type(sk.sk_subtype).unwrap_or_else(|| {
+                error!(
+                    "learned index: comparison with type {} is not supported",
+                    sk.sk_subtype.to_u32()
+                )
+            })
         };
         let mut set = Vec::new();
         let mut add = |d: pg_sys::Datum| {
@@ -112,7 +120,11 @@ pub unsafe fn plan(kind: KeyKind, keys: &[pg_sys::ScanKeyData]) -> Plan {
     if !nonnull {
         intervals.clear();
     }
-    Plan { intervals, nulls, recheck }
+    Plan {
+        intervals,
+        nulls,
+        recheck,
+    }
 }
 
 /// The non-null elements of an array datum.
@@ -124,7 +136,9 @@ unsafe fn array_elements(d: pg_sys::Datum) -> Vec<pg_sys::Datum> {
     let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
     let mut nulls: *mut bool = std::ptr::null_mut();
     let mut n = 0;
-    pg_sys::deconstruct_array(arr, elemtype, len as i32, byval, align, &mut elems, &mut nulls, &mut n);
+    pg_sys::deconstruct_array(
+        arr, elemtype, len as i32, byval, align, &mut elems, &mut nulls, &mut n,
+    );
     let mut out = Vec::with_capacity(n as usize);
     for i in 0..n as usize {
         if !*nulls.add(i) {
@@ -140,14 +154,20 @@ mod tests {
 
     #[test]
     fn normalize_merges_adjacent_and_overlapping() {
-        assert_eq!(normalize(vec![(5, 6), (1, 2), (3, 3), (10, 20), (15, 30)]), vec![(1, 3), (5, 6), (10, 30)]);
+        assert_eq!(
+            normalize(vec![(5, 6), (1, 2), (3, 3), (10, 20), (15, 30)]),
+            vec![(1, 3), (5, 6), (10, 30)]
+        );
         assert_eq!(normalize(vec![(1, 2), (3, 3)]), vec![(1, 3)]);
         assert_eq!(normalize(vec![(0, u64::MAX), (5, 5)]), vec![(0, u64::MAX)]);
     }
 
     #[test]
     fn intersect_keeps_overlaps_only() {
-        assert_eq!(intersect(&[(0, 10), (20, 30)], &[(5, 25)]), vec![(5, 10), (20, 25)]);
+        assert_eq!(
+            intersect(&[(0, 10), (20, 30)], &[(5, 25)]),
+            vec![(5, 10), (20, 25)]
+        );
         assert_eq!(intersect(&[(0, 10)], &[(11, 12)]), vec![]);
     }
 }

@@ -25,6 +25,7 @@ pub struct Sorter {
     runs: Vec<(i32, i64, usize)>,
 }
 
+#[allow(clippy::new_without_default)] // reads a GUC: not a plain default
 impl Sorter {
     /// A sorter using at most `maintenance_work_mem` for its in-memory run.
     pub fn new() -> Sorter {
@@ -33,7 +34,12 @@ impl Sorter {
         let cap = (budget / PAIR).max(READ_CHUNK);
         // The whole budget at once: growing by doubling would briefly hold
         // one and a half times it. Untouched capacity costs no memory.
-        Sorter { mem: Vec::with_capacity(cap), cap, file: std::ptr::null_mut(), runs: Vec::new() }
+        Sorter {
+            mem: Vec::with_capacity(cap),
+            cap,
+            file: std::ptr::null_mut(),
+            runs: Vec::new(),
+        }
     }
 
     pub fn put(&mut self, a: u64, b: u64) {
@@ -56,9 +62,13 @@ impl Sorter {
             let (mut fileno, mut offset) = (0, 0);
             pg_sys::BufFileTell(self.file, &mut fileno, &mut offset);
             for chunk in self.mem.chunks(READ_CHUNK) {
-                pg_sys::BufFileWrite(self.file, chunk.as_ptr() as *mut std::ffi::c_void, chunk.len() * PAIR);
+                pg_sys::BufFileWrite(
+                    self.file,
+                    chunk.as_ptr() as *mut std::ffi::c_void,
+                    chunk.len() * PAIR,
+                );
             }
-            self.runs.push((fileno, offset as i64, self.mem.len()));
+            self.runs.push((fileno, offset, self.mem.len()));
         }
         self.mem.clear();
         pgrx::check_for_interrupts!();
@@ -70,7 +80,18 @@ impl Sorter {
         let mut s = Sorted {
             mem: std::mem::take(&mut self.mem),
             file: self.file,
-            runs: self.runs.iter().map(|&(fileno, offset, len)| RunReader { fileno, offset, len, read: 0, buf: Vec::new(), at: 0 }).collect(),
+            runs: self
+                .runs
+                .iter()
+                .map(|&(fileno, offset, len)| RunReader {
+                    fileno,
+                    offset,
+                    len,
+                    read: 0,
+                    buf: Vec::new(),
+                    at: 0,
+                })
+                .collect(),
             heap: BinaryHeap::new(),
             mem_at: 0,
         };
@@ -100,10 +121,22 @@ impl RunReader {
             // SAFETY: the run was written at (fileno, offset) with `len` pairs;
             // the buffer holds exactly the `n` pairs read.
             unsafe {
-                pg_sys::BufFileSeek(file, self.fileno, (self.offset + (self.read * PAIR) as i64) as _, 0 /* SEEK_SET */);
-                let got = pg_sys::BufFileRead(file, self.buf.as_mut_ptr() as *mut std::ffi::c_void, n * PAIR);
+                pg_sys::BufFileSeek(
+                    file,
+                    self.fileno,
+                    (self.offset + (self.read * PAIR) as i64) as _,
+                    0, /* SEEK_SET */
+                );
+                let got = pg_sys::BufFileRead(
+                    file,
+                    self.buf.as_mut_ptr() as *mut std::ffi::c_void,
+                    n * PAIR,
+                );
                 if got != n * PAIR {
-                    pgrx::error!("could not read sort run from temporary file: read {got} of {} bytes", n * PAIR);
+                    pgrx::error!(
+                        "could not read sort run from temporary file: read {got} of {} bytes",
+                        n * PAIR
+                    );
                 }
             }
             self.read += n;
@@ -139,6 +172,7 @@ impl Sorted {
         }
     }
 
+    #[allow(clippy::should_implement_trait)] // also rewinds; not an Iterator
     pub fn next(&mut self) -> Option<Pair> {
         let from_mem = self.mem.get(self.mem_at).copied();
         match (self.heap.peek(), from_mem) {

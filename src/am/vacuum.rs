@@ -16,7 +16,12 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     callback_state: *mut std::ffi::c_void,
 ) -> *mut pg_sys::IndexBulkDeleteResult {
     let rel = (*info).index;
-    let stats = if stats.is_null() { pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBulkDeleteResult>()) as *mut pg_sys::IndexBulkDeleteResult } else { stats };
+    let stats = if stats.is_null() {
+        pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBulkDeleteResult>())
+            as *mut pg_sys::IndexBulkDeleteResult
+    } else {
+        stats
+    };
     let callback = callback.expect("VACUUM passes a callback");
     let mut dead = |tid: Tid| {
         let mut p = tid_to_ptr(tid);
@@ -29,7 +34,10 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         for i in 0..section.pages {
             pg_sys::vacuum_delay_point();
             let (buf, page) = section.read_locked(rel, i, true);
-            let slots: Vec<usize> = (0..page.len()).filter(|&s| !page.dead(s)).filter(|&s| dead(page.tid(s))).collect();
+            let slots: Vec<usize> = (0..page.len())
+                .filter(|&s| !page.dead(s))
+                .filter(|&s| dead(page.tid(s)))
+                .collect();
             live += (0..page.len()).filter(|&s| !page.dead(s)).count() as u64 - slots.len() as u64;
             if slots.is_empty() {
                 continue;
@@ -46,7 +54,8 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     (*stats).tuples_removed += (removed + delta_removed) as f64;
     (*stats).num_index_tuples = (live + delta_live) as f64;
     (*stats).estimated_count = false;
-    (*stats).num_pages = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+    (*stats).num_pages =
+        pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
     stats
 }
 
@@ -62,8 +71,10 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
         return stats;
     }
     // No bulk delete ran: report the heap's count rather than read the index.
-    let stats = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBulkDeleteResult>()) as *mut pg_sys::IndexBulkDeleteResult;
-    (*stats).num_pages = pg_sys::RelationGetNumberOfBlocksInFork((*info).index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    let stats = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBulkDeleteResult>())
+        as *mut pg_sys::IndexBulkDeleteResult;
+    (*stats).num_pages =
+        pg_sys::RelationGetNumberOfBlocksInFork((*info).index, pg_sys::ForkNumber::MAIN_FORKNUM);
     (*stats).num_index_tuples = (*info).num_heap_tuples;
     (*stats).estimated_count = true;
     stats

@@ -105,7 +105,13 @@ fn size_for(nleaves: usize) -> usize {
 }
 
 /// Serializes a trained model.
-pub(crate) fn encode(nkeys: u64, root: &Root, leaves: &[Leaf], max_window: u32, mean_window: f32) -> Vec<u8> {
+pub(crate) fn encode(
+    nkeys: u64,
+    root: &Root,
+    leaves: &[Leaf],
+    max_window: u32,
+    mean_window: f32,
+) -> Vec<u8> {
     let l = leaves.len();
     let mut b = Vec::with_capacity(size_for(l));
     b.extend_from_slice(&MAGIC.to_le_bytes());
@@ -121,11 +127,19 @@ pub(crate) fn encode(nkeys: u64, root: &Root, leaves: &[Leaf], max_window: u32, 
     b.extend_from_slice(&mean_window.to_le_bytes());
     b.extend_from_slice(&0u64.to_le_bytes()); // checksum, filled below
     debug_assert_eq!(b.len(), HEADER);
-    leaves.iter().for_each(|f| b.extend_from_slice(&f.first_key.to_le_bytes()));
-    leaves.iter().for_each(|f| b.extend_from_slice(&f.start.to_le_bytes()));
+    leaves
+        .iter()
+        .for_each(|f| b.extend_from_slice(&f.first_key.to_le_bytes()));
+    leaves
+        .iter()
+        .for_each(|f| b.extend_from_slice(&f.start.to_le_bytes()));
     b.extend_from_slice(&nkeys.to_le_bytes());
-    leaves.iter().for_each(|f| b.extend_from_slice(&f.slope.to_le_bytes()));
-    leaves.iter().for_each(|f| b.extend_from_slice(&f.intercept.to_le_bytes()));
+    leaves
+        .iter()
+        .for_each(|f| b.extend_from_slice(&f.slope.to_le_bytes()));
+    leaves
+        .iter()
+        .for_each(|f| b.extend_from_slice(&f.intercept.to_le_bytes()));
     for f in leaves {
         b.extend_from_slice(&f.err_lo.to_le_bytes());
         b.extend_from_slice(&f.err_hi.to_le_bytes());
@@ -150,7 +164,10 @@ pub struct ModelView<'a> {
 impl<'a> ModelView<'a> {
     pub fn open(bytes: &'a [u8]) -> Result<Self, ModelError> {
         if bytes.len() < HEADER {
-            return Err(ModelError::Truncated { len: bytes.len(), need: HEADER });
+            return Err(ModelError::Truncated {
+                len: bytes.len(),
+                need: HEADER,
+            });
         }
         let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
@@ -169,7 +186,10 @@ impl<'a> ModelView<'a> {
         let nleaves = nleaves as usize;
         let need = size_for(nleaves);
         if bytes.len() < need {
-            return Err(ModelError::Truncated { len: bytes.len(), need });
+            return Err(ModelError::Truncated {
+                len: bytes.len(),
+                need,
+            });
         }
         let root = Root {
             key_min: u64_at(24),
@@ -178,7 +198,12 @@ impl<'a> ModelView<'a> {
             err_lo: u32_at(48),
             err_hi: u32_at(52),
         };
-        let view = ModelView { bytes: &bytes[..need], nkeys, nleaves, root };
+        let view = ModelView {
+            bytes: &bytes[..need],
+            nkeys,
+            nleaves,
+            root,
+        };
         if view.start(nleaves) != nkeys || view.start(0) != 0 {
             return Err(ModelError::BadShape("leaf positions"));
         }
@@ -251,7 +276,8 @@ impl<'a> ModelView<'a> {
         let lo = r.saturating_sub(self.root.err_lo as usize);
         let hi = (r.saturating_add(self.root.err_hi as usize)).min(l - 1);
         let i = self.last_leaf_at_or_below(key, lo, hi + 1);
-        let ok = (i == 0 || self.first_key(i) <= key) && (i + 1 == l || self.first_key(i + 1) > key);
+        let ok =
+            (i == 0 || self.first_key(i) <= key) && (i + 1 == l || self.first_key(i + 1) > key);
         if ok {
             i
         } else {

@@ -49,7 +49,10 @@ impl Trainer {
             Some(g) if g.key == key => g.count += 1,
             Some(g) => {
                 assert!(g.key < key, "keys must be pushed in sorted order");
-                let (big, full) = (g.count > self.target_window, self.segment_positions >= SEGMENT_POSITIONS);
+                let (big, full) = (
+                    g.count > self.target_window,
+                    self.segment_positions >= SEGMENT_POSITIONS,
+                );
                 if big {
                     // The finished group is a long duplicate run: isolate it.
                     let g = self.segment.pop().unwrap();
@@ -59,9 +62,17 @@ impl Trainer {
                 } else if full {
                     self.flush();
                 }
-                self.segment.push(Group { key, first: self.nkeys, count: 1 });
+                self.segment.push(Group {
+                    key,
+                    first: self.nkeys,
+                    count: 1,
+                });
             }
-            None => self.segment.push(Group { key, first: self.nkeys, count: 1 }),
+            None => self.segment.push(Group {
+                key,
+                first: self.nkeys,
+                count: 1,
+            }),
         }
         self.nkeys += 1;
         self.segment_positions = self.nkeys - self.segment[0].first;
@@ -84,7 +95,9 @@ impl Trainer {
         }
         // Split at the group that holds the middle position.
         let middle = (groups[0].first + end) / 2;
-        let cut = groups.partition_point(|g| g.first + g.count <= middle).clamp(1, groups.len() - 1);
+        let cut = groups
+            .partition_point(|g| g.first + g.count <= middle)
+            .clamp(1, groups.len() - 1);
         self.fit_and_split(&groups[..cut]);
         self.fit_and_split(&groups[cut..]);
     }
@@ -94,7 +107,14 @@ impl Trainer {
         self.flush();
         let nkeys = self.nkeys;
         if self.leaves.is_empty() {
-            self.leaves.push(Leaf { first_key: 0, start: 0, slope: 0.0, intercept: 0.0, err_lo: 0, err_hi: 0 });
+            self.leaves.push(Leaf {
+                first_key: 0,
+                start: 0,
+                slope: 0.0,
+                intercept: 0.0,
+                err_lo: 0,
+                err_hi: 0,
+            });
         }
         let root = fit_root(&self.leaves);
         let (mut max_window, mut weighted) = (0u32, 0f64);
@@ -104,7 +124,11 @@ impl Trainer {
             max_window = max_window.max(w);
             weighted += w as f64 * (end - leaf.start) as f64;
         }
-        let mean_window = if nkeys == 0 { 0.0 } else { (weighted / nkeys as f64) as f32 };
+        let mean_window = if nkeys == 0 {
+            0.0
+        } else {
+            (weighted / nkeys as f64) as f32
+        };
         encode(nkeys, &root, &self.leaves, max_window, mean_window)
     }
 }
@@ -142,7 +166,14 @@ fn fit(groups: &[Group]) -> Leaf {
         }
         intercept += (above - below) / 2.0;
     }
-    let mut leaf = Leaf { first_key, start, slope, intercept, err_lo: 0, err_hi: 0 };
+    let mut leaf = Leaf {
+        first_key,
+        start,
+        slope,
+        intercept,
+        err_lo: 0,
+        err_hi: 0,
+    };
     let (mut lo, mut hi) = (0u64, 0u64);
     for g in groups {
         let p = leaf_predict(&leaf, end, g.key);
@@ -168,7 +199,13 @@ fn fit(groups: &[Group]) -> Leaf {
 fn fit_root(leaves: &[Leaf]) -> Root {
     let l = leaves.len();
     let key_min = leaves[0].first_key;
-    let mut root = Root { key_min, slope: 0.0, intercept: 0.0, err_lo: 0, err_hi: 0 };
+    let mut root = Root {
+        key_min,
+        slope: 0.0,
+        intercept: 0.0,
+        err_lo: 0,
+        err_hi: 0,
+    };
     if l > 1 {
         let x = |f: &Leaf| (f.first_key - key_min) as f64;
         let n = l as f64;

@@ -18,13 +18,25 @@ impl Buf {
         let buf = PgTryBuilder::new(|| {
             // SAFETY: `rel` is an open relation; ReadBufferExtended raises an
             // ERROR rather than returning an invalid buffer.
-            unsafe { pg_sys::ReadBufferExtended(rel, pg_sys::ForkNumber::MAIN_FORKNUM, blk, pg_sys::ReadBufferMode::RBM_NORMAL, std::ptr::null_mut()) }
+            unsafe {
+                pg_sys::ReadBufferExtended(
+                    rel,
+                    pg_sys::ForkNumber::MAIN_FORKNUM,
+                    blk,
+                    pg_sys::ReadBufferMode::RBM_NORMAL,
+                    std::ptr::null_mut(),
+                )
+            }
         })
         .catch_others(|e| match e {
             CaughtError::PostgresError(r) => {
                 // SAFETY: `rel` is still open.
                 let name = unsafe { super::page::relation_name(rel) };
-                ereport!(ERROR, r.sql_error_code(), format!("{} (block {blk} of learned index \"{name}\")", r.message()));
+                ereport!(
+                    ERROR,
+                    r.sql_error_code(),
+                    format!("{} (block {blk} of learned index \"{name}\")", r.message())
+                );
             }
             other => other.rethrow(),
         })

@@ -121,15 +121,28 @@ unsafe fn entry(page: pg_sys::Page, i: usize) -> DeltaEntry {
 unsafe fn set_entry(page: pg_sys::Page, i: usize, d: &DeltaEntry) {
     let e = page::content(page).add(PAGE_HEADER + i * ENTRY);
     e.cast::<u64>().write_unaligned(d.key);
-    e.add(8).cast::<pg_sys::ItemPointerData>().write_unaligned(tid_to_ptr(d.tid));
-    e.add(14).cast::<u16>().write_unaligned(if d.null { FLAG_NULL } else { 0 });
+    e.add(8)
+        .cast::<pg_sys::ItemPointerData>()
+        .write_unaligned(tid_to_ptr(d.tid));
+    e.add(14)
+        .cast::<u16>()
+        .write_unaligned(if d.null { FLAG_NULL } else { 0 });
 }
 
 /// # Safety
 /// `page` must be a writable page image.
 unsafe fn init_delta_page(page: pg_sys::Page) {
     page::init(page, PageKind::Delta, PAGE_HEADER);
-    set_header(page, &Header { min: u64::MAX, max: 0, count: 0, state: OPEN, has_nulls: false });
+    set_header(
+        page,
+        &Header {
+            min: u64::MAX,
+            max: 0,
+            count: 0,
+            state: OPEN,
+            has_nulls: false,
+        },
+    );
 }
 
 /// # Safety
@@ -159,7 +172,15 @@ unsafe fn dir_entry(page: pg_sys::Page, dir_blk: pg_sys::BlockNumber, slot: usiz
 
 /// # Safety
 /// `slot` below `DIR_CAPACITY`; `page` a writable directory page image.
-unsafe fn set_dir_entry(page: pg_sys::Page, slot: usize, blk: pg_sys::BlockNumber, state: u8, has_nulls: bool, min: u64, max: u64) {
+unsafe fn set_dir_entry(
+    page: pg_sys::Page,
+    slot: usize,
+    blk: pg_sys::BlockNumber,
+    state: u8,
+    has_nulls: bool,
+    min: u64,
+    max: u64,
+) {
     let e = page::content(page).add(DIR_HEADER + slot * DIR_ENTRY);
     e.cast::<u32>().write_unaligned(blk);
     e.add(4).write(state);
@@ -191,14 +212,23 @@ pub fn directory(rel: pg_sys::Relation, meta: &Meta) -> Vec<DirEntry> {
         }
         seen += 1;
         if seen > meta.delta_pages / DIR_CAPACITY as u32 + 1 {
-            corrupt(rel, meta.dir_head, "delta directory chain is longer than the metapage allows");
+            corrupt(
+                rel,
+                meta.dir_head,
+                "delta directory chain is longer than the metapage allows",
+            );
         }
     }
     out
 }
 
 /// Appends the entries of delta page `blk` that `keep` accepts.
-pub fn read_page(rel: pg_sys::Relation, blk: pg_sys::BlockNumber, out: &mut Vec<DeltaEntry>, keep: impl Fn(&DeltaEntry) -> bool) {
+pub fn read_page(
+    rel: pg_sys::Relation,
+    blk: pg_sys::BlockNumber,
+    out: &mut Vec<DeltaEntry>,
+    keep: impl Fn(&DeltaEntry) -> bool,
+) {
     let buf = Buf::read_shared(rel, blk);
     // SAFETY: pinned and share-locked; the count is validated by `header`.
     unsafe {
@@ -222,7 +252,11 @@ enum Added {
 
 /// Adds one entry to an open delta page, WAL-logged.
 pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) {
-    let e = DeltaEntry { key: key.unwrap_or(0), tid, null: key.is_none() };
+    let e = DeltaEntry {
+        key: key.unwrap_or(0),
+        tid,
+        null: key.is_none(),
+    };
     loop {
         let meta = Meta::read(rel);
         let n = meta.n_open as usize;
@@ -292,7 +326,10 @@ fn open_page(rel: pg_sys::Relation, stale: Option<pg_sys::BlockNumber>) {
     let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
     let slot = match stale {
         Some(blk) => {
-            let Some(s) = meta.open[..meta.n_open as usize].iter().position(|&b| b == blk) else {
+            let Some(s) = meta.open[..meta.n_open as usize]
+                .iter()
+                .position(|&b| b == blk)
+            else {
                 return; // another backend already replaced it
             };
             let buf = Buf::read_exclusive(rel, blk);
@@ -318,13 +355,25 @@ fn open_page(rel: pg_sys::Relation, stale: Option<pg_sys::BlockNumber>) {
 }
 
 /// Marks a full open page closed, with its key range in the directory.
-fn close(rel: pg_sys::Relation, buf: &Buf, mut h: Header, dir_blk: pg_sys::BlockNumber, slot: usize) {
+fn close(
+    rel: pg_sys::Relation,
+    buf: &Buf,
+    mut h: Header,
+    dir_blk: pg_sys::BlockNumber,
+    slot: usize,
+) {
     let dir = Buf::read_exclusive(rel, dir_blk);
     // SAFETY: pinned and exclusive-locked.
     unsafe {
         page::check(rel, dir_blk, dir.page(), PageKind::DeltaDir);
-        if slot >= dir_count(rel, dir_blk, dir.page()) || dir_entry(dir.page(), dir_blk, slot).blk != buf.blkno() {
-            corrupt(rel, dir_blk, "metapage points to the wrong delta directory entry");
+        if slot >= dir_count(rel, dir_blk, dir.page())
+            || dir_entry(dir.page(), dir_blk, slot).blk != buf.blkno()
+        {
+            corrupt(
+                rel,
+                dir_blk,
+                "metapage points to the wrong delta directory entry",
+            );
         }
     }
     let mut wal = Wal::start(rel);
@@ -372,7 +421,8 @@ fn reuse_free_page(rel: pg_sys::Relation, meta: &Meta, meta_buf: &Buf, slot: usi
 /// one is full. One WAL record: metapage, delta page, up to two directory pages.
 fn new_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf, slot: usize) {
     let delta = Buf::extend(rel, true);
-    let tail = (meta.dir_tail != pg_sys::InvalidBlockNumber).then(|| Buf::read_exclusive(rel, meta.dir_tail));
+    let tail = (meta.dir_tail != pg_sys::InvalidBlockNumber)
+        .then(|| Buf::read_exclusive(rel, meta.dir_tail));
     // SAFETY: the tail directory page is pinned and exclusive-locked.
     let tail_count = tail.as_ref().map(|t| unsafe {
         page::check(rel, t.blkno(), t.page(), PageKind::DeltaDir);
@@ -402,7 +452,9 @@ fn new_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf, slot: usize)
             (None, None) => unreachable!("no tail directory page means a new one"),
         };
         set_dir_entry(p, dir_slot, delta.blkno(), OPEN, false, 0, 0);
-        page::content(p).cast::<u32>().write_unaligned(dir_slot as u32 + 1);
+        page::content(p)
+            .cast::<u32>()
+            .write_unaligned(dir_slot as u32 + 1);
         page::set_content_len(p, DIR_HEADER + (dir_slot + 1) * DIR_ENTRY);
         install(meta, slot, delta.blkno(), dir_blk, dir_slot);
         meta.delta_pages += 1;
@@ -413,7 +465,11 @@ fn new_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf, slot: usize)
 
 /// VACUUM: removes entries whose TIDs `dead` reports, page by page. An emptied
 /// closed page becomes free for reuse. Returns (removed, remaining).
-pub fn bulk_delete(rel: pg_sys::Relation, meta: &Meta, mut dead: impl FnMut(Tid) -> bool) -> (u64, u64) {
+pub fn bulk_delete(
+    rel: pg_sys::Relation,
+    meta: &Meta,
+    mut dead: impl FnMut(Tid) -> bool,
+) -> (u64, u64) {
     let (mut removed, mut remaining) = (0u64, 0u64);
     for d in directory(rel, meta) {
         if d.state == FREE {
@@ -426,7 +482,12 @@ pub fn bulk_delete(rel: pg_sys::Relation, meta: &Meta, mut dead: impl FnMut(Tid)
         let (h, entries) = unsafe {
             page::check(rel, d.blk, buf.page(), PageKind::Delta);
             let h = header(rel, d.blk, buf.page());
-            (h, (0..h.count).map(|i| entry(buf.page(), i)).collect::<Vec<_>>())
+            (
+                h,
+                (0..h.count)
+                    .map(|i| entry(buf.page(), i))
+                    .collect::<Vec<_>>(),
+            )
         };
         let keep: Vec<DeltaEntry> = entries.iter().copied().filter(|e| !dead(e.tid)).collect();
         remaining += keep.len() as u64;
@@ -443,9 +504,18 @@ pub fn bulk_delete(rel: pg_sys::Relation, meta: &Meta, mut dead: impl FnMut(Tid)
             for (i, e) in keep.iter().enumerate() {
                 set_entry(page, i, e);
             }
-            let mut nh = Header { count: keep.len(), ..h };
+            let mut nh = Header {
+                count: keep.len(),
+                ..h
+            };
             if free {
-                nh = Header { min: u64::MAX, max: 0, count: 0, state: FREE, has_nulls: false };
+                nh = Header {
+                    min: u64::MAX,
+                    max: 0,
+                    count: 0,
+                    state: FREE,
+                    has_nulls: false,
+                };
                 let dp = wal.page(dir.as_ref().unwrap(), false);
                 set_dir_entry(dp, d.slot, d.blk, FREE, false, 0, 0);
             }

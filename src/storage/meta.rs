@@ -124,7 +124,10 @@ impl Meta {
             bad("metapage magic number is wrong");
         }
         if self.version != FORMAT_VERSION {
-            bad(&format!("index format version {} is not supported (expected {FORMAT_VERSION}); REINDEX it", self.version));
+            bad(&format!(
+                "index format version {} is not supported (expected {FORMAT_VERSION}); REINDEX it",
+                self.version
+            ));
         }
         if KeyKind::from_u8(self.key_kind).is_none() {
             bad(&format!("unknown key type {}", self.key_kind));
@@ -144,7 +147,9 @@ impl Meta {
                 bad("a section of the index has an impossible location");
             }
         }
-        if self.model_pages == 0 || self.model_bytes > self.model_pages as u64 * super::model_pages::PAYLOAD as u64 {
+        if self.model_pages == 0
+            || self.model_bytes > self.model_pages as u64 * super::model_pages::PAYLOAD as u64
+        {
             bad("model size does not match its pages");
         }
         if self.n_open as usize > MAX_OPEN {
@@ -156,7 +161,11 @@ impl Meta {
     /// past the end of the relation fail in the buffer manager; only
     /// `learned_verify` compares them with the relation size, off the lookup path.
     pub fn sections(&self) -> [(u32, u32); 3] {
-        [(self.run_start, self.run_pages), (self.null_start, self.null_pages), (self.model_start, self.model_pages)]
+        [
+            (self.run_start, self.run_pages),
+            (self.null_start, self.null_pages),
+            (self.model_start, self.model_pages),
+        ]
     }
 
     /// Writes `self` to the metapage in one WAL record with whatever else `wal`

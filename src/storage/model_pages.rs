@@ -11,12 +11,23 @@ pub const PAYLOAD: usize = CONTENT - HEADER;
 
 /// Writes `bytes` into pages starting at block `start` during a build; returns
 /// the number of pages.
-pub fn write(rel: pg_sys::Relation, start: pg_sys::BlockNumber, bytes: &[u8], need_lock: bool) -> u32 {
+pub fn write(
+    rel: pg_sys::Relation,
+    start: pg_sys::BlockNumber,
+    bytes: &[u8],
+    need_lock: bool,
+) -> u32 {
     let mut blk = start;
     for chunk in bytes.chunks(PAYLOAD) {
         // SAFETY: the relation is open by the caller.
-        let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) };
-        let buf = if blk < nblocks { Buf::read_exclusive(rel, blk) } else { Buf::extend(rel, need_lock) };
+        let nblocks = unsafe {
+            pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM)
+        };
+        let buf = if blk < nblocks {
+            Buf::read_exclusive(rel, blk)
+        } else {
+            Buf::extend(rel, need_lock)
+        };
         // SAFETY: pinned and exclusive-locked; the chunk fits the payload area.
         unsafe {
             let page = buf.page();
@@ -51,15 +62,29 @@ pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> ModelView<'a> {
     unsafe {
         let node = relfilenode(rel);
         let cached = (*rel).rd_amcache as *const Cached;
-        if !cached.is_null() && (*cached).generation == meta.generation && (*cached).relfilenode == node {
-            let bytes = std::slice::from_raw_parts((cached as *const u8).add(std::mem::size_of::<Cached>()), (*cached).len);
+        if !cached.is_null()
+            && (*cached).generation == meta.generation
+            && (*cached).relfilenode == node
+        {
+            let bytes = std::slice::from_raw_parts(
+                (cached as *const u8).add(std::mem::size_of::<Cached>()),
+                (*cached).len,
+            );
             return ModelView::open(bytes).expect("cached model was validated when loaded");
         }
         let bytes = read(rel, meta);
         let size = std::mem::size_of::<Cached>() + bytes.len();
         let mem = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, size) as *mut u8;
-        mem.cast::<Cached>().write(Cached { relfilenode: node, generation: meta.generation, len: bytes.len() });
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem.add(std::mem::size_of::<Cached>()), bytes.len());
+        mem.cast::<Cached>().write(Cached {
+            relfilenode: node,
+            generation: meta.generation,
+            len: bytes.len(),
+        });
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            mem.add(std::mem::size_of::<Cached>()),
+            bytes.len(),
+        );
         if !(*rel).rd_amcache.is_null() {
             pg_sys::pfree((*rel).rd_amcache);
         }
@@ -72,7 +97,7 @@ pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> ModelView<'a> {
 /// # Safety
 /// `rel` must be an open relation.
 unsafe fn relfilenode(rel: pg_sys::Relation) -> u32 {
-    #[cfg(any(feature = "pg15"))]
+    #[cfg(feature = "pg15")]
     {
         (*rel).rd_node.relNode.into()
     }
@@ -102,12 +127,28 @@ pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
         }
     }
     if bytes.len() as u64 != meta.model_bytes {
-        corrupt(rel, meta.model_start, &format!("model is {} bytes, the metapage says {}", bytes.len(), meta.model_bytes));
+        corrupt(
+            rel,
+            meta.model_start,
+            &format!(
+                "model is {} bytes, the metapage says {}",
+                bytes.len(),
+                meta.model_bytes
+            ),
+        );
     }
     let view = ModelView::open(&bytes).and_then(|v| v.verify_checksum().map(|_| v));
     match view {
         Ok(v) if v.nkeys() == meta.run_entries => {}
-        Ok(v) => corrupt(rel, meta.model_start, &format!("model covers {} keys, the run has {}", v.nkeys(), meta.run_entries)),
+        Ok(v) => corrupt(
+            rel,
+            meta.model_start,
+            &format!(
+                "model covers {} keys, the run has {}",
+                v.nkeys(),
+                meta.run_entries
+            ),
+        ),
         Err(e) => corrupt(rel, meta.model_start, &e.to_string()),
     }
     bytes

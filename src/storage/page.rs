@@ -52,7 +52,9 @@ pub fn corrupt(rel: pg_sys::Relation, blk: pg_sys::BlockNumber, what: &str) -> !
 /// `rel` must point to a valid, open relation.
 pub unsafe fn relation_name(rel: pg_sys::Relation) -> String {
     let name = &(*(*rel).rd_rel).relname;
-    std::ffi::CStr::from_ptr(name.data.as_ptr()).to_string_lossy().into_owned()
+    std::ffi::CStr::from_ptr(name.data.as_ptr())
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Formats a page of `kind` with `content_len` bytes of content in use.
@@ -65,7 +67,10 @@ pub unsafe fn init(page: pg_sys::Page, kind: PageKind, content_len: usize) {
     special.cast::<u16>().write_unaligned(PAGE_MAGIC);
     special.add(2).write(kind as u8);
     special.add(3).write(0);
-    special.add(4).cast::<u32>().write_unaligned(pg_sys::InvalidBlockNumber);
+    special
+        .add(4)
+        .cast::<u32>()
+        .write_unaligned(pg_sys::InvalidBlockNumber);
     set_content_len(page, content_len);
 }
 
@@ -84,13 +89,19 @@ pub unsafe fn set_content_len(page: pg_sys::Page, len: usize) {
 /// # Safety
 /// `page` must be a page this module initialized.
 pub unsafe fn next_link(page: pg_sys::Page) -> pg_sys::BlockNumber {
-    (page as *const u8).add(BLCKSZ - SPECIAL + 4).cast::<u32>().read_unaligned()
+    (page as *const u8)
+        .add(BLCKSZ - SPECIAL + 4)
+        .cast::<u32>()
+        .read_unaligned()
 }
 
 /// # Safety
 /// `page` must be a writable page this module initialized.
 pub unsafe fn set_next_link(page: pg_sys::Page, next: pg_sys::BlockNumber) {
-    (page as *mut u8).add(BLCKSZ - SPECIAL + 4).cast::<u32>().write_unaligned(next)
+    (page as *mut u8)
+        .add(BLCKSZ - SPECIAL + 4)
+        .cast::<u32>()
+        .write_unaligned(next)
 }
 
 /// Pointer to the content area.
@@ -106,10 +117,19 @@ pub unsafe fn content(page: pg_sys::Page) -> *mut u8 {
 /// # Safety
 /// `page` must point to a page of `BLCKSZ` bytes that stays valid (pinned, and
 /// locked if others may write it) during the call.
-pub unsafe fn check(rel: pg_sys::Relation, blk: pg_sys::BlockNumber, page: pg_sys::Page, kind: PageKind) {
+pub unsafe fn check(
+    rel: pg_sys::Relation,
+    blk: pg_sys::BlockNumber,
+    page: pg_sys::Page,
+    kind: PageKind,
+) {
     let header = page as *const pg_sys::PageHeaderData;
     if (*header).pd_upper == 0 {
-        corrupt(rel, blk, &format!("expected a {}, found an empty page", kind.name()));
+        corrupt(
+            rel,
+            blk,
+            &format!("expected a {}, found an empty page", kind.name()),
+        );
     }
     if (*header).pd_special as usize != BLCKSZ - SPECIAL {
         corrupt(rel, blk, "page special space has the wrong size");
@@ -124,6 +144,10 @@ pub unsafe fn check(rel: pg_sys::Relation, blk: pg_sys::BlockNumber, page: pg_sy
     }
     let found = special.add(2).read();
     if found != kind as u8 {
-        corrupt(rel, blk, &format!("expected a {}, found page kind {found}", kind.name()));
+        corrupt(
+            rel,
+            blk,
+            &format!("expected a {}, found page kind {found}", kind.name()),
+        );
     }
 }

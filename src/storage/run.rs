@@ -44,7 +44,10 @@ pub fn tid_from_ptr(t: &pg_sys::ItemPointerData) -> Tid {
 pub fn tid_to_ptr(t: Tid) -> pg_sys::ItemPointerData {
     let blk = (t >> 16) as u32;
     pg_sys::ItemPointerData {
-        ip_blkid: pg_sys::BlockIdData { bi_hi: (blk >> 16) as u16, bi_lo: blk as u16 },
+        ip_blkid: pg_sys::BlockIdData {
+            bi_hi: (blk >> 16) as u16,
+            bi_lo: blk as u16,
+        },
         ip_posid: t as u16,
     }
 }
@@ -61,11 +64,21 @@ pub struct Section {
 
 impl Section {
     pub fn run(m: &super::Meta) -> Section {
-        Section { start: m.run_start, pages: m.run_pages, entries: m.run_entries, width: m.key_width }
+        Section {
+            start: m.run_start,
+            pages: m.run_pages,
+            entries: m.run_entries,
+            width: m.key_width,
+        }
     }
 
     pub fn nulls(m: &super::Meta) -> Section {
-        Section { start: m.null_start, pages: m.null_pages, entries: m.null_entries, width: 0 }
+        Section {
+            start: m.null_start,
+            pages: m.null_pages,
+            entries: m.null_entries,
+            width: 0,
+        }
     }
 
     pub fn cap(&self) -> u64 {
@@ -102,7 +115,11 @@ impl Section {
     /// As [`Section::read`], exclusive-locked, for VACUUM.
     pub fn read_locked(&self, rel: pg_sys::Relation, i: u32, exclusive: bool) -> (Buf, RunPage) {
         let blk = self.start + i;
-        let buf = if exclusive { Buf::read_exclusive(rel, blk) } else { Buf::read_shared(rel, blk) };
+        let buf = if exclusive {
+            Buf::read_exclusive(rel, blk)
+        } else {
+            Buf::read_shared(rel, blk)
+        };
         // SAFETY: the buffer is pinned and share-locked while the view is used;
         // `open` validates the header before any other field is trusted.
         let view = unsafe { RunPage::open(rel, blk, buf.page(), self, i) };
@@ -117,7 +134,12 @@ impl Section {
     /// at it is not smaller, or the run ends), so a wrong model costs page reads,
     /// never rows. Returns the answer with its page still locked when it lies on
     /// a page; `None` for the page when the answer is the end of the run.
-    pub fn seek(&self, rel: pg_sys::Relation, key: u64, hint: Window) -> (u64, Option<(Buf, RunPage)>) {
+    pub fn seek(
+        &self,
+        rel: pg_sys::Relation,
+        key: u64,
+        hint: Window,
+    ) -> (u64, Option<(Buf, RunPage)>) {
         let n = self.entries;
         if n == 0 {
             return (0, None);
@@ -141,7 +163,11 @@ impl Section {
                 hi = hi.min(n);
             }
             if lo >= hi {
-                return if r == lo && r < pe { (r, Some((buf, view))) } else if lo == n { (n, None) } else {
+                return if r == lo && r < pe {
+                    (r, Some((buf, view)))
+                } else if lo == n {
+                    (n, None)
+                } else {
                     drop(buf);
                     let (b, v) = self.read(rel, self.page_of(lo));
                     (lo, Some((b, v)))
@@ -152,7 +178,11 @@ impl Section {
             // Next: the neighbouring page first, then bisect what is left,
             // preferring the part the model's window allows.
             target = if reads == 1 {
-                if hi <= ps { ps - 1 } else { pe }
+                if hi <= ps {
+                    ps - 1
+                } else {
+                    pe
+                }
             } else {
                 let (a, b) = (lo.max(hint.lo), hi.min(hint.hi));
                 let (a, b) = if a < b { (a, b) } else { (lo, hi) };
@@ -175,7 +205,13 @@ pub struct RunPage {
 impl RunPage {
     /// # Safety
     /// `page` must stay pinned and locked while the view is used.
-    unsafe fn open(rel: pg_sys::Relation, blk: pg_sys::BlockNumber, page: pg_sys::Page, s: &Section, i: u32) -> RunPage {
+    unsafe fn open(
+        rel: pg_sys::Relation,
+        blk: pg_sys::BlockNumber,
+        page: pg_sys::Page,
+        s: &Section,
+        i: u32,
+    ) -> RunPage {
         page::check(rel, blk, page, s.kind());
         let base = page::content(page) as *const u8;
         let first_key = base.cast::<u64>().read_unaligned();
@@ -183,16 +219,37 @@ impl RunPage {
         let width = base.add(10).read();
         let (ps, pe) = s.page_span(i);
         if width != s.width {
-            corrupt(rel, blk, &format!("page key width {width} differs from the metapage's {}", s.width));
+            corrupt(
+                rel,
+                blk,
+                &format!(
+                    "page key width {width} differs from the metapage's {}",
+                    s.width
+                ),
+            );
         }
         if count as u64 != pe - ps {
-            corrupt(rel, blk, &format!("page holds {count} entries, the metapage says {}", pe - ps));
+            corrupt(
+                rel,
+                blk,
+                &format!("page holds {count} entries, the metapage says {}", pe - ps),
+            );
         }
-        RunPage { base, count, width, first_key, cap: s.cap() as usize }
+        RunPage {
+            base,
+            count,
+            width,
+            first_key,
+            cap: s.cap() as usize,
+        }
     }
 
     pub fn len(&self) -> usize {
         self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 
     #[inline]
@@ -203,7 +260,10 @@ impl RunPage {
         // which lies inside the page (checked by the const assertions above).
         unsafe {
             match self.width {
-                4 => self.first_key + self.base.add(keys + 4 * i).cast::<u32>().read_unaligned() as u64,
+                4 => {
+                    self.first_key
+                        + self.base.add(keys + 4 * i).cast::<u32>().read_unaligned() as u64
+                }
                 _ => self.base.add(keys + 8 * i).cast::<u64>().read_unaligned(),
             }
         }
@@ -214,7 +274,12 @@ impl RunPage {
         debug_assert!(i < self.count);
         let tids = HEADER + bitmap_len(self.cap as u32) + self.cap * self.width as usize;
         // SAFETY: as in `key`, the TID array lies inside the page.
-        let p = unsafe { self.base.add(tids + 6 * i).cast::<pg_sys::ItemPointerData>().read_unaligned() };
+        let p = unsafe {
+            self.base
+                .add(tids + 6 * i)
+                .cast::<pg_sys::ItemPointerData>()
+                .read_unaligned()
+        };
         tid_from_ptr(&p)
     }
 
@@ -270,8 +335,21 @@ pub struct TooWide;
 
 impl SectionWriter {
     pub fn new(rel: pg_sys::Relation, start: pg_sys::BlockNumber, width: u8) -> SectionWriter {
-        let cap = if width == 0 { NULL_CAPACITY } else { capacity(width) } as usize;
-        SectionWriter { rel, width, cap, next_blk: start, keys: Vec::with_capacity(cap), tids: Vec::with_capacity(cap), pages: 0, entries: 0 }
+        let cap = if width == 0 {
+            NULL_CAPACITY
+        } else {
+            capacity(width)
+        } as usize;
+        SectionWriter {
+            rel,
+            width,
+            cap,
+            next_blk: start,
+            keys: Vec::with_capacity(cap),
+            tids: Vec::with_capacity(cap),
+            pages: 0,
+            entries: 0,
+        }
     }
 
     pub fn push(&mut self, key: u64, tid: Tid) -> Result<(), TooWide> {
@@ -302,10 +380,20 @@ impl SectionWriter {
             return;
         }
         // SAFETY: the relation is being built by this backend.
-        let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(self.rel, pg_sys::ForkNumber::MAIN_FORKNUM) };
-        let buf = if self.next_blk < nblocks { Buf::read_exclusive(self.rel, self.next_blk) } else { Buf::extend(self.rel, false) };
+        let nblocks = unsafe {
+            pg_sys::RelationGetNumberOfBlocksInFork(self.rel, pg_sys::ForkNumber::MAIN_FORKNUM)
+        };
+        let buf = if self.next_blk < nblocks {
+            Buf::read_exclusive(self.rel, self.next_blk)
+        } else {
+            Buf::extend(self.rel, false)
+        };
         debug_assert_eq!(buf.blkno(), self.next_blk);
-        let kind = if self.width == 0 { PageKind::Null } else { PageKind::Run };
+        let kind = if self.width == 0 {
+            PageKind::Null
+        } else {
+            PageKind::Run
+        };
         let bitmap = bitmap_len(self.cap as u32);
         let keys_at = HEADER + bitmap;
         let tids_at = keys_at + self.cap * self.width as usize;
@@ -322,13 +410,18 @@ impl SectionWriter {
             base.add(10).write(self.width);
             for (i, &k) in self.keys.iter().enumerate() {
                 match self.width {
-                    4 => base.add(keys_at + 4 * i).cast::<u32>().write_unaligned((k - first) as u32),
+                    4 => base
+                        .add(keys_at + 4 * i)
+                        .cast::<u32>()
+                        .write_unaligned((k - first) as u32),
                     8 => base.add(keys_at + 8 * i).cast::<u64>().write_unaligned(k),
                     _ => {}
                 }
             }
             for (i, &t) in self.tids.iter().enumerate() {
-                base.add(tids_at + 6 * i).cast::<pg_sys::ItemPointerData>().write_unaligned(tid_to_ptr(t));
+                base.add(tids_at + 6 * i)
+                    .cast::<pg_sys::ItemPointerData>()
+                    .write_unaligned(tid_to_ptr(t));
             }
             pg_sys::MarkBufferDirty(buf.buffer());
         }

@@ -12,14 +12,20 @@ pub struct Wal {
 impl Wal {
     pub fn start(rel: pg_sys::Relation) -> Wal {
         // SAFETY: `rel` is open; the state is palloc'd in the current context.
-        Wal { state: unsafe { pg_sys::GenericXLogStart(rel) } }
+        Wal {
+            state: unsafe { pg_sys::GenericXLogStart(rel) },
+        }
     }
 
     /// Registers `buf` (which must be exclusive-locked) and returns the image of
     /// its page to modify. `new_page`: the page is (re)initialized from scratch,
     /// so log a full image instead of a difference.
     pub fn page(&mut self, buf: &Buf, new_page: bool) -> pg_sys::Page {
-        let flags = if new_page { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
+        let flags = if new_page {
+            pg_sys::GENERIC_XLOG_FULL_IMAGE as i32
+        } else {
+            0
+        };
         // SAFETY: the state is live (not finished); the buffer is pinned and locked.
         unsafe { pg_sys::GenericXLogRegisterBuffer(self.state, buf.buffer(), flags) }
     }

@@ -21,9 +21,13 @@ impl Cluster {
         let pid = std::process::id();
         let dir = PathBuf::from(format!("/tmp/learneddb-test-{name}-{pid}"));
         let _ = std::fs::remove_dir_all(&dir);
-        let port = 20000 + (pid % 20000) as u16 + name.bytes().map(|b| b as u16).sum::<u16>() % 1000;
+        let port =
+            20000 + (pid % 20000) as u16 + name.bytes().map(|b| b as u16).sum::<u16>() % 1000;
         let c = Cluster { dir, port };
-        c.run("start", &extra_conf.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        c.run(
+            "start",
+            &extra_conf.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
         let mut client = c.connect();
         client.batch_execute("CREATE EXTENSION learneddb").unwrap();
         c
@@ -37,7 +41,12 @@ impl Cluster {
         }
         c.args(args);
         let out = c.output().expect("run tools/cluster.sh");
-        assert!(out.status.success(), "cluster {cmd} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        assert!(
+            out.status.success(),
+            "cluster {cmd} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
@@ -46,7 +55,12 @@ impl Cluster {
 
     pub fn try_connect(&self) -> Result<postgres::Client, postgres::Error> {
         let sock = self.dir.join("sock");
-        postgres::Config::new().host_path(&sock).port(self.port).user("postgres").dbname("postgres").connect(postgres::NoTls)
+        postgres::Config::new()
+            .host_path(&sock)
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(postgres::NoTls)
     }
 
     pub fn connect(&self) -> postgres::Client {
