@@ -67,7 +67,8 @@ pub fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
 /// # Safety
 /// `keys` must be the scan keys the executor passed to `amrescan`.
 pub unsafe fn plan(kind: KeyKind, keys: &[pg_sys::ScanKeyData]) -> Plan {
-    let mut intervals = vec![(0, u64::MAX)];
+    // None: no comparison yet, every non-null key.
+    let mut intervals: Option<Vec<(u64, u64)>> = None;
     let (mut nonnull, mut nulls, mut recheck) = (true, true, false);
     for sk in keys {
         let flags = sk.sk_flags as u32;
@@ -115,11 +116,17 @@ pub unsafe fn plan(kind: KeyKind, keys: &[pg_sys::ScanKeyData]) -> Plan {
         } else {
             add(sk.sk_argument);
         }
-        intervals = intersect(&intervals, &normalize(set));
+        let set = normalize(set);
+        intervals = Some(match intervals {
+            None => set,
+            Some(iv) => intersect(&iv, &set),
+        });
     }
-    if !nonnull {
-        intervals.clear();
-    }
+    let intervals = match (nonnull, intervals) {
+        (false, _) => Vec::new(),
+        (true, None) => vec![(0, u64::MAX)],
+        (true, Some(iv)) => iv,
+    };
     Plan {
         intervals,
         nulls,

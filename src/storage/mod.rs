@@ -7,6 +7,7 @@ pub mod meta;
 pub mod model_pages;
 pub mod page;
 pub mod run;
+pub mod search;
 pub mod wal;
 
 pub use buffer::Buf;

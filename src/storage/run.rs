@@ -8,6 +8,7 @@
 //! without keys.
 
 use super::page::{self, corrupt, PageKind, CONTENT};
+use super::search::{self, SortedPage};
 use super::Buf;
 use crate::model::Window;
 use pgrx::pg_sys;
@@ -127,69 +128,31 @@ impl Section {
     }
 
     /// Finds the lower bound of `key` (the position of the first entry whose
-    /// ordinal is `>= key`), starting from the model's prediction.
-    ///
-    /// The window only guides which page to read: every answer is proven from
-    /// the keys on the pages themselves (the entry before is smaller, the entry
-    /// at it is not smaller, or the run ends), so a wrong model costs page reads,
-    /// never rows. Returns the answer with its page still locked when it lies on
-    /// a page; `None` for the page when the answer is the end of the run.
+    /// ordinal is `>= key`), starting from the model's prediction (see
+    /// [`super::search`]). Returns the answer with its page still locked when
+    /// it lies on a page; `None` for the page when it is the end of the run.
     pub fn seek(
         &self,
         rel: pg_sys::Relation,
         key: u64,
         hint: Window,
     ) -> (u64, Option<(Buf, RunPage)>) {
-        let n = self.entries;
-        if n == 0 {
-            return (0, None);
-        }
-        let (mut lo, mut hi) = (0u64, n); // the answer lies in [lo, hi]
-        let mut target = hint.pred.min(n - 1);
-        let mut reads = 0;
-        loop {
-            let i = self.page_of(target);
-            let (buf, view) = self.read(rel, i);
-            let (ps, pe) = self.page_span(i);
-            let r = ps + view.lower_bound(key) as u64;
-            if r > ps {
-                lo = lo.max(r);
-            } else if ps == 0 {
-                lo = 0;
-            }
-            if r < pe {
-                hi = hi.min(r);
-            } else if pe == n {
-                hi = hi.min(n);
-            }
-            if lo >= hi {
-                return if r == lo && r < pe {
-                    (r, Some((buf, view)))
-                } else if lo == n {
-                    (n, None)
-                } else {
-                    drop(buf);
-                    let (b, v) = self.read(rel, self.page_of(lo));
-                    (lo, Some((b, v)))
-                };
-            }
-            drop(buf);
-            reads += 1;
-            // Next: the neighbouring page first, then bisect what is left,
-            // preferring the part the model's window allows.
-            target = if reads == 1 {
-                if hi <= ps {
-                    ps - 1
-                } else {
-                    pe
-                }
-            } else {
-                let (a, b) = (lo.max(hint.lo), hi.min(hint.hi));
-                let (a, b) = if a < b { (a, b) } else { (lo, hi) };
-                a + (b - a) / 2
-            };
-            target = target.clamp(lo, hi.max(lo + 1) - 1).min(n - 1);
-        }
+        let (pos, page) = search::lower_bound(self.entries, self.cap(), key, hint, |i| {
+            Located(self.read(rel, i))
+        });
+        (pos, page.map(|p| p.0))
+    }
+}
+
+/// A locked page as the last-mile search sees it.
+struct Located((Buf, RunPage));
+
+impl SortedPage for Located {
+    fn count(&self) -> usize {
+        self.0 .1.count
+    }
+    fn key(&self, slot: usize) -> u64 {
+        self.0 .1.key(slot)
     }
 }
 
@@ -287,20 +250,6 @@ impl RunPage {
     pub fn dead(&self, i: usize) -> bool {
         // SAFETY: the bitmap holds cap bits and i < count <= cap.
         unsafe { self.base.add(HEADER + i / 8).read() & (1 << (i % 8)) != 0 }
-    }
-
-    /// First slot whose key is `>= key`.
-    pub fn lower_bound(&self, key: u64) -> usize {
-        let (mut lo, mut hi) = (0, self.count);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.key(mid) < key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
     }
 }
 

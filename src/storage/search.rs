@@ -1,0 +1,186 @@
+//! The last-mile search over a run split into fixed-capacity pages, free of
+//! pgrx so that it is tested with plain `cargo test` against arbitrary, also
+//! wrong, model windows.
+//!
+//! The window only guides which page to read and where in it to look: every
+//! answer is proven from the keys themselves (the entry before is smaller, the
+//! entry at it is not smaller, or the run ends). A wrong or damaged model
+//! costs page reads, never rows.
+
+use crate::model::Window;
+
+/// Sorted keys of one page.
+pub trait SortedPage {
+    fn count(&self) -> usize;
+    fn key(&self, slot: usize) -> u64;
+
+    /// First slot whose key is `>= key`, searching `[lo, hi)` first and the
+    /// rest of the page only if the keys just outside that range show the
+    /// answer is not in it.
+    fn lower_bound_near(&self, key: u64, lo: usize, hi: usize) -> usize {
+        let n = self.count();
+        let lo = lo.min(n);
+        let hi = hi.clamp(lo, n);
+        let r = search(self, key, lo, hi);
+        if r == lo && lo > 0 && self.key(lo - 1) >= key {
+            search(self, key, 0, lo)
+        } else if r == hi && hi < n && self.key(hi) < key {
+            search(self, key, hi, n)
+        } else {
+            r
+        }
+    }
+}
+
+/// First slot in `[lo, hi)` whose key is `>= key`, or `hi`.
+fn search<P: SortedPage + ?Sized>(page: &P, key: u64, mut lo: usize, mut hi: usize) -> usize {
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if page.key(mid) < key {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Finds the lower bound of `key` (the position of the first entry `>= key`)
+/// in a run of `n` entries stored `cap` to a page, starting at the page of the
+/// model's prediction. `read(i)` reads page `i`. Returns the answer and, when
+/// it lies on a page, that page as read.
+pub fn lower_bound<P: SortedPage>(
+    n: u64,
+    cap: u64,
+    key: u64,
+    hint: Window,
+    mut read: impl FnMut(u32) -> P,
+) -> (u64, Option<P>) {
+    if n == 0 {
+        return (0, None);
+    }
+    let span = |i: u32| (i as u64 * cap, ((i as u64 + 1) * cap).min(n));
+    let (mut lo, mut hi) = (0u64, n); // the answer lies in [lo, hi]
+    let mut target = hint.pred.min(n - 1);
+    let mut reads = 0;
+    loop {
+        let i = (target / cap) as u32;
+        let page = read(i);
+        let (ps, pe) = span(i);
+        let (wl, wh) = (hint.lo.clamp(ps, pe) - ps, hint.hi.clamp(ps, pe) - ps);
+        let r = ps + page.lower_bound_near(key, wl as usize, wh as usize) as u64;
+        if r > ps {
+            lo = lo.max(r);
+        }
+        if r < pe {
+            hi = hi.min(r);
+        }
+        if lo >= hi {
+            return if r == lo && r < pe {
+                (r, Some(page))
+            } else if lo == n {
+                (n, None)
+            } else {
+                drop(page);
+                (lo, Some(read((lo / cap) as u32)))
+            };
+        }
+        drop(page);
+        reads += 1;
+        // Next: the neighbouring page first, then bisect what is left,
+        // preferring the part the model's window allows.
+        target = if reads == 1 {
+            if hi <= ps {
+                ps - 1
+            } else {
+                pe
+            }
+        } else {
+            let (a, b) = (lo.max(hint.lo), hi.min(hint.hi));
+            let (a, b) = if a < b { (a, b) } else { (lo, hi) };
+            a + (b - a) / 2
+        };
+        target = target.clamp(lo, hi - 1).min(n - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::{prop_assert, prop_assert_eq, proptest, ProptestConfig};
+
+    struct VecPage<'a>(&'a [u64]);
+
+    impl SortedPage for VecPage<'_> {
+        fn count(&self) -> usize {
+            self.0.len()
+        }
+        fn key(&self, slot: usize) -> u64 {
+            self.0[slot]
+        }
+    }
+
+    fn run(keys: &[u64], cap: usize, key: u64, hint: Window) -> (u64, usize) {
+        let mut reads = 0;
+        let (pos, page) = lower_bound(keys.len() as u64, cap as u64, key, hint, |i| {
+            reads += 1;
+            let s = i as usize * cap;
+            VecPage(&keys[s..(s + cap).min(keys.len())])
+        });
+        if let Some(p) = page {
+            // The page returned holds the answer.
+            let first = pos as usize / cap * cap;
+            assert_eq!(p.0.as_ptr(), keys[first..].as_ptr());
+        } else {
+            assert_eq!(pos as usize, keys.len());
+        }
+        (pos, reads)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any window, however wrong, still gives the exact lower bound.
+        #[test]
+        fn exact_for_any_hint(mut keys in vec(0u64..200, 0..300), cap in 1usize..20, probe in 0u64..210,
+                              lo in 0u64..400, width in 0u64..400, pred in 0u64..400) {
+            keys.sort_unstable();
+            let hint = Window { lo, hi: lo + width, pred };
+            let (pos, _) = run(&keys, cap, probe, hint);
+            prop_assert_eq!(pos as usize, keys.partition_point(|&k| k < probe));
+        }
+
+        /// A correct window costs one page read, unless the answer is the first
+        /// entry of a page: proving that takes the entry before it, on the
+        /// previous page, and the answer's page is read again.
+        #[test]
+        fn one_read_with_a_true_window(mut keys in vec(0u64..1000, 1..500), cap in 8usize..64, probe in 0u64..1000) {
+            keys.sort_unstable();
+            let lb = keys.partition_point(|&k| k < probe) as u64;
+            let hint = Window { lo: lb, hi: lb, pred: lb.min(keys.len() as u64 - 1) };
+            let (pos, reads) = run(&keys, cap, probe, hint);
+            prop_assert_eq!(pos, lb);
+            let at_page_start = lb.is_multiple_of(cap as u64) && lb > 0 && lb < keys.len() as u64;
+            prop_assert!(reads == 1 || (at_page_start && reads == 3), "{} reads", reads);
+        }
+    }
+
+    #[test]
+    fn page_search_checks_the_window_edges() {
+        let keys = [1, 2, 2, 2, 5, 9, 9, 12];
+        let p = VecPage(&keys);
+        for probe in 0..14 {
+            let want = keys.partition_point(|&k| k < probe);
+            for lo in 0..=keys.len() {
+                for hi in 0..=keys.len() + 2 {
+                    assert_eq!(
+                        p.lower_bound_near(probe, lo, hi),
+                        want,
+                        "probe {probe} window [{lo}, {hi})"
+                    );
+                }
+            }
+        }
+    }
+}
