@@ -64,3 +64,53 @@ fn unsorted_build_stays_within_maintenance_work_mem() {
         .get(0);
     assert_eq!(n, ROWS);
 }
+
+/// CREATE INDEX shows its phases and tuple counts in
+/// pg_stat_progress_create_index, polled from a second session.
+#[test]
+fn build_reports_progress() {
+    let cluster = Cluster::start("progress", &[]);
+    let mut c = cluster.connect();
+    c.batch_execute("CREATE TABLE t AS SELECT (hashint8(g) % 1000000000)::int8 AS k FROM generate_series(1, 3000000) g")
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let done = done.clone();
+        let mut watch = cluster.connect();
+        thread::spawn(move || {
+            let mut seen: Vec<(String, i64, i64)> = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                for row in watch
+                    .query("SELECT phase, tuples_total, tuples_done FROM pg_stat_progress_create_index", &[])
+                    .unwrap()
+                {
+                    seen.push((row.get(0), row.get(1), row.get(2)));
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            seen
+        })
+    };
+    c.batch_execute("SET maintenance_work_mem = '8MB'; CREATE INDEX t_k ON t USING learned (k)")
+        .unwrap();
+    done.store(true, Ordering::Relaxed);
+    let seen = poller.join().unwrap();
+    let phases: std::collections::BTreeSet<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+    eprintln!("phases seen: {phases:?}");
+    assert!(
+        phases.contains("building index: scanning table"),
+        "{phases:?}"
+    );
+    assert!(
+        phases.contains("building index: writing run and training model")
+            || phases.contains("building index: sorting"),
+        "{phases:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(p, total, done)| p.ends_with("training model")
+                && *total == 3_000_000
+                && *done > 0),
+        "tuple counts were not reported: {seen:?}"
+    );
+}
