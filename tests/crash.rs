@@ -199,15 +199,39 @@ fn committed_rows_survive_crashes() {
     check(&cluster, &committed.lock().unwrap());
 
     // 3. A crash right after a build: the build's pages come back from WAL.
+    // An unlogged table's index is reset from its init fork, which must be a
+    // valid empty index.
     {
         let mut c = cluster.connect();
-        c.batch_execute("CHECKPOINT; CREATE INDEX t_v2 ON t USING learned (v); INSERT INTO t (v) VALUES (-1), (-2)").unwrap();
+        c.batch_execute(
+            "CHECKPOINT; CREATE INDEX t_v2 ON t USING learned (v); INSERT INTO t (v) VALUES (-1), (-2);
+             CREATE UNLOGGED TABLE u (v int8); INSERT INTO u SELECT g FROM generate_series(1, 5000) g;
+             CREATE INDEX u_v ON u USING learned (v); INSERT INTO u VALUES (6000);",
+        )
+        .unwrap();
     }
     cluster.stop("immediate");
     cluster.restart();
     let mut c = cluster.connect();
+    for index in ["t_v2", "u_v"] {
+        let ok: bool = c
+            .query_one("SELECT learned_verify($1::text::regclass)", &[&index])
+            .unwrap()
+            .get(0);
+        assert!(ok);
+    }
+    c.batch_execute("INSERT INTO u VALUES (7), (8), (NULL); SET enable_seqscan = off")
+        .unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM u WHERE v < 10 OR v IS NULL", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n, 3,
+        "the unlogged table was not reset to empty with a working index"
+    );
     let ok: bool = c
-        .query_one("SELECT learned_verify('t_v2')", &[])
+        .query_one("SELECT learned_verify('u_v')", &[])
         .unwrap()
         .get(0);
     assert!(ok);
