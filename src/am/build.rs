@@ -247,6 +247,7 @@ pub unsafe extern "C-unwind" fn ambuild(
 
 fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Vec<u8> {
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
+    (meta.key_lo, meta.key_hi) = d.run.key_range.unwrap_or((u64::MAX, 0));
     let (pages, entries) = d.run.finish();
     meta.key_width = 4;
     meta.run_pages = pages;
@@ -323,6 +324,7 @@ fn write_run(
             pgrx::check_for_interrupts!();
         }
     }
+    (meta.key_lo, meta.key_hi) = run.key_range.unwrap_or((u64::MAX, 0));
     let (pages, entries) = run.finish();
     meta.key_width = width;
     meta.run_pages = pages;

@@ -41,8 +41,9 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         + (crate::storage::run::capacity(meta.key_width) as f64).log2())
         * op;
     let descent = search + PAGE_CPU * op;
-    // Delta pages are read once per execution; assume every one may match.
-    let delta_pages = meta.delta_pages as f64;
+    // Delta pages are read once per execution: the open ones always, closed
+    // ones whose key range may hold what the scan selects.
+    let delta_pages = meta.n_open as f64 + meta.closed_pages_read(costs.indexSelectivity);
     let delta_cpu = delta_pages * (PAGE_CPU + DELTA_CAPACITY as f64) * op;
     let delta_io = delta_pages * costs.spc_random_page_cost / loop_count.max(1.0);
     costs.indexStartupCost += descent + delta_cpu + delta_io;

@@ -343,6 +343,13 @@ fn open_page(rel: pg_sys::Relation, stale: Option<pg_sys::BlockNumber>) {
             }
             if h.state == OPEN {
                 close(rel, &buf, h, meta.open_dir[s], meta.open_slot[s] as usize);
+                // Recorded with the metapage below, in the next WAL record.
+                meta.closed_pages += 1;
+                if h.min <= h.max {
+                    meta.closed_width += (h.max - h.min) as f64;
+                    meta.key_lo = meta.key_lo.min(h.min);
+                    meta.key_hi = meta.key_hi.max(h.max);
+                }
             }
             s
         }

@@ -47,7 +47,13 @@ pub struct Meta {
     pub dir_tail: u32,
     /// Delta pages ever allocated (each has a directory entry).
     pub delta_pages: u32,
-    pub _pad2: u32,
+    /// Delta pages closed so far, and the sum of their key ranges' widths:
+    /// how many of them a point lookup overlaps on average, for the planner.
+    pub closed_pages: u32,
+    pub closed_width: f64,
+    /// Smallest and largest key in the run and closed delta pages.
+    pub key_lo: u64,
+    pub key_hi: u64,
     pub built_at: i64,
     pub retrained_at: i64,
     pub retrain_count: u64,
@@ -82,7 +88,10 @@ impl Meta {
             dir_head: pg_sys::InvalidBlockNumber,
             dir_tail: pg_sys::InvalidBlockNumber,
             delta_pages: 0,
-            _pad2: 0,
+            closed_pages: 0,
+            closed_width: 0.0,
+            key_lo: u64::MAX,
+            key_hi: 0,
             // SAFETY: reads the clock; no preconditions.
             built_at: unsafe { pg_sys::GetCurrentTimestamp() },
             retrained_at: 0,
@@ -155,6 +164,15 @@ impl Meta {
         if self.n_open as usize > MAX_OPEN {
             bad("too many open delta pages");
         }
+    }
+
+    /// Expected number of closed delta pages a scan must read when it
+    /// selects a fraction `selectivity` of the keys: those whose range holds
+    /// the point searched, plus those inside the range.
+    pub fn closed_pages_read(&self, selectivity: f64) -> f64 {
+        let closed = self.closed_pages as f64;
+        let domain = self.key_hi.saturating_sub(self.key_lo).max(1) as f64;
+        (self.closed_width / domain + selectivity * closed).min(closed)
     }
 
     /// (first block, pages) of the run, the NULL section and the model. Reads

@@ -276,6 +276,8 @@ pub struct SectionWriter {
     tids: Vec<Tid>,
     pub pages: u32,
     pub entries: u64,
+    /// Smallest and largest key pushed (keys arrive sorted).
+    pub key_range: Option<(u64, u64)>,
 }
 
 /// A width-4 run page whose keys span more than 32 bits.
@@ -298,6 +300,7 @@ impl SectionWriter {
             tids: Vec::with_capacity(cap),
             pages: 0,
             entries: 0,
+            key_range: None,
         }
     }
 
@@ -308,6 +311,7 @@ impl SectionWriter {
         self.keys.push(key);
         self.tids.push(tid);
         self.entries += 1;
+        self.key_range = Some((self.key_range.map_or(key, |r| r.0), key));
         if self.keys.len() == self.cap {
             self.flush();
         }
