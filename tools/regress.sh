@@ -8,7 +8,7 @@ REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress
 dir=/tmp/learneddb-regress-$$
 port=$((30000 + $$ % 10000))
 tests="init $(ls pg_regress/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | grep -v "^init$" | sort | tr "\n" " ")"
-tools/cluster.sh start "$dir" "$port" || exit 1
+tools/cluster.sh start "$dir" "$port" "autovacuum = off" || exit 1
 out=$dir/out
 mkdir -p "$out"
 chmod 777 "$out"
