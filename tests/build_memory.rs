@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Cluster;
+use common::{assert_verified, Cluster};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -53,11 +53,7 @@ fn unsorted_build_stays_within_maintenance_work_mem() {
         grown_mb < 64,
         "build grew the backend by {grown_mb} MB with maintenance_work_mem = 16MB"
     );
-    let ok: bool = c
-        .query_one("SELECT learned_verify('t_k')", &[])
-        .unwrap()
-        .get(0);
-    assert!(ok);
+    assert_verified(&mut c, "t_k");
     let n: i64 = c
         .query_one("SELECT entries FROM learned_index_stats('t_k')", &[])
         .unwrap()

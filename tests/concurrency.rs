@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cluster, Rng};
+use common::{assert_verified, Cluster, Rng};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -130,11 +130,7 @@ fn readers_agree_with_the_table_while_writers_run() {
     let n = checks.load(Ordering::Relaxed);
     assert!(n > 50, "only {n} snapshot comparisons ran");
     let mut c = cluster.connect();
-    let ok: bool = c
-        .query_one("SELECT learned_verify('t_v')", &[])
-        .unwrap()
-        .get(0);
-    assert!(ok);
+    assert_verified(&mut c, "t_v");
     let pages: i64 = c
         .query_one("SELECT delta_pages FROM learned_index_stats('t_v')", &[])
         .unwrap()

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cluster, Rng};
+use common::{assert_verified, Cluster, Rng};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,11 +75,7 @@ fn deleter(cluster: &Cluster, stop: &AtomicBool) {
 
 fn check(cluster: &Cluster, committed: &BTreeSet<i64>) {
     let mut c = cluster.connect();
-    let ok: bool = c
-        .query_one("SELECT learned_verify('t_v')", &[])
-        .unwrap()
-        .get(0);
-    assert!(ok);
+    assert_verified(&mut c, "t_v");
     c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
         .unwrap();
     let plan: Vec<String> = c
@@ -214,11 +210,7 @@ fn committed_rows_survive_crashes() {
     cluster.restart();
     let mut c = cluster.connect();
     for index in ["t_v2", "u_v"] {
-        let ok: bool = c
-            .query_one("SELECT learned_verify($1::text::regclass)", &[&index])
-            .unwrap()
-            .get(0);
-        assert!(ok);
+        assert_verified(&mut c, index);
     }
     c.batch_execute("INSERT INTO u VALUES (7), (8), (NULL); SET enable_seqscan = off")
         .unwrap();
@@ -230,9 +222,5 @@ fn committed_rows_survive_crashes() {
         n, 3,
         "the unlogged table was not reset to empty with a working index"
     );
-    let ok: bool = c
-        .query_one("SELECT learned_verify('u_v')", &[])
-        .unwrap()
-        .get(0);
-    assert!(ok);
+    assert_verified(&mut c, "u_v");
 }

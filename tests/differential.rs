@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Cluster, Rng};
+use common::{assert_verified, Cluster, Rng};
 use postgres::Client;
 
 /// Operations per (type, distribution) run: 8 types x 11 distributions x 120
@@ -498,12 +498,8 @@ impl<'a> Run<'a> {
     }
 
     fn verify(&mut self) {
-        let ok: bool = self
-            .c
-            .query_one(&format!("SELECT learned_verify('{}')", self.ln()), &[])
-            .unwrap()
-            .get(0);
-        assert!(ok);
+        let ln = self.ln();
+        assert_verified(self.c, &ln);
         // Everything, in order, through each index.
         let sql = format!(
             "SELECT id::text || '|' || coalesce(v::text, 'NULL') FROM {} ORDER BY v",

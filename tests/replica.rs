@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Cluster;
+use common::{assert_verified, Cluster};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -172,11 +172,7 @@ fn standby_replays_the_index() {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let ok: bool = c
-            .query_one("SELECT learned_verify('t_v')", &[])
-            .unwrap()
-            .get(0);
-        assert!(ok);
+        assert_verified(c, "t_v");
         (range, nulls, last)
     };
     let on_primary = check(&mut p);

@@ -207,12 +207,9 @@ impl RunPage {
         }
     }
 
+    #[allow(clippy::len_without_is_empty)] // a run page always holds entries
     pub fn len(&self) -> usize {
         self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     #[inline]

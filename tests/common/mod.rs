@@ -94,6 +94,15 @@ impl Drop for Cluster {
     }
 }
 
+/// Runs `learned_verify` on `index` (heap check included) and requires it to pass.
+pub fn assert_verified(c: &mut postgres::Client, index: &str) {
+    let ok: bool = c
+        .query_one("SELECT learned_verify($1::text::regclass)", &[&index])
+        .unwrap_or_else(|e| panic!("learned_verify('{index}') failed: {e}"))
+        .get(0);
+    assert!(ok);
+}
+
 /// splitmix64.
 pub struct Rng(pub u64);
 
