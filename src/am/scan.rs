@@ -257,8 +257,8 @@ impl ScanState {
             Some(lo)
         };
         let (pos, preloaded) = match seek_key {
+            // Backward from the largest ordinal: the end of the run.
             None => (run.entries, None),
-            Some(0) => (0, None),
             Some(key) => {
                 // The view lives only inside this callback: rd_amcache may be
                 // rebuilt between callbacks.
