@@ -9,10 +9,12 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod am;
+pub mod error;
 pub mod key;
 pub mod model;
 pub mod stats;
 pub mod storage;
+pub mod verify;
 
 ::pgrx::pg_module_magic!();
 

@@ -3,6 +3,7 @@
 # (PostgreSQL refuses to run as root).
 #   tools/cluster.sh start DIR PORT [extra postgresql.conf lines...]
 #   tools/cluster.sh stop DIR [mode]
+# SERVER_ENV="VAR=value ..." in the environment is passed to the server.
 # The socket directory is DIR/sock; connect with psql -h DIR/sock -p PORT -U postgres.
 set -euo pipefail
 BIN=/usr/lib/postgresql/15/bin
@@ -25,7 +26,8 @@ start)
       for line in "$@"; do echo "$line"; done
     } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
   fi
-  as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+  # shellcheck disable=SC2086 # SERVER_ENV is a list of VAR=value words
+  as_pg env ${SERVER_ENV:-} "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
   ;;
 stop)
   mode=${3:-fast}

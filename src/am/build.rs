@@ -10,10 +10,10 @@
 
 use super::datum::{index_kind, ordinal};
 use super::handler::{PHASE_SCAN, PHASE_SORT, PHASE_WRITE};
-use super::sort::{Sorted, Sorter};
+use super::sort::{maintenance_budget, try_grow, Sorted, Sorter};
 use crate::key::KeyKind;
 use crate::model::Trainer;
-use crate::storage::meta::{Meta, META_BLOCK, META_LEN};
+use crate::storage::meta::{Meta, META_BLOCK};
 use crate::storage::page::{self, PageKind};
 use crate::storage::run::{tid_from_ptr, Section, SectionWriter, Tid};
 use crate::storage::{model_pages, Buf};
@@ -36,12 +36,15 @@ struct Direct {
 struct BuildState {
     index: pg_sys::Relation,
     direct: Option<Direct>,
-    /// After the direct path gave up: (ordinal, TID) pairs and NULL TIDs.
+    /// After the direct path gave up: (ordinal, TID) pairs, and NULLs as
+    /// `(u64::MAX, NULL_MARK | TID)`, which sort after every key.
     sorter: Option<Sorter>,
-    null_sorter: Option<Sorter>,
     null_budget: usize,
     tuples: f64,
 }
+
+/// Marks a NULL's TID in the sort (TIDs use 48 bits).
+const NULL_MARK: u64 = 1 << 63;
 
 impl BuildState {
     fn add(&mut self, key: Option<u64>, tid: Tid) {
@@ -55,6 +58,10 @@ impl BuildState {
             if in_order {
                 match key {
                     None => {
+                        if d.nulls.len() == d.nulls.capacity() {
+                            let more = d.nulls.capacity().max(1024).min(self.null_budget.max(1024));
+                            try_grow(&mut d.nulls, more, "learned index build");
+                        }
                         d.nulls.push(tid);
                         return;
                     }
@@ -69,28 +76,29 @@ impl BuildState {
             }
             self.spill();
         }
+        let sorter = self.sorter.as_mut().expect("sorting after spill");
         match key {
-            Some(k) => self
-                .sorter
-                .as_mut()
-                .expect("sorting after spill")
-                .put(k, tid),
-            None => self.null_sorter.get_or_insert_with(Sorter::new).put(tid, 0),
+            Some(k) => sorter.put(k, tid),
+            None => sorter.put(u64::MAX, NULL_MARK | tid),
         }
     }
 
-    /// Moves what the direct path wrote into the external sort.
+    /// Moves what the direct path wrote into the external sort. The NULLs it
+    /// held count against the budget until they are moved too.
     fn spill(&mut self) {
         let d = self.direct.take().expect("direct path active");
-        let mut sorter = Sorter::new();
+        let budget = maintenance_budget();
+        let held = d.nulls.capacity() * std::mem::size_of::<Tid>();
+        let mut sorter = Sorter::new(budget.saturating_sub(held));
         let written = Section {
             start: META_BLOCK + 1,
             pages: d.run.pages,
             entries: d.run.pages as u64 * crate::storage::run::capacity(4) as u64,
             width: 4,
+            generation: 1,
         };
         for i in 0..written.pages {
-            let (_buf, page) = written.read(self.index, i);
+            let page = written.read(self.index, i);
             for s in 0..page.len() {
                 sorter.put(page.key(s), page.tid(s));
             }
@@ -98,10 +106,11 @@ impl BuildState {
         for (k, t) in d.run.pending() {
             sorter.put(k, t);
         }
-        if !d.nulls.is_empty() {
-            let nulls = self.null_sorter.get_or_insert_with(Sorter::new);
-            d.nulls.iter().for_each(|&t| nulls.put(t, 0));
+        for &t in &d.nulls {
+            sorter.put(u64::MAX, NULL_MARK | t);
         }
+        drop(d);
+        sorter.set_budget(budget);
         self.sorter = Some(sorter);
     }
 }
@@ -161,7 +170,13 @@ unsafe fn check_definition(index: pg_sys::Relation) {
     let name = page::relation_name(index);
     let opt = *(*index).rd_indoption;
     if opt != 0 {
-        error!("learned index \"{name}\": DESC and NULLS FIRST are not supported; a learned index is scanned backward for descending order");
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("learned index \"{name}\": DESC and NULLS FIRST are not supported"),
+            "learneddb",
+        )
+        .set_hint("Create it ascending: a learned index is scanned backward for descending order.")
+        .report(PgLogLevel::ERROR);
     }
     let _ = index_kind(index);
 }
@@ -174,31 +189,33 @@ pub unsafe extern "C-unwind" fn ambuild(
 ) -> *mut pg_sys::IndexBuildResult {
     check_definition(index);
     if pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) != 0 {
-        error!(
-            "index \"{}\" already contains data",
-            page::relation_name(index)
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "index \"{}\" already contains data",
+                page::relation_name(index)
+            )
         );
     }
     let kind = index_kind(index);
     let target_window = super::options::target_window(index);
     // Block 0 first, so that the run starts at block 1.
     let meta_buf = Buf::extend(index, false);
-    page::init(meta_buf.page(), PageKind::Meta, 0);
+    page::init(meta_buf.page(), PageKind::Meta, 1, 0);
     pg_sys::MarkBufferDirty(meta_buf.buffer());
     drop(meta_buf);
 
     let mut st = BuildState {
         index,
         direct: Some(Direct {
-            run: SectionWriter::new(index, META_BLOCK + 1, 4),
+            run: SectionWriter::new(index, META_BLOCK + 1, 4, 1),
             trainer: Trainer::new(target_window),
             nulls: Vec::new(),
             last: None,
         }),
         sorter: None,
-        null_sorter: None,
-        null_budget: (pg_sys::maintenance_work_mem as usize * 1024 / 2)
-            / std::mem::size_of::<Tid>(),
+        null_budget: maintenance_budget() / 4 / std::mem::size_of::<Tid>(),
         tuples: 0.0,
     };
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_SCAN);
@@ -215,17 +232,11 @@ pub unsafe extern "C-unwind" fn ambuild(
     let mut meta = Meta::new(kind, target_window);
     let model = match st.direct.take() {
         Some(d) => write_direct(index, d, &mut meta),
-        None => write_sorted(
-            index,
-            st.sorter.take().unwrap(),
-            st.null_sorter.take(),
-            target_window,
-            &mut meta,
-        ),
+        None => write_sorted(index, st.sorter.take().unwrap(), target_window, &mut meta),
     };
     meta.model_start = meta.null_start + meta.null_pages;
     meta.model_bytes = model.len() as u64;
-    meta.model_pages = model_pages::write(index, meta.model_start, &model, false);
+    meta.model_pages = model_pages::write(index, meta.model_start, meta.generation, &model, false);
     let view = crate::model::ModelView::open(&model).expect("freshly trained model");
     meta.model_leaves = view.nleaves() as u32;
     meta.max_window = view.max_window();
@@ -255,7 +266,7 @@ fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Vec<u8> 
     meta.null_start = meta.run_start + pages;
     let mut nulls = d.nulls;
     nulls.sort_unstable();
-    let mut w = SectionWriter::new(index, meta.null_start, 0);
+    let mut w = SectionWriter::new(index, meta.null_start, 0, meta.generation);
     for t in nulls {
         w.push(0, t).expect("null pages have no keys");
     }
@@ -268,11 +279,10 @@ fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Vec<u8> 
 }
 
 /// Two tries over the sorted entries: 4-byte keys, and 8-byte keys if some page
-/// spans more than 32 bits.
+/// spans more than 32 bits. The NULLs follow the keys in the sort.
 fn write_sorted(
     index: pg_sys::Relation,
     sorter: Sorter,
-    null_sorter: Option<Sorter>,
     target_window: u32,
     meta: &mut Meta,
 ) -> Vec<u8> {
@@ -287,17 +297,15 @@ fn write_sorted(
             break;
         }
     }
-    sorted.end();
     meta.null_start = meta.run_start + meta.run_pages;
-    if let Some(nulls) = null_sorter {
-        let mut nulls: Sorted = nulls.finish();
-        let mut w = SectionWriter::new(index, meta.null_start, 0);
-        while let Some((tid, _)) = nulls.next() {
-            w.push(0, tid).expect("null pages have no keys");
-        }
-        (meta.null_pages, meta.null_entries) = w.finish();
-        nulls.end();
+    let mut w = SectionWriter::new(index, meta.null_start, 0, meta.generation);
+    while let Some((_, marked)) = sorted.next() {
+        debug_assert!(marked & NULL_MARK != 0);
+        w.push(0, marked & !NULL_MARK)
+            .expect("null pages have no keys");
     }
+    (meta.null_pages, meta.null_entries) = w.finish();
+    sorted.end();
     progress(
         pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE,
         (meta.run_entries + meta.null_entries) as i64,
@@ -305,8 +313,8 @@ fn write_sorted(
     model.expect("8-byte keys always fit")
 }
 
-/// Writes the run at `width` and trains on it; `None` if a page's keys do
-/// not fit the width.
+/// Writes the run at `width` and trains on it, stopping before the NULLs;
+/// `None` if a page's keys do not fit the width.
 fn write_run(
     index: pg_sys::Relation,
     sorted: &mut Sorted,
@@ -314,9 +322,10 @@ fn write_run(
     target_window: u32,
     meta: &mut Meta,
 ) -> Option<Vec<u8>> {
-    let mut run = SectionWriter::new(index, meta.run_start, width);
+    let mut run = SectionWriter::new(index, meta.run_start, width, meta.generation);
     let mut trainer = Trainer::new(target_window);
-    while let Some((key, tid)) = sorted.next() {
+    while let Some((key, tid)) = sorted.peek().filter(|&(_, t)| t & NULL_MARK == 0) {
+        sorted.next();
         run.push(key, tid).ok()?;
         trainer.push(key);
         if run.entries.is_multiple_of(65536) {
@@ -336,9 +345,7 @@ fn write_meta(index: pg_sys::Relation, meta: &Meta) {
     let buf = Buf::read_exclusive(index, META_BLOCK);
     // SAFETY: block 0, pinned and exclusive-locked during the build.
     unsafe {
-        let p = buf.page();
-        page::init(p, PageKind::Meta, META_LEN);
-        meta.to_page(p);
+        meta.init_page(buf.page());
         pg_sys::MarkBufferDirty(buf.buffer());
     }
 }
@@ -380,13 +387,9 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
         pg_sys::CritSectionCount += 1;
         let p = pg_sys::BufferGetPage(buf);
         if blk == 0 {
-            page::init(p, PageKind::Meta, META_LEN);
-            meta.to_page(p);
+            meta.init_page(p);
         } else {
-            page::init(p, PageKind::Model, 8 + model.len());
-            let base = page::content(p);
-            base.cast::<u32>().write_unaligned(model.len() as u32);
-            std::ptr::copy_nonoverlapping(model.as_ptr(), base.add(8), model.len());
+            model_pages::init_page(p, meta.generation, &model);
         }
         pg_sys::MarkBufferDirty(buf);
         pg_sys::log_newpage_buffer(buf, true);

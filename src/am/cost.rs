@@ -5,7 +5,10 @@
 //! btree descent, so the planner prefers the learned index; with a large
 //! unsorted delta it is not, and the planner notices.
 
+use super::options::DEFAULT_TARGET_WINDOW;
+use crate::storage::buffer::nblocks;
 use crate::storage::delta::DELTA_CAPACITY;
+use crate::storage::run::capacity;
 use crate::storage::Meta;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -29,21 +32,15 @@ pub unsafe extern "C-unwind" fn amcostestimate(
     let mut costs = pg_sys::GenericCosts::default();
     pg_sys::genericcostestimate(root, path, loop_count, &mut costs);
 
-    // The planner holds a lock on the index already.
-    let rel = pg_sys::index_open((*info).indexoid, pg_sys::NoLock as i32);
-    let meta = Meta::read(rel);
-    pg_sys::index_close(rel, pg_sys::NoLock as i32);
-
+    let shape = index_shape(info);
     let op = pg_sys::cpu_operator_cost;
     let lookups = costs.num_sa_scans.max(1.0);
     // Model: root search over leaves, then a binary search in one run page.
-    let search = ((meta.model_leaves.max(1) as f64).log2()
-        + (crate::storage::run::capacity(meta.key_width) as f64).log2())
-        * op;
+    let search = ((shape.model_leaves.max(1.0)).log2() + (shape.run_capacity).log2()) * op;
     let descent = search + PAGE_CPU * op;
     // Delta pages are read once per execution: the open ones always, closed
     // ones whose key range may hold what the scan selects.
-    let delta_pages = meta.n_open as f64 + meta.closed_pages_read(costs.indexSelectivity);
+    let delta_pages = shape.delta_pages(costs.indexSelectivity);
     let delta_cpu = delta_pages * (PAGE_CPU + DELTA_CAPACITY as f64) * op;
     let delta_io = delta_pages * costs.spc_random_page_cost / loop_count.max(1.0);
     costs.indexStartupCost += descent + delta_cpu + delta_io;
@@ -56,6 +53,47 @@ pub unsafe extern "C-unwind" fn amcostestimate(
     *index_selectivity = costs.indexSelectivity;
     *index_correlation = costs.indexCorrelation;
     *index_pages = costs.numIndexPages;
+}
+
+/// What the cost depends on: from the metapage of a real index; from the
+/// catalog's estimates for a hypothetical one (HypoPG and the like: it has no
+/// pages, and no relation to open) or one with no pages yet.
+struct Shape {
+    model_leaves: f64,
+    run_capacity: f64,
+    meta: Option<Meta>,
+}
+
+impl Shape {
+    fn delta_pages(&self, selectivity: f64) -> f64 {
+        self.meta
+            .as_ref()
+            .map_or(0.0, |m| m.n_open as f64 + m.closed_pages_read(selectivity))
+    }
+}
+
+unsafe fn index_shape(info: *mut pg_sys::IndexOptInfo) -> Shape {
+    let meta = if (*info).hypothetical {
+        None
+    } else {
+        // The planner holds a lock on the index already.
+        let rel = pg_sys::index_open((*info).indexoid, pg_sys::NoLock as i32);
+        let meta = (nblocks(rel) > 0).then(|| Meta::read(rel));
+        pg_sys::index_close(rel, pg_sys::NoLock as i32);
+        meta
+    };
+    match meta {
+        Some(m) => Shape {
+            model_leaves: m.model_leaves as f64,
+            run_capacity: capacity(m.key_width) as f64,
+            meta: Some(m),
+        },
+        None => Shape {
+            model_leaves: (*info).tuples / DEFAULT_TARGET_WINDOW as f64,
+            run_capacity: capacity(8) as f64,
+            meta: None,
+        },
+    }
 }
 
 /// The heap column's order correlation from `pg_statistic`, as btree reads it:

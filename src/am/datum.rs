@@ -51,11 +51,16 @@ pub fn datum(kind: KeyKind, ord: u64) -> pg_sys::Datum {
 pub unsafe fn index_kind(index: pg_sys::Relation) -> KeyKind {
     let desc = (*index).rd_att;
     let typid = (*desc).attrs.as_slice(1)[0].atttypid;
-    kind_of_type(typid).unwrap_or_else(|| {
-        pgrx::error!(
-            "learned index \"{}\": type {} is not supported",
-            crate::storage::page::relation_name(index),
-            typid.to_u32()
-        )
+    kind_of_type(typid).unwrap_or_else(|| -> KeyKind {
+        pgrx::ereport!(
+            ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "learned index \"{}\": type {} is not supported",
+                crate::storage::page::relation_name(index),
+                std::ffi::CStr::from_ptr(pg_sys::format_type_be(typid)).to_string_lossy()
+            ),
+            "Supported types: int2, int4, int8, float4, float8, date, timestamp, timestamptz."
+        );
     })
 }

@@ -29,9 +29,8 @@ pub unsafe extern "C-unwind" fn learned_handler(
     (*am).amoptsprocnum = 0;
     (*am).amcanorder = true;
     (*am).amcanorderbyop = false;
-    // Scans run in the direction of their first call; scrollable cursors get a
-    // Material node from the planner.
-    (*am).amcanbackward = false;
+    // Scans change direction at any point (FETCH BACKWARD, scrollable cursors).
+    (*am).amcanbackward = true;
     (*am).amcanunique = false;
     (*am).amcanmulticol = false;
     (*am).amoptionalkey = true;

@@ -42,15 +42,25 @@ pub unsafe extern "C-unwind" fn amoptions(
         opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
         offset: std::mem::offset_of!(Options, target_window) as i32,
     }];
-    // SAFETY: `tab` describes `Options` exactly; build_reloptions allocates the result.
-    pg_sys::build_reloptions(
-        reloptions,
-        validate,
-        RELOPT_KIND.load(Ordering::Relaxed),
-        std::mem::size_of::<Options>(),
-        tab.as_ptr(),
-        tab.len() as i32,
-    ) as *mut pg_sys::bytea
+    // An invalid value raises an ERROR inside build_reloptions: pg_call
+    // re-raises it as PostgreSQL worded it.
+    crate::error::pg_call(
+        || {
+            // SAFETY: `tab` describes `Options` exactly; build_reloptions
+            // allocates the result in the current memory context.
+            unsafe {
+                pg_sys::build_reloptions(
+                    reloptions,
+                    validate,
+                    RELOPT_KIND.load(Ordering::Relaxed),
+                    std::mem::size_of::<Options>(),
+                    tab.as_ptr(),
+                    tab.len() as i32,
+                ) as *mut pg_sys::bytea
+            }
+        },
+        || None,
+    )
 }
 
 /// The index's target window.

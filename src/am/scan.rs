@@ -1,66 +1,91 @@
 //! Index scans: `ambeginscan`, `amrescan`, `amgettuple`, `amgetbitmap`,
 //! `amendscan`, `amcanreturn`.
 //!
-//! A scan walks its plan's intervals in key order (reversed for a backward
-//! scan), NULLs last (first when backward). For each interval it seeks the run
-//! with the model, copies the matching entries of one page at a time, and merges
-//! them with the matching delta entries, which are gathered once per rescan.
-//! The metapage and delta directory are read once per scan, not per rescan, so
-//! the inner side of a nested loop costs one run page per probe.
+//! What a scan returns, ascending: for each interval of its plan, the run
+//! entries in it merged with the delta entries in it (a delta entry comes
+//! before a run entry iff its key is smaller), then the NULLs (NULL pages,
+//! then delta NULLs). A backward scan returns the same sequence reversed,
+//! and a scan may change direction at any point, as btree's can.
+//!
+//! The scan walks that sequence in batches: one run page's slice of an
+//! interval with the delta entries that fall among it, or one NULL page. A
+//! batch read forward and the same batch read backward may split the delta
+//! entries at a different place, but both are pieces of the one sequence, so
+//! moving back and forth over batches returns each entry in its place.
+//!
+//! Pins (DESIGN.md section 3a, nbtree's "dropping pins"): a scan that returns
+//! index tuples (index-only) or runs under a non-MVCC snapshot keeps the pin on
+//! the page of the current batch and on every delta page it took entries from,
+//! until it moves off the batch or the scan ends; VACUUM removes entries only
+//! under a cleanup lock, so it waits for such scans. Other scans copy a batch
+//! and release its page at once, so a nested-loop probe pins nothing it has
+//! finished with.
 
 use super::datum::{datum, index_kind};
 use super::scankey::{self, Plan};
 use crate::key::KeyKind;
-use crate::storage::delta::{self, DeltaEntry, DirEntry};
+use crate::storage::buffer::Strategy;
+use crate::storage::delta::{self, DeltaEntry, DeltaPage, DirEntry};
 use crate::storage::run::{tid_to_ptr, RunPage, Section, Tid};
 use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
-use std::collections::VecDeque;
 
-/// What a scan reads once and keeps across rescans.
-struct Snapshot {
+/// What a scan reads once and keeps across rescans. Both are hints: the
+/// delta may have grown since, which an MVCC scan cannot see anyway (its
+/// snapshot is older than this read), and entries are only ever removed from
+/// pages under a cleanup lock.
+struct Hints {
     meta: Meta,
     dir: Vec<DirEntry>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Stage {
-    Start,
+enum Segment {
     Interval(usize),
-    Nulls,
-    Done,
+    /// NULL page `i`; `i == null_pages` is the delta NULLs.
+    Nulls(u32),
 }
 
-/// Position inside the current interval.
-struct Cursor {
-    lo: u64,
-    hi: u64,
-    /// Next run position to read (forward), or one past it (backward); `None`
-    /// once the run part of the interval is exhausted.
-    run_pos: Option<u64>,
-    /// Page the seek left locked, holding `run_pos`.
-    preloaded: Option<(Buf, RunPage)>,
-    /// The interval's delta entries: `delta[dlo..dhi]`, consumed from the front
-    /// (forward) or the back (backward).
-    dlo: usize,
-    dhi: usize,
+/// The batch the scan is on.
+struct Batch {
+    segment: Segment,
+    /// Run positions `[run_lo, run_hi)` of the interval covered.
+    run_lo: u64,
+    run_hi: u64,
+    /// No run entry of the interval lies after `run_hi` / before `run_lo`.
+    run_end_fwd: bool,
+    run_end_bwd: bool,
+    /// Delta entries covered: `delta[d0..d1]`.
+    d0: usize,
+    d1: usize,
+    /// Index in `items` of the entry returned last; -1 or `items.len()` when
+    /// none of this batch has been returned yet.
+    cur: isize,
+    /// The batch's page, kept pinned when the scan must keep pins.
+    _pin: Option<Buf>,
 }
 
 struct ScanState {
     kind: KeyKind,
-    snapshot: Option<Snapshot>,
+    hints: Option<Hints>,
     plan: Plan,
-    backward: bool,
-    stage: Stage,
-    cursor: Option<Cursor>,
-    /// Next null page to read; then the delta NULLs.
-    null_page: u32,
+    keep_pins: bool,
+    /// Memory for what a rescan allocates through PostgreSQL (array keys),
+    /// reset at every rescan.
+    rescan_cxt: pg_sys::MemoryContext,
+    /// The matching delta entries, sorted, and delta NULLs: gathered when the
+    /// scan starts or restarts, with the pins of their pages if kept.
+    gathered: bool,
     delta: Vec<DeltaEntry>,
     delta_nulls: Vec<Tid>,
-    out: VecDeque<(Option<u64>, Tid)>,
-    batch: Vec<(u64, Tid)>,
+    delta_pins: Vec<Buf>,
+    batch: Option<Batch>,
+    /// The entries of the current batch, ascending.
+    items: Vec<(Option<u64>, Tid)>,
+    /// Scratch: a run page's slice of live entries.
+    run_items: Vec<(u64, Tid)>,
     /// The index tuple an index-only scan returns, rewritten in place for
     /// every entry (no allocation per tuple).
     itup: [u64; 3],
@@ -73,18 +98,27 @@ pub unsafe extern "C-unwind" fn ambeginscan(
     norderbys: i32,
 ) -> pg_sys::IndexScanDesc {
     let scan = pg_sys::RelationGetIndexScan(index, nkeys, norderbys);
+    // A child of the scan's memory context: it goes away with the scan.
+    let rescan_cxt = pg_sys::AllocSetContextCreateInternal(
+        pg_sys::CurrentMemoryContext,
+        c"learned index rescan".as_ptr(),
+        pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
+        pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
+        pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
+    );
     let state = ScanState {
         kind: index_kind(index),
-        snapshot: None,
+        hints: None,
         plan: Plan::default(),
-        backward: false,
-        stage: Stage::Done,
-        cursor: None,
-        null_page: 0,
+        keep_pins: false,
+        rescan_cxt,
+        gathered: false,
         delta: Vec::new(),
         delta_nulls: Vec::new(),
-        out: VecDeque::new(),
-        batch: Vec::new(),
+        delta_pins: Vec::new(),
+        batch: None,
+        items: Vec::new(),
+        run_items: Vec::new(),
         itup: [0; 3],
     };
     // The state is dropped when the scan's memory context goes away, which
@@ -103,6 +137,15 @@ unsafe fn state<'a>(scan: pg_sys::IndexScanDesc) -> &'a mut ScanState {
         .expect("scan is open")
 }
 
+/// PostgreSQL's `IsMVCCSnapshot`.
+unsafe fn is_mvcc(snapshot: pg_sys::Snapshot) -> bool {
+    !snapshot.is_null()
+        && matches!(
+            (*snapshot).snapshot_type,
+            pg_sys::SnapshotType::SNAPSHOT_MVCC | pg_sys::SnapshotType::SNAPSHOT_HISTORIC_MVCC
+        )
+}
+
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amrescan(
     scan: pg_sys::IndexScanDesc,
@@ -115,148 +158,127 @@ pub unsafe extern "C-unwind" fn amrescan(
         std::ptr::copy(keys, (*scan).keyData, nkeys as usize);
     }
     let st = state(scan);
+    st.invalidate();
+    // Index-only scans set xs_want_itup before the first rescan.
+    st.keep_pins = (*scan).xs_want_itup || !is_mvcc((*scan).xs_snapshot);
     let n = (*scan).numberOfKeys as usize;
     let keys = if n == 0 {
         &[][..]
     } else {
         std::slice::from_raw_parts((*scan).keyData, n)
     };
-    st.plan = scankey::plan(st.kind, keys);
-    st.stage = Stage::Start;
-    st.cursor = None;
-    st.out.clear();
+    pg_sys::MemoryContextReset(st.rescan_cxt);
+    let kind = st.kind;
+    st.plan = PgMemoryContexts::For(st.rescan_cxt).switch_to(|_| scankey::plan(kind, keys));
 }
 
 impl ScanState {
-    /// Reads metapage and delta directory once per scan.
-    fn snapshot(&mut self, rel: pg_sys::Relation) -> &Snapshot {
-        self.snapshot.get_or_insert_with(|| {
+    fn hints(&mut self, rel: pg_sys::Relation) -> &Hints {
+        self.hints.get_or_insert_with(|| {
             let meta = Meta::read(rel);
-            let dir = delta::directory(rel, &meta);
-            Snapshot { meta, dir }
+            let dir = delta::directory(rel, &meta, Strategy::DEFAULT);
+            Hints { meta, dir }
         })
     }
 
-    /// Starts an execution of the plan: gathers the matching delta entries.
-    fn start(&mut self, rel: pg_sys::Relation, backward: bool) {
-        self.backward = backward;
-        self.snapshot(rel);
-        let snap = self.snapshot.as_ref().unwrap();
+    fn meta(&self) -> &Meta {
+        &self
+            .hints
+            .as_ref()
+            .expect("read when the scan started")
+            .meta
+    }
+
+    /// Forgets the position and releases every pin: the next call starts over
+    /// in its own direction, as btree does after a scan ran off either end.
+    fn invalidate(&mut self) {
+        self.batch = None;
+        self.items.clear();
+        self.gathered = false;
         self.delta.clear();
         self.delta_nulls.clear();
+        self.delta_pins.clear();
+    }
+
+    /// Gathers the delta entries the plan can return, from the delta pages
+    /// whose directory entry says they may hold some.
+    fn gather(&mut self, rel: pg_sys::Relation) {
+        self.hints(rel);
+        let hints = self.hints.as_ref().unwrap();
         let hull = self.plan.hull();
-        let mut found = Vec::new();
-        for d in &snap.dir {
+        let plan = &self.plan;
+        for d in &hints.dir {
             let keys = hull.is_some_and(|(lo, hi)| d.may_hold(lo, hi));
-            let nulls = self.plan.nulls && d.may_hold_nulls();
-            if keys || nulls {
-                let plan = &self.plan;
-                delta::read_page(rel, d.blk, &mut found, |e| {
-                    if e.null {
-                        plan.nulls
-                    } else {
-                        plan.contains(e.key)
-                    }
-                });
+            let nulls = plan.nulls && d.may_hold_nulls();
+            if !(keys || nulls) {
+                continue;
             }
-        }
-        for e in found {
-            if e.null {
-                self.delta_nulls.push(e.tid);
-            } else {
-                self.delta.push(e);
+            let page = DeltaPage::read(rel, d.blk, Strategy::DEFAULT);
+            let before = self.delta.len() + self.delta_nulls.len();
+            for e in page.entries() {
+                if e.null {
+                    if plan.nulls {
+                        self.delta_nulls.push(e.tid);
+                    }
+                } else if plan.contains(e.key) {
+                    self.delta.push(e);
+                }
+            }
+            if self.keep_pins && self.delta.len() + self.delta_nulls.len() > before {
+                self.delta_pins.push(page.into_pin());
             }
         }
         self.delta.sort_unstable_by_key(|e| (e.key, e.tid));
-        self.null_page = 0;
-        let n = self.plan.intervals.len();
-        self.stage = if backward {
-            if self.plan.nulls {
-                Stage::Nulls
-            } else if n > 0 {
-                Stage::Interval(n - 1)
-            } else {
-                Stage::Done
-            }
-        } else if n > 0 {
-            Stage::Interval(0)
-        } else if self.plan.nulls {
-            Stage::Nulls
-        } else {
-            Stage::Done
-        };
+        self.gathered = true;
         // SAFETY: counts an index scan in pg_stat_all_indexes, as
         // pgstat_count_index_scan does.
         unsafe { count_scan(rel) };
     }
 
-    fn next_stage(&self) -> Stage {
-        let n = self.plan.intervals.len();
-        match (self.stage, self.backward) {
-            (Stage::Interval(k), false) if k + 1 < n => Stage::Interval(k + 1),
-            (Stage::Interval(_), false) if self.plan.nulls => Stage::Nulls,
-            (Stage::Interval(k), true) if k > 0 => Stage::Interval(k - 1),
-            (Stage::Nulls, true) if n > 0 => Stage::Interval(n - 1),
-            _ => Stage::Done,
-        }
+    /// Delta entries of interval `k`: `delta[dlo..dhi]`.
+    fn delta_range(&self, k: usize) -> (usize, usize) {
+        let (lo, hi) = self.plan.intervals[k];
+        (
+            self.delta.partition_point(|e| e.key < lo),
+            self.delta.partition_point(|e| e.key <= hi),
+        )
     }
 
-    /// Refills `out`; false when the scan is exhausted.
-    fn fill(&mut self, rel: pg_sys::Relation) -> bool {
-        while self.out.is_empty() {
-            match self.stage {
-                Stage::Done => return false,
-                Stage::Start => unreachable!("start() runs first"),
-                Stage::Nulls => {
-                    if !self.step_nulls(rel) {
-                        self.stage = self.next_stage();
-                    }
-                }
-                Stage::Interval(k) => {
-                    if !self.step_interval(rel, k) {
-                        self.cursor = None;
-                        self.stage = self.next_stage();
-                    }
-                }
+    /// Positions the scan on the first (forward) or last batch. False if the
+    /// plan selects nothing at all.
+    fn begin(&mut self, rel: pg_sys::Relation, forward: bool) -> bool {
+        if !self.gathered {
+            self.gather(rel);
+        }
+        let n = self.plan.intervals.len();
+        if forward {
+            if n > 0 {
+                self.start_interval(rel, 0, true);
+            } else if self.plan.nulls {
+                self.load_nulls(rel, 0, true);
+            } else {
+                return false;
             }
+        } else if self.plan.nulls {
+            let last = Section::nulls(self.meta()).pages;
+            self.load_nulls(rel, last, false);
+        } else if n > 0 {
+            self.start_interval(rel, n - 1, false);
+        } else {
+            return false;
         }
         true
     }
 
-    /// One null page, then the delta NULLs. False when done.
-    fn step_nulls(&mut self, rel: pg_sys::Relation) -> bool {
-        let nulls = Section::nulls(&self.snapshot.as_ref().unwrap().meta);
-        if self.null_page < nulls.pages {
-            let (_buf, page) = nulls.read(rel, self.null_page);
-            for s in 0..page.len() {
-                if !page.dead(s) {
-                    self.out.push_back((None, page.tid(s)));
-                }
-            }
-            self.null_page += 1;
-            return true;
-        }
-        if self.null_page == nulls.pages {
-            self.out
-                .extend(self.delta_nulls.drain(..).map(|t| (None, t)));
-            self.null_page += 1;
-            return true;
-        }
-        false
-    }
-
-    fn open_interval(&mut self, rel: pg_sys::Relation, k: usize) -> Cursor {
+    /// Seeks the run for interval `k`: its first entry (forward) or the entry
+    /// after its last (backward), and loads the batch there.
+    fn start_interval(&mut self, rel: pg_sys::Relation, k: usize, forward: bool) {
         let (lo, hi) = self.plan.intervals[k];
-        let dlo = self.delta.partition_point(|e| e.key < lo);
-        let dhi = self.delta.partition_point(|e| e.key <= hi);
-        let meta = self.snapshot.as_ref().unwrap().meta;
+        let (dlo, dhi) = self.delta_range(k);
+        let meta = *self.meta();
         let run = Section::run(&meta);
-        let seek_key = if self.backward {
-            hi.checked_add(1)
-        } else {
-            Some(lo)
-        };
-        let (pos, preloaded) = match seek_key {
+        let seek_key = if forward { Some(lo) } else { hi.checked_add(1) };
+        let (pos, page) = match seek_key {
             // Backward from the largest ordinal: the end of the run.
             None => (run.entries, None),
             Some(key) => {
@@ -266,98 +288,265 @@ impl ScanState {
                 run.seek(rel, key, model.window(key))
             }
         };
-        let run_pos = match self.backward {
-            false => (pos < run.entries).then_some(pos),
-            true => (pos > 0).then_some(pos),
-        };
-        // Keep the preloaded page only if it is the one the first batch reads.
-        let preloaded =
-            preloaded.filter(|_| run_pos.is_some_and(|p| !self.backward || p % run.cap() != 0));
-        Cursor {
-            lo,
-            hi,
-            run_pos,
-            preloaded,
-            dlo,
-            dhi,
+        if forward {
+            self.load_forward(rel, k, pos, page, dlo, true);
+        } else {
+            self.load_backward(rel, k, pos, page, dhi, true);
         }
     }
 
-    /// Emits one run page's worth of the interval merged with its delta
-    /// entries. False when the interval is exhausted.
-    fn step_interval(&mut self, rel: pg_sys::Relation, k: usize) -> bool {
-        if self.cursor.is_none() {
-            let c = self.open_interval(rel, k);
-            self.cursor = Some(c);
+    /// Reads the run page holding position `pos`, unless `page` is it.
+    fn page_at(&self, rel: pg_sys::Relation, pos: u64, page: Option<RunPage>) -> RunPage {
+        let run = Section::run(self.meta());
+        let i = run.page_of(pos);
+        match page {
+            Some(p) if p.buf().blkno() == run.start + i => p,
+            _ => run.read(rel, i),
         }
-        let run = Section::run(&self.snapshot.as_ref().unwrap().meta);
-        let backward = self.backward;
-        let c = self.cursor.as_mut().unwrap();
-        self.batch.clear();
-        let mut run_done = true;
-        if let Some(pos) = c.run_pos {
-            let page_no = run.page_of(if backward { pos - 1 } else { pos });
-            let (buf, page) = c.preloaded.take().unwrap_or_else(|| run.read(rel, page_no));
-            let (ps, pe) = run.page_span(page_no);
-            run_done = false;
-            if !backward {
-                for s in (pos - ps) as usize..page.len() {
-                    let key = page.key(s);
-                    if key > c.hi {
-                        run_done = true;
-                        break;
-                    }
-                    if !page.dead(s) {
-                        self.batch.push((key, page.tid(s)));
-                    }
+    }
+
+    /// Loads the batch of interval `k` that begins at run position `start`
+    /// and delta entry `d0`, reading forward. `end_bwd`: nothing of the
+    /// interval lies before it.
+    fn load_forward(
+        &mut self,
+        rel: pg_sys::Relation,
+        k: usize,
+        start: u64,
+        page: Option<RunPage>,
+        d0: usize,
+        end_bwd: bool,
+    ) {
+        let hi = self.plan.intervals[k].1;
+        let (_, dhi) = self.delta_range(k);
+        let run = Section::run(self.meta());
+        let mut b = Batch {
+            segment: Segment::Interval(k),
+            run_lo: start,
+            run_hi: start,
+            run_end_fwd: true,
+            run_end_bwd: end_bwd,
+            d0,
+            d1: dhi,
+            cur: -1,
+            _pin: None,
+        };
+        self.run_items.clear();
+        if start < run.entries {
+            let page = self.page_at(rel, start, page);
+            let (ps, pe) = run.page_span(run.page_of(start));
+            let mut s = (start - ps) as usize;
+            let mut last = None;
+            while s < page.len() {
+                let key = page.key(s);
+                if key > hi {
+                    break;
                 }
-                run_done |= pe == run.entries;
-                c.run_pos = (!run_done).then_some(pe);
-            } else {
-                for s in (0..(pos - ps) as usize).rev() {
-                    let key = page.key(s);
-                    if key < c.lo {
-                        run_done = true;
-                        break;
-                    }
-                    if !page.dead(s) {
-                        self.batch.push((key, page.tid(s)));
-                    }
+                if !page.dead(s) {
+                    self.run_items.push((key, page.tid(s)));
                 }
-                run_done |= ps == 0;
-                c.run_pos = (!run_done).then_some(ps);
+                last = Some(key);
+                s += 1;
             }
-            drop(buf);
+            b.run_hi = ps + s as u64;
+            b.run_end_fwd = s < page.len() || pe == run.entries;
+            if let (false, Some(last)) = (b.run_end_fwd, last) {
+                // Delta entries below the slice's last key fall among it; the
+                // rest come after it.
+                b.d1 = d0 + self.delta[d0..dhi].partition_point(|e| e.key < last);
+            }
+            b._pin = self.keep_pins.then(|| page.into_pin());
         }
-        let delta = &self.delta;
-        for &(key, tid) in &self.batch {
-            if !backward {
-                while c.dlo < c.dhi && delta[c.dlo].key < key {
-                    self.out
-                        .push_back((Some(delta[c.dlo].key), delta[c.dlo].tid));
-                    c.dlo += 1;
-                }
-            } else {
-                while c.dlo < c.dhi && delta[c.dhi - 1].key > key {
-                    self.out
-                        .push_back((Some(delta[c.dhi - 1].key), delta[c.dhi - 1].tid));
-                    c.dhi -= 1;
-                }
+        self.merge(b, true);
+    }
+
+    /// Loads the batch of interval `k` that ends before run position `end`
+    /// and delta entry `d1`, reading backward. `end_fwd`: nothing of the
+    /// interval lies after it.
+    fn load_backward(
+        &mut self,
+        rel: pg_sys::Relation,
+        k: usize,
+        end: u64,
+        page: Option<RunPage>,
+        d1: usize,
+        end_fwd: bool,
+    ) {
+        let lo = self.plan.intervals[k].0;
+        let (dlo, _) = self.delta_range(k);
+        let run = Section::run(self.meta());
+        let mut b = Batch {
+            segment: Segment::Interval(k),
+            run_lo: end,
+            run_hi: end,
+            run_end_fwd: end_fwd,
+            run_end_bwd: true,
+            d0: dlo,
+            d1,
+            cur: 0,
+            _pin: None,
+        };
+        self.run_items.clear();
+        if end > 0 {
+            let page = self.page_at(rel, end - 1, page);
+            let (ps, _) = run.page_span(run.page_of(end - 1));
+            let stop = (end - ps) as usize;
+            let mut s = stop;
+            while s > 0 && page.key(s - 1) >= lo {
+                s -= 1;
             }
-            self.out.push_back((Some(key), tid));
+            self.run_items.extend(
+                (s..stop)
+                    .filter(|&i| !page.dead(i))
+                    .map(|i| (page.key(i), page.tid(i))),
+            );
+            b.run_lo = ps + s as u64;
+            b.run_end_bwd = s > 0 || ps == 0;
+            if !b.run_end_bwd && s < stop {
+                // Delta entries from the slice's first key on fall among it;
+                // those below it come before it.
+                let first = page.key(s);
+                b.d0 = dlo + self.delta[dlo..d1].partition_point(|e| e.key < first);
+            }
+            b._pin = self.keep_pins.then(|| page.into_pin());
         }
-        if run_done {
-            let rest = &delta[c.dlo..c.dhi];
-            if backward {
-                self.out
-                    .extend(rest.iter().rev().map(|e| (Some(e.key), e.tid)));
-            } else {
-                self.out.extend(rest.iter().map(|e| (Some(e.key), e.tid)));
+        self.merge(b, false);
+    }
+
+    /// Makes `b` the current batch: its run slice (in `run_items`) merged
+    /// with its delta entries.
+    fn merge(&mut self, mut b: Batch, forward: bool) {
+        self.items.clear();
+        let delta = &self.delta[b.d0..b.d1];
+        let mut d = 0;
+        for &(key, tid) in &self.run_items {
+            while d < delta.len() && delta[d].key < key {
+                self.items.push((Some(delta[d].key), delta[d].tid));
+                d += 1;
             }
-            c.dlo = c.dhi;
-            return false;
+            self.items.push((Some(key), tid));
+        }
+        self.items
+            .extend(delta[d..].iter().map(|e| (Some(e.key), e.tid)));
+        b.cur = if forward {
+            -1
+        } else {
+            self.items.len() as isize
+        };
+        self.batch = Some(b);
+    }
+
+    /// NULL page `i`, or the delta NULLs when `i` is the number of NULL pages.
+    fn load_nulls(&mut self, rel: pg_sys::Relation, i: u32, forward: bool) {
+        let nulls = Section::nulls(self.meta());
+        self.items.clear();
+        let mut pin = None;
+        if i < nulls.pages {
+            let page = nulls.read(rel, i);
+            self.items.extend(page.live().map(|s| (None, page.tid(s))));
+            pin = self.keep_pins.then(|| page.into_pin());
+        } else {
+            self.items
+                .extend(self.delta_nulls.iter().map(|&t| (None, t)));
+        }
+        self.batch = Some(Batch {
+            segment: Segment::Nulls(i),
+            run_lo: 0,
+            run_hi: 0,
+            run_end_fwd: true,
+            run_end_bwd: true,
+            d0: 0,
+            d1: 0,
+            cur: if forward {
+                -1
+            } else {
+                self.items.len() as isize
+            },
+            _pin: pin,
+        });
+    }
+
+    /// Moves to the batch after the current one; false at the end.
+    fn next_batch(&mut self, rel: pg_sys::Relation) -> bool {
+        let b = self.batch.take().expect("positioned");
+        let n = self.plan.intervals.len();
+        match b.segment {
+            Segment::Interval(k) => {
+                // A batch that reached the end of the interval's run part
+                // also took the interval's remaining delta entries.
+                debug_assert!(!b.run_end_fwd || b.d1 == self.delta_range(k).1);
+                if !b.run_end_fwd {
+                    self.load_forward(rel, k, b.run_hi, None, b.d1, false);
+                } else if k + 1 < n {
+                    self.start_interval(rel, k + 1, true);
+                } else if self.plan.nulls {
+                    self.load_nulls(rel, 0, true);
+                } else {
+                    return false;
+                }
+            }
+            Segment::Nulls(i) => {
+                if i < Section::nulls(self.meta()).pages {
+                    self.load_nulls(rel, i + 1, true);
+                } else {
+                    return false;
+                }
+            }
         }
         true
+    }
+
+    /// Moves to the batch before the current one; false at the start.
+    fn prev_batch(&mut self, rel: pg_sys::Relation) -> bool {
+        let b = self.batch.take().expect("positioned");
+        let n = self.plan.intervals.len();
+        match b.segment {
+            Segment::Interval(k) => {
+                debug_assert!(!b.run_end_bwd || b.d0 == self.delta_range(k).0);
+                if !b.run_end_bwd {
+                    self.load_backward(rel, k, b.run_lo, None, b.d0, false);
+                } else if k > 0 {
+                    self.start_interval(rel, k - 1, false);
+                } else {
+                    return false;
+                }
+            }
+            Segment::Nulls(i) => {
+                if i > 0 {
+                    self.load_nulls(rel, i - 1, false);
+                } else if n > 0 {
+                    self.start_interval(rel, n - 1, false);
+                } else {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The next entry in `forward` direction, or `None` when the scan ran off
+    /// that end (and is then no longer positioned).
+    fn step(&mut self, rel: pg_sys::Relation, forward: bool) -> Option<(Option<u64>, Tid)> {
+        if self.batch.is_none() && !self.begin(rel, forward) {
+            self.invalidate();
+            return None;
+        }
+        loop {
+            let b = self.batch.as_mut().unwrap();
+            b.cur += if forward { 1 } else { -1 };
+            if b.cur >= 0 && (b.cur as usize) < self.items.len() {
+                return Some(self.items[b.cur as usize]);
+            }
+            let moved = if forward {
+                self.next_batch(rel)
+            } else {
+                self.prev_batch(rel)
+            };
+            if !moved {
+                self.invalidate();
+                return None;
+            }
+        }
     }
 }
 
@@ -379,16 +568,10 @@ pub unsafe extern "C-unwind" fn amgettuple(
 ) -> bool {
     let rel = (*scan).indexRelation;
     let st = state(scan);
-    if st.stage == Stage::Start {
-        st.start(
-            rel,
-            direction == pg_sys::ScanDirection::BackwardScanDirection,
-        );
-    }
-    if !st.fill(rel) {
+    let forward = direction != pg_sys::ScanDirection::BackwardScanDirection;
+    let Some((key, tid)) = st.step(rel, forward) else {
         return false;
-    }
-    let (key, tid) = st.out.pop_front().unwrap();
+    };
     (*scan).xs_heaptid = tid_to_ptr(tid);
     (*scan).xs_recheck = st.plan.recheck;
     if (*scan).xs_want_itup {
@@ -425,18 +608,21 @@ pub unsafe extern "C-unwind" fn amgetbitmap(
 ) -> i64 {
     let rel = (*scan).indexRelation;
     let st = state(scan);
-    if st.stage == Stage::Start {
-        st.start(rel, false);
-    }
+    st.invalidate();
     let mut total = 0i64;
     let mut tids: Vec<pg_sys::ItemPointerData> = Vec::new();
-    while st.fill(rel) {
+    let mut more = st.begin(rel, true);
+    while more {
         tids.clear();
-        tids.extend(st.out.drain(..).map(|(_, t)| tid_to_ptr(t)));
-        pg_sys::tbm_add_tuples(tbm, tids.as_mut_ptr(), tids.len() as i32, st.plan.recheck);
-        total += tids.len() as i64;
+        tids.extend(st.items.iter().map(|&(_, t)| tid_to_ptr(t)));
+        if !tids.is_empty() {
+            pg_sys::tbm_add_tuples(tbm, tids.as_mut_ptr(), tids.len() as i32, st.plan.recheck);
+            total += tids.len() as i64;
+        }
         pgrx::check_for_interrupts!();
+        more = st.next_batch(rel);
     }
+    st.invalidate();
     total
 }
 

@@ -86,19 +86,27 @@ pub unsafe fn plan(kind: KeyKind, keys: &[pg_sys::ScanKeyData]) -> Plan {
         }
         nulls = false;
         let Some(strategy) = Strategy::from_number(sk.sk_strategy) else {
-            error!(
-                "learned index: unsupported strategy number {}",
-                sk.sk_strategy
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!(
+                    "learned index: unsupported strategy number {}",
+                    sk.sk_strategy
+                )
             );
         };
         let arg_kind = if sk.sk_subtype == pg_sys::InvalidOid {
             kind
         } else {
-            kind_of_type(sk.sk_subtype).unwrap_or_else(|| {
-                error!(
-                    "learned index: comparison with type {} is not supported",
-                    sk.sk_subtype.to_u32()
-                )
+            kind_of_type(sk.sk_subtype).unwrap_or_else(|| -> KeyKind {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "learned index: comparison with type {} is not supported",
+                        sk.sk_subtype.to_u32()
+                    )
+                );
             })
         };
         let mut set = Vec::new();

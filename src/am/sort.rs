@@ -19,32 +19,70 @@ const READ_CHUNK: usize = 4096;
 
 pub struct Sorter {
     mem: Vec<Pair>,
+    /// Most pairs held in memory before a run is spilled.
     cap: usize,
     file: *mut pg_sys::BufFile,
     /// Runs on file: where each starts, and its length in pairs.
     runs: Vec<(i32, i64, usize)>,
 }
 
-#[allow(clippy::new_without_default)] // reads a GUC: not a plain default
+/// The `maintenance_work_mem` budget in bytes.
+pub fn maintenance_budget() -> usize {
+    // SAFETY: reads a GUC.
+    unsafe { pg_sys::maintenance_work_mem as usize * 1024 }
+}
+
+/// Raises PostgreSQL's out-of-memory ERROR for a request Rust's allocator
+/// refused: an ERROR aborts the transaction, where a Rust allocation failure
+/// would abort the backend and restart the whole cluster.
+pub fn out_of_memory(bytes: usize, what: &str) -> ! {
+    pgrx::ereport!(
+        ERROR,
+        pgrx::PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
+        "out of memory",
+        format!("Failed on request of size {bytes} in {what}.")
+    );
+}
+
+/// Reserves room for `extra` more items in `v`, or raises the ERROR.
+pub fn try_grow<T>(v: &mut Vec<T>, extra: usize, what: &str) {
+    if v.try_reserve_exact(extra).is_err() {
+        out_of_memory(extra.saturating_mul(std::mem::size_of::<T>()), what);
+    }
+}
+
 impl Sorter {
-    /// A sorter using at most `maintenance_work_mem` for its in-memory run.
-    pub fn new() -> Sorter {
-        // SAFETY: reads a GUC.
-        let budget = unsafe { pg_sys::maintenance_work_mem } as usize * 1024;
-        let cap = (budget / PAIR).max(READ_CHUNK);
-        // The whole budget at once: growing by doubling would briefly hold
-        // one and a half times it. Untouched capacity costs no memory.
-        Sorter {
-            mem: Vec::with_capacity(cap),
-            cap,
+    /// A sorter holding at most `budget` bytes of pairs in memory. Memory is
+    /// taken as pairs arrive, so a small build of a large budget stays small.
+    pub fn new(budget: usize) -> Sorter {
+        let mut s = Sorter {
+            mem: Vec::new(),
+            cap: READ_CHUNK,
             file: std::ptr::null_mut(),
             runs: Vec::new(),
-        }
+        };
+        s.set_budget(budget);
+        s
+    }
+
+    /// Changes the budget; what is held beyond it is spilled at the next put.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.cap = (budget / PAIR).max(READ_CHUNK);
     }
 
     pub fn put(&mut self, a: u64, b: u64) {
-        if self.mem.len() == self.cap {
+        if self.mem.len() >= self.cap {
             self.spill();
+        }
+        if self.mem.len() == self.mem.capacity() {
+            // Double, up to the budget: growing through realloc moves large
+            // blocks with mremap, so the peak stays near the budget.
+            let want = self
+                .mem
+                .capacity()
+                .max(READ_CHUNK)
+                .min(self.cap - self.mem.len());
+            try_grow(&mut self.mem, want, "learned index sort");
         }
         self.mem.push((a, b));
     }
@@ -94,6 +132,7 @@ impl Sorter {
                 .collect(),
             heap: BinaryHeap::new(),
             mem_at: 0,
+            peeked: None,
         };
         self.file = std::ptr::null_mut();
         s.rewind();
@@ -133,9 +172,13 @@ impl RunReader {
                     n * PAIR,
                 );
                 if got != n * PAIR {
-                    pgrx::error!(
-                        "could not read sort run from temporary file: read {got} of {} bytes",
-                        n * PAIR
+                    pgrx::ereport!(
+                        ERROR,
+                        pgrx::PgSqlErrorCode::ERRCODE_IO_ERROR,
+                        format!(
+                            "could not read sort run from temporary file: read {got} of {} bytes",
+                            n * PAIR
+                        )
                     );
                 }
             }
@@ -155,11 +198,13 @@ pub struct Sorted {
     /// Next pair of each file run, with its run number.
     heap: BinaryHeap<Reverse<(Pair, usize)>>,
     mem_at: usize,
+    peeked: Option<Option<Pair>>,
 }
 
 impl Sorted {
     /// Starts reading from the beginning again.
     pub fn rewind(&mut self) {
+        self.peeked = None;
         self.mem_at = 0;
         self.heap.clear();
         for (i, r) in self.runs.iter_mut().enumerate() {
@@ -172,8 +217,25 @@ impl Sorted {
         }
     }
 
+    /// The pair `next` returns next, without taking it.
+    pub fn peek(&mut self) -> Option<Pair> {
+        let p = match self.peeked {
+            Some(p) => p,
+            None => self.pull(),
+        };
+        self.peeked = Some(p);
+        p
+    }
+
     #[allow(clippy::should_implement_trait)] // also rewinds; not an Iterator
     pub fn next(&mut self) -> Option<Pair> {
+        match self.peeked.take() {
+            Some(p) => p,
+            None => self.pull(),
+        }
+    }
+
+    fn pull(&mut self) -> Option<Pair> {
         let from_mem = self.mem.get(self.mem_at).copied();
         match (self.heap.peek(), from_mem) {
             (None, None) => None,

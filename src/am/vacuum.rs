@@ -1,7 +1,14 @@
 //! VACUUM: dead entries are tombstoned in the run and null pages (positions
 //! never move, so the model stays exact) and removed from delta pages; emptied
 //! delta pages are reused by later inserts.
+//!
+//! Every page VACUUM removes entries from is cleanup-locked first: a scan
+//! that still has to return entries of the page holds its pin, and VACUUM waits
+//! for it, as nbtree's does (DESIGN.md section 3a). Pages with nothing to
+//! remove are only share-locked, so a paused cursor holds VACUUM up only where
+//! it must.
 
+use crate::storage::buffer::{nblocks, Strategy};
 use crate::storage::run::{set_dead, tid_to_ptr, Section, Tid};
 use crate::storage::wal::Wal;
 use crate::storage::{delta, Meta};
@@ -16,6 +23,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     callback_state: *mut std::ffi::c_void,
 ) -> *mut pg_sys::IndexBulkDeleteResult {
     let rel = (*info).index;
+    let strategy = Strategy((*info).strategy);
     let stats = if stats.is_null() {
         pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBulkDeleteResult>())
             as *mut pg_sys::IndexBulkDeleteResult
@@ -26,36 +34,40 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     let mut dead = |tid: Tid| {
         let mut p = tid_to_ptr(tid);
         // SAFETY: the callback and its state come from VACUUM for this call.
-        unsafe { callback(&mut p, callback_state) }
+        // It is PostgreSQL code that could raise an ERROR: the guard turns
+        // that into a Rust panic, which the #[pg_guard] on this function
+        // re-raises, instead of a longjmp across Rust frames.
+        unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| callback(&mut p, callback_state)) }
     };
     let meta = Meta::read(rel);
     let (mut removed, mut live) = (0u64, 0u64);
     for section in [Section::run(&meta), Section::nulls(&meta)] {
         for i in 0..section.pages {
             pg_sys::vacuum_delay_point();
-            let (buf, page) = section.read_locked(rel, i, true);
-            let slots: Vec<usize> = (0..page.len())
-                .filter(|&s| !page.dead(s))
-                .filter(|&s| dead(page.tid(s)))
-                .collect();
-            live += (0..page.len()).filter(|&s| !page.dead(s)).count() as u64 - slots.len() as u64;
+            let page = section.read_with(rel, i, strategy);
+            // Run pages change only here (VACUUMs exclude each other), so the
+            // slots found under the share lock are the slots to mark.
+            let slots: Vec<usize> = page.live().filter(|&s| dead(page.tid(s))).collect();
+            live += (page.live().count() - slots.len()) as u64;
             if slots.is_empty() {
                 continue;
             }
             removed += slots.len() as u64;
+            let mut buf = page.into_pin();
+            buf.lock_for_cleanup();
+            let page = section.open(rel, buf, i);
             let mut wal = Wal::start(rel);
-            let image = wal.page(&buf, false);
-            // SAFETY: WAL image of the exclusive-locked page; slots < its count.
+            let image = wal.page(page.buf(), false);
+            // SAFETY: WAL image of the cleanup-locked page; slots < its count.
             set_dead(image, &slots);
             wal.finish();
         }
     }
-    let (delta_removed, delta_live) = delta::bulk_delete(rel, &meta, &mut dead);
+    let (delta_removed, delta_live) = delta::bulk_delete(rel, &meta, strategy, &mut dead);
     (*stats).tuples_removed += (removed + delta_removed) as f64;
     (*stats).num_index_tuples = (live + delta_live) as f64;
     (*stats).estimated_count = false;
-    (*stats).num_pages =
-        pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+    (*stats).num_pages = nblocks(rel);
     stats
 }
 
@@ -73,8 +85,7 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     // No bulk delete ran: report the heap's count rather than read the index.
     let stats = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBulkDeleteResult>())
         as *mut pg_sys::IndexBulkDeleteResult;
-    (*stats).num_pages =
-        pg_sys::RelationGetNumberOfBlocksInFork((*info).index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    (*stats).num_pages = nblocks((*info).index);
     (*stats).num_index_tuples = (*info).num_heap_tuples;
     (*stats).estimated_count = true;
     stats

@@ -3,44 +3,84 @@
 //! back into PostgreSQL while an error unwinds is not safe.
 
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::CaughtError;
-use pgrx::prelude::*;
+
 pub struct Buf {
     buf: pg_sys::Buffer,
     locked: bool,
 }
 
+/// A buffer access strategy (a ring of buffers) for reads that walk the whole
+/// index, so that VACUUM, `learned_verify` and the statistics do not evict
+/// the cache. Null means the default strategy.
+#[derive(Clone, Copy)]
+pub struct Strategy(pub pg_sys::BufferAccessStrategy);
+
+impl Strategy {
+    pub const DEFAULT: Strategy = Strategy(std::ptr::null_mut());
+}
+
+/// A bulk-read ring owned by the caller, freed on drop.
+pub struct BulkRead(Strategy);
+
+impl BulkRead {
+    #[allow(clippy::new_without_default)] // allocates: not a plain default
+    pub fn new() -> BulkRead {
+        // SAFETY: allocates a strategy object in the current memory context.
+        BulkRead(Strategy(unsafe {
+            pg_sys::GetAccessStrategy(pg_sys::BufferAccessStrategyType::BAS_BULKREAD)
+        }))
+    }
+
+    pub fn get(&self) -> Strategy {
+        self.0
+    }
+}
+
+impl Drop for BulkRead {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: allocated by GetAccessStrategy in `new`, not freed since.
+            unsafe { pg_sys::FreeAccessStrategy(self.0 .0) };
+        }
+    }
+}
+
+/// Blocks in the main fork of `rel` now.
+pub fn nblocks(rel: pg_sys::Relation) -> pg_sys::BlockNumber {
+    // SAFETY: `rel` is an open relation.
+    unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) }
+}
+
 impl Buf {
     /// Pins block `blk` of the main fork.
     pub fn read(rel: pg_sys::Relation, blk: pg_sys::BlockNumber) -> Buf {
+        Buf::read_with(rel, blk, Strategy::DEFAULT)
+    }
+
+    /// Pins block `blk` of the main fork through `strategy`.
+    pub fn read_with(rel: pg_sys::Relation, blk: pg_sys::BlockNumber, strategy: Strategy) -> Buf {
         // PostgreSQL's own checks (an invalid page header, a failed read) name
         // only the file: re-raise them naming the index and block.
-        let buf = PgTryBuilder::new(|| {
-            // SAFETY: `rel` is an open relation; ReadBufferExtended raises an
-            // ERROR rather than returning an invalid buffer.
-            unsafe {
-                pg_sys::ReadBufferExtended(
-                    rel,
-                    pg_sys::ForkNumber::MAIN_FORKNUM,
-                    blk,
-                    pg_sys::ReadBufferMode::RBM_NORMAL,
-                    std::ptr::null_mut(),
-                )
-            }
-        })
-        .catch_others(|e| match e {
-            CaughtError::PostgresError(r) => {
+        let buf = crate::error::pg_call(
+            || {
+                // SAFETY: `rel` is an open relation; ReadBufferExtended raises
+                // an ERROR rather than returning an invalid buffer.
+                unsafe {
+                    pg_sys::ReadBufferExtended(
+                        rel,
+                        pg_sys::ForkNumber::MAIN_FORKNUM,
+                        blk,
+                        pg_sys::ReadBufferMode::RBM_NORMAL,
+                        strategy.0,
+                    )
+                }
+            },
+            || {
                 // SAFETY: `rel` is still open.
                 let name = unsafe { super::page::relation_name(rel) };
-                ereport!(
-                    ERROR,
-                    r.sql_error_code(),
-                    format!("{} (block {blk} of learned index \"{name}\")", r.message())
-                );
-            }
-            other => other.rethrow(),
-        })
-        .execute();
+                Some(format!("block {blk} of learned index \"{name}\""))
+            },
+        );
         Buf { buf, locked: false }
     }
 
@@ -84,13 +124,28 @@ impl Buf {
     }
 
     fn lock(&mut self, mode: u32) {
+        debug_assert!(!self.locked);
         // SAFETY: the buffer is pinned by us and not locked yet.
         unsafe { pg_sys::LockBuffer(self.buf, mode as i32) };
         self.locked = true;
     }
 
+    pub fn lock_shared(&mut self) {
+        self.lock(pg_sys::BUFFER_LOCK_SHARE);
+    }
+
     pub fn lock_exclusive(&mut self) {
         self.lock(pg_sys::BUFFER_LOCK_EXCLUSIVE);
+    }
+
+    /// Exclusive lock once no other backend holds a pin: what VACUUM takes
+    /// before it removes entries, so that it waits for scans that still hold
+    /// copies of this page's entries (DESIGN.md section 3a).
+    pub fn lock_for_cleanup(&mut self) {
+        debug_assert!(!self.locked);
+        // SAFETY: the buffer is pinned by us (exactly once) and not locked.
+        unsafe { pg_sys::LockBufferForCleanup(self.buf) };
+        self.locked = true;
     }
 
     /// Tries to exclusive-lock without waiting.
@@ -100,6 +155,7 @@ impl Buf {
         self.locked
     }
 
+    /// Releases the content lock and keeps the pin.
     pub fn unlock(&mut self) {
         if self.locked {
             // SAFETY: we hold the content lock we are releasing.

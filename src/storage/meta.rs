@@ -8,7 +8,8 @@ use pgrx::pg_sys;
 
 pub const META_BLOCK: pg_sys::BlockNumber = 0;
 const META_MAGIC: u32 = 0x4C52_4E44; // "LRND"
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: pages carry their generation; directory pages keep their link in their header.
+pub const FORMAT_VERSION: u32 = 2;
 /// Delta pages that take inserts at once; more only open under contention.
 pub const MAX_OPEN: usize = 4;
 
@@ -22,7 +23,9 @@ pub struct Meta {
     pub key_width: u8,
     pub _pad: u16,
     pub target_window: u32,
-    pub generation: u64,
+    /// The current generation: its run, NULL and model pages carry this number.
+    pub generation: u32,
+    pub _pad2: u32,
     /// The sorted run: entries with a key.
     pub run_start: u32,
     pub run_pages: u32,
@@ -69,6 +72,7 @@ impl Meta {
             _pad: 0,
             target_window,
             generation: 1,
+            _pad2: 0,
             run_start: 1,
             run_pages: 0,
             run_entries: 0,
@@ -108,16 +112,48 @@ impl Meta {
     /// # Safety
     /// `page` must be block 0 of `rel`, pinned and locked.
     pub unsafe fn from_page(rel: pg_sys::Relation, page: pg_sys::Page) -> Meta {
-        page::check(rel, META_BLOCK, page, PageKind::Meta);
-        let m = page::content(page).cast::<Meta>().read_unaligned();
+        let generation = page::check(rel, META_BLOCK, page, PageKind::Meta);
+        let m: Meta = page::read_header(page);
         m.validate(rel);
+        if m.generation != generation {
+            corrupt(
+                rel,
+                META_BLOCK,
+                "metapage generation differs from its page's",
+            );
+        }
         m
     }
 
     /// # Safety
     /// `page` must be a writable image of block 0.
     pub unsafe fn to_page(&self, page: pg_sys::Page) {
-        page::content(page).cast::<Meta>().write_unaligned(*self);
+        page::write_header(page, self);
+    }
+
+    /// Formats `page` as the metapage holding `self`.
+    ///
+    /// # Safety
+    /// `page` must be a writable image of block 0.
+    pub unsafe fn init_page(&self, page: pg_sys::Page) {
+        page::init(page, PageKind::Meta, self.generation, META_LEN);
+        self.to_page(page);
+    }
+
+    /// Takes delta page `blk` off the open list; false if it is not on it.
+    pub fn remove_open(&mut self, blk: pg_sys::BlockNumber) -> bool {
+        let n = self.n_open as usize;
+        let Some(s) = self.open[..n].iter().position(|&b| b == blk) else {
+            return false;
+        };
+        self.open.copy_within(s + 1..n, s);
+        self.open_dir.copy_within(s + 1..n, s);
+        self.open_slot.copy_within(s + 1..n, s);
+        self.open[n - 1] = pg_sys::InvalidBlockNumber;
+        self.open_dir[n - 1] = pg_sys::InvalidBlockNumber;
+        self.open_slot[n - 1] = 0;
+        self.n_open -= 1;
+        true
     }
 
     /// Reads the metapage under a short share lock.
@@ -197,3 +233,4 @@ impl Meta {
 
 /// Content length of the metapage, for `pd_lower`.
 pub const META_LEN: usize = std::mem::size_of::<Meta>();
+const _: () = assert!(META_LEN <= page::CONTENT);

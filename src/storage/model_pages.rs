@@ -6,7 +6,15 @@ use super::{Buf, Meta};
 use crate::model::ModelView;
 use pgrx::pg_sys;
 
-const HEADER: usize = 8;
+/// Header of a model page: how many of the model's bytes follow.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct ModelHeader {
+    len: u32,
+    _pad: u32,
+}
+const HEADER: usize = std::mem::size_of::<ModelHeader>();
+const _: () = assert!(HEADER == 8);
 pub const PAYLOAD: usize = CONTENT - HEADER;
 
 /// Writes `bytes` into pages starting at block `start` during a build; returns
@@ -14,6 +22,7 @@ pub const PAYLOAD: usize = CONTENT - HEADER;
 pub fn write(
     rel: pg_sys::Relation,
     start: pg_sys::BlockNumber,
+    generation: u32,
     bytes: &[u8],
     need_lock: bool,
 ) -> u32 {
@@ -31,10 +40,7 @@ pub fn write(
         // SAFETY: pinned and exclusive-locked; the chunk fits the payload area.
         unsafe {
             let page = buf.page();
-            page::init(page, PageKind::Model, HEADER + chunk.len());
-            let base = page::content(page);
-            base.cast::<u32>().write_unaligned(chunk.len() as u32);
-            std::ptr::copy_nonoverlapping(chunk.as_ptr(), base.add(HEADER), chunk.len());
+            init_page(page, generation, chunk);
             pg_sys::MarkBufferDirty(buf.buffer());
         }
         blk += 1;
@@ -42,11 +48,28 @@ pub fn write(
     blk - start
 }
 
+/// Formats a model page holding `chunk`.
+///
+/// # Safety
+/// `page` must be a writable page image; `chunk` at most `PAYLOAD` bytes.
+pub unsafe fn init_page(page: pg_sys::Page, generation: u32, chunk: &[u8]) {
+    assert!(chunk.len() <= PAYLOAD);
+    page::init(page, PageKind::Model, generation, HEADER + chunk.len());
+    page::write_header(
+        page,
+        &ModelHeader {
+            len: chunk.len() as u32,
+            _pad: 0,
+        },
+    );
+    std::ptr::copy_nonoverlapping(chunk.as_ptr(), page::content(page).add(HEADER), chunk.len());
+}
+
 /// Header of the cached copy in `rd_amcache`.
 #[repr(C)]
 struct Cached {
     relfilenode: u32,
-    generation: u64,
+    generation: u32,
     len: usize,
 }
 
@@ -117,9 +140,9 @@ pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
         // the payload area before copying.
         unsafe {
             let page = buf.page();
-            page::check(rel, blk, page, PageKind::Model);
+            page::check_in(rel, blk, page, PageKind::Model, meta.generation);
             let base = page::content(page);
-            let len = base.cast::<u32>().read_unaligned() as usize;
+            let len = page::read_header::<ModelHeader>(page).len as usize;
             if len > PAYLOAD {
                 corrupt(rel, blk, "model page length is out of range");
             }

@@ -1,5 +1,6 @@
 //! Layout shared by every page: the standard page header, our content area, and
-//! an 8-byte special space that says what kind of page this is.
+//! an 8-byte special space ([`Opaque`]) that says what kind of page this is and
+//! which generation of the index wrote it.
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -7,10 +8,26 @@ use pgrx::prelude::*;
 pub const BLCKSZ: usize = pg_sys::BLCKSZ as usize;
 /// `SizeOfPageHeaderData`.
 pub const PAGE_HEADER: usize = 24;
-pub const SPECIAL: usize = 8;
+pub const SPECIAL: usize = std::mem::size_of::<Opaque>();
 /// Bytes between the page header and the special space.
 pub const CONTENT: usize = BLCKSZ - PAGE_HEADER - SPECIAL;
 const PAGE_MAGIC: u16 = 0x4C44; // "LD"
+
+const _: () = assert!(PAGE_HEADER == std::mem::size_of::<pg_sys::PageHeaderData>());
+
+/// The special space of every page.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Opaque {
+    pub magic: u16,
+    pub kind: u8,
+    pub _pad: u8,
+    /// The generation that wrote the page (section 3b of DESIGN.md): run, NULL
+    /// and model pages belong to exactly one; delta pages to the one they were
+    /// opened in, or an earlier one whose delta carried over.
+    pub generation: u32,
+}
+const _: () = assert!(std::mem::size_of::<Opaque>() == 8);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -57,21 +74,32 @@ pub unsafe fn relation_name(rel: pg_sys::Relation) -> String {
         .into_owned()
 }
 
-/// Formats a page of `kind` with `content_len` bytes of content in use.
+/// Formats a page of `kind` and `generation` with `content_len` bytes of
+/// content in use.
 ///
 /// # Safety
 /// `page` must point to a writable page of `BLCKSZ` bytes.
-pub unsafe fn init(page: pg_sys::Page, kind: PageKind, content_len: usize) {
+pub unsafe fn init(page: pg_sys::Page, kind: PageKind, generation: u32, content_len: usize) {
     pg_sys::PageInit(page, BLCKSZ, SPECIAL);
-    let special = (page as *mut u8).add(BLCKSZ - SPECIAL);
-    special.cast::<u16>().write_unaligned(PAGE_MAGIC);
-    special.add(2).write(kind as u8);
-    special.add(3).write(0);
-    special
-        .add(4)
-        .cast::<u32>()
-        .write_unaligned(pg_sys::InvalidBlockNumber);
+    opaque_ptr(page).write_unaligned(Opaque {
+        magic: PAGE_MAGIC,
+        kind: kind as u8,
+        _pad: 0,
+        generation,
+    });
     set_content_len(page, content_len);
+}
+
+unsafe fn opaque_ptr(page: pg_sys::Page) -> *mut Opaque {
+    (page as *mut u8).add(BLCKSZ - SPECIAL).cast()
+}
+
+/// The special space of a page.
+///
+/// # Safety
+/// `page` must point to a page of `BLCKSZ` bytes.
+pub unsafe fn opaque(page: pg_sys::Page) -> Opaque {
+    opaque_ptr(page).read_unaligned()
 }
 
 /// Marks how much of the content area is in use. Generic WAL and full-page
@@ -84,26 +112,6 @@ pub unsafe fn set_content_len(page: pg_sys::Page, len: usize) {
     (*header).pd_lower = (PAGE_HEADER + len.min(CONTENT)) as u16;
 }
 
-/// The `next` link kept in the special space (directory chains).
-///
-/// # Safety
-/// `page` must be a page this module initialized.
-pub unsafe fn next_link(page: pg_sys::Page) -> pg_sys::BlockNumber {
-    (page as *const u8)
-        .add(BLCKSZ - SPECIAL + 4)
-        .cast::<u32>()
-        .read_unaligned()
-}
-
-/// # Safety
-/// `page` must be a writable page this module initialized.
-pub unsafe fn set_next_link(page: pg_sys::Page, next: pg_sys::BlockNumber) {
-    (page as *mut u8)
-        .add(BLCKSZ - SPECIAL + 4)
-        .cast::<u32>()
-        .write_unaligned(next)
-}
-
 /// Pointer to the content area.
 ///
 /// # Safety
@@ -112,7 +120,22 @@ pub unsafe fn content(page: pg_sys::Page) -> *mut u8 {
     (page as *mut u8).add(PAGE_HEADER)
 }
 
-/// Checks that `page` (block `blk` of `rel`) is an initialized page of `kind`.
+/// Reads a `#[repr(C)]` header from the start of the content area.
+///
+/// # Safety
+/// `page` must point to a page of `BLCKSZ` bytes and `T` fit in `CONTENT`.
+pub unsafe fn read_header<T: Copy>(page: pg_sys::Page) -> T {
+    content(page).cast::<T>().read_unaligned()
+}
+
+/// # Safety
+/// `page` must be a writable page image and `T` fit in `CONTENT`.
+pub unsafe fn write_header<T: Copy>(page: pg_sys::Page, h: &T) {
+    content(page).cast::<T>().write_unaligned(*h)
+}
+
+/// Checks that `page` (block `blk` of `rel`) is an initialized page of `kind`;
+/// returns its generation.
 ///
 /// # Safety
 /// `page` must point to a page of `BLCKSZ` bytes that stays valid (pinned, and
@@ -122,7 +145,7 @@ pub unsafe fn check(
     blk: pg_sys::BlockNumber,
     page: pg_sys::Page,
     kind: PageKind,
-) {
+) -> u32 {
     let header = page as *const pg_sys::PageHeaderData;
     if (*header).pd_upper == 0 {
         corrupt(
@@ -138,16 +161,40 @@ pub unsafe fn check(
     if !(PAGE_HEADER..=PAGE_HEADER + CONTENT).contains(&lower) {
         corrupt(rel, blk, "page header pd_lower is out of range");
     }
-    let special = (page as *const u8).add(BLCKSZ - SPECIAL);
-    if special.cast::<u16>().read_unaligned() != PAGE_MAGIC {
+    let o = opaque(page);
+    if o.magic != PAGE_MAGIC {
         corrupt(rel, blk, "page magic number is wrong");
     }
-    let found = special.add(2).read();
-    if found != kind as u8 {
+    if o.kind != kind as u8 {
         corrupt(
             rel,
             blk,
-            &format!("expected a {}, found page kind {found}", kind.name()),
+            &format!("expected a {}, found page kind {}", kind.name(), o.kind),
+        );
+    }
+    o.generation
+}
+
+/// Checks the page as [`check`] does and that it belongs to `generation`.
+///
+/// # Safety
+/// As for [`check`].
+pub unsafe fn check_in(
+    rel: pg_sys::Relation,
+    blk: pg_sys::BlockNumber,
+    page: pg_sys::Page,
+    kind: PageKind,
+    generation: u32,
+) {
+    let found = check(rel, blk, page, kind);
+    if found != generation {
+        corrupt(
+            rel,
+            blk,
+            &format!(
+                "{} belongs to generation {found}, the metapage's is {generation}",
+                kind.name()
+            ),
         );
     }
 }

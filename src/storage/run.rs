@@ -7,13 +7,27 @@
 //! Null pages hold the TIDs of rows whose key is NULL, in the same format
 //! without keys.
 
+use super::buffer::Strategy;
 use super::page::{self, corrupt, PageKind, CONTENT};
 use super::search::{self, SortedPage};
 use super::Buf;
 use crate::model::Window;
 use pgrx::pg_sys;
 
-const HEADER: usize = 16;
+/// Header of a run or NULL page; then the tombstone bitmap, the keys (none on
+/// NULL pages) and the TIDs, each array sized for the page's capacity.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct RunHeader {
+    /// Keys are stored as offsets from this one when `width` is 4.
+    first_key: u64,
+    count: u16,
+    /// 4 or 8 on run pages, 0 on NULL pages.
+    width: u8,
+    _pad: [u8; 5],
+}
+const HEADER: usize = std::mem::size_of::<RunHeader>();
+const _: () = assert!(HEADER == 16);
 
 /// Entries per run page for a key width.
 pub const fn capacity(width: u8) -> u32 {
@@ -32,6 +46,7 @@ const _: () = {
     assert!(HEADER + bitmap_len(804) + 804 * (4 + 6) <= CONTENT);
     assert!(HEADER + bitmap_len(576) + 576 * (8 + 6) <= CONTENT);
     assert!(HEADER + bitmap_len(NULL_CAPACITY) + NULL_CAPACITY as usize * 6 <= CONTENT);
+    assert!(std::mem::size_of::<pg_sys::ItemPointerData>() == 6);
 };
 
 /// A heap TID as a sortable integer: block in the high bits, offset in the low.
@@ -53,14 +68,15 @@ pub fn tid_to_ptr(t: Tid) -> pg_sys::ItemPointerData {
     }
 }
 
-/// A section of same-format pages: the run (`width` 4 or 8) or the null TIDs
-/// (`width` 0).
+/// A section of same-format pages of one generation: the run (`width` 4 or 8)
+/// or the NULL TIDs (`width` 0).
 #[derive(Clone, Copy, Debug)]
 pub struct Section {
     pub start: pg_sys::BlockNumber,
     pub pages: u32,
     pub entries: u64,
     pub width: u8,
+    pub generation: u32,
 }
 
 impl Section {
@@ -70,6 +86,7 @@ impl Section {
             pages: m.run_pages,
             entries: m.run_entries,
             width: m.key_width,
+            generation: m.generation,
         }
     }
 
@@ -79,6 +96,7 @@ impl Section {
             pages: m.null_pages,
             entries: m.null_entries,
             width: 0,
+            generation: m.generation,
         }
     }
 
@@ -109,55 +127,47 @@ impl Section {
     }
 
     /// Share-locks page `i` and checks that it is what the metapage says.
-    pub fn read(&self, rel: pg_sys::Relation, i: u32) -> (Buf, RunPage) {
-        self.read_locked(rel, i, false)
+    pub fn read(&self, rel: pg_sys::Relation, i: u32) -> RunPage {
+        self.read_with(rel, i, Strategy::DEFAULT)
     }
 
-    /// As [`Section::read`], exclusive-locked, for VACUUM.
-    pub fn read_locked(&self, rel: pg_sys::Relation, i: u32, exclusive: bool) -> (Buf, RunPage) {
-        let blk = self.start + i;
-        let buf = if exclusive {
-            Buf::read_exclusive(rel, blk)
-        } else {
-            Buf::read_shared(rel, blk)
-        };
-        // SAFETY: the buffer is pinned and share-locked while the view is used;
-        // `open` validates the header before any other field is trusted.
-        let view = unsafe { RunPage::open(rel, blk, buf.page(), self, i) };
-        (buf, view)
+    /// As [`Section::read`], through a buffer access strategy.
+    pub fn read_with(&self, rel: pg_sys::Relation, i: u32, strategy: Strategy) -> RunPage {
+        let mut buf = Buf::read_with(rel, self.start + i, strategy);
+        buf.lock_shared();
+        self.open(rel, buf, i)
+    }
+
+    /// The view of page `i`, whose buffer `buf` the caller has locked.
+    pub fn open(&self, rel: pg_sys::Relation, buf: Buf, i: u32) -> RunPage {
+        // SAFETY: the view owns the pinned, locked buffer, so the page stays
+        // in place and unchanged while it is read; `open` validates the header
+        // before any other field is trusted.
+        unsafe { RunPage::open(rel, buf, self, i) }
     }
 
     /// Finds the lower bound of `key` (the position of the first entry whose
     /// ordinal is `>= key`), starting from the model's prediction (see
     /// [`super::search`]). Returns the answer with its page still locked when
     /// it lies on a page; `None` for the page when it is the end of the run.
-    pub fn seek(
-        &self,
-        rel: pg_sys::Relation,
-        key: u64,
-        hint: Window,
-    ) -> (u64, Option<(Buf, RunPage)>) {
-        let (pos, page) = search::lower_bound(self.entries, self.cap(), key, hint, |i| {
-            Located(self.read(rel, i))
-        });
-        (pos, page.map(|p| p.0))
+    pub fn seek(&self, rel: pg_sys::Relation, key: u64, hint: Window) -> (u64, Option<RunPage>) {
+        search::lower_bound(self.entries, self.cap(), key, hint, |i| self.read(rel, i))
     }
 }
 
-/// A locked page as the last-mile search sees it.
-struct Located((Buf, RunPage));
-
-impl SortedPage for Located {
+impl SortedPage for RunPage {
     fn count(&self) -> usize {
-        self.0 .1.count
+        self.count
     }
     fn key(&self, slot: usize) -> u64 {
-        self.0 .1.key(slot)
+        RunPage::key(self, slot)
     }
 }
 
-/// A validated view of one run or null page, borrowed while its buffer is locked.
+/// A validated view of one run or NULL page. It owns the pinned buffer, so it
+/// cannot outlive the pin; it is read while the buffer is locked.
 pub struct RunPage {
+    buf: Buf,
     base: *const u8,
     count: usize,
     width: u8,
@@ -167,42 +177,41 @@ pub struct RunPage {
 
 impl RunPage {
     /// # Safety
-    /// `page` must stay pinned and locked while the view is used.
-    unsafe fn open(
-        rel: pg_sys::Relation,
-        blk: pg_sys::BlockNumber,
-        page: pg_sys::Page,
-        s: &Section,
-        i: u32,
-    ) -> RunPage {
-        page::check(rel, blk, page, s.kind());
-        let base = page::content(page) as *const u8;
-        let first_key = base.cast::<u64>().read_unaligned();
-        let count = base.add(8).cast::<u16>().read_unaligned() as usize;
-        let width = base.add(10).read();
+    /// `buf` must be locked.
+    unsafe fn open(rel: pg_sys::Relation, buf: Buf, s: &Section, i: u32) -> RunPage {
+        let blk = s.start + i;
+        debug_assert_eq!(buf.blkno(), blk);
+        let page = buf.page();
+        page::check_in(rel, blk, page, s.kind(), s.generation);
+        let h: RunHeader = page::read_header(page);
         let (ps, pe) = s.page_span(i);
-        if width != s.width {
+        if h.width != s.width {
             corrupt(
                 rel,
                 blk,
                 &format!(
-                    "page key width {width} differs from the metapage's {}",
-                    s.width
+                    "page key width {} differs from the metapage's {}",
+                    h.width, s.width
                 ),
             );
         }
-        if count as u64 != pe - ps {
+        if h.count as u64 != pe - ps {
             corrupt(
                 rel,
                 blk,
-                &format!("page holds {count} entries, the metapage says {}", pe - ps),
+                &format!(
+                    "page holds {} entries, the metapage says {}",
+                    h.count,
+                    pe - ps
+                ),
             );
         }
         RunPage {
-            base,
-            count,
-            width,
-            first_key,
+            base: page::content(page) as *const u8,
+            buf,
+            count: h.count as usize,
+            width: h.width,
+            first_key: h.first_key,
             cap: s.cap() as usize,
         }
     }
@@ -245,8 +254,25 @@ impl RunPage {
 
     #[inline]
     pub fn dead(&self, i: usize) -> bool {
+        debug_assert!(i < self.count);
         // SAFETY: the bitmap holds cap bits and i < count <= cap.
         unsafe { self.base.add(HEADER + i / 8).read() & (1 << (i % 8)) != 0 }
+    }
+
+    /// The slots not tombstoned, in order.
+    pub fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.count).filter(|&s| !self.dead(s))
+    }
+
+    pub fn buf(&self) -> &Buf {
+        &self.buf
+    }
+
+    /// Gives up the view and its lock, keeping the pin.
+    pub fn into_pin(self) -> Buf {
+        let mut buf = self.buf;
+        buf.unlock();
+        buf
     }
 }
 
@@ -267,6 +293,7 @@ pub unsafe fn set_dead(page: pg_sys::Page, slots: &[usize]) {
 pub struct SectionWriter {
     rel: pg_sys::Relation,
     width: u8,
+    generation: u32,
     cap: usize,
     next_blk: pg_sys::BlockNumber,
     keys: Vec<u64>,
@@ -282,7 +309,12 @@ pub struct SectionWriter {
 pub struct TooWide;
 
 impl SectionWriter {
-    pub fn new(rel: pg_sys::Relation, start: pg_sys::BlockNumber, width: u8) -> SectionWriter {
+    pub fn new(
+        rel: pg_sys::Relation,
+        start: pg_sys::BlockNumber,
+        width: u8,
+        generation: u32,
+    ) -> SectionWriter {
         let cap = if width == 0 {
             NULL_CAPACITY
         } else {
@@ -291,6 +323,7 @@ impl SectionWriter {
         SectionWriter {
             rel,
             width,
+            generation,
             cap,
             next_blk: start,
             keys: Vec::with_capacity(cap),
@@ -352,12 +385,18 @@ impl SectionWriter {
         // `tids_at + 6 * cap <= CONTENT` (const assertions above).
         unsafe {
             let page = buf.page();
-            page::init(page, kind, tids_at + 6 * self.cap);
+            page::init(page, kind, self.generation, tids_at + 6 * self.cap);
             let base = page::content(page);
             let first = self.keys[0];
-            base.cast::<u64>().write_unaligned(first);
-            base.add(8).cast::<u16>().write_unaligned(n as u16);
-            base.add(10).write(self.width);
+            page::write_header(
+                page,
+                &RunHeader {
+                    first_key: first,
+                    count: n as u16,
+                    width: self.width,
+                    _pad: [0; 5],
+                },
+            );
             for (i, &k) in self.keys.iter().enumerate() {
                 match self.width {
                     4 => base

@@ -1,0 +1,222 @@
+//! The delta directory: a chain of pages from `Meta::dir_head`, one entry per
+//! delta page ever allocated, in allocation order. Entries are appended under
+//! the metapage's exclusive lock and never removed; their state and key range
+//! change with their delta page's, in the same WAL record.
+
+use super::{CLOSED, FREE, OPEN};
+use crate::storage::buffer::{nblocks, Strategy};
+use crate::storage::meta::META_BLOCK;
+use crate::storage::page::{self, corrupt, PageKind, CONTENT};
+use crate::storage::{Buf, Meta};
+use pgrx::pg_sys;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct DirHeader {
+    count: u32,
+    /// The next directory page, or `InvalidBlockNumber`.
+    next: u32,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct RawDirEntry {
+    blk: u32,
+    state: u8,
+    has_nulls: u8,
+    _pad: u16,
+    min: u64,
+    max: u64,
+}
+
+const HEADER: usize = std::mem::size_of::<DirHeader>();
+const ENTRY: usize = std::mem::size_of::<RawDirEntry>();
+pub const DIR_CAPACITY: usize = (CONTENT - HEADER) / ENTRY;
+const _: () = assert!(HEADER == 8 && ENTRY == 24);
+
+/// A directory entry, with where it is stored.
+#[derive(Clone, Copy, Debug)]
+pub struct DirEntry {
+    pub blk: pg_sys::BlockNumber,
+    pub state: u8,
+    pub has_nulls: bool,
+    pub min: u64,
+    pub max: u64,
+    pub dir_blk: pg_sys::BlockNumber,
+    pub slot: usize,
+}
+
+impl DirEntry {
+    /// Whether the page can hold a non-null key in `[lo, hi]`.
+    pub fn may_hold(&self, lo: u64, hi: u64) -> bool {
+        match self.state {
+            OPEN => true,
+            CLOSED => self.min <= hi && lo <= self.max,
+            _ => false,
+        }
+    }
+
+    pub fn may_hold_nulls(&self) -> bool {
+        self.state == OPEN || (self.state == CLOSED && self.has_nulls)
+    }
+}
+
+/// A validated view of one directory page, owning its locked buffer.
+pub struct DirPage {
+    buf: Buf,
+    h: DirHeader,
+}
+
+impl DirPage {
+    /// The view of a directory page whose buffer the caller has locked.
+    pub fn open(rel: pg_sys::Relation, buf: Buf) -> DirPage {
+        let blk = buf.blkno();
+        // SAFETY: pinned and locked; the count is checked before entries are read.
+        let h: DirHeader = unsafe {
+            page::check(rel, blk, buf.page(), PageKind::DeltaDir);
+            page::read_header(buf.page())
+        };
+        if h.count as usize > DIR_CAPACITY || h.next == META_BLOCK {
+            corrupt(rel, blk, "delta directory page header is out of range");
+        }
+        DirPage { buf, h }
+    }
+
+    pub fn read(rel: pg_sys::Relation, blk: pg_sys::BlockNumber, strategy: Strategy) -> DirPage {
+        let mut buf = Buf::read_with(rel, blk, strategy);
+        buf.lock_shared();
+        DirPage::open(rel, buf)
+    }
+
+    pub fn read_exclusive(rel: pg_sys::Relation, blk: pg_sys::BlockNumber) -> DirPage {
+        DirPage::open(rel, Buf::read_exclusive(rel, blk))
+    }
+
+    #[allow(clippy::len_without_is_empty)] // a directory page's emptiness never matters
+    pub fn len(&self) -> usize {
+        self.h.count as usize
+    }
+
+    pub fn next(&self) -> pg_sys::BlockNumber {
+        self.h.next
+    }
+
+    pub fn buf(&self) -> &Buf {
+        &self.buf
+    }
+
+    /// Entry `slot`, validated.
+    pub fn entry(&self, rel: pg_sys::Relation, slot: usize) -> DirEntry {
+        let blk = self.buf.blkno();
+        if slot >= self.len() {
+            corrupt(rel, blk, &format!("delta directory has no slot {slot}"));
+        }
+        // SAFETY: slot < count <= DIR_CAPACITY keeps the read inside the page.
+        let raw = unsafe {
+            page::content(self.buf.page())
+                .add(HEADER + slot * ENTRY)
+                .cast::<RawDirEntry>()
+                .read_unaligned()
+        };
+        if raw.blk == META_BLOCK || !(OPEN..=FREE).contains(&raw.state) {
+            corrupt(rel, blk, "delta directory entry is invalid");
+        }
+        DirEntry {
+            blk: raw.blk,
+            state: raw.state,
+            has_nulls: raw.has_nulls != 0,
+            min: raw.min,
+            max: raw.max,
+            dir_blk: blk,
+            slot,
+        }
+    }
+}
+
+/// Writes entry `slot` on a directory page image.
+///
+/// # Safety
+/// `image` must be a writable directory page image and `slot` below
+/// `DIR_CAPACITY`.
+pub(super) unsafe fn set_entry(
+    image: pg_sys::Page,
+    slot: usize,
+    blk: pg_sys::BlockNumber,
+    state: u8,
+    has_nulls: bool,
+    (min, max): (u64, u64),
+) {
+    assert!(slot < DIR_CAPACITY);
+    page::content(image)
+        .add(HEADER + slot * ENTRY)
+        .cast::<RawDirEntry>()
+        .write_unaligned(RawDirEntry {
+            blk,
+            state,
+            has_nulls: has_nulls as u8,
+            _pad: 0,
+            min,
+            max,
+        });
+}
+
+/// Appends an entry to a directory page image holding `count` entries.
+///
+/// # Safety
+/// `image` must be a writable directory page image with `count < DIR_CAPACITY`.
+pub(super) unsafe fn append(image: pg_sys::Page, count: usize, blk: pg_sys::BlockNumber) {
+    set_entry(image, count, blk, OPEN, false, (0, 0));
+    let mut h: DirHeader = page::read_header(image);
+    h.count = count as u32 + 1;
+    page::write_header(image, &h);
+    page::set_content_len(image, HEADER + (count + 1) * ENTRY);
+}
+
+/// Formats an empty directory page image.
+///
+/// # Safety
+/// `image` must be a writable page image.
+pub(super) unsafe fn init_page(image: pg_sys::Page, generation: u32) {
+    page::init(image, PageKind::DeltaDir, generation, HEADER);
+    page::write_header(
+        image,
+        &DirHeader {
+            count: 0,
+            next: pg_sys::InvalidBlockNumber,
+        },
+    );
+}
+
+/// # Safety
+/// `image` must be a writable directory page image.
+pub(super) unsafe fn set_next(image: pg_sys::Page, next: pg_sys::BlockNumber) {
+    let mut h: DirHeader = page::read_header(image);
+    h.next = next;
+    page::write_header(image, &h);
+}
+
+/// Every directory entry, reading one directory page at a time.
+///
+/// `meta` may be older than the directory: the chain only grows, so what it
+/// adds is read too, and nothing about its length is taken from `meta`. A
+/// chain longer than the relation has blocks has a cycle: that is damage.
+pub fn directory(rel: pg_sys::Relation, meta: &Meta, strategy: Strategy) -> Vec<DirEntry> {
+    let mut out = Vec::new();
+    let mut blk = meta.dir_head;
+    let mut seen = 0u32;
+    let mut limit = meta.delta_pages / DIR_CAPACITY as u32 + 1;
+    while blk != pg_sys::InvalidBlockNumber {
+        seen += 1;
+        if seen > limit {
+            // Only now ask how large the index is: a stale hint is not damage.
+            limit = nblocks(rel);
+            if seen > limit {
+                corrupt(rel, meta.dir_head, "delta directory chain has a cycle");
+            }
+        }
+        let page = DirPage::read(rel, blk, strategy);
+        out.extend((0..page.len()).map(|slot| page.entry(rel, slot)));
+        blk = page.next();
+    }
+    out
+}

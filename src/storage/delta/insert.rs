@@ -1,0 +1,232 @@
+//! `aminsert`'s part: add an entry to one of a few open delta pages.
+//!
+//! Contended inserters spread over more open pages (up to `MAX_OPEN`) instead
+//! of queueing on one buffer. Only filling a page takes the metapage lock,
+//! and then two WAL records each leave the index consistent on their own:
+//! closing the full page (the page, its directory entry and the metapage that
+//! stops listing it as open), then opening another (the metapage, the new
+//! page, and the directory pages that list it).
+
+use super::directory::{self, DirPage, DIR_CAPACITY};
+use super::{init_page, set_entry, set_header, DeltaEntry, DeltaPage, CLOSED, FREE, OPEN};
+use crate::storage::buffer::Strategy;
+use crate::storage::meta::{MAX_OPEN, META_BLOCK};
+use crate::storage::run::Tid;
+use crate::storage::wal::Wal;
+use crate::storage::{Buf, Meta};
+use pgrx::pg_sys;
+
+enum Added {
+    Yes,
+    /// The page is full or no longer open: a new one is needed.
+    NeedsPage(pg_sys::BlockNumber),
+}
+
+/// Adds one entry to an open delta page, WAL-logged.
+pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) {
+    let e = DeltaEntry {
+        key: key.unwrap_or(0),
+        tid,
+        null: key.is_none(),
+    };
+    loop {
+        let meta = Meta::read(rel);
+        let n = meta.n_open as usize;
+        if n == 0 {
+            open_page(rel, None);
+            continue;
+        }
+        // SAFETY: reads a process-global set at backend start.
+        let first = unsafe { pg_sys::MyProcPid } as usize % n;
+        let mut outcome = None;
+        for k in 0..n {
+            let mut buf = Buf::read(rel, meta.open[(first + k) % n]);
+            if buf.try_lock_exclusive() {
+                outcome = Some(add(rel, buf, &e));
+                break;
+            }
+        }
+        let outcome = match outcome {
+            Some(o) => o,
+            None if n < MAX_OPEN => {
+                // Every open page is busy: open one more rather than queue.
+                open_page(rel, None);
+                continue;
+            }
+            None => add(rel, Buf::read_exclusive(rel, meta.open[first]), &e),
+        };
+        match outcome {
+            Added::Yes => return,
+            Added::NeedsPage(blk) => open_page(rel, Some(blk)),
+        }
+    }
+}
+
+fn add(rel: pg_sys::Relation, buf: Buf, e: &DeltaEntry) -> Added {
+    let page = DeltaPage::open(rel, buf);
+    let mut h = page.header();
+    if h.state != OPEN || page.is_full() {
+        return Added::NeedsPage(page.buf().blkno());
+    }
+    let mut wal = Wal::start(rel);
+    let image = wal.page(page.buf(), false);
+    // SAFETY: `image` is the WAL image of the locked delta page; count < capacity.
+    unsafe {
+        set_entry(image, h.count as usize, e);
+        h.count += 1;
+        if e.null {
+            h.has_nulls = 1;
+        } else {
+            h.min = h.min.min(e.key);
+            h.max = h.max.max(e.key);
+        }
+        set_header(image, &h);
+    }
+    wal.finish();
+    Added::Yes
+}
+
+/// Replaces the open page `stale` (full) with a fresh one, or, with `None`,
+/// opens one more page. Runs under the metapage's exclusive lock.
+fn open_page(rel: pg_sys::Relation, stale: Option<pg_sys::BlockNumber>) {
+    let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
+    let n = meta.n_open as usize;
+    match stale {
+        Some(blk) => {
+            let Some(s) = meta.open[..n].iter().position(|&b| b == blk) else {
+                return; // another backend already replaced it
+            };
+            let page = DeltaPage::open(rel, Buf::read_exclusive(rel, blk));
+            if page.header().state == OPEN && !page.is_full() {
+                return; // VACUUM made room meanwhile
+            }
+            let (dir_blk, slot) = (meta.open_dir[s], meta.open_slot[s] as usize);
+            close(rel, &mut meta, &meta_buf, page, dir_blk, slot);
+        }
+        None if n < MAX_OPEN => {}
+        None => return,
+    }
+    if !reuse_free_page(rel, &mut meta, &meta_buf) {
+        new_page(rel, &mut meta, &meta_buf);
+    }
+}
+
+/// One WAL record: the full page is marked closed with its key range in the
+/// directory, and the metapage stops listing it as open and counts it.
+fn close(
+    rel: pg_sys::Relation,
+    meta: &mut Meta,
+    meta_buf: &Buf,
+    page: DeltaPage,
+    dir_blk: pg_sys::BlockNumber,
+    slot: usize,
+) {
+    let blk = page.buf().blkno();
+    let mut h = page.header();
+    let mut wal = Wal::start(rel);
+    meta.remove_open(blk);
+    let dir = (h.state == OPEN).then(|| DirPage::read_exclusive(rel, dir_blk));
+    if let Some(dir) = &dir {
+        if dir.entry(rel, slot).blk != blk {
+            crate::storage::page::corrupt(
+                rel,
+                dir_blk,
+                "metapage points to the wrong delta directory entry",
+            );
+        }
+        h.state = CLOSED;
+        meta.closed_pages += 1;
+        if h.min <= h.max {
+            meta.closed_width += (h.max - h.min) as f64;
+            meta.key_lo = meta.key_lo.min(h.min);
+            meta.key_hi = meta.key_hi.max(h.max);
+        }
+        let image = wal.page(page.buf(), false);
+        let dimage = wal.page(dir.buf(), false);
+        // SAFETY: WAL images of pages locked here; the slot was checked above.
+        unsafe {
+            set_header(image, &h);
+            directory::set_entry(dimage, slot, blk, CLOSED, h.has_nulls != 0, (h.min, h.max));
+        }
+    }
+    meta.write(&mut wal, meta_buf);
+    wal.finish();
+}
+
+fn install(meta: &mut Meta, delta_blk: u32, dir_blk: u32, dir_slot: usize) {
+    let s = meta.n_open as usize;
+    debug_assert!(s < MAX_OPEN);
+    meta.open[s] = delta_blk;
+    meta.open_dir[s] = dir_blk;
+    meta.open_slot[s] = dir_slot as u32;
+    meta.n_open += 1;
+}
+
+/// Reopens a page VACUUM emptied, if there is one. One WAL record: metapage,
+/// delta page, directory page.
+fn reuse_free_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) -> bool {
+    let Some(free) = directory::directory(rel, meta, Strategy::DEFAULT)
+        .into_iter()
+        .find(|e| e.state == FREE)
+    else {
+        return false;
+    };
+    let page = DeltaPage::open(rel, Buf::read_exclusive(rel, free.blk));
+    let dir = DirPage::read_exclusive(rel, free.dir_blk);
+    // Only VACUUM frees pages and only this path (under the metapage lock)
+    // reuses them, so the entry is still free; check rather than assume.
+    if dir.entry(rel, free.slot).state != FREE || page.header().state != FREE {
+        return false;
+    }
+    install(meta, free.blk, free.dir_blk, free.slot);
+    let mut wal = Wal::start(rel);
+    meta.write(&mut wal, meta_buf);
+    let image = wal.page(page.buf(), true);
+    let dimage = wal.page(dir.buf(), false);
+    // SAFETY: WAL images of pages locked above; the slot came from the directory.
+    unsafe {
+        init_page(image, meta.generation);
+        directory::set_entry(dimage, free.slot, free.blk, OPEN, false, (0, 0));
+    }
+    wal.finish();
+    true
+}
+
+/// Extends the index by a delta page, and by a directory page when the last
+/// one is full. One WAL record: metapage, delta page, up to two directory pages.
+fn new_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
+    let delta = Buf::extend(rel, true);
+    let tail = (meta.dir_tail != pg_sys::InvalidBlockNumber)
+        .then(|| DirPage::read_exclusive(rel, meta.dir_tail));
+    let new_dir = match &tail {
+        Some(t) if t.len() < DIR_CAPACITY => None,
+        _ => Some(Buf::extend(rel, true)),
+    };
+    let mut wal = Wal::start(rel);
+    // SAFETY: every page written below is a WAL image of a buffer locked here,
+    // and the directory slot is below DIR_CAPACITY.
+    unsafe {
+        init_page(wal.page(&delta, true), meta.generation);
+        let (dir_blk, dir_slot, image) = match (&new_dir, &tail) {
+            (None, Some(t)) => (t.buf().blkno(), t.len(), wal.page(t.buf(), false)),
+            (Some(d), _) => {
+                let image = wal.page(d, true);
+                directory::init_page(image, meta.generation);
+                match &tail {
+                    Some(t) => directory::set_next(wal.page(t.buf(), false), d.blkno()),
+                    None => meta.dir_head = d.blkno(),
+                }
+                meta.dir_tail = d.blkno();
+                (d.blkno(), 0, image)
+            }
+            (None, None) => unreachable!("no tail directory page means a new one"),
+        };
+        directory::append(image, dir_slot, delta.blkno());
+        install(meta, delta.blkno(), dir_blk, dir_slot);
+        meta.delta_pages += 1;
+        meta.write(&mut wal, meta_buf);
+    }
+    wal.finish();
+}

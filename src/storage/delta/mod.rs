@@ -1,0 +1,201 @@
+//! Delta pages hold entries inserted since the build, unsorted, each page with
+//! the min/max ordinal of its entries. A directory (a chain of pages from the
+//! metapage, [`directory`]) lists every delta page with its state and, once
+//! the page is full and closed, its key range, so scans read only the pages
+//! that can match. Inserting is in [`insert`], VACUUM in [`vacuum`]; this file
+//! declares the two page formats and the views that read them.
+//!
+//! A page's state lives both on the page (what inserters check under the page
+//! lock) and in its directory entry (what scans read); the two change together
+//! in one WAL record. `src/storage/README.md` has the lock rules.
+
+mod directory;
+mod insert;
+mod vacuum;
+
+pub use directory::{directory, DirEntry, DirPage};
+pub use insert::insert;
+pub use vacuum::bulk_delete;
+
+use super::buffer::Strategy;
+use super::page::{self, corrupt, PageKind, CONTENT};
+use super::run::{tid_from_ptr, tid_to_ptr, Tid};
+use super::{Buf, Meta};
+use pgrx::pg_sys;
+
+/// Header of a delta page, followed by `count` entries.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct DeltaHeader {
+    /// Smallest and largest non-null key on the page (`u64::MAX`, 0 if none).
+    pub min: u64,
+    pub max: u64,
+    pub count: u16,
+    pub state: u8,
+    pub has_nulls: u8,
+    pub _pad: u32,
+}
+
+/// One entry as stored.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct RawEntry {
+    key: u64,
+    tid: pg_sys::ItemPointerData,
+    flags: u16,
+}
+
+const HEADER: usize = std::mem::size_of::<DeltaHeader>();
+const ENTRY: usize = std::mem::size_of::<RawEntry>();
+pub const DELTA_CAPACITY: usize = (CONTENT - HEADER) / ENTRY;
+const _: () = assert!(HEADER == 24 && ENTRY == 16 && DELTA_CAPACITY <= u16::MAX as usize);
+
+/// Page and directory entry states.
+pub const OPEN: u8 = 1;
+pub const CLOSED: u8 = 2;
+pub const FREE: u8 = 3;
+
+const FLAG_NULL: u16 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaEntry {
+    pub key: u64,
+    pub tid: Tid,
+    pub null: bool,
+}
+
+impl DeltaHeader {
+    fn empty() -> DeltaHeader {
+        DeltaHeader {
+            min: u64::MAX,
+            max: 0,
+            count: 0,
+            state: OPEN,
+            has_nulls: 0,
+            _pad: 0,
+        }
+    }
+}
+
+/// A validated view of one delta page. It owns the pinned buffer, so it cannot
+/// outlive the pin; it is read while the buffer is locked.
+pub struct DeltaPage {
+    buf: Buf,
+    h: DeltaHeader,
+}
+
+impl DeltaPage {
+    /// Share-locks delta page `blk` and validates it.
+    pub fn read(rel: pg_sys::Relation, blk: pg_sys::BlockNumber, strategy: Strategy) -> DeltaPage {
+        let mut buf = Buf::read_with(rel, blk, strategy);
+        buf.lock_shared();
+        DeltaPage::open(rel, buf)
+    }
+
+    /// The view of a delta page whose buffer the caller has locked.
+    pub fn open(rel: pg_sys::Relation, buf: Buf) -> DeltaPage {
+        let blk = buf.blkno();
+        // SAFETY: the buffer is pinned and locked; the header is validated
+        // before the entries are read.
+        let h: DeltaHeader = unsafe {
+            page::check(rel, blk, buf.page(), PageKind::Delta);
+            page::read_header(buf.page())
+        };
+        if h.count as usize > DELTA_CAPACITY || !(OPEN..=FREE).contains(&h.state) {
+            corrupt(rel, blk, "delta page header is out of range");
+        }
+        DeltaPage { buf, h }
+    }
+
+    pub fn header(&self) -> DeltaHeader {
+        self.h
+    }
+
+    pub fn len(&self) -> usize {
+        self.h.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.h.count == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len() >= DELTA_CAPACITY
+    }
+
+    pub fn entry(&self, i: usize) -> DeltaEntry {
+        assert!(i < self.len());
+        // SAFETY: i < count <= DELTA_CAPACITY keeps the read inside the page,
+        // which is locked while the view exists.
+        let raw = unsafe {
+            page::content(self.buf.page())
+                .add(HEADER + i * ENTRY)
+                .cast::<RawEntry>()
+                .read_unaligned()
+        };
+        DeltaEntry {
+            key: raw.key,
+            tid: tid_from_ptr(&raw.tid),
+            null: raw.flags & FLAG_NULL != 0,
+        }
+    }
+
+    /// Every entry of the page (a delta page holds live entries only: VACUUM
+    /// removes dead ones).
+    pub fn entries(&self) -> impl Iterator<Item = DeltaEntry> + '_ {
+        (0..self.len()).map(|i| self.entry(i))
+    }
+
+    pub fn buf(&self) -> &Buf {
+        &self.buf
+    }
+
+    /// Gives up the view and its lock, keeping the pin.
+    pub fn into_pin(self) -> Buf {
+        let mut buf = self.buf;
+        buf.unlock();
+        buf
+    }
+}
+
+/// # Safety
+/// `image` must be a writable delta page image.
+unsafe fn set_header(image: pg_sys::Page, h: &DeltaHeader) {
+    page::write_header(image, h);
+    page::set_content_len(image, HEADER + h.count as usize * ENTRY);
+}
+
+/// # Safety
+/// `i` must be below `DELTA_CAPACITY`; `image` a writable delta page image.
+unsafe fn set_entry(image: pg_sys::Page, i: usize, d: &DeltaEntry) {
+    debug_assert!(i < DELTA_CAPACITY);
+    page::content(image)
+        .add(HEADER + i * ENTRY)
+        .cast::<RawEntry>()
+        .write_unaligned(RawEntry {
+            key: d.key,
+            tid: tid_to_ptr(d.tid),
+            flags: if d.null { FLAG_NULL } else { 0 },
+        });
+}
+
+/// # Safety
+/// `image` must be a writable page image.
+unsafe fn init_page(image: pg_sys::Page, generation: u32) {
+    page::init(image, PageKind::Delta, generation, HEADER);
+    set_header(image, &DeltaHeader::empty());
+}
+
+/// Delta entries and pages in use, for statistics.
+pub fn count(rel: pg_sys::Relation, meta: &Meta, strategy: Strategy) -> (u64, u32) {
+    let mut entries = 0;
+    let mut pages = 0;
+    for d in directory(rel, meta, strategy)
+        .iter()
+        .filter(|d| d.state != FREE)
+    {
+        entries += DeltaPage::read(rel, d.blk, strategy).len() as u64;
+        pages += 1;
+    }
+    (entries, pages)
+}

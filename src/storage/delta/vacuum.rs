@@ -1,0 +1,74 @@
+//! VACUUM's part of the delta: remove entries whose TIDs are dead.
+
+use super::directory::{self, directory, DirPage};
+use super::{set_entry, set_header, DeltaEntry, DeltaHeader, DeltaPage, CLOSED, FREE};
+use crate::storage::buffer::Strategy;
+use crate::storage::run::Tid;
+use crate::storage::wal::Wal;
+use crate::storage::Meta;
+use pgrx::pg_sys;
+
+/// Removes entries whose TIDs `dead` reports, page by page, each page under a
+/// cleanup lock so that scans still returning its entries finish first
+/// (DESIGN.md section 3a). An emptied closed page becomes free for reuse.
+/// Pages opened after `meta` was read hold only entries inserted since, which
+/// are not dead. Returns (removed, remaining).
+pub fn bulk_delete(
+    rel: pg_sys::Relation,
+    meta: &Meta,
+    strategy: Strategy,
+    mut dead: impl FnMut(Tid) -> bool,
+) -> (u64, u64) {
+    let (mut removed, mut remaining) = (0u64, 0u64);
+    for d in directory(rel, meta, strategy) {
+        if d.state == FREE {
+            continue;
+        }
+        // SAFETY: called between pages, as VACUUM's own access methods do.
+        unsafe { pg_sys::vacuum_delay_point() };
+        let page = DeltaPage::read(rel, d.blk, strategy);
+        if !page.entries().any(|e| dead(e.tid)) {
+            remaining += page.len() as u64;
+            continue;
+        }
+        let mut buf = page.into_pin();
+        buf.lock_for_cleanup();
+        // Inserts may have added entries while the page was unlocked.
+        let page = DeltaPage::open(rel, buf);
+        let h = page.header();
+        let keep: Vec<DeltaEntry> = page.entries().filter(|e| !dead(e.tid)).collect();
+        remaining += keep.len() as u64;
+        removed += (page.len() - keep.len()) as u64;
+        let free = keep.is_empty() && h.state == CLOSED;
+        let dir = free.then(|| DirPage::read_exclusive(rel, d.dir_blk));
+        if let Some(dir) = &dir {
+            if dir.entry(rel, d.slot).blk != d.blk {
+                crate::storage::page::corrupt(rel, d.dir_blk, "delta directory entry moved");
+            }
+        }
+        let mut wal = Wal::start(rel);
+        let image = wal.page(page.buf(), false);
+        // SAFETY: WAL images of pages locked above; keep.len() <= old count.
+        unsafe {
+            for (i, e) in keep.iter().enumerate() {
+                set_entry(image, i, e);
+            }
+            let nh = if free {
+                let dimage = wal.page(dir.as_ref().unwrap().buf(), false);
+                directory::set_entry(dimage, d.slot, d.blk, FREE, false, (0, 0));
+                DeltaHeader {
+                    state: FREE,
+                    ..DeltaHeader::empty()
+                }
+            } else {
+                DeltaHeader {
+                    count: keep.len() as u16,
+                    ..h
+                }
+            };
+            set_header(image, &nh);
+        }
+        wal.finish();
+    }
+    (removed, remaining)
+}

@@ -1,0 +1,347 @@
+//! `learned_verify(index, heapallindexed)`: an amcheck-style check of one
+//! learned index. Raises an ERROR that says what is wrong, or returns true.
+//!
+//! It runs on a live index, under AccessShareLock only, while other sessions
+//! insert, delete and VACUUM (DESIGN.md section 3a), so every check compares
+//! things read together: the metapage with the directory under the metapage's
+//! share lock (pages are opened and closed only under its exclusive lock),
+//! and each delta page with its directory entry under both pages' locks. For
+//! `heapallindexed`, the snapshot is taken before the index is read, as
+//! amcheck does: a row that snapshot sees was indexed before the index is
+//! read, and VACUUM cannot remove its entry while the snapshot is held.
+
+use crate::am::build::scan_heap;
+use crate::am::datum::index_kind;
+use crate::am::sort::{maintenance_budget, Sorter};
+use crate::key::{KeyKind, RawValue};
+use crate::model::ModelView;
+use crate::stats::Opened;
+use crate::storage::buffer::{nblocks, BulkRead, Strategy};
+use crate::storage::delta::{self, DeltaPage, DirEntry, DirPage, CLOSED, FREE, OPEN};
+use crate::storage::meta::META_BLOCK;
+use crate::storage::run::{Section, Tid};
+use crate::storage::{model_pages, Buf, Meta};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+/// Checks a learned index; raises an ERROR that says what is wrong.
+#[pg_extern(volatile)]
+fn learned_verify(index: PgRelation, heapallindexed: default!(bool, true)) -> bool {
+    let rel = Opened::new(index);
+    let idx = rel.index;
+    // SAFETY: a registered snapshot, unregistered below; taking it before
+    // anything of the index is read is what makes the heap check sound.
+    let snapshot = heapallindexed
+        .then(|| unsafe { pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot()) });
+    let ring = BulkRead::new();
+    let strategy = ring.get();
+    let (meta, dir) = read_meta_and_directory(idx, strategy);
+    // SAFETY: the index is open and locked.
+    let kind = unsafe { index_kind(idx) };
+    if kind != meta.kind() {
+        fail(
+            idx,
+            &format!(
+                "metapage key type {:?} differs from the column type {:?}",
+                meta.kind(),
+                kind
+            ),
+        );
+    }
+    let size = nblocks(idx);
+    for (start, len) in meta.sections() {
+        if start as u64 + len as u64 > size as u64 {
+            fail(
+                idx,
+                &format!(
+                    "metapage places blocks {start}..{} past the end of the index ({size} blocks)",
+                    start as u64 + len as u64
+                ),
+            );
+        }
+    }
+    let model_bytes = model_pages::read(idx, &meta);
+    let model = ModelView::open(&model_bytes).expect("validated by read");
+    let budget = maintenance_budget() / 2;
+    let mut index_side = heapallindexed.then(|| Sorter::new(budget));
+    let mut put = |tid: Tid, key: Option<u64>| {
+        if let Some(s) = index_side.as_mut() {
+            let (a, b) = pack(tid, key);
+            s.put(a, b);
+        }
+    };
+    check_run(idx, &meta, &model, strategy, &mut put);
+    check_delta(idx, &dir, strategy, &mut put);
+    if let (Some(index_side), Some(snapshot)) = (index_side, snapshot) {
+        check_heap(&rel, kind, snapshot, index_side, budget);
+        // SAFETY: registered above.
+        unsafe { pg_sys::UnregisterSnapshot(snapshot) };
+    }
+    true
+}
+
+fn fail(idx: pg_sys::Relation, what: &str) -> ! {
+    // SAFETY: `idx` is open.
+    let name = unsafe { crate::storage::page::relation_name(idx) };
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+        format!("learned index \"{name}\" failed verification: {what}")
+    );
+}
+
+/// The metapage and the directory read under the metapage's share lock, and
+/// checked against each other: the directory lists `delta_pages` pages, and
+/// exactly the pages the metapage lists as open are open.
+fn read_meta_and_directory(idx: pg_sys::Relation, strategy: Strategy) -> (Meta, Vec<DirEntry>) {
+    let meta_buf = Buf::read_shared(idx, META_BLOCK);
+    // SAFETY: block 0, pinned and share-locked until the end of this function.
+    let meta = unsafe { Meta::from_page(idx, meta_buf.page()) };
+    let dir = delta::directory(idx, &meta, strategy);
+    if dir.len() as u64 != meta.delta_pages as u64 {
+        fail(
+            idx,
+            &format!(
+                "directory lists {} delta pages, the metapage {}",
+                dir.len(),
+                meta.delta_pages
+            ),
+        );
+    }
+    let open = &meta.open[..meta.n_open as usize];
+    for (i, &blk) in open.iter().enumerate() {
+        let listed = dir
+            .iter()
+            .find(|d| d.dir_blk == meta.open_dir[i] && d.slot == meta.open_slot[i] as usize);
+        if !listed.is_some_and(|d| d.blk == blk && d.state == OPEN) {
+            fail(
+                idx,
+                &format!("delta page {blk} is open in the metapage but not in the directory"),
+            );
+        }
+    }
+    if let Some(d) = dir
+        .iter()
+        .find(|d| d.state == OPEN && !open.contains(&d.blk))
+    {
+        fail(
+            idx,
+            &format!(
+                "delta page {} is open in the directory but not in the metapage",
+                d.blk
+            ),
+        );
+    }
+    drop(meta_buf);
+    (meta, dir)
+}
+
+fn show(kind: KeyKind, ord: u64) -> String {
+    match kind.value(ord) {
+        RawValue::Int(v) => format!("{v}"),
+        RawValue::Float(f) => format!("{f}"),
+    }
+}
+
+/// The run is sorted and every key, and the gap after it, lies in its window;
+/// NULL pages are valid. Hands every live entry to `put`.
+fn check_run(
+    idx: pg_sys::Relation,
+    meta: &Meta,
+    model: &ModelView,
+    strategy: Strategy,
+    put: &mut impl FnMut(Tid, Option<u64>),
+) {
+    let run = Section::run(meta);
+    let kind = meta.kind();
+    let in_window = |key: u64, pos: u64| {
+        let w = model.window(key);
+        if pos < w.lo || pos > w.hi {
+            fail(
+                idx,
+                &format!(
+                    "key {} has lower bound {pos}, outside its model window [{}, {}]",
+                    show(kind, key),
+                    w.lo,
+                    w.hi
+                ),
+            );
+        }
+    };
+    let mut prev: Option<u64> = None;
+    for i in 0..run.pages {
+        let page = run.read_with(idx, i, strategy);
+        let (ps, _) = run.page_span(i);
+        for s in 0..page.len() {
+            let key = page.key(s);
+            let pos = ps + s as u64;
+            if !page.dead(s) {
+                put(page.tid(s), Some(key));
+            }
+            match prev {
+                Some(p) if key < p => fail(idx, &format!("run is not sorted at position {pos}")),
+                Some(p) if key == p => continue,
+                Some(p) if key > p + 1 => in_window(p + 1, pos),
+                _ => {}
+            }
+            in_window(key, pos);
+            prev = Some(key);
+        }
+    }
+    if let Some(p) = prev.filter(|&p| p < u64::MAX) {
+        in_window(p + 1, run.entries);
+    }
+    let nulls = Section::nulls(meta);
+    for i in 0..nulls.pages {
+        let page = nulls.read_with(idx, i, strategy);
+        page.live().for_each(|s| put(page.tid(s), None));
+    }
+}
+
+/// Each delta page agrees with its directory entry, read together under both
+/// pages' locks: same state, and a closed page's entries inside its range.
+/// Hands every entry to `put`.
+fn check_delta(
+    idx: pg_sys::Relation,
+    dir: &[DirEntry],
+    strategy: Strategy,
+    put: &mut impl FnMut(Tid, Option<u64>),
+) {
+    for d in dir {
+        // Lock order: delta page, then directory page (storage/README.md).
+        let page = DeltaPage::read(idx, d.blk, strategy);
+        let entry = DirPage::read(idx, d.dir_blk, strategy).entry(idx, d.slot);
+        let h = page.header();
+        if entry.blk != d.blk {
+            fail(
+                idx,
+                &format!("delta directory entry for page {} moved", d.blk),
+            );
+        }
+        if entry.state != h.state {
+            fail(
+                idx,
+                &format!(
+                    "delta page {} is in state {} but its directory entry says {}",
+                    d.blk, h.state, entry.state
+                ),
+            );
+        }
+        let mut has_nulls = false;
+        for e in page.entries() {
+            has_nulls |= e.null;
+            if !e.null && (e.key < h.min || e.key > h.max) {
+                fail(
+                    idx,
+                    &format!("delta page {} holds a key outside its own range", d.blk),
+                );
+            }
+            put(e.tid, (!e.null).then_some(e.key));
+        }
+        match h.state {
+            CLOSED
+                if (entry.min, entry.max, entry.has_nulls) != (h.min, h.max, h.has_nulls != 0) =>
+            {
+                fail(
+                    idx,
+                    &format!(
+                        "delta page {} has another key range than its directory entry",
+                        d.blk
+                    ),
+                )
+            }
+            CLOSED | OPEN if has_nulls && h.has_nulls == 0 => fail(
+                idx,
+                &format!("delta page {} holds NULLs its header does not note", d.blk),
+            ),
+            FREE if !page.is_empty() => {
+                fail(idx, &format!("free delta page {} holds entries", d.blk))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Sort item for the TID-ordered comparison: TID and NULL flag, then key.
+fn pack(tid: Tid, key: Option<u64>) -> (u64, u64) {
+    ((tid << 1) | key.is_none() as u64, key.unwrap_or(0))
+}
+
+fn unpack((a, b): (u64, u64)) -> (Tid, Option<u64>) {
+    (a >> 1, (a & 1 == 0).then_some(b))
+}
+
+/// Every row visible to `snapshot` is in the index exactly once, with its key.
+/// Both sides are sorted by TID and merged. Entries of rows the snapshot does
+/// not see are ignored: VACUUM may be removing them while the index is read,
+/// and their TIDs may already be reused by rows inserted since.
+fn check_heap(
+    rel: &Opened,
+    kind: KeyKind,
+    snapshot: pg_sys::Snapshot,
+    index_side: Sorter,
+    budget: usize,
+) {
+    let idx = rel.index;
+    let mut index_side = index_side.finish();
+    let mut heap_side = Sorter::new(budget);
+    // SAFETY: the amcheck recipe: an MVCC snapshot scan through the table AM's
+    // index build scan, with ii_Concurrent so that it uses that snapshot.
+    unsafe {
+        let info = pg_sys::BuildIndexInfo(idx);
+        (*info).ii_Concurrent = true;
+        let scan =
+            pg_sys::table_beginscan_strat(rel.heap, snapshot, 0, std::ptr::null_mut(), true, false);
+        scan_heap(rel.heap, idx, info, false, scan, |key, tid| {
+            let (a, b) = pack(tid, key);
+            heap_side.put(a, b);
+        });
+    }
+    let mut heap_side = heap_side.finish();
+
+    let mut pending = index_side.next().map(unpack);
+    while let Some(hb) = heap_side.next() {
+        let (tid, key) = unpack(hb);
+        while pending.is_some_and(|(t, _)| t < tid) {
+            pending = index_side.next().map(unpack);
+        }
+        match pending {
+            Some((t, k)) if t == tid => {
+                if k != key {
+                    fail(
+                        idx,
+                        &format!(
+                            "row {} is indexed with key {} but has key {}",
+                            show_tid(tid),
+                            show_key(kind, k),
+                            show_key(kind, key)
+                        ),
+                    );
+                }
+                pending = index_side.next().map(unpack);
+                if pending.is_some_and(|(t2, _)| t2 == tid) {
+                    fail(idx, &format!("heap TID {} is indexed twice", show_tid(tid)));
+                }
+            }
+            _ => fail(
+                idx,
+                &format!(
+                    "row {} with key {} is not in the index",
+                    show_tid(tid),
+                    show_key(kind, key)
+                ),
+            ),
+        }
+    }
+    index_side.end();
+    heap_side.end();
+}
+
+fn show_key(kind: KeyKind, k: Option<u64>) -> String {
+    k.map_or("NULL".into(), |k| show(kind, k))
+}
+
+fn show_tid(t: Tid) -> String {
+    format!("({},{})", t >> 16, t & 0xffff)
+}
