@@ -84,6 +84,15 @@ CREATE INDEX ON m USING learned (k NULLS FIRST);
 CLUSTER m USING m_k;
 SELECT learned_verify('m_id');
 SELECT * FROM learned_index_stats('m');
+-- a partitioned learned index has no storage: its partitions' indexes do
+CREATE TABLE pt (k int8) PARTITION BY RANGE (k);
+CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (100);
+CREATE TABLE pt2 PARTITION OF pt FOR VALUES FROM (100) TO (200);
+CREATE INDEX pt_k ON pt USING learned (k);
+SELECT learned_verify('pt_k');
+SELECT * FROM learned_index_stats('pt_k');
+SELECT learned_verify('pt1_k_idx');
+DROP TABLE pt;
 
 -- a build larger than maintenance_work_mem sorts in runs on disk and merges them;
 -- learned_verify (which sorts too) then checks every row against the heap

@@ -86,3 +86,33 @@ RESET enable_hashjoin;
 RESET enable_mergejoin;
 
 SELECT learned_verify('q_k');
+
+-- cursors move both ways: no Material node under a scrollable cursor, and a
+-- plain cursor can step back, across run pages, delta entries and NULLs
+RESET enable_indexscan;
+RESET enable_indexonlyscan;
+RESET enable_bitmapscan;
+SET enable_bitmapscan = off;
+INSERT INTO q SELECT 40000 + g, 10 * g + 5 FROM generate_series(1, 30) g;  -- delta, between run keys
+INSERT INTO q VALUES (50001, NULL), (50002, 15);
+EXPLAIN (COSTS OFF) DECLARE s SCROLL CURSOR FOR SELECT k FROM q WHERE k BETWEEN 0 AND 300;
+BEGIN;
+DECLARE c CURSOR FOR SELECT k FROM q WHERE k BETWEEN 0 AND 60 OR k IS NULL ORDER BY k;
+FETCH 5 FROM c;
+FETCH BACKWARD 2 FROM c;
+FETCH 3 FROM c;
+FETCH LAST FROM c;
+FETCH BACKWARD 3 FROM c;
+FETCH ABSOLUTE 1 FROM c;
+FETCH BACKWARD 1 FROM c;
+FETCH 2 FROM c;
+COMMIT;
+BEGIN;
+DECLARE d SCROLL CURSOR FOR SELECT id, k FROM q WHERE k = ANY('{1000, 2000, 300005}') OR k BETWEEN 2395 AND 2420 ORDER BY k DESC;
+FETCH ALL FROM d;
+FETCH BACKWARD ALL FROM d;
+FETCH ABSOLUTE 4 FROM d;
+FETCH RELATIVE -2 FROM d;
+FETCH FORWARD 3 FROM d;
+COMMIT;
+RESET enable_bitmapscan;

@@ -10,6 +10,8 @@ use std::process::Command;
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// `VAR=value` words for the server's environment.
+    pub env: String,
 }
 
 fn script() -> PathBuf {
@@ -18,12 +20,21 @@ fn script() -> PathBuf {
 
 impl Cluster {
     pub fn start(name: &str, extra_conf: &[&str]) -> Cluster {
+        Cluster::start_with_env(name, extra_conf, "")
+    }
+
+    /// As `start`, with `env` (`VAR=value` words) in the server's environment.
+    pub fn start_with_env(name: &str, extra_conf: &[&str], env: &str) -> Cluster {
         let pid = std::process::id();
         let dir = PathBuf::from(format!("/tmp/learneddb-test-{name}-{pid}"));
         let _ = std::fs::remove_dir_all(&dir);
         let port =
             20000 + (pid % 20000) as u16 + name.bytes().map(|b| b as u16).sum::<u16>() % 1000;
-        let c = Cluster { dir, port };
+        let c = Cluster {
+            dir,
+            port,
+            env: env.to_string(),
+        };
         c.run(
             "start",
             &extra_conf.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
@@ -35,6 +46,7 @@ impl Cluster {
 
     fn run(&self, cmd: &str, args: &[String]) {
         let mut c = Command::new(script());
+        c.env("SERVER_ENV", &self.env);
         c.arg(cmd).arg(&self.dir);
         if cmd == "start" {
             c.arg(self.port.to_string());
@@ -98,7 +110,7 @@ impl Drop for Cluster {
 pub fn assert_verified(c: &mut postgres::Client, index: &str) {
     let ok: bool = c
         .query_one("SELECT learned_verify($1::text::regclass)", &[&index])
-        .unwrap_or_else(|e| panic!("learned_verify('{index}') failed: {e}"))
+        .unwrap_or_else(|e| panic!("learned_verify('{index}') failed: {}", db_message(&e)))
         .get(0);
     assert!(ok);
 }
@@ -126,5 +138,60 @@ impl Rng {
     }
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
+    }
+}
+
+/// Polls `ready` every 10 ms until it holds; panics after `secs` seconds.
+pub fn wait_for(what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+pub fn backend_pid(c: &mut postgres::Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
+}
+
+/// The wait event `pid` is waiting on, as `type:event`, or "" if it runs.
+pub fn wait_event(c: &mut postgres::Client, pid: i32) -> String {
+    c.query_one(
+        "SELECT coalesce(wait_event_type || ':' || wait_event, '') FROM pg_stat_activity WHERE pid = $1",
+        &[&pid],
+    )
+    .map(|r| r.get(0))
+    .unwrap_or_default()
+}
+
+/// Rows of a one-column query (or FETCH), as text; NULL as "NULL".
+pub fn texts(c: &mut postgres::Client, sql: &str) -> Vec<String> {
+    c.simple_query(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs each `;`-separated statement of `sql` on its own (VACUUM cannot run in
+/// the implicit transaction of a multi-statement string).
+pub fn run_each(c: &mut postgres::Client, sql: &str) {
+    for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        c.batch_execute(stmt)
+            .unwrap_or_else(|e| panic!("{stmt}: {e}"));
+    }
+}
+
+/// The server's message for a failed statement.
+pub fn db_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
     }
 }

@@ -1,0 +1,392 @@
+//! Deterministic interleavings of scans, inserts and VACUUM (DESIGN.md
+//! section 3a). Each test orders its sessions explicitly: a cursor paused
+//! between fetches, VACUUM observed waiting for a buffer pin or held in its
+//! index phase by `vacuum_cost_delay`, a transaction left open, so that the
+//! bad interleaving happens on every run.
+
+mod common;
+
+use common::{assert_verified, backend_pid, run_each, texts, wait_event, wait_for, Cluster};
+use std::sync::Arc;
+use std::thread;
+
+fn cluster(name: &str) -> Arc<Cluster> {
+    Arc::new(Cluster::start(name, &["autovacuum = off"]))
+}
+
+/// Whether VACUUM (backend `pid`) waits for a buffer pin in its index phase.
+fn vacuum_waits_in_index_phase(admin: &mut postgres::Client, pid: i32) -> bool {
+    admin
+        .query_opt(
+            "SELECT 1 FROM pg_stat_activity a JOIN pg_stat_progress_vacuum v USING (pid)
+              WHERE pid = $1 AND wait_event = 'BufferPin' AND phase = 'vacuuming indexes'",
+            &[&pid],
+        )
+        .unwrap()
+        .is_some()
+}
+
+/// Runs `VACUUM t` in its own session and thread; returns its pid and handle.
+/// INDEX_CLEANUP ON: with few dead rows VACUUM would otherwise skip the index.
+fn start_vacuum(
+    cluster: &Arc<Cluster>,
+    settings: &str,
+) -> (i32, thread::JoinHandle<Result<(), postgres::Error>>) {
+    let mut v = cluster.connect();
+    v.batch_execute(settings).unwrap();
+    let pid = backend_pid(&mut v);
+    (
+        pid,
+        thread::spawn(move || v.batch_execute("VACUUM (INDEX_CLEANUP ON) t")),
+    )
+}
+
+/// One case of the index-only scan / VACUUM race: `setup` builds table `t`
+/// (all-visible) and deletes one row; the cursor reads `query`, which must
+/// return `expect` rows and never `deleted`. The first row the cursor fetches
+/// lies on another, all-visible heap page, so the cursor pins no heap page
+/// VACUUM must prune (about 185 rows fit a heap page).
+struct Case {
+    name: &'static str,
+    setup: &'static str,
+    query: &'static str,
+    /// The deleted row's key; `None` when it cannot be told apart (NULL).
+    deleted: Option<&'static str>,
+    expect: usize,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "run page",
+        setup: "CREATE TABLE t (id int, k int8) WITH (autovacuum_enabled = off);
+                INSERT INTO t SELECT g, g FROM generate_series(1, 10000) g;
+                CREATE INDEX t_k ON t USING learned (k);
+                VACUUM (FREEZE, ANALYZE) t;
+                DELETE FROM t WHERE k = 500;",
+        query: "SELECT k FROM t WHERE k BETWEEN 300 AND 700",
+        deleted: Some("500"),
+        expect: 400,
+    },
+    Case {
+        name: "delta page",
+        setup: "CREATE TABLE t (id int, k int8) WITH (autovacuum_enabled = off);
+                INSERT INTO t SELECT g, g FROM generate_series(1, 10000) g;
+                CREATE INDEX t_k ON t USING learned (k);
+                INSERT INTO t SELECT g, g FROM generate_series(20001, 21000) g;
+                VACUUM (FREEZE, ANALYZE) t;
+                DELETE FROM t WHERE k = 20800;",
+        query: "SELECT k FROM t WHERE k BETWEEN 20100 AND 20900",
+        deleted: Some("20800"),
+        expect: 800,
+    },
+    Case {
+        name: "NULL page",
+        setup: "CREATE TABLE t (id int, k int8) WITH (autovacuum_enabled = off);
+                INSERT INTO t SELECT g, CASE WHEN g % 100 = 0 THEN NULL ELSE g END FROM generate_series(1, 10000) g;
+                CREATE INDEX t_k ON t USING learned (k);
+                VACUUM (FREEZE, ANALYZE) t;
+                DELETE FROM t WHERE id = 5000;",
+        query: "SELECT k FROM t WHERE k IS NULL",
+        deleted: None,
+        expect: 99,
+    },
+];
+
+/// An index-only scan holds the pin on the page whose entries it is
+/// returning: VACUUM waits for it (as for a btree leaf) instead of removing
+/// the entry, the heap tuple and then marking the heap page all-visible,
+/// after which the scan's copy of the entry would return a deleted row.
+#[test]
+fn index_only_scans_keep_vacuum_off_their_pages() {
+    let cluster = cluster("ios_pins");
+    for case in CASES {
+        let mut admin = cluster.connect();
+        admin.batch_execute("DROP TABLE IF EXISTS t").unwrap();
+        run_each(&mut admin, case.setup);
+
+        let mut b = cluster.connect();
+        b.batch_execute("BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+            .unwrap();
+        let plan = texts(&mut b, &format!("EXPLAIN (COSTS OFF) {}", case.query)).join("\n");
+        assert!(
+            plan.contains("Index Only Scan using t_k"),
+            "{}: {plan}",
+            case.name
+        );
+        b.batch_execute(&format!("DECLARE c CURSOR FOR {}", case.query))
+            .unwrap();
+        let mut got = texts(&mut b, "FETCH 1 FROM c");
+
+        let (vpid, vacuum) = start_vacuum(&cluster, "SET vacuum_cost_delay = 0");
+        // VACUUM either finishes (nothing protects the page) or waits for
+        // the cursor's pin; either way it has done all it can before the
+        // cursor reads on.
+        wait_for("VACUUM to finish or wait for the pin", 60, || {
+            vacuum.is_finished() || vacuum_waits_in_index_phase(&mut admin, vpid)
+        });
+        let waited = !vacuum.is_finished();
+        got.extend(texts(&mut b, "FETCH ALL FROM c"));
+        b.batch_execute("COMMIT").unwrap();
+        vacuum.join().unwrap().unwrap();
+        if let Some(deleted) = case.deleted {
+            assert!(
+                !got.iter().any(|k| k == deleted),
+                "{}: the index-only scan returned deleted row {deleted}: {got:?}",
+                case.name
+            );
+        }
+        assert_eq!(got.len(), case.expect, "{}: {got:?}", case.name);
+        assert!(
+            waited,
+            "{}: VACUUM did not wait for the index-only scan's pin",
+            case.name
+        );
+        assert_verified(&mut admin, "t_k");
+    }
+}
+
+/// A scrollable index-only cursor that steps back reads the page again, under
+/// a pin: after VACUUM removed an entry from a run page the cursor had left,
+/// the way back does not return it.
+#[test]
+fn backward_steps_read_the_page_again() {
+    let cluster = cluster("ios_back");
+    let mut admin = cluster.connect();
+    // Run keys are even, 804 to a run page: 2..1608 on the first, 1610.. on
+    // the next. 1000 (heap page 2) is deleted. Odd keys arrive later, into the
+    // delta and onto new heap pages that are not all-visible, so the cursor's
+    // heap fetches, and its heap pin, end up there rather than on page 2.
+    run_each(
+        &mut admin,
+        "CREATE TABLE t (id int, k int8) WITH (autovacuum_enabled = off);
+         INSERT INTO t SELECT g, 2 * g FROM generate_series(1, 5000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         VACUUM (FREEZE, ANALYZE) t;
+         DELETE FROM t WHERE k = 1000;
+         INSERT INTO t SELECT g, g FROM generate_series(1001, 2001, 2) g;",
+    );
+    let mut b = cluster.connect();
+    b.batch_execute("BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+        .unwrap();
+    let q = "SELECT k FROM t WHERE k BETWEEN 900 AND 2100";
+    let plan = texts(
+        &mut b,
+        &format!("EXPLAIN (COSTS OFF) DECLARE c SCROLL CURSOR FOR {q}"),
+    );
+    assert!(
+        plan[0].starts_with("Index Only Scan using t_k"),
+        "a scrollable cursor needs no Material node: {plan:?}"
+    );
+    b.batch_execute(&format!("DECLARE c SCROLL CURSOR FOR {q}"))
+        .unwrap();
+    // Up to 1800, on the second run page: 451 even keys and 400 odd ones,
+    // less the deleted 1000.
+    let forward = texts(&mut b, "FETCH 850 FROM c");
+    assert_eq!(forward.last().map(String::as_str), Some("1800"));
+    let (vpid, vacuum) = start_vacuum(&cluster, "SET vacuum_cost_delay = 0");
+    wait_for("VACUUM", 60, || {
+        vacuum.is_finished() || vacuum_waits_in_index_phase(&mut admin, vpid)
+    });
+    // The cursor pins the second run page and the delta pages, neither of
+    // which has anything to remove.
+    assert!(
+        vacuum.is_finished(),
+        "VACUUM waited on a page the cursor had left"
+    );
+    vacuum.join().unwrap().unwrap();
+    let removed: i64 = admin
+        .query_one(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 't'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(removed, 0, "VACUUM did not remove row 1000");
+    let back = texts(&mut b, "FETCH BACKWARD ALL FROM c");
+    assert!(!back.iter().any(|k| k == "1000"), "{back:?}");
+    assert_eq!(back.len(), 849, "{back:?}");
+    assert_eq!(back.last().map(String::as_str), Some("900"));
+    let again = texts(&mut b, "FETCH ALL FROM c");
+    assert_eq!(again.len(), 1101);
+    b.batch_execute("COMMIT").unwrap();
+    assert_verified(&mut admin, "t_k");
+}
+
+/// A plain MVCC index scan copies its batch and drops the pin: a paused
+/// cursor does not hold VACUUM up, and still returns exactly its rows.
+#[test]
+fn plain_index_scans_do_not_hold_vacuum() {
+    let cluster = cluster("plain_pins");
+    let mut admin = cluster.connect();
+    run_each(&mut admin, CASES[0].setup);
+    let mut b = cluster.connect();
+    b.batch_execute("BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_indexonlyscan = off")
+        .unwrap();
+    let q = CASES[0].query;
+    let plan = texts(&mut b, &format!("EXPLAIN (COSTS OFF) {q}")).join("\n");
+    assert!(plan.contains("Index Scan using t_k"), "{plan}");
+    b.batch_execute(&format!("DECLARE c CURSOR FOR {q}"))
+        .unwrap();
+    let mut got = texts(&mut b, "FETCH 1 FROM c");
+    let (vpid, vacuum) = start_vacuum(&cluster, "SET vacuum_cost_delay = 0");
+    wait_for("VACUUM", 60, || {
+        vacuum.is_finished() || vacuum_waits_in_index_phase(&mut admin, vpid)
+    });
+    assert!(vacuum.is_finished(), "VACUUM waited for a plain index scan");
+    vacuum.join().unwrap().unwrap();
+    got.extend(texts(&mut b, "FETCH ALL FROM c"));
+    b.batch_execute("COMMIT").unwrap();
+    assert_eq!(got.len(), 400, "{got:?}");
+    assert!(!got.contains(&"500".to_string()));
+}
+
+/// VACUUM reads the metapage when its index phase starts; inserts that add a
+/// delta directory page while it works are not damage. VACUUM is held in its
+/// index phase by `vacuum_cost_delay` (it sleeps at every page) while another
+/// session inserts enough rows to open a second directory page.
+#[test]
+fn vacuum_accepts_a_directory_that_grew() {
+    let cluster = cluster("vacuum_dir");
+    let mut admin = cluster.connect();
+    // 508 entries per delta page and 339 pages per directory page: 336 delta
+    // pages fit one directory page; three more need a second.
+    run_each(
+        &mut admin,
+        "CREATE TABLE t (k int8) WITH (autovacuum_enabled = off);
+         INSERT INTO t SELECT g * 10 FROM generate_series(1, 240000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         INSERT INTO t SELECT hashint8(g) & 4194303 FROM generate_series(1, 336 * 508) g;
+         VACUUM (FREEZE) t;
+         DELETE FROM t WHERE k < 100;",
+    );
+    let pages: i64 = admin
+        .query_one("SELECT delta_pages FROM learned_index_stats('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert!((336..=337).contains(&pages), "{pages} delta pages");
+    let (vpid, vacuum) = start_vacuum(
+        &cluster,
+        "SET vacuum_cost_delay = '20ms'; SET vacuum_cost_limit = 1",
+    );
+    wait_for("VACUUM's index phase", 120, || {
+        let phase: Option<String> = admin
+            .query_opt(
+                "SELECT phase FROM pg_stat_progress_vacuum WHERE pid = $1",
+                &[&vpid],
+            )
+            .unwrap()
+            .map(|r| r.get(0));
+        if vacuum.is_finished() {
+            panic!("VACUUM ended before its index phase");
+        }
+        phase.as_deref() == Some("vacuuming indexes")
+    });
+    admin
+        .batch_execute("INSERT INTO t SELECT 5 + 10 * g FROM generate_series(1, 4 * 508) g")
+        .unwrap();
+    let still: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_progress_vacuum WHERE pid = $1 AND phase = 'vacuuming indexes'",
+            &[&vpid],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        still, 1,
+        "VACUUM left its index phase before the inserts ended"
+    );
+    vacuum
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("VACUUM failed: {e}"));
+    assert_verified(&mut admin, "t_k");
+}
+
+fn sqlstate(e: &postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+/// `EXCLUDE USING learned (k WITH =)` works: its checks scan with a dirty
+/// snapshot, see entries of transactions still in progress, and wait for them.
+#[test]
+fn exclusion_constraints_hold_under_concurrent_inserts() {
+    let cluster = Arc::new(Cluster::start(
+        "exclude",
+        &["autovacuum = off", "deadlock_timeout = '20ms'"],
+    ));
+    let mut admin = cluster.connect();
+    admin
+        .batch_execute(
+            "CREATE TABLE t (k int8, who int);
+             INSERT INTO t SELECT g * 2, 0 FROM generate_series(1, 2000) g;
+             ALTER TABLE t ADD CONSTRAINT t_k_excl EXCLUDE USING learned (k WITH =);",
+        )
+        .unwrap();
+    // The run is checked too: an existing even key is refused at once.
+    let err = admin
+        .batch_execute("INSERT INTO t VALUES (10, 0)")
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "23P01", "{err}");
+
+    // A waits with an uncommitted insert; B inserts the same key and waits for
+    // A; A's commit makes B fail, A's rollback lets B in.
+    for (end, b_ok) in [("COMMIT", false), ("ROLLBACK", true)] {
+        let key: i64 = if b_ok { 100_001 } else { 100_003 };
+        let mut a = cluster.connect();
+        a.batch_execute(&format!("BEGIN; INSERT INTO t VALUES ({key}, 1)"))
+            .unwrap();
+        let mut b = cluster.connect();
+        let bpid = backend_pid(&mut b);
+        let inserter =
+            thread::spawn(move || b.batch_execute(&format!("INSERT INTO t VALUES ({key}, 2)")));
+        wait_for("B to wait for A", 60, || {
+            wait_event(&mut admin, bpid).starts_with("Lock:transactionid")
+        });
+        a.batch_execute(end).unwrap();
+        let res = inserter.join().unwrap();
+        assert_eq!(res.is_ok(), b_ok, "after {end}: {res:?}");
+        if let Err(e) = res {
+            assert_eq!(sqlstate(&e), "23P01", "{e}");
+        }
+    }
+
+    // Four sessions insert overlapping odd keys as fast as they can.
+    let handles: Vec<_> = (0..4)
+        .map(|w| {
+            let cl = cluster.clone();
+            thread::spawn(move || {
+                let mut c = cl.connect();
+                let mut rng = common::Rng(w + 1);
+                let mut won = Vec::new();
+                for _ in 0..1500 {
+                    let k = 2 * rng.below(1500) as i64 + 1;
+                    match c.execute("INSERT INTO t VALUES ($1, $2)", &[&k, &(w as i32)]) {
+                        Ok(_) => won.push(k),
+                        // Two sessions inserting one key can each wait for
+                        // the other: PostgreSQL then cancels one, as with any
+                        // exclusion constraint.
+                        Err(e) => {
+                            assert!(["23P01", "40P01"].contains(&sqlstate(&e).as_str()), "{e}")
+                        }
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut won: Vec<i64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    won.sort_unstable();
+    let before = won.len();
+    won.dedup();
+    assert_eq!(before, won.len(), "two sessions inserted the same key");
+    let dup: i64 = admin
+        .query_one("SELECT count(*) - count(DISTINCT k) FROM t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(dup, 0);
+    assert!(won.len() > 1000, "only {} odd keys went in", won.len());
+    assert_verified(&mut admin, "t_k_excl");
+}
