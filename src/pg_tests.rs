@@ -2,6 +2,7 @@
 
 #[pgrx::pg_schema]
 mod tests {
+    use pgrx::pg_sys;
     use pgrx::prelude::*;
 
     fn count(sql: &str) -> i64 {
@@ -78,6 +79,96 @@ mod tests {
         Spi::run("UPDATE pg_index SET indisready = true WHERE indexrelid = 'v_k'::regclass")
             .unwrap();
         Spi::run("SELECT learned_verify('v_k')").unwrap();
+    }
+
+    /// What HypoPG's planner hook does to a hypothetical index: marks it
+    /// `hypothetical` with an OID that no relation has.
+    const HYPO_OID: u32 = 1;
+    static HYPO_AM: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn make_hypothetical(
+        _root: *mut pg_sys::PlannerInfo,
+        _relid: pg_sys::Oid,
+        _inhparent: bool,
+        rel: *mut pg_sys::RelOptInfo,
+    ) {
+        let list = (*rel).indexlist;
+        if list.is_null() {
+            return;
+        }
+        let am = HYPO_AM.load(std::sync::atomic::Ordering::Relaxed);
+        for i in 0..(*list).length as usize {
+            let info = (*(*list).elements.add(i)).ptr_value as *mut pg_sys::IndexOptInfo;
+            if (*info).relam.to_u32() == am {
+                (*info).hypothetical = true;
+                (*info).indexoid = pg_sys::Oid::from(HYPO_OID);
+            }
+        }
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn hypothetical_name(oid: pg_sys::Oid) -> *const std::ffi::c_char {
+        if oid.to_u32() == HYPO_OID {
+            c"hypothetical_learned".as_ptr()
+        } else {
+            std::ptr::null()
+        }
+    }
+
+    /// Restores the planner hooks however the test ends.
+    struct Hooks(
+        pg_sys::get_relation_info_hook_type,
+        pg_sys::explain_get_index_name_hook_type,
+    );
+
+    impl Drop for Hooks {
+        fn drop(&mut self) {
+            // SAFETY: puts back the hooks saved when the test installed its own.
+            unsafe {
+                pg_sys::get_relation_info_hook = self.0;
+                pg_sys::explain_get_index_name_hook = self.1;
+            }
+        }
+    }
+
+    /// A hypothetical learned index (HypoPG and the like) has no pages and no
+    /// relation to open: the cost estimate works from the catalog's numbers.
+    #[pg_test]
+    fn hypothetical_indexes_are_costed_without_pages() {
+        Spi::run("CREATE TABLE h AS SELECT g::int8 AS k FROM generate_series(1, 100000) g")
+            .unwrap();
+        Spi::run("CREATE INDEX h_k ON h USING learned (k)").unwrap();
+        Spi::run("ANALYZE h").unwrap();
+        let am = Spi::get_one::<pg_sys::Oid>("SELECT oid FROM pg_am WHERE amname = 'learned'")
+            .unwrap()
+            .unwrap();
+        HYPO_AM.store(am.to_u32(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: this backend's planner hooks, restored by `_restore`.
+        let _restore = unsafe {
+            let saved = Hooks(
+                pg_sys::get_relation_info_hook,
+                pg_sys::explain_get_index_name_hook,
+            );
+            pg_sys::get_relation_info_hook = Some(make_hypothetical);
+            pg_sys::explain_get_index_name_hook = Some(hypothetical_name);
+            saved
+        };
+        let plan: Vec<String> = Spi::connect(|c| {
+            c.select(
+                "EXPLAIN (COSTS OFF) SELECT k FROM h WHERE k = 42",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap_or_default())
+            .collect()
+        });
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("using hypothetical_learned")),
+            "{plan:?}"
+        );
     }
 
     #[pg_test]

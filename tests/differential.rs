@@ -186,6 +186,7 @@ struct Run<'a> {
     queries: usize,
     ops: usize,
     plan_checks: usize,
+    cursor_walks: usize,
 }
 
 /// How a query is answered.
@@ -443,6 +444,77 @@ impl<'a> Run<'a> {
             let got = self.answer(&sql, mode);
             compare(&sql, mode, ordered, limited, self.ty.float, &expected, &got);
         }
+        if ordered && !limited && self.r.chance(0.3) {
+            self.cursor_walk(&sql);
+        }
+    }
+
+    /// Moves a scrollable cursor over `sql` (through the learned index) back
+    /// and forth at random; every FETCH returns what the cursor's position in
+    /// the full answer says it must.
+    fn cursor_walk(&mut self, sql: &str) {
+        let drop = self.bt();
+        let ln = self.ln();
+        let mut tx = self.c.transaction().unwrap();
+        tx.batch_execute(&format!(
+            "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; DROP INDEX {drop}"
+        ))
+        .unwrap();
+        let plan: Vec<String> = tx
+            .query(
+                &format!("EXPLAIN (COSTS OFF) DECLARE w SCROLL CURSOR FOR {sql}"),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if plan.iter().any(|l| l.contains(&ln)) {
+            assert!(
+                !plan[0].contains("Materialize"),
+                "a scrollable cursor over the learned index got a Material node: {plan:?}"
+            );
+        }
+        tx.batch_execute(&format!("DECLARE w SCROLL CURSOR FOR {sql}"))
+            .unwrap();
+        let fetch = |tx: &mut postgres::Transaction, cmd: &str| -> Vec<String> {
+            tx.query(cmd, &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect()
+        };
+        let all = fetch(&mut tx, "FETCH ALL FROM w");
+        let n = all.len() as i64;
+        tx.batch_execute("MOVE ABSOLUTE 0 IN w").unwrap();
+        // Position 0 is before the first row, n + 1 after the last.
+        let mut pos: i64 = 0;
+        for _ in 0..25 {
+            let span = if self.r.chance(0.5) { 3 } else { 80 };
+            let k = 1 + self.r.below(span) as i64;
+            let forward = self.r.chance(0.5);
+            let cmd = format!(
+                "FETCH {} {k} FROM w",
+                if forward { "FORWARD" } else { "BACKWARD" }
+            );
+            let want: Vec<String> = if forward {
+                let rows = ((pos + 1)..=(pos + k).min(n)).map(|i| all[i as usize - 1].clone());
+                let rows = rows.collect();
+                pos = if pos + k > n { n + 1 } else { pos + k };
+                rows
+            } else {
+                let rows = ((pos - k).max(1)..pos.min(n + 1))
+                    .rev()
+                    .map(|i| all[i as usize - 1].clone())
+                    .collect();
+                pos = if pos - k < 1 { 0 } else { pos - k };
+                rows
+            };
+            let got = fetch(&mut tx, &cmd);
+            assert_eq!(got, want, "{sql}: {cmd}, now at {pos} of {n}");
+        }
+        tx.rollback().unwrap();
+        self.cursor_walks += 1;
     }
 
     fn random_op(&mut self) {
@@ -573,6 +645,7 @@ fn run_type(ty_name: &str) {
         .unwrap();
     let mut total_ops = 0;
     let mut plan_checks = 0;
+    let mut cursor_walks = 0;
     for (k, dist) in DISTRIBUTIONS.iter().enumerate() {
         let seed = 0x5eed_0000 + k as u64 * 31 + ty_name.len() as u64;
         let mut run = Run {
@@ -585,6 +658,7 @@ fn run_type(ty_name: &str) {
             queries: 0,
             ops: 0,
             plan_checks: 0,
+            cursor_walks: 0,
         };
         let rows = [300, 3000, 12000][k % 3];
         run.setup(rows, k % 2 == 1);
@@ -598,6 +672,7 @@ fn run_type(ty_name: &str) {
         run.verify();
         total_ops += run.ops;
         plan_checks += run.plan_checks;
+        cursor_walks += run.cursor_walks;
         eprintln!(
             "{ty_name}/{dist}: {} ops, {} queries, learned_verify ok",
             run.ops, run.queries
@@ -605,6 +680,7 @@ fn run_type(ty_name: &str) {
     }
     assert!(total_ops >= DISTRIBUTIONS.len() * OPS_PER_RUN);
     assert!(plan_checks > 20, "too few plans checked: {plan_checks}");
+    assert!(cursor_walks > 20, "too few cursor walks: {cursor_walks}");
 }
 
 #[test]

@@ -116,3 +116,35 @@ FETCH RELATIVE -2 FROM d;
 FETCH FORWARD 3 FROM d;
 COMMIT;
 RESET enable_bitmapscan;
+
+-- an index-only cursor keeps pins between fetches; they are released however
+-- its transaction ends (no buffer leak warnings, no errors on release)
+SET enable_bitmapscan = off;
+BEGIN;
+DECLARE e CURSOR FOR SELECT k FROM q WHERE k BETWEEN 0 AND 60;
+FETCH 2 FROM e;
+SAVEPOINT s;
+FETCH 2 FROM e;
+SELECT 1 / 0;
+ROLLBACK TO s;
+FETCH 2 FROM e;
+ROLLBACK;
+BEGIN;
+DECLARE e CURSOR FOR SELECT k FROM q WHERE k BETWEEN 0 AND 60;
+FETCH 2 FROM e;
+SAVEPOINT s;
+FETCH 2 FROM e;
+RELEASE s;
+SELECT 1 / 0;
+ROLLBACK;
+BEGIN;
+DECLARE e CURSOR WITH HOLD FOR SELECT k FROM q WHERE k BETWEEN 0 AND 60;
+FETCH 2 FROM e;
+COMMIT;
+FETCH 2 FROM e;
+CLOSE e;
+BEGIN;
+DECLARE e CURSOR FOR SELECT k FROM q WHERE k BETWEEN 0 AND 60;
+FETCH 2 FROM e;
+COMMIT;
+RESET enable_bitmapscan;

@@ -24,10 +24,10 @@
 use super::datum::{datum, index_kind};
 use super::scankey::{self, Plan};
 use crate::key::KeyKind;
-use crate::storage::buffer::Strategy;
+use crate::storage::buffer::{HeldPin, Strategy};
 use crate::storage::delta::{self, DeltaEntry, DeltaPage, DirEntry};
 use crate::storage::run::{tid_to_ptr, RunPage, Section, Tid};
-use crate::storage::{model_pages, Buf, Meta};
+use crate::storage::{model_pages, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -48,8 +48,20 @@ enum Segment {
     Nulls(u32),
 }
 
-/// The batch the scan is on.
+/// The batch the scan is on: where it lies, its page's pin, and the position
+/// of the scan in it.
 struct Batch {
+    bounds: Bounds,
+    /// Index in `items` of the entry returned last; -1 or `items.len()` when
+    /// none of this batch has been returned yet.
+    cur: isize,
+    /// The batch's page, kept pinned when the scan must keep pins.
+    pin: Option<HeldPin>,
+}
+
+/// Where a batch lies in the scan's sequence.
+#[derive(Clone, Copy)]
+struct Bounds {
     segment: Segment,
     /// Run positions `[run_lo, run_hi)` of the interval covered.
     run_lo: u64,
@@ -60,11 +72,18 @@ struct Batch {
     /// Delta entries covered: `delta[d0..d1]`.
     d0: usize,
     d1: usize,
-    /// Index in `items` of the entry returned last; -1 or `items.len()` when
-    /// none of this batch has been returned yet.
-    cur: isize,
-    /// The batch's page, kept pinned when the scan must keep pins.
-    _pin: Option<Buf>,
+}
+
+impl Batch {
+    fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+
+    fn release(self) {
+        if let Some(p) = self.pin {
+            p.release();
+        }
+    }
 }
 
 struct ScanState {
@@ -80,7 +99,7 @@ struct ScanState {
     gathered: bool,
     delta: Vec<DeltaEntry>,
     delta_nulls: Vec<Tid>,
-    delta_pins: Vec<Buf>,
+    delta_pins: Vec<HeldPin>,
     batch: Option<Batch>,
     /// The entries of the current batch, ascending.
     items: Vec<(Option<u64>, Tid)>,
@@ -122,7 +141,8 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         itup: [0; 3],
     };
     // The state is dropped when the scan's memory context goes away, which
-    // also covers scans an error interrupts before amendscan.
+    // also covers scans an error interrupts before amendscan (their pins are
+    // the resource owner's to release, see `HeldPin`).
     let mut cxt = PgMemoryContexts::CurrentMemoryContext;
     (*scan).opaque = cxt.leak_and_drop_on_delete(Some(state)).cast();
     (*scan).xs_itupdesc = (*index).rd_att;
@@ -192,12 +212,21 @@ impl ScanState {
     /// Forgets the position and releases every pin: the next call starts over
     /// in its own direction, as btree does after a scan ran off either end.
     fn invalidate(&mut self) {
-        self.batch = None;
+        if let Some(b) = self.batch.take() {
+            b.release();
+        }
         self.items.clear();
         self.gathered = false;
         self.delta.clear();
         self.delta_nulls.clear();
-        self.delta_pins.clear();
+        self.delta_pins.drain(..).for_each(HeldPin::release);
+    }
+
+    /// Makes `b` the current batch, releasing the one before.
+    fn set_batch(&mut self, b: Batch) {
+        if let Some(old) = self.batch.replace(b) {
+            old.release();
+        }
     }
 
     /// Gathers the delta entries the plan can return, from the delta pages
@@ -225,7 +254,7 @@ impl ScanState {
                 }
             }
             if self.keep_pins && self.delta.len() + self.delta_nulls.len() > before {
-                self.delta_pins.push(page.into_pin());
+                self.delta_pins.push(page.into_pin().into_held());
             }
         }
         self.delta.sort_unstable_by_key(|e| (e.key, e.tid));
@@ -320,7 +349,7 @@ impl ScanState {
         let hi = self.plan.intervals[k].1;
         let (_, dhi) = self.delta_range(k);
         let run = Section::run(self.meta());
-        let mut b = Batch {
+        let mut b = Bounds {
             segment: Segment::Interval(k),
             run_lo: start,
             run_hi: start,
@@ -328,9 +357,8 @@ impl ScanState {
             run_end_bwd: end_bwd,
             d0,
             d1: dhi,
-            cur: -1,
-            _pin: None,
         };
+        let mut pin = None;
         self.run_items.clear();
         if start < run.entries {
             let page = self.page_at(rel, start, page);
@@ -355,9 +383,9 @@ impl ScanState {
                 // rest come after it.
                 b.d1 = d0 + self.delta[d0..dhi].partition_point(|e| e.key < last);
             }
-            b._pin = self.keep_pins.then(|| page.into_pin());
+            pin = self.keep_pins.then(|| page.into_pin().into_held());
         }
-        self.merge(b, true);
+        self.merge(b, pin, true);
     }
 
     /// Loads the batch of interval `k` that ends before run position `end`
@@ -375,7 +403,7 @@ impl ScanState {
         let lo = self.plan.intervals[k].0;
         let (dlo, _) = self.delta_range(k);
         let run = Section::run(self.meta());
-        let mut b = Batch {
+        let mut b = Bounds {
             segment: Segment::Interval(k),
             run_lo: end,
             run_hi: end,
@@ -383,9 +411,8 @@ impl ScanState {
             run_end_bwd: true,
             d0: dlo,
             d1,
-            cur: 0,
-            _pin: None,
         };
+        let mut pin = None;
         self.run_items.clear();
         if end > 0 {
             let page = self.page_at(rel, end - 1, page);
@@ -408,14 +435,14 @@ impl ScanState {
                 let first = page.key(s);
                 b.d0 = dlo + self.delta[dlo..d1].partition_point(|e| e.key < first);
             }
-            b._pin = self.keep_pins.then(|| page.into_pin());
+            pin = self.keep_pins.then(|| page.into_pin().into_held());
         }
-        self.merge(b, false);
+        self.merge(b, pin, false);
     }
 
     /// Makes `b` the current batch: its run slice (in `run_items`) merged
     /// with its delta entries.
-    fn merge(&mut self, mut b: Batch, forward: bool) {
+    fn merge(&mut self, b: Bounds, pin: Option<HeldPin>, forward: bool) {
         self.items.clear();
         let delta = &self.delta[b.d0..b.d1];
         let mut d = 0;
@@ -428,12 +455,16 @@ impl ScanState {
         }
         self.items
             .extend(delta[d..].iter().map(|e| (Some(e.key), e.tid)));
-        b.cur = if forward {
+        let cur = if forward {
             -1
         } else {
             self.items.len() as isize
         };
-        self.batch = Some(b);
+        self.set_batch(Batch {
+            bounds: b,
+            cur,
+            pin,
+        });
     }
 
     /// NULL page `i`, or the delta NULLs when `i` is the number of NULL pages.
@@ -444,31 +475,34 @@ impl ScanState {
         if i < nulls.pages {
             let page = nulls.read(rel, i);
             self.items.extend(page.live().map(|s| (None, page.tid(s))));
-            pin = self.keep_pins.then(|| page.into_pin());
+            pin = self.keep_pins.then(|| page.into_pin().into_held());
         } else {
             self.items
                 .extend(self.delta_nulls.iter().map(|&t| (None, t)));
         }
-        self.batch = Some(Batch {
-            segment: Segment::Nulls(i),
-            run_lo: 0,
-            run_hi: 0,
-            run_end_fwd: true,
-            run_end_bwd: true,
-            d0: 0,
-            d1: 0,
+        self.set_batch(Batch {
+            bounds: Bounds {
+                segment: Segment::Nulls(i),
+                run_lo: 0,
+                run_hi: 0,
+                run_end_fwd: true,
+                run_end_bwd: true,
+                d0: 0,
+                d1: 0,
+            },
             cur: if forward {
                 -1
             } else {
                 self.items.len() as isize
             },
-            _pin: pin,
+            pin,
         });
     }
 
     /// Moves to the batch after the current one; false at the end.
     fn next_batch(&mut self, rel: pg_sys::Relation) -> bool {
-        let b = self.batch.take().expect("positioned");
+        // The new batch replaces (and releases) the current one.
+        let b = self.batch.as_ref().expect("positioned").bounds();
         let n = self.plan.intervals.len();
         match b.segment {
             Segment::Interval(k) => {
@@ -498,7 +532,7 @@ impl ScanState {
 
     /// Moves to the batch before the current one; false at the start.
     fn prev_batch(&mut self, rel: pg_sys::Relation) -> bool {
-        let b = self.batch.take().expect("positioned");
+        let b = self.batch.as_ref().expect("positioned").bounds();
         let n = self.plan.intervals.len();
         match b.segment {
             Segment::Interval(k) => {
@@ -629,7 +663,11 @@ pub unsafe extern "C-unwind" fn amgetbitmap(
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
     let slot = (*scan).opaque as *mut Option<ScanState>;
-    drop((*slot).take());
+    if let Some(mut st) = (*slot).take() {
+        // Pins are released here, on the normal path only: after an abort the
+        // resource owner has released them and the state is just memory.
+        st.invalidate();
+    }
 }
 
 #[pg_guard]

@@ -180,6 +180,32 @@ impl Buf {
     }
 }
 
+impl Buf {
+    /// Keeps the pin beyond this callback (a scan's position): see [`HeldPin`].
+    pub fn into_held(mut self) -> HeldPin {
+        self.unlock();
+        let held = HeldPin(self.buf);
+        std::mem::forget(self);
+        held
+    }
+}
+
+/// A pin a scan keeps between calls. Unlike [`Buf`] it does nothing when
+/// dropped: the scan releases it with [`HeldPin::release`] when it moves on
+/// or ends, and when the transaction or portal aborts instead, the resource
+/// owner has already released it by the time the scan's memory goes away;
+/// releasing it again then would be an error.
+#[must_use = "release it, or let abort processing do so"]
+pub struct HeldPin(pg_sys::Buffer);
+
+impl HeldPin {
+    pub fn release(self) {
+        // SAFETY: the pin was taken by this backend in this scan and has not
+        // been released (a HeldPin is released at most once, by value).
+        unsafe { pg_sys::ReleaseBuffer(self.0) };
+    }
+}
+
 impl Drop for Buf {
     fn drop(&mut self) {
         if std::thread::panicking() {
