@@ -13,7 +13,7 @@ use super::handler::{PHASE_SCAN, PHASE_SORT, PHASE_WRITE};
 use super::sort::{maintenance_budget, try_grow, Sorted, Sorter};
 use crate::key::KeyKind;
 use crate::model::Trainer;
-use crate::storage::meta::{Meta, META_BLOCK};
+use crate::storage::meta::{Meta, FIRST_GENERATION, META_BLOCK};
 use crate::storage::page::{self, PageKind};
 use crate::storage::run::{tid_from_ptr, Section, SectionWriter, Tid};
 use crate::storage::{model_pages, Buf};
@@ -95,7 +95,7 @@ impl BuildState {
             pages: d.run.pages,
             entries: d.run.pages as u64 * crate::storage::run::capacity(4) as u64,
             width: 4,
-            generation: 1,
+            generation: FIRST_GENERATION,
         };
         for i in 0..written.pages {
             let page = written.read(self.index, i);
@@ -202,14 +202,14 @@ pub unsafe extern "C-unwind" fn ambuild(
     let target_window = super::options::target_window(index);
     // Block 0 first, so that the run starts at block 1.
     let meta_buf = Buf::extend(index, false);
-    page::init(meta_buf.page(), PageKind::Meta, 1, 0);
+    page::init(meta_buf.page(), PageKind::Meta, FIRST_GENERATION, 0);
     pg_sys::MarkBufferDirty(meta_buf.buffer());
     drop(meta_buf);
 
     let mut st = BuildState {
         index,
         direct: Some(Direct {
-            run: SectionWriter::new(index, META_BLOCK + 1, 4, 1),
+            run: SectionWriter::new(index, META_BLOCK + 1, 4, FIRST_GENERATION),
             trainer: Trainer::new(target_window),
             nulls: Vec::new(),
             last: None,

@@ -10,6 +10,8 @@ pub const META_BLOCK: pg_sys::BlockNumber = 0;
 const META_MAGIC: u32 = 0x4C52_4E44; // "LRND"
 /// 2: pages carry their generation; directory pages keep their link in their header.
 pub const FORMAT_VERSION: u32 = 2;
+/// The generation a build writes.
+pub const FIRST_GENERATION: u32 = 1;
 /// Delta pages that take inserts at once; more only open under contention.
 pub const MAX_OPEN: usize = 4;
 
@@ -71,7 +73,7 @@ impl Meta {
             key_width: 8,
             _pad: 0,
             target_window,
-            generation: 1,
+            generation: FIRST_GENERATION,
             _pad2: 0,
             run_start: 1,
             run_pages: 0,
