@@ -12,6 +12,7 @@ pub mod am;
 pub mod error;
 pub mod key;
 pub mod model;
+pub mod retrain;
 pub mod stats;
 pub mod storage;
 pub mod verify;

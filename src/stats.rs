@@ -14,12 +14,20 @@ use pgrx::PgRelation;
 pub struct Opened {
     pub heap: pg_sys::Relation,
     pub index: pg_sys::Relation,
+    heap_lock: i32,
+    index_lock: i32,
 }
 
 impl Opened {
     /// Locks table then index in AccessShareLock, as amcheck does, and checks
     /// that the relation is a learned index with storage.
     pub fn new(index: PgRelation) -> Opened {
+        let share = pg_sys::AccessShareLock as i32;
+        Opened::with_locks(index, share, share)
+    }
+
+    /// As `new`, with the given lock modes on the table and the index.
+    pub fn with_locks(index: PgRelation, heap_lock: i32, index_lock: i32) -> Opened {
         let oid = index.oid();
         drop(index);
         // SAFETY: plain catalog lookups and relation opens; errors are raised
@@ -59,9 +67,14 @@ impl Opened {
                 );
             }
             let heap_oid = pg_sys::IndexGetRelation(oid, false);
-            let heap = pg_sys::table_open(heap_oid, pg_sys::AccessShareLock as i32);
-            let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as i32);
-            Opened { heap, index }
+            let heap = pg_sys::table_open(heap_oid, heap_lock);
+            let index = pg_sys::index_open(oid, index_lock);
+            Opened {
+                heap,
+                index,
+                heap_lock,
+                index_lock,
+            }
         }
     }
 }
@@ -82,8 +95,8 @@ impl Drop for Opened {
         if !std::thread::panicking() {
             // SAFETY: opened with these lock modes in `new`.
             unsafe {
-                pg_sys::index_close(self.index, pg_sys::AccessShareLock as i32);
-                pg_sys::table_close(self.heap, pg_sys::AccessShareLock as i32);
+                pg_sys::index_close(self.index, self.index_lock);
+                pg_sys::table_close(self.heap, self.heap_lock);
             }
         }
     }

@@ -72,7 +72,7 @@ fn learned_verify(index: PgRelation, heapallindexed: default!(bool, true)) -> bo
         }
     };
     check_run(idx, &meta, &model, strategy, &mut put);
-    check_delta(idx, &dir, strategy, &mut put);
+    check_delta(idx, meta.generation, &dir, strategy, &mut put);
     if let (Some(index_side), Some(snapshot)) = (index_side, snapshot) {
         check_heap(&rel, kind, snapshot, index_side, budget);
         // SAFETY: registered above.
@@ -204,6 +204,7 @@ fn check_run(
 /// Hands every entry to `put`.
 fn check_delta(
     idx: pg_sys::Relation,
+    generation: u32,
     dir: &[DirEntry],
     strategy: Strategy,
     put: &mut impl FnMut(Tid, Option<u64>),
@@ -229,6 +230,8 @@ fn check_delta(
             );
         }
         let mut has_nulls = false;
+        // Pages of earlier generations are in the run already.
+        let current = entry.generation >= generation;
         for e in page.entries() {
             has_nulls |= e.null;
             if !e.null && (e.key < h.min || e.key > h.max) {
@@ -237,7 +240,9 @@ fn check_delta(
                     &format!("delta page {} holds a key outside its own range", d.blk),
                 );
             }
-            put(e.tid, (!e.null).then_some(e.key));
+            if current {
+                put(e.tid, (!e.null).then_some(e.key));
+            }
         }
         match h.state {
             CLOSED

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_verified, Cluster, Rng};
+use common::{assert_verified, db_message, Cluster, Rng};
 use postgres::Client;
 
 /// Operations per (type, distribution) run: 8 types x 11 distributions x 120
@@ -187,6 +187,7 @@ struct Run<'a> {
     ops: usize,
     plan_checks: usize,
     cursor_walks: usize,
+    retrains: usize,
 }
 
 /// How a query is answered.
@@ -561,6 +562,17 @@ impl<'a> Run<'a> {
                     .unwrap();
                 self.c.batch_execute(&format!("VACUUM {t}")).unwrap();
             }
+            96..=97 => {
+                // A retrain can be refused while an older snapshot may still
+                // read the generation before the current one (autovacuum's).
+                if let Err(e) = self
+                    .c
+                    .batch_execute(&format!("SELECT learned_retrain('{}')", self.ln()))
+                {
+                    assert_eq!(db_message(&e).get(..5), Some("55006"), "{e}");
+                }
+                self.retrains += 1;
+            }
             _ => self
                 .c
                 .batch_execute(&format!("REINDEX INDEX {}", self.ln()))
@@ -646,6 +658,7 @@ fn run_type(ty_name: &str) {
     let mut total_ops = 0;
     let mut plan_checks = 0;
     let mut cursor_walks = 0;
+    let mut retrains = 0;
     for (k, dist) in DISTRIBUTIONS.iter().enumerate() {
         let seed = 0x5eed_0000 + k as u64 * 31 + ty_name.len() as u64;
         let mut run = Run {
@@ -659,6 +672,7 @@ fn run_type(ty_name: &str) {
             ops: 0,
             plan_checks: 0,
             cursor_walks: 0,
+            retrains: 0,
         };
         let rows = [300, 3000, 12000][k % 3];
         run.setup(rows, k % 2 == 1);
@@ -673,6 +687,7 @@ fn run_type(ty_name: &str) {
         total_ops += run.ops;
         plan_checks += run.plan_checks;
         cursor_walks += run.cursor_walks;
+        retrains += run.retrains;
         eprintln!(
             "{ty_name}/{dist}: {} ops, {} queries, learned_verify ok",
             run.ops, run.queries
@@ -681,6 +696,7 @@ fn run_type(ty_name: &str) {
     assert!(total_ops >= DISTRIBUTIONS.len() * OPS_PER_RUN);
     assert!(plan_checks > 20, "too few plans checked: {plan_checks}");
     assert!(cursor_walks > 20, "too few cursor walks: {cursor_walks}");
+    assert!(retrains > 10, "too few retrains: {retrains}");
 }
 
 #[test]

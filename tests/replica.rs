@@ -1,5 +1,5 @@
 //! Physical replication: a hot standby replays the Generic WAL of a build,
-//! inserts, VACUUM and a REINDEX, and its copy of the index passes
+//! inserts, VACUUM, a retrain and a REINDEX, and its copy of the index passes
 //! `learned_verify` and answers like the primary.
 
 mod common;
@@ -180,8 +180,23 @@ fn standby_replays_the_index() {
     assert_eq!(on_primary, on_standby);
     assert!(on_primary.0 > 10_000, "{on_primary:?}");
 
+    // A retrain (a new generation and the switch to it) is replayed, and so
+    // is VACUUM of both generations afterwards.
+    p.batch_execute("SELECT learned_retrain('t_v')").unwrap();
+    p.batch_execute("DELETE FROM t WHERE id % 7 = 0").unwrap();
+    p.batch_execute("VACUUM t").unwrap();
+    wait_for_replay(&mut p, &mut s);
+    let retrained = check(&mut p);
+    assert_eq!(check(&mut s), retrained);
+    let generation = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT generation FROM learned_index_stats('t_v')", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(generation(&mut s), 2);
+
     // A REINDEX is replayed too.
     p.batch_execute("REINDEX INDEX t_v").unwrap();
     wait_for_replay(&mut p, &mut s);
-    assert_eq!(check(&mut s), on_primary);
+    assert_eq!(check(&mut s), retrained);
 }

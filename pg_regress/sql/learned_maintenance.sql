@@ -29,6 +29,39 @@ SELECT count(*) FROM m WHERE k > 10000;
 SELECT learned_verify('m_k');
 RESET enable_seqscan;
 
+-- learned_retrain folds the delta into a new generation of the run, without
+-- blocking readers or writers; dead entries are dropped, NULLs kept
+CREATE TABLE rt (id int, k int4);
+INSERT INTO rt SELECT g, g FROM generate_series(1, 5000) g;
+CREATE INDEX rt_k ON rt USING learned (k);
+CREATE INDEX rt_id ON rt (id);
+INSERT INTO rt SELECT g, 100000 + g FROM generate_series(1, 3000) g;
+INSERT INTO rt VALUES (0, NULL), (0, NULL), (0, -5);
+DELETE FROM rt WHERE k BETWEEN 200 AND 400;
+SELECT generation, retrain_count, last_retrain IS NULL AS never, delta_entries > 0 AS has_delta
+FROM learned_index_stats('rt_k');
+SELECT generation, entries, delta_merged, dead_dropped, pages_written > 0 AS wrote, path
+FROM learned_retrain('rt_k');
+SELECT generation, retrain_count, last_retrain IS NOT NULL AS retrained, entries, delta_entries,
+       delta_pages, null_entries
+FROM learned_index_stats('rt_k');
+SELECT learned_verify('rt_k');
+SET enable_seqscan = off;
+SELECT count(*), min(k), max(k) FROM rt WHERE k >= 100000;
+SELECT count(*) FROM rt WHERE k BETWEEN 150 AND 450;
+SELECT count(*) FROM rt WHERE k IS NULL;
+SELECT k FROM rt WHERE k < 3 ORDER BY k;
+RESET enable_seqscan;
+-- VACUUM after a retrain cleans the new generation and the one before
+DELETE FROM rt WHERE k BETWEEN 100001 AND 100010;
+VACUUM rt;
+SELECT learned_verify('rt_k');
+INSERT INTO rt SELECT g, 200000 + g FROM generate_series(1, 100) g;
+SELECT generation, delta_merged FROM learned_retrain('rt_k');
+SELECT learned_verify('rt_k');
+SELECT learned_retrain('rt_id');
+DROP TABLE rt;
+
 -- REINDEX folds the delta into the run
 REINDEX INDEX m_k;
 SELECT entries, delta_entries, delta_pages FROM learned_index_stats('m_k');

@@ -351,7 +351,10 @@ fn write_meta(index: pg_sys::Relation, meta: &Meta) {
 }
 
 /// PostgreSQL's `RelationNeedsWAL`.
-unsafe fn relation_needs_wal(rel: pg_sys::Relation) -> bool {
+///
+/// # Safety
+/// `rel` must be an open relation.
+pub unsafe fn relation_needs_wal(rel: pg_sys::Relation) -> bool {
     if (*(*rel).rd_rel).relpersistence != pg_sys::RELPERSISTENCE_PERMANENT as std::ffi::c_char {
         return false;
     }

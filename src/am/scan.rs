@@ -236,7 +236,12 @@ impl ScanState {
         let hints = self.hints.as_ref().unwrap();
         let hull = self.plan.hull();
         let plan = &self.plan;
-        for d in &hints.dir {
+        // Delta pages of earlier generations are merged into this one's run.
+        let current = hints
+            .dir
+            .iter()
+            .filter(|d| d.generation >= hints.meta.generation);
+        for d in current {
             let keys = hull.is_some_and(|(lo, hi)| d.may_hold(lo, hi));
             let nulls = plan.nulls && d.may_hold_nulls();
             if !(keys || nulls) {

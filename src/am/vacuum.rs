@@ -41,18 +41,28 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     };
     let meta = Meta::read(rel);
     let (mut removed, mut live) = (0u64, 0u64);
-    for section in [Section::run(&meta), Section::nulls(&meta)] {
+    // The previous generation too, while scans that began before the switch
+    // may read it: they must not find entries of rows VACUUM removes.
+    let previous = Section::previous(&meta).into_iter().flatten();
+    for section in [Section::run(&meta), Section::nulls(&meta)]
+        .into_iter()
+        .chain(previous)
+    {
         for i in 0..section.pages {
             pg_sys::vacuum_delay_point();
             let page = section.read_with(rel, i, strategy);
             // Run pages change only here (VACUUMs exclude each other), so the
             // slots found under the share lock are the slots to mark.
             let slots: Vec<usize> = page.live().filter(|&s| dead(page.tid(s))).collect();
-            live += (page.live().count() - slots.len()) as u64;
+            // Count the current generation's entries only: the previous
+            // generation holds the same rows.
+            if section.generation == meta.generation {
+                live += (page.live().count() - slots.len()) as u64;
+                removed += slots.len() as u64;
+            }
             if slots.is_empty() {
                 continue;
             }
-            removed += slots.len() as u64;
             let mut buf = page.into_pin();
             buf.lock_for_cleanup();
             let page = section.open(rel, buf, i);

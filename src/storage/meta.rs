@@ -25,9 +25,12 @@ pub struct Meta {
     pub key_width: u8,
     pub _pad: u16,
     pub target_window: u32,
-    /// The current generation: its run, NULL and model pages carry this number.
+    /// The current generation: its run, NULL and model pages carry this number,
+    /// and it includes every delta page whose generation is smaller.
     pub generation: u32,
-    pub _pad2: u32,
+    /// The generation new delta pages are tagged with: the current one, or
+    /// the next while a retrain has frozen the delta (`src/retrain.rs`).
+    pub insert_generation: u32,
     /// The sorted run: entries with a key.
     pub run_start: u32,
     pub run_pages: u32,
@@ -62,6 +65,22 @@ pub struct Meta {
     pub built_at: i64,
     pub retrained_at: i64,
     pub retrain_count: u64,
+    /// Microseconds the last retrain took.
+    pub retrain_us: u64,
+    /// The generation before the current one, 0 if none: scans that began
+    /// before the switch may still read its run and NULL pages, so VACUUM
+    /// keeps them free of dead entries until no snapshot is that old.
+    pub prev_generation: u32,
+    pub prev_key_width: u8,
+    pub _pad3: [u8; 3],
+    pub prev_run_start: u32,
+    pub prev_run_pages: u32,
+    pub prev_run_entries: u64,
+    pub prev_null_start: u32,
+    pub prev_null_pages: u32,
+    pub prev_null_entries: u64,
+    /// The full transaction id current at the switch away from it.
+    pub prev_retired: u64,
 }
 
 impl Meta {
@@ -74,7 +93,7 @@ impl Meta {
             _pad: 0,
             target_window,
             generation: FIRST_GENERATION,
-            _pad2: 0,
+            insert_generation: FIRST_GENERATION,
             run_start: 1,
             run_pages: 0,
             run_entries: 0,
@@ -102,6 +121,17 @@ impl Meta {
             built_at: unsafe { pg_sys::GetCurrentTimestamp() },
             retrained_at: 0,
             retrain_count: 0,
+            retrain_us: 0,
+            prev_generation: 0,
+            prev_key_width: 0,
+            _pad3: [0; 3],
+            prev_run_start: 0,
+            prev_run_pages: 0,
+            prev_run_entries: 0,
+            prev_null_start: 0,
+            prev_null_pages: 0,
+            prev_null_entries: 0,
+            prev_retired: 0,
         }
     }
 
@@ -202,6 +232,11 @@ impl Meta {
         if self.n_open as usize > MAX_OPEN {
             bad("too many open delta pages");
         }
+        if self.insert_generation < self.generation
+            || (self.prev_generation != 0 && self.prev_generation >= self.generation)
+        {
+            bad("generation numbers are out of order");
+        }
     }
 
     /// Expected number of closed delta pages a scan must read when it
@@ -229,7 +264,10 @@ impl Meta {
     pub fn write(&self, wal: &mut Wal, buf: &Buf) {
         let page = wal.page(buf, false);
         // SAFETY: `page` is the WAL image of the locked metapage.
-        unsafe { self.to_page(page) };
+        unsafe {
+            self.to_page(page);
+            page::set_generation(page, self.generation);
+        }
     }
 }
 

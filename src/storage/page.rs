@@ -102,6 +102,16 @@ pub unsafe fn opaque(page: pg_sys::Page) -> Opaque {
     opaque_ptr(page).read_unaligned()
 }
 
+/// Sets the generation in the special space of a writable page image.
+///
+/// # Safety
+/// `page` must be a writable page image this module initialized.
+pub unsafe fn set_generation(page: pg_sys::Page, generation: u32) {
+    let mut o = opaque(page);
+    o.generation = generation;
+    opaque_ptr(page).write_unaligned(o);
+}
+
 /// Marks how much of the content area is in use. Generic WAL and full-page
 /// images skip the hole after it, so everything meaningful must lie before it.
 ///

@@ -90,6 +90,26 @@ impl Section {
         }
     }
 
+    /// The previous generation's run and NULL sections, while scans may read them.
+    pub fn previous(m: &super::Meta) -> Option<[Section; 2]> {
+        (m.prev_generation != 0).then_some([
+            Section {
+                start: m.prev_run_start,
+                pages: m.prev_run_pages,
+                entries: m.prev_run_entries,
+                width: m.prev_key_width,
+                generation: m.prev_generation,
+            },
+            Section {
+                start: m.prev_null_start,
+                pages: m.prev_null_pages,
+                entries: m.prev_null_entries,
+                width: 0,
+                generation: m.prev_generation,
+            },
+        ])
+    }
+
     pub fn nulls(m: &super::Meta) -> Section {
         Section {
             start: m.null_start,

@@ -22,9 +22,11 @@ struct DirHeader {
 #[repr(C)]
 struct RawDirEntry {
     blk: u32,
+    /// The delta page's generation: the index generation it was opened for.
+    generation: u32,
     state: u8,
     has_nulls: u8,
-    _pad: u16,
+    _pad: [u8; 6],
     min: u64,
     max: u64,
 }
@@ -32,12 +34,15 @@ struct RawDirEntry {
 const HEADER: usize = std::mem::size_of::<DirHeader>();
 const ENTRY: usize = std::mem::size_of::<RawDirEntry>();
 pub const DIR_CAPACITY: usize = (CONTENT - HEADER) / ENTRY;
-const _: () = assert!(HEADER == 8 && ENTRY == 24);
+const _: () = assert!(HEADER == 8 && ENTRY == 32);
 
 /// A directory entry, with where it is stored.
 #[derive(Clone, Copy, Debug)]
 pub struct DirEntry {
     pub blk: pg_sys::BlockNumber,
+    /// Generations from this one on read the page; earlier ones merged it
+    /// into their run.
+    pub generation: u32,
     pub state: u8,
     pub has_nulls: bool,
     pub min: u64,
@@ -123,6 +128,7 @@ impl DirPage {
         }
         DirEntry {
             blk: raw.blk,
+            generation: raw.generation,
             state: raw.state,
             has_nulls: raw.has_nulls != 0,
             min: raw.min,
@@ -141,7 +147,7 @@ impl DirPage {
 pub(super) unsafe fn set_entry(
     image: pg_sys::Page,
     slot: usize,
-    blk: pg_sys::BlockNumber,
+    (blk, generation): (pg_sys::BlockNumber, u32),
     state: u8,
     has_nulls: bool,
     (min, max): (u64, u64),
@@ -152,9 +158,10 @@ pub(super) unsafe fn set_entry(
         .cast::<RawDirEntry>()
         .write_unaligned(RawDirEntry {
             blk,
+            generation,
             state,
             has_nulls: has_nulls as u8,
-            _pad: 0,
+            _pad: [0; 6],
             min,
             max,
         });
@@ -164,8 +171,13 @@ pub(super) unsafe fn set_entry(
 ///
 /// # Safety
 /// `image` must be a writable directory page image with `count < DIR_CAPACITY`.
-pub(super) unsafe fn append(image: pg_sys::Page, count: usize, blk: pg_sys::BlockNumber) {
-    set_entry(image, count, blk, OPEN, false, (0, 0));
+pub(super) unsafe fn append(
+    image: pg_sys::Page,
+    count: usize,
+    blk: pg_sys::BlockNumber,
+    generation: u32,
+) {
+    set_entry(image, count, (blk, generation), OPEN, false, (0, 0));
     let mut h: DirHeader = page::read_header(image);
     h.count = count as u32 + 1;
     page::write_header(image, &h);

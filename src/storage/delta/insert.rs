@@ -129,7 +129,8 @@ fn close(
     meta.remove_open(blk);
     let dir = (h.state == OPEN).then(|| DirPage::read_exclusive(rel, dir_blk));
     if let Some(dir) = &dir {
-        if dir.entry(rel, slot).blk != blk {
+        let entry = dir.entry(rel, slot);
+        if entry.blk != blk {
             crate::storage::page::corrupt(
                 rel,
                 dir_blk,
@@ -148,7 +149,14 @@ fn close(
         // SAFETY: WAL images of pages locked here; the slot was checked above.
         unsafe {
             set_header(image, &h);
-            directory::set_entry(dimage, slot, blk, CLOSED, h.has_nulls != 0, (h.min, h.max));
+            directory::set_entry(
+                dimage,
+                slot,
+                (blk, entry.generation),
+                CLOSED,
+                h.has_nulls != 0,
+                (h.min, h.max),
+            );
         }
     }
     meta.write(&mut wal, meta_buf);
@@ -187,8 +195,15 @@ fn reuse_free_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) -> bo
     let dimage = wal.page(dir.buf(), false);
     // SAFETY: WAL images of pages locked above; the slot came from the directory.
     unsafe {
-        init_page(image, meta.generation);
-        directory::set_entry(dimage, free.slot, free.blk, OPEN, false, (0, 0));
+        init_page(image, meta.insert_generation);
+        directory::set_entry(
+            dimage,
+            free.slot,
+            (free.blk, meta.insert_generation),
+            OPEN,
+            false,
+            (0, 0),
+        );
     }
     wal.finish();
     true
@@ -208,7 +223,7 @@ fn new_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
     // SAFETY: every page written below is a WAL image of a buffer locked here,
     // and the directory slot is below DIR_CAPACITY.
     unsafe {
-        init_page(wal.page(&delta, true), meta.generation);
+        init_page(wal.page(&delta, true), meta.insert_generation);
         let (dir_blk, dir_slot, image) = match (&new_dir, &tail) {
             (None, Some(t)) => (t.buf().blkno(), t.len(), wal.page(t.buf(), false)),
             (Some(d), _) => {
@@ -223,10 +238,33 @@ fn new_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
             }
             (None, None) => unreachable!("no tail directory page means a new one"),
         };
-        directory::append(image, dir_slot, delta.blkno());
+        directory::append(image, dir_slot, delta.blkno(), meta.insert_generation);
         install(meta, delta.blkno(), dir_blk, dir_slot);
         meta.delta_pages += 1;
         meta.write(&mut wal, meta_buf);
     }
     wal.finish();
+}
+
+/// Freezes the delta for a retrain (DESIGN.md section 3b): from now on new
+/// delta pages carry generation `next`, and every open page, all carrying an
+/// earlier one, is closed, so the pages the retrain merges take no more
+/// entries. Each step is a WAL record that leaves the index consistent: a
+/// crash in between leaves closed pages, which the next retrain merges.
+/// Returns the metapage as it is afterwards.
+pub fn freeze(rel: pg_sys::Relation, next: u32) -> Meta {
+    let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
+    meta.insert_generation = next;
+    let mut wal = Wal::start(rel);
+    meta.write(&mut wal, &meta_buf);
+    wal.finish();
+    // The metapage stays locked: no page is opened with the old tag meanwhile.
+    while meta.n_open > 0 {
+        let (blk, dir_blk, slot) = (meta.open[0], meta.open_dir[0], meta.open_slot[0]);
+        let page = DeltaPage::open(rel, Buf::read_exclusive(rel, blk));
+        close(rel, &mut meta, &meta_buf, page, dir_blk, slot as usize);
+    }
+    meta
 }

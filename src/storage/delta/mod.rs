@@ -14,7 +14,7 @@ mod insert;
 mod vacuum;
 
 pub use directory::{directory, DirEntry, DirPage};
-pub use insert::insert;
+pub use insert::{freeze, insert};
 pub use vacuum::bulk_delete;
 
 use super::buffer::Strategy;
@@ -186,13 +186,14 @@ unsafe fn init_page(image: pg_sys::Page, generation: u32) {
     set_header(image, &DeltaHeader::empty());
 }
 
-/// Delta entries and pages in use, for statistics.
+/// Delta entries and pages in use by the current generation, for statistics.
 pub fn count(rel: pg_sys::Relation, meta: &Meta, strategy: Strategy) -> (u64, u32) {
     let mut entries = 0;
     let mut pages = 0;
-    for d in directory(rel, meta, strategy)
+    let dir = directory(rel, meta, strategy);
+    for d in dir
         .iter()
-        .filter(|d| d.state != FREE)
+        .filter(|d| d.state != FREE && d.generation >= meta.generation)
     {
         entries += DeltaPage::read(rel, d.blk, strategy).len() as u64;
         pages += 1;

@@ -26,9 +26,13 @@ pub fn bulk_delete(
         }
         // SAFETY: called between pages, as VACUUM's own access methods do.
         unsafe { pg_sys::vacuum_delay_point() };
+        // Pages an earlier generation merged into the run are still read by
+        // scans that began before the switch, so they are vacuumed too, but
+        // their rows are counted in the run.
+        let counted = d.generation >= meta.generation;
         let page = DeltaPage::read(rel, d.blk, strategy);
         if !page.entries().any(|e| dead(e.tid)) {
-            remaining += page.len() as u64;
+            remaining += counted as u64 * page.len() as u64;
             continue;
         }
         let mut buf = page.into_pin();
@@ -37,8 +41,10 @@ pub fn bulk_delete(
         let page = DeltaPage::open(rel, buf);
         let h = page.header();
         let keep: Vec<DeltaEntry> = page.entries().filter(|e| !dead(e.tid)).collect();
-        remaining += keep.len() as u64;
-        removed += (page.len() - keep.len()) as u64;
+        if counted {
+            remaining += keep.len() as u64;
+            removed += (page.len() - keep.len()) as u64;
+        }
         let free = keep.is_empty() && h.state == CLOSED;
         let dir = free.then(|| DirPage::read_exclusive(rel, d.dir_blk));
         if let Some(dir) = &dir {
@@ -55,7 +61,7 @@ pub fn bulk_delete(
             }
             let nh = if free {
                 let dimage = wal.page(dir.as_ref().unwrap().buf(), false);
-                directory::set_entry(dimage, d.slot, d.blk, FREE, false, (0, 0));
+                directory::set_entry(dimage, d.slot, (d.blk, d.generation), FREE, false, (0, 0));
                 DeltaHeader {
                     state: FREE,
                     ..DeltaHeader::empty()
