@@ -1,6 +1,10 @@
 //! `learned_retrain(index)`: merge the delta into a new generation of the
 //! run, train its model, and switch to it (DESIGN.md section 3b).
 //!
+//! 0. **Retire** the generation before the current one, once no snapshot can
+//!    read it: its blocks join the free list, and the delta pages merged into
+//!    the current run become free delta pages. Until then a retrain is
+//!    refused.
 //! 1. **Freeze** ([`delta::freeze`]): new delta pages carry the next
 //!    generation number; the open ones are closed. The pages tagged earlier
 //!    (and not merged by an earlier generation) are the frozen delta.
@@ -8,16 +12,16 @@
 //!    entries go through the external sort; a first pass trains the model and
 //!    chooses the key width, so the page count is known before anything is
 //!    written.
-//! 3. **Write** the new run, NULL and model pages into blocks reserved at the
-//!    end of the index in one go (so the run is contiguous), then WAL-log them
-//!    whole (`log_newpage_range`). Nothing points at them yet.
+//! 3. **Write** the new run, NULL and model pages into free blocks and blocks
+//!    added at the end of the index ([`Extents`]), then WAL-log them whole
+//!    (`log_newpage_range`). Nothing points at them yet.
 //! 4. **Switch**: one WAL record, the metapage, makes them current. Scans that
 //!    began before read the previous generation and the frozen delta, which
-//!    stay as they were; VACUUM keeps both free of dead entries until no
-//!    snapshot is older than the switch.
+//!    stay as they were; VACUUM keeps both free of dead entries until they are
+//!    retired.
 //!
-//! Readers and writers wait only for the metapage lock of the freeze and the
-//! switch. A retrain excludes VACUUM and other retrains of the table by taking
+//! Readers and writers wait only for the metapage lock of each step. A
+//! retrain excludes VACUUM and other retrains of the table by taking
 //! `ShareUpdateExclusiveLock`, as VACUUM does.
 
 use crate::am::build::relation_needs_wal;
@@ -26,6 +30,7 @@ use crate::model::{ModelView, Trainer};
 use crate::stats::Opened;
 use crate::storage::buffer::{nblocks, BulkRead};
 use crate::storage::delta::{self, DeltaPage, CLOSED, FREE};
+use crate::storage::extents::{Extent, Extents, MAX_EXTENTS};
 use crate::storage::meta::META_BLOCK;
 use crate::storage::run::{capacity, Section, SectionWriter, NULL_CAPACITY};
 use crate::storage::wal::Wal;
@@ -85,6 +90,7 @@ pub fn retrain(rel: &Opened) -> Report {
     let idx = rel.index;
     // SAFETY: reads the clock.
     let started = unsafe { pg_sys::GetCurrentTimestamp() };
+    let ring = BulkRead::new();
     let before = Meta::read(idx);
     if before.prev_generation != 0 && !retired(rel, &before) {
         ereport!(
@@ -98,11 +104,13 @@ pub fn retrain(rel: &Opened) -> Report {
             "Its previous generation must stay readable until they end; retrain again later."
         );
     }
+    if before.prev_generation != 0 {
+        retire(idx, ring.get());
+    }
     let next = before.insert_generation.max(before.generation) + 1;
     let meta = delta::freeze(idx, next);
 
     // Merge: the run's live entries, its NULLs, and the frozen delta.
-    let ring = BulkRead::new();
     let mut sorter = Sorter::new(maintenance_budget());
     let (mut dropped, mut merged) = (0u64, 0u64);
     for section in [Section::run(&meta), Section::nulls(&meta)] {
@@ -134,11 +142,11 @@ pub fn retrain(rel: &Opened) -> Report {
     let mut sorted = sorter.finish();
     let shape = plan(&mut sorted, meta.target_window);
 
-    // Reserve the blocks, then write them.
+    // Place the pages, then write them.
     let total = shape.run_pages + shape.null_pages + shape.model_pages;
-    let start = reserve(idx, total);
+    let place = allocate(idx, total);
     sorted.rewind();
-    let mut run = SectionWriter::new(idx, start, shape.width, next);
+    let mut run = SectionWriter::new(idx, (place, 0), shape.width, next);
     while let Some((key, tid)) = sorted.peek().filter(|&(_, t)| t & NULL_MARK == 0) {
         sorted.next();
         run.push(key, tid)
@@ -146,8 +154,7 @@ pub fn retrain(rel: &Opened) -> Report {
     }
     let key_range = run.key_range;
     let (run_pages, run_entries) = run.finish();
-    let null_start = start + run_pages;
-    let mut nulls = SectionWriter::new(idx, null_start, 0, next);
+    let mut nulls = SectionWriter::new(idx, (place, run_pages), 0, next);
     while let Some((_, marked)) = sorted.next() {
         nulls
             .push(0, marked & !NULL_MARK)
@@ -155,23 +162,30 @@ pub fn retrain(rel: &Opened) -> Report {
     }
     let (null_pages, null_entries) = nulls.finish();
     sorted.end();
-    let model_start = null_start + null_pages;
-    let model_pages = model_pages::write(idx, model_start, next, &shape.model, true);
+    let model_pages = model_pages::write(
+        idx,
+        (place, run_pages + null_pages),
+        next,
+        &shape.model,
+        true,
+    );
     assert_eq!(
         (run_pages, null_pages, model_pages),
         (shape.run_pages, shape.null_pages, shape.model_pages),
         "the first pass counted the pages"
     );
-    // SAFETY: the index is open; the range was written above.
+    // SAFETY: the index is open; the extents were written above.
     unsafe {
         if relation_needs_wal(idx) {
-            pg_sys::log_newpage_range(
-                idx,
-                pg_sys::ForkNumber::MAIN_FORKNUM,
-                start,
-                start + total,
-                true,
-            );
+            for e in place.as_slice() {
+                pg_sys::log_newpage_range(
+                    idx,
+                    pg_sys::ForkNumber::MAIN_FORKNUM,
+                    e.start,
+                    e.start + e.len,
+                    true,
+                );
+            }
         }
     }
 
@@ -188,18 +202,19 @@ pub fn retrain(rel: &Opened) -> Report {
     let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
     m.prev_generation = m.generation;
     m.prev_key_width = m.key_width;
-    m.prev_run_start = m.run_start;
+    m.prev_place = m.place;
     m.prev_run_pages = m.run_pages;
     m.prev_run_entries = m.run_entries;
-    m.prev_null_start = m.null_start;
     m.prev_null_pages = m.null_pages;
     m.prev_null_entries = m.null_entries;
+    m.prev_model_pages = m.model_pages;
     m.prev_retired = retired_at.value;
     m.generation = next;
     m.key_width = shape.width;
-    (m.run_start, m.run_pages, m.run_entries) = (start, run_pages, run_entries);
-    (m.null_start, m.null_pages, m.null_entries) = (null_start, null_pages, null_entries);
-    (m.model_start, m.model_pages) = (model_start, model_pages);
+    m.place = place;
+    (m.run_pages, m.run_entries) = (run_pages, run_entries);
+    (m.null_pages, m.null_entries) = (null_pages, null_entries);
+    m.model_pages = model_pages;
     m.model_bytes = shape.model.len() as u64;
     m.model_leaves = view.nleaves() as u32;
     m.max_window = view.max_window();
@@ -290,18 +305,64 @@ fn plan(sorted: &mut Sorted, target_window: u32) -> Shape {
     }
 }
 
-/// Adds `n` blocks at the end of the index under one hold of the extension
-/// lock, so that they are contiguous; returns the first.
-fn reserve(idx: pg_sys::Relation, n: u32) -> pg_sys::BlockNumber {
-    // SAFETY: the index is open; the extension lock serializes this with
-    // inserters that add delta pages.
-    unsafe {
-        pg_sys::LockRelationForExtension(idx, pg_sys::ExclusiveLock as i32);
-        let start = nblocks(idx);
-        for _ in 0..n {
-            drop(Buf::extend(idx, false));
+/// Once no snapshot can read the previous generation: the delta pages merged
+/// into the current run become free delta pages, and the previous
+/// generation's blocks join the free list (one record, the metapage).
+fn retire(idx: pg_sys::Relation, strategy: crate::storage::buffer::Strategy) {
+    let meta = Meta::read(idx);
+    for d in delta::directory(idx, &meta, strategy) {
+        if d.state == CLOSED && d.generation < meta.generation {
+            delta::discard(idx, &d);
         }
-        pg_sys::UnlockRelationForExtension(idx, pg_sys::ExclusiveLock as i32);
-        start
     }
+    let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
+    for e in m.prev_place.as_slice().to_vec() {
+        m.free.free(e);
+    }
+    m.prev_generation = 0;
+    m.prev_key_width = 0;
+    m.prev_place = Extents::default();
+    (m.prev_run_pages, m.prev_run_entries) = (0, 0);
+    (m.prev_null_pages, m.prev_null_entries) = (0, 0);
+    m.prev_model_pages = 0;
+    let mut wal = Wal::start(idx);
+    m.write(&mut wal, &meta_buf);
+    wal.finish();
+}
+
+/// Places `n` pages: in blocks retired generations left free (a metapage
+/// record takes them off the free list), and for the rest in blocks added at
+/// the end of the index under one hold of the extension lock, so that they
+/// are contiguous. A crash before the switch leaves the blocks taken unused.
+fn allocate(idx: pg_sys::Relation, n: u32) -> Extents {
+    let mut place = Extents::default();
+    {
+        let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
+        // SAFETY: block 0, pinned and exclusive-locked.
+        let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
+        // Keep one extent for the blocks added at the end.
+        if m.free.take(n, &mut place, MAX_EXTENTS - 1) > 0 {
+            let mut wal = Wal::start(idx);
+            m.write(&mut wal, &meta_buf);
+            wal.finish();
+        }
+    }
+    let rest = n - place.blocks() as u32;
+    if rest > 0 {
+        // SAFETY: the index is open; the extension lock serializes this with
+        // inserters that add delta pages.
+        unsafe {
+            pg_sys::LockRelationForExtension(idx, pg_sys::ExclusiveLock as i32);
+            let start = nblocks(idx);
+            for _ in 0..rest {
+                drop(Buf::extend(idx, false));
+            }
+            pg_sys::UnlockRelationForExtension(idx, pg_sys::ExclusiveLock as i32);
+            let pushed = place.push(Extent { start, len: rest });
+            debug_assert!(pushed, "one extent was kept for the end");
+        }
+    }
+    place
 }

@@ -50,15 +50,30 @@ fn learned_verify(index: PgRelation, heapallindexed: default!(bool, true)) -> bo
         );
     }
     let size = nblocks(idx);
-    for (start, len) in meta.sections() {
-        if start as u64 + len as u64 > size as u64 {
-            fail(
-                idx,
-                &format!(
-                    "metapage places blocks {start}..{} past the end of the index ({size} blocks)",
-                    start as u64 + len as u64
-                ),
-            );
+    let lists = [
+        ("current generation", meta.place),
+        ("previous generation", meta.prev_place),
+        ("free list", meta.free),
+    ];
+    for (what, list) in lists {
+        for e in list.as_slice() {
+            if e.end() > size as u64 {
+                fail(
+                    idx,
+                    &format!(
+                        "the {what} places blocks {}..{} past the end of the index ({size} blocks)",
+                        e.start,
+                        e.end()
+                    ),
+                );
+            }
+        }
+    }
+    for (i, (a, x)) in lists.iter().enumerate() {
+        for (b, y) in &lists[i + 1..] {
+            if x.overlaps(y) {
+                fail(idx, &format!("the {a} and the {b} share blocks"));
+            }
         }
     }
     let model_bytes = model_pages::read(idx, &meta);

@@ -38,12 +38,13 @@ CREATE INDEX rt_id ON rt (id);
 INSERT INTO rt SELECT g, 100000 + g FROM generate_series(1, 3000) g;
 INSERT INTO rt VALUES (0, NULL), (0, NULL), (0, -5);
 DELETE FROM rt WHERE k BETWEEN 200 AND 400;
-SELECT generation, retrain_count, last_retrain IS NULL AS never, delta_entries > 0 AS has_delta
+SELECT generation, retrain_count, last_retrain IS NULL AS never, delta_entries > 0 AS has_delta,
+       last_retrain_seconds IS NULL AS no_duration, round(delta_fraction::numeric, 3) AS delta_fraction
 FROM learned_index_stats('rt_k');
 SELECT generation, entries, delta_merged, dead_dropped, pages_written > 0 AS wrote, path
 FROM learned_retrain('rt_k');
 SELECT generation, retrain_count, last_retrain IS NOT NULL AS retrained, entries, delta_entries,
-       delta_pages, null_entries
+       delta_pages, null_entries, last_retrain_seconds >= 0 AS timed, delta_fraction
 FROM learned_index_stats('rt_k');
 SELECT learned_verify('rt_k');
 SET enable_seqscan = off;

@@ -13,6 +13,7 @@ use super::handler::{PHASE_SCAN, PHASE_SORT, PHASE_WRITE};
 use super::sort::{maintenance_budget, try_grow, Sorted, Sorter};
 use crate::key::KeyKind;
 use crate::model::Trainer;
+use crate::storage::extents::Extents;
 use crate::storage::meta::{Meta, FIRST_GENERATION, META_BLOCK};
 use crate::storage::page::{self, PageKind};
 use crate::storage::run::{tid_from_ptr, Section, SectionWriter, Tid};
@@ -91,7 +92,8 @@ impl BuildState {
         let held = d.nulls.capacity() * std::mem::size_of::<Tid>();
         let mut sorter = Sorter::new(budget.saturating_sub(held));
         let written = Section {
-            start: META_BLOCK + 1,
+            place: after_metapage(),
+            first: 0,
             pages: d.run.pages,
             entries: d.run.pages as u64 * crate::storage::run::capacity(4) as u64,
             width: 4,
@@ -209,7 +211,7 @@ pub unsafe extern "C-unwind" fn ambuild(
     let mut st = BuildState {
         index,
         direct: Some(Direct {
-            run: SectionWriter::new(index, META_BLOCK + 1, 4, FIRST_GENERATION),
+            run: SectionWriter::new(index, (after_metapage(), 0), 4, FIRST_GENERATION),
             trainer: Trainer::new(target_window),
             nulls: Vec::new(),
             last: None,
@@ -234,9 +236,18 @@ pub unsafe extern "C-unwind" fn ambuild(
         Some(d) => write_direct(index, d, &mut meta),
         None => write_sorted(index, st.sorter.take().unwrap(), target_window, &mut meta),
     };
-    meta.model_start = meta.null_start + meta.null_pages;
     meta.model_bytes = model.len() as u64;
-    meta.model_pages = model_pages::write(index, meta.model_start, meta.generation, &model, false);
+    meta.model_pages = model_pages::write(
+        index,
+        (after_metapage(), meta.run_pages + meta.null_pages),
+        meta.generation,
+        &model,
+        false,
+    );
+    meta.place = Extents::single(
+        META_BLOCK + 1,
+        meta.run_pages + meta.null_pages + meta.model_pages,
+    );
     let view = crate::model::ModelView::open(&model).expect("freshly trained model");
     meta.model_leaves = view.nleaves() as u32;
     meta.max_window = view.max_window();
@@ -263,10 +274,9 @@ fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Vec<u8> 
     meta.key_width = 4;
     meta.run_pages = pages;
     meta.run_entries = entries;
-    meta.null_start = meta.run_start + pages;
     let mut nulls = d.nulls;
     nulls.sort_unstable();
-    let mut w = SectionWriter::new(index, meta.null_start, 0, meta.generation);
+    let mut w = SectionWriter::new(index, (after_metapage(), pages), 0, meta.generation);
     for t in nulls {
         w.push(0, t).expect("null pages have no keys");
     }
@@ -297,8 +307,12 @@ fn write_sorted(
             break;
         }
     }
-    meta.null_start = meta.run_start + meta.run_pages;
-    let mut w = SectionWriter::new(index, meta.null_start, 0, meta.generation);
+    let mut w = SectionWriter::new(
+        index,
+        (after_metapage(), meta.run_pages),
+        0,
+        meta.generation,
+    );
     while let Some((_, marked)) = sorted.next() {
         debug_assert!(marked & NULL_MARK != 0);
         w.push(0, marked & !NULL_MARK)
@@ -322,7 +336,7 @@ fn write_run(
     target_window: u32,
     meta: &mut Meta,
 ) -> Option<Vec<u8>> {
-    let mut run = SectionWriter::new(index, meta.run_start, width, meta.generation);
+    let mut run = SectionWriter::new(index, (after_metapage(), 0), width, meta.generation);
     let mut trainer = Trainer::new(target_window);
     while let Some((key, tid)) = sorted.peek().filter(|&(_, t)| t & NULL_MARK == 0) {
         sorted.next();
@@ -350,6 +364,11 @@ fn write_meta(index: pg_sys::Relation, meta: &Meta) {
     }
 }
 
+/// Every block after the metapage: where a build writes, in order.
+fn after_metapage() -> Extents {
+    Extents::single(META_BLOCK + 1, u32::MAX - META_BLOCK - 2)
+}
+
 /// PostgreSQL's `RelationNeedsWAL`.
 ///
 /// # Safety
@@ -375,6 +394,7 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let mut meta = Meta::new(kind, target_window);
     meta.model_bytes = model.len() as u64;
     meta.model_pages = 1;
+    meta.place = Extents::single(META_BLOCK + 1, 1);
     // The init fork is copied over the main fork at startup after a crash: it
     // must be a whole empty index, always WAL-logged.
     for blk in 0..2u32 {

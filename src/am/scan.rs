@@ -334,7 +334,7 @@ impl ScanState {
         let run = Section::run(self.meta());
         let i = run.page_of(pos);
         match page {
-            Some(p) if p.buf().blkno() == run.start + i => p,
+            Some(p) if p.buf().blkno() == run.block(rel, i) => p,
             _ => run.read(rel, i),
         }
     }

@@ -1,5 +1,6 @@
 //! Block 0: what the index is and where everything lives.
 
+use super::extents::{Extents, MAX_EXTENTS};
 use super::page::{self, corrupt, PageKind};
 use super::wal::Wal;
 use super::Buf;
@@ -31,15 +32,15 @@ pub struct Meta {
     /// The generation new delta pages are tagged with: the current one, or
     /// the next while a retrain has frozen the delta (`src/retrain.rs`).
     pub insert_generation: u32,
+    /// Where the current generation's pages are: its run pages, then its
+    /// NULL pages, then its model pages.
+    pub place: Extents,
     /// The sorted run: entries with a key.
-    pub run_start: u32,
     pub run_pages: u32,
     pub run_entries: u64,
-    /// TIDs of rows whose key is NULL, after the run.
-    pub null_start: u32,
+    /// TIDs of rows whose key is NULL.
     pub null_pages: u32,
     pub null_entries: u64,
-    pub model_start: u32,
     pub model_pages: u32,
     pub model_bytes: u64,
     pub model_leaves: u32,
@@ -73,14 +74,16 @@ pub struct Meta {
     pub prev_generation: u32,
     pub prev_key_width: u8,
     pub _pad3: [u8; 3],
-    pub prev_run_start: u32,
+    pub prev_place: Extents,
     pub prev_run_pages: u32,
     pub prev_run_entries: u64,
-    pub prev_null_start: u32,
     pub prev_null_pages: u32,
     pub prev_null_entries: u64,
-    /// The full transaction id current at the switch away from it.
+    pub prev_model_pages: u32,
+    /// The transaction that switched away from it.
     pub prev_retired: u64,
+    /// Blocks of retired generations, for the next ones.
+    pub free: Extents,
 }
 
 impl Meta {
@@ -94,13 +97,11 @@ impl Meta {
             target_window,
             generation: FIRST_GENERATION,
             insert_generation: FIRST_GENERATION,
-            run_start: 1,
+            place: Extents::default(),
             run_pages: 0,
             run_entries: 0,
-            null_start: 1,
             null_pages: 0,
             null_entries: 0,
-            model_start: 1,
             model_pages: 0,
             model_bytes: 0,
             model_leaves: 0,
@@ -125,13 +126,14 @@ impl Meta {
             prev_generation: 0,
             prev_key_width: 0,
             _pad3: [0; 3],
-            prev_run_start: 0,
+            prev_place: Extents::default(),
             prev_run_pages: 0,
             prev_run_entries: 0,
-            prev_null_start: 0,
             prev_null_pages: 0,
             prev_null_entries: 0,
+            prev_model_pages: 0,
             prev_retired: 0,
+            free: Extents::default(),
         }
     }
 
@@ -219,10 +221,19 @@ impl Meta {
         if self.null_pages as u64 != self.null_entries.div_ceil(super::run::NULL_CAPACITY as u64) {
             bad("null page count does not match its entry count");
         }
-        for (start, len) in self.sections() {
-            if start == META_BLOCK || start as u64 + len as u64 > u32::MAX as u64 {
-                bad("a section of the index has an impossible location");
+        for list in [&self.place, &self.prev_place, &self.free] {
+            if list.n as usize > MAX_EXTENTS
+                || list
+                    .as_slice()
+                    .iter()
+                    .any(|e| e.start == META_BLOCK || e.end() > u32::MAX as u64)
+            {
+                bad("an extent of the index has an impossible location");
             }
+        }
+        let pages = self.run_pages as u64 + self.null_pages as u64 + self.model_pages as u64;
+        if self.place.blocks() < pages {
+            bad("the current generation has more pages than its extents hold");
         }
         if self.model_pages == 0
             || self.model_bytes > self.model_pages as u64 * super::model_pages::PAYLOAD as u64
@@ -248,15 +259,9 @@ impl Meta {
         (self.closed_width / domain + selectivity * closed).min(closed)
     }
 
-    /// (first block, pages) of the run, the NULL section and the model. Reads
-    /// past the end of the relation fail in the buffer manager; only
-    /// `learned_verify` compares them with the relation size, off the lookup path.
-    pub fn sections(&self) -> [(u32, u32); 3] {
-        [
-            (self.run_start, self.run_pages),
-            (self.null_start, self.null_pages),
-            (self.model_start, self.model_pages),
-        ]
+    /// The block of model page `i`.
+    pub fn model_block(&self, i: u32) -> Option<pg_sys::BlockNumber> {
+        self.place.block(self.run_pages + self.null_pages + i)
     }
 
     /// Writes `self` to the metapage in one WAL record with whatever else `wal`

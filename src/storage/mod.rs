@@ -3,6 +3,7 @@
 
 pub mod buffer;
 pub mod delta;
+pub mod extents;
 pub mod meta;
 pub mod model_pages;
 pub mod page;

@@ -1,6 +1,8 @@
 //! The model's bytes, split over consecutive pages, and the per-backend cache of
 //! them in `rd_amcache`, keyed by the index generation.
 
+use super::extents::Extents;
+use super::meta::META_BLOCK;
 use super::page::{self, corrupt, PageKind, CONTENT};
 use super::{Buf, Meta};
 use crate::model::ModelView;
@@ -17,17 +19,20 @@ const HEADER: usize = std::mem::size_of::<ModelHeader>();
 const _: () = assert!(HEADER == 8);
 pub const PAYLOAD: usize = CONTENT - HEADER;
 
-/// Writes `bytes` into pages starting at block `start` during a build; returns
-/// the number of pages.
+/// Writes `bytes` into pages `first..` of `place` (a build or a retrain, before
+/// anything points at them); returns the number of pages.
 pub fn write(
     rel: pg_sys::Relation,
-    start: pg_sys::BlockNumber,
+    (place, first): (Extents, u32),
     generation: u32,
     bytes: &[u8],
     need_lock: bool,
 ) -> u32 {
-    let mut blk = start;
+    let mut pages = 0;
     for chunk in bytes.chunks(PAYLOAD) {
+        let blk = place
+            .block(first + pages)
+            .expect("the extents hold the model's pages");
         // SAFETY: the relation is open by the caller.
         let nblocks = unsafe {
             pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM)
@@ -37,15 +42,20 @@ pub fn write(
         } else {
             Buf::extend(rel, need_lock)
         };
+        assert_eq!(
+            buf.blkno(),
+            blk,
+            "extents past the end are written in order"
+        );
         // SAFETY: pinned and exclusive-locked; the chunk fits the payload area.
         unsafe {
             let page = buf.page();
             init_page(page, generation, chunk);
             pg_sys::MarkBufferDirty(buf.buffer());
         }
-        blk += 1;
+        pages += 1;
     }
-    blk - start
+    pages
 }
 
 /// Formats a model page holding `chunk`.
@@ -134,13 +144,15 @@ unsafe fn relfilenode(rel: pg_sys::Relation) -> u32 {
 pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(meta.model_bytes as usize);
     for i in 0..meta.model_pages {
-        let blk = meta.model_start + i;
+        let Some(blk) = meta.model_block(i) else {
+            corrupt(rel, META_BLOCK, "a model page lies beyond its extents");
+        };
         let buf = Buf::read_shared(rel, blk);
         // SAFETY: pinned and share-locked; the chunk length is checked against
         // the payload area before copying.
         unsafe {
             let page = buf.page();
-            page::check_in(rel, blk, page, PageKind::Model, meta.generation);
+            page::check_current(rel, blk, page, PageKind::Model, meta.generation);
             let base = page::content(page);
             let len = page::read_header::<ModelHeader>(page).len as usize;
             if len > PAYLOAD {
@@ -152,7 +164,7 @@ pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
     if bytes.len() as u64 != meta.model_bytes {
         corrupt(
             rel,
-            meta.model_start,
+            META_BLOCK,
             &format!(
                 "model is {} bytes, the metapage says {}",
                 bytes.len(),
@@ -165,14 +177,14 @@ pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
         Ok(v) if v.nkeys() == meta.run_entries => {}
         Ok(v) => corrupt(
             rel,
-            meta.model_start,
+            META_BLOCK,
             &format!(
                 "model covers {} keys, the run has {}",
                 v.nkeys(),
                 meta.run_entries
             ),
         ),
-        Err(e) => corrupt(rel, meta.model_start, &e.to_string()),
+        Err(e) => corrupt(rel, META_BLOCK, &e.to_string()),
     }
     bytes
 }

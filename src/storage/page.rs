@@ -185,6 +185,42 @@ pub unsafe fn check(
     o.generation
 }
 
+/// Checks that `page` is a page of `kind` and `generation`. A valid page of
+/// another kind or generation where a scan expected this one is not damage
+/// if the index has moved to a newer generation since the scan read the
+/// metapage: the blocks of a retired generation are reused, and only a query
+/// that outlived two retrains (on a hot standby, where the primary cannot see
+/// its snapshot) can meet them. Such a query gets a serialization failure to
+/// retry, as a recovery conflict would give it.
+///
+/// # Safety
+/// As for [`check`].
+pub unsafe fn check_current(
+    rel: pg_sys::Relation,
+    blk: pg_sys::BlockNumber,
+    page: pg_sys::Page,
+    kind: PageKind,
+    generation: u32,
+) {
+    let o = opaque(page);
+    if o.magic == PAGE_MAGIC && (o.kind != kind as u8 || o.generation != generation) {
+        let current = super::Meta::read(rel).generation;
+        if current != generation {
+            pgrx::pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                format!(
+                    "learned index \"{}\" was retrained twice while this query ran, and blocks it was reading were reused",
+                    relation_name(rel)
+                ),
+                "learneddb",
+            )
+            .set_hint("Run the query again.")
+            .report(PgLogLevel::ERROR);
+        }
+    }
+    check_in(rel, blk, page, kind, generation);
+}
+
 /// Checks the page as [`check`] does and that it belongs to `generation`.
 ///
 /// # Safety

@@ -7,7 +7,9 @@
 //! Null pages hold the TIDs of rows whose key is NULL, in the same format
 //! without keys.
 
-use super::buffer::Strategy;
+use super::buffer::{nblocks, Strategy};
+use super::extents::Extents;
+use super::meta::META_BLOCK;
 use super::page::{self, corrupt, PageKind, CONTENT};
 use super::search::{self, SortedPage};
 use super::Buf;
@@ -72,7 +74,9 @@ pub fn tid_to_ptr(t: Tid) -> pg_sys::ItemPointerData {
 /// or the NULL TIDs (`width` 0).
 #[derive(Clone, Copy, Debug)]
 pub struct Section {
-    pub start: pg_sys::BlockNumber,
+    /// The generation's extents, and where in them this section begins.
+    pub place: Extents,
+    pub first: u32,
     pub pages: u32,
     pub entries: u64,
     pub width: u8,
@@ -82,7 +86,8 @@ pub struct Section {
 impl Section {
     pub fn run(m: &super::Meta) -> Section {
         Section {
-            start: m.run_start,
+            place: m.place,
+            first: 0,
             pages: m.run_pages,
             entries: m.run_entries,
             width: m.key_width,
@@ -94,14 +99,16 @@ impl Section {
     pub fn previous(m: &super::Meta) -> Option<[Section; 2]> {
         (m.prev_generation != 0).then_some([
             Section {
-                start: m.prev_run_start,
+                place: m.prev_place,
+                first: 0,
                 pages: m.prev_run_pages,
                 entries: m.prev_run_entries,
                 width: m.prev_key_width,
                 generation: m.prev_generation,
             },
             Section {
-                start: m.prev_null_start,
+                place: m.prev_place,
+                first: m.prev_run_pages,
                 pages: m.prev_null_pages,
                 entries: m.prev_null_entries,
                 width: 0,
@@ -112,7 +119,8 @@ impl Section {
 
     pub fn nulls(m: &super::Meta) -> Section {
         Section {
-            start: m.null_start,
+            place: m.place,
+            first: m.run_pages,
             pages: m.null_pages,
             entries: m.null_entries,
             width: 0,
@@ -151,9 +159,16 @@ impl Section {
         self.read_with(rel, i, Strategy::DEFAULT)
     }
 
+    /// The block of page `i`.
+    pub fn block(&self, rel: pg_sys::Relation, i: u32) -> pg_sys::BlockNumber {
+        self.place
+            .block(self.first + i)
+            .unwrap_or_else(|| corrupt(rel, META_BLOCK, "a page lies beyond its extents"))
+    }
+
     /// As [`Section::read`], through a buffer access strategy.
     pub fn read_with(&self, rel: pg_sys::Relation, i: u32, strategy: Strategy) -> RunPage {
-        let mut buf = Buf::read_with(rel, self.start + i, strategy);
+        let mut buf = Buf::read_with(rel, self.block(rel, i), strategy);
         buf.lock_shared();
         self.open(rel, buf, i)
     }
@@ -199,10 +214,9 @@ impl RunPage {
     /// # Safety
     /// `buf` must be locked.
     unsafe fn open(rel: pg_sys::Relation, buf: Buf, s: &Section, i: u32) -> RunPage {
-        let blk = s.start + i;
-        debug_assert_eq!(buf.blkno(), blk);
+        let blk = buf.blkno();
         let page = buf.page();
-        page::check_in(rel, blk, page, s.kind(), s.generation);
+        page::check_current(rel, blk, page, s.kind(), s.generation);
         let h: RunHeader = page::read_header(page);
         let (ps, pe) = s.page_span(i);
         if h.width != s.width {
@@ -315,7 +329,9 @@ pub struct SectionWriter {
     width: u8,
     generation: u32,
     cap: usize,
-    next_blk: pg_sys::BlockNumber,
+    /// Where the pages go: page `first + pages` of `place` is written next.
+    place: Extents,
+    first: u32,
     keys: Vec<u64>,
     tids: Vec<Tid>,
     pub pages: u32,
@@ -331,7 +347,7 @@ pub struct TooWide;
 impl SectionWriter {
     pub fn new(
         rel: pg_sys::Relation,
-        start: pg_sys::BlockNumber,
+        (place, first): (Extents, u32),
         width: u8,
         generation: u32,
     ) -> SectionWriter {
@@ -345,7 +361,8 @@ impl SectionWriter {
             width,
             generation,
             cap,
-            next_blk: start,
+            place,
+            first,
             keys: Vec::with_capacity(cap),
             tids: Vec::with_capacity(cap),
             pages: 0,
@@ -373,25 +390,24 @@ impl SectionWriter {
         self.keys.iter().copied().zip(self.tids.iter().copied())
     }
 
-    /// The block after the last page this writer will have written.
-    pub fn end_block(&self) -> pg_sys::BlockNumber {
-        self.next_blk + !self.keys.is_empty() as u32
-    }
-
     fn flush(&mut self) {
         if self.keys.is_empty() {
             return;
         }
-        // SAFETY: the relation is being built by this backend.
-        let nblocks = unsafe {
-            pg_sys::RelationGetNumberOfBlocksInFork(self.rel, pg_sys::ForkNumber::MAIN_FORKNUM)
-        };
-        let buf = if self.next_blk < nblocks {
-            Buf::read_exclusive(self.rel, self.next_blk)
+        let blk = self
+            .place
+            .block(self.first + self.pages)
+            .expect("the writer's extents hold its pages");
+        let buf = if blk < nblocks(self.rel) {
+            Buf::read_exclusive(self.rel, blk)
         } else {
             Buf::extend(self.rel, false)
         };
-        debug_assert_eq!(buf.blkno(), self.next_blk);
+        assert_eq!(
+            buf.blkno(),
+            blk,
+            "extents past the end are written in order"
+        );
         let kind = if self.width == 0 {
             PageKind::Null
         } else {
@@ -437,7 +453,6 @@ impl SectionWriter {
         self.keys.clear();
         self.tids.clear();
         self.pages += 1;
-        self.next_blk += 1;
     }
 
     /// Writes the last partial page; returns (pages, entries).

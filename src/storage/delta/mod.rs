@@ -15,7 +15,7 @@ mod vacuum;
 
 pub use directory::{directory, DirEntry, DirPage};
 pub use insert::{freeze, insert};
-pub use vacuum::bulk_delete;
+pub use vacuum::{bulk_delete, discard};
 
 use super::buffer::Strategy;
 use super::page::{self, corrupt, PageKind, CONTENT};

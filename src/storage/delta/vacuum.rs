@@ -78,3 +78,32 @@ pub fn bulk_delete(
     }
     (removed, remaining)
 }
+
+/// Empties a closed delta page that no scan reads any more (its entries are
+/// in a run whose generation before is retired), so that inserts reuse it.
+/// One WAL record: the page and its directory entry.
+pub fn discard(rel: pg_sys::Relation, d: &directory::DirEntry) {
+    let page = DeltaPage::open(rel, crate::storage::Buf::read_exclusive(rel, d.blk));
+    if page.header().state != CLOSED {
+        return;
+    }
+    let dir = DirPage::read_exclusive(rel, d.dir_blk);
+    if dir.entry(rel, d.slot).blk != d.blk {
+        crate::storage::page::corrupt(rel, d.dir_blk, "delta directory entry moved");
+    }
+    let mut wal = Wal::start(rel);
+    let image = wal.page(page.buf(), false);
+    let dimage = wal.page(dir.buf(), false);
+    // SAFETY: WAL images of the two pages locked above; the slot was checked.
+    unsafe {
+        set_header(
+            image,
+            &DeltaHeader {
+                state: FREE,
+                ..DeltaHeader::empty()
+            },
+        );
+        directory::set_entry(dimage, d.slot, (d.blk, d.generation), FREE, false, (0, 0));
+    }
+    wal.finish();
+}
