@@ -16,6 +16,7 @@ pub mod retrain;
 pub mod stats;
 pub mod storage;
 pub mod verify;
+pub mod worker;
 
 ::pgrx::pg_module_magic!();
 
@@ -24,6 +25,7 @@ pgrx::extension_sql_file!("../sql/learneddb.sql", name = "access_method", finali
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     am::options::init();
+    worker::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

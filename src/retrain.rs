@@ -73,7 +73,18 @@ fn learned_retrain(
         pg_sys::ShareUpdateExclusiveLock as i32,
         pg_sys::RowExclusiveLock as i32,
     );
-    let r = retrain(&rel);
+    let Some(r) = retrain(&rel) else {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            format!(
+                "learned index \"{}\": transactions older than its last retrain are still running",
+                // SAFETY: the index is open.
+                unsafe { crate::storage::page::relation_name(rel.index) }
+            ),
+            "Its previous generation must stay readable until they end; retrain again later."
+        );
+    };
     TableIterator::once((
         r.generation as i64,
         r.entries as i64,
@@ -85,24 +96,16 @@ fn learned_retrain(
     ))
 }
 
-/// Retrains the index of `rel`, which the caller holds with the locks above.
-pub fn retrain(rel: &Opened) -> Report {
+/// Retrains the index of `rel`, which the caller holds with the locks above;
+/// `None` while transactions older than the last retrain still run.
+pub fn retrain(rel: &Opened) -> Option<Report> {
     let idx = rel.index;
     // SAFETY: reads the clock.
     let started = unsafe { pg_sys::GetCurrentTimestamp() };
     let ring = BulkRead::new();
     let before = Meta::read(idx);
     if before.prev_generation != 0 && !retired(rel, &before) {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-            format!(
-                "learned index \"{}\": transactions older than its last retrain are still running",
-                // SAFETY: the index is open.
-                unsafe { crate::storage::page::relation_name(idx) }
-            ),
-            "Its previous generation must stay readable until they end; retrain again later."
-        );
+        return None;
     }
     if before.prev_generation != 0 {
         retire(idx, ring.get());
@@ -237,14 +240,14 @@ pub fn retrain(rel: &Opened) -> Report {
     let mut wal = Wal::start(idx);
     m.write(&mut wal, &meta_buf);
     wal.finish();
-    Report {
+    Some(Report {
         generation: next,
         entries: run_entries + null_entries,
         merged,
         dropped,
         pages_written: total,
         seconds: m.retrain_us as f64 / 1e6,
-    }
+    })
 }
 
 /// Whether no running snapshot can still read the previous generation: the

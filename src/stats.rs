@@ -90,6 +90,23 @@ unsafe fn is_learned(oid: pg_sys::Oid) -> bool {
     !am.is_null() && std::ffi::CStr::from_ptr(am).to_bytes() == b"learned"
 }
 
+impl Opened {
+    /// Wraps a table and index the caller opened with these lock modes.
+    pub fn from_open(
+        heap: pg_sys::Relation,
+        index: pg_sys::Relation,
+        heap_lock: i32,
+        index_lock: i32,
+    ) -> Opened {
+        Opened {
+            heap,
+            index,
+            heap_lock,
+            index_lock,
+        }
+    }
+}
+
 impl Drop for Opened {
     fn drop(&mut self) {
         if !std::thread::panicking() {

@@ -39,7 +39,9 @@ const CASES: &[Damage] = &[
     Damage {
         what: "metapage run length",
         block: Block::Meta,
-        offset: CONTENT + 32,
+        // Meta::run_entries: after magic, version, key kind and width, target
+        // window, generations (24 bytes), the extents (52) and run_pages (4).
+        offset: CONTENT + 80,
         bytes: &[0xff, 0xff, 0xff, 0x7f],
         expect: "corrupted",
     },

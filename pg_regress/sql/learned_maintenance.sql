@@ -108,6 +108,12 @@ CREATE INDEX w_8 ON w USING learned (k) WITH (target_window = 8);
 SELECT a.model_leaves < b.model_leaves AS more_leaves, b.max_error <= 8 AS narrow
 FROM learned_index_stats('w_64') a, learned_index_stats('w_8') b;
 ALTER INDEX w_8 SET (target_window = 1);
+-- the worker's per-index settings
+ALTER INDEX w_8 SET (retrain = off, retrain_threshold = 0.25);
+SELECT reloptions FROM pg_class WHERE relname = 'w_8';
+ALTER INDEX w_8 SET (retrain_threshold = -2);
+ALTER INDEX w_8 SET (retrain = maybe);
+ALTER INDEX w_8 RESET (retrain, retrain_threshold);
 
 -- what is not supported says so
 CREATE INDEX ON m USING learned (id, k);

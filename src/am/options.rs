@@ -1,4 +1,6 @@
-//! Reloptions: `CREATE INDEX ... USING learned (col) WITH (target_window = 32)`.
+//! Reloptions: `CREATE INDEX ... USING learned (col) WITH (target_window = 32)`;
+//! `retrain` and `retrain_threshold` steer the background worker per index,
+//! as `autovacuum_enabled` does per table.
 
 use pgrx::pg_sys;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,6 +13,8 @@ static RELOPT_KIND: AtomicU32 = AtomicU32::new(0);
 struct Options {
     vl_len_: i32,
     target_window: i32,
+    retrain: bool,
+    retrain_threshold: f64,
 }
 
 /// Registers the reloptions; called from `_PG_init`.
@@ -28,6 +32,22 @@ pub fn init() {
             65536,
             pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
         );
+        pg_sys::add_bool_reloption(
+            kind,
+            c"retrain".as_ptr(),
+            c"Whether the background worker retrains the index".as_ptr(),
+            true,
+            pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
+        );
+        pg_sys::add_real_reloption(
+            kind,
+            c"retrain_threshold".as_ptr(),
+            c"Delta size, as a fraction of the run, past which the worker retrains the index (-1: learneddb.retrain_threshold)".as_ptr(),
+            -1.0,
+            -1.0,
+            1000.0,
+            pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
+        );
         RELOPT_KIND.store(kind, Ordering::Relaxed);
     }
 }
@@ -37,11 +57,23 @@ pub unsafe extern "C-unwind" fn amoptions(
     reloptions: pg_sys::Datum,
     validate: bool,
 ) -> *mut pg_sys::bytea {
-    let tab = [pg_sys::relopt_parse_elt {
-        optname: c"target_window".as_ptr(),
-        opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
-        offset: std::mem::offset_of!(Options, target_window) as i32,
-    }];
+    let tab = [
+        pg_sys::relopt_parse_elt {
+            optname: c"target_window".as_ptr(),
+            opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
+            offset: std::mem::offset_of!(Options, target_window) as i32,
+        },
+        pg_sys::relopt_parse_elt {
+            optname: c"retrain".as_ptr(),
+            opttype: pg_sys::relopt_type::RELOPT_TYPE_BOOL,
+            offset: std::mem::offset_of!(Options, retrain) as i32,
+        },
+        pg_sys::relopt_parse_elt {
+            optname: c"retrain_threshold".as_ptr(),
+            opttype: pg_sys::relopt_type::RELOPT_TYPE_REAL,
+            offset: std::mem::offset_of!(Options, retrain_threshold) as i32,
+        },
+    ];
     // An invalid value raises an ERROR inside build_reloptions: pg_call
     // re-raises it as PostgreSQL worded it.
     crate::error::pg_call(
@@ -73,5 +105,20 @@ pub unsafe fn target_window(index: pg_sys::Relation) -> u32 {
         DEFAULT_TARGET_WINDOW as u32
     } else {
         (*opts).target_window as u32
+    }
+}
+
+/// The worker's settings for an index: whether to retrain it, and past which
+/// delta fraction (`None`: the `learneddb.retrain_threshold` GUC).
+///
+/// # Safety
+/// `index` must be an open index relation of this access method.
+pub unsafe fn retrain_settings(index: pg_sys::Relation) -> (bool, Option<f64>) {
+    let opts = (*index).rd_options as *const Options;
+    if opts.is_null() {
+        (true, None)
+    } else {
+        let t = (*opts).retrain_threshold;
+        ((*opts).retrain, (t >= 0.0).then_some(t))
     }
 }

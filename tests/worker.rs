@@ -1,0 +1,102 @@
+//! The background worker: with `shared_preload_libraries = 'learneddb'`, a
+//! launcher visits every database, new ones too, and retrains the learned
+//! indexes whose delta passed their threshold, except those that opted out.
+
+mod common;
+
+use common::{assert_verified, run_each, wait_for, Cluster};
+
+fn generation(c: &mut postgres::Client, index: &str) -> i64 {
+    c.query_one(
+        "SELECT generation FROM learned_index_stats($1::text::regclass)",
+        &[&index],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn the_worker_retrains_indexes_past_their_threshold() {
+    let cluster = Cluster::start(
+        "worker",
+        &[
+            "shared_preload_libraries = 'learneddb'",
+            "learneddb.retrain_naptime = 1",
+            "learneddb.retrain_threshold = 0.05",
+        ],
+    );
+    let mut c = cluster.connect();
+    let shown: String = c
+        .query_one("SHOW learneddb.retrain_threshold", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, "0.05");
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g FROM generate_series(1, 20000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         CREATE INDEX t_k_manual ON t USING learned (k) WITH (retrain = off);
+         CREATE INDEX t_k_high ON t USING learned (k) WITH (retrain_threshold = 10);",
+    );
+    // 5% of the run is 1000 entries: 500 stay below the threshold.
+    c.batch_execute("INSERT INTO t SELECT 20000 + g FROM generate_series(1, 500) g")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        generation(&mut c, "t_k"),
+        1,
+        "retrained below the threshold"
+    );
+    c.batch_execute("INSERT INTO t SELECT 30000 + g FROM generate_series(1, 3000) g")
+        .unwrap();
+    wait_for("the worker to retrain t_k", 60, || {
+        generation(&mut c, "t_k") > 1
+    });
+    assert_eq!(
+        generation(&mut c, "t_k_manual"),
+        1,
+        "retrain = off was retrained"
+    );
+    assert_eq!(
+        generation(&mut c, "t_k_high"),
+        1,
+        "its own threshold was ignored"
+    );
+    assert_verified(&mut c, "t_k");
+
+    // A database created after the server started is visited too.
+    c.batch_execute("CREATE DATABASE later").unwrap();
+    let mut l = postgres::Config::new()
+        .host_path(cluster.dir.join("sock"))
+        .port(cluster.port)
+        .user("postgres")
+        .dbname("later")
+        .connect(postgres::NoTls)
+        .unwrap();
+    run_each(
+        &mut l,
+        "CREATE EXTENSION learneddb;
+         CREATE TABLE u (k int8);
+         INSERT INTO u SELECT g FROM generate_series(1, 5000) g;
+         CREATE INDEX u_k ON u USING learned (k);
+         INSERT INTO u SELECT 10000 + g FROM generate_series(1, 1000) g;",
+    );
+    wait_for("the worker to retrain u_k", 60, || {
+        generation(&mut l, "u_k") > 1
+    });
+    assert_verified(&mut l, "u_k");
+    drop(l);
+    // Dropping what the worker visits is fine.
+    c.batch_execute("DROP DATABASE later").unwrap();
+    c.batch_execute("DROP INDEX t_k_high").unwrap();
+    c.batch_execute("INSERT INTO t SELECT 40000 + g FROM generate_series(1, 3000) g")
+        .unwrap();
+    wait_for("the worker to retrain t_k again", 60, || {
+        generation(&mut c, "t_k") > 2
+    });
+    assert!(
+        cluster.log().contains("learneddb: retrained index \"t_k\""),
+        "the worker logs what it retrained"
+    );
+}
