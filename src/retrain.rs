@@ -39,9 +39,6 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-/// Marks a NULL's TID in the sort (TIDs use 48 bits): NULLs sort last.
-const NULL_MARK: u64 = 1 << 63;
-
 /// What a retrain did.
 pub struct Report {
     pub generation: u32,
@@ -121,10 +118,8 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
             let page = section.read_with(idx, i, ring.get());
             dropped += (page.len() - page.live().count()) as u64;
             for s in page.live() {
-                match section.width {
-                    0 => sorter.put(u64::MAX, NULL_MARK | page.tid(s)),
-                    _ => sorter.put(page.key(s), page.tid(s)),
-                }
+                let key = (section.width != 0).then(|| page.key(s));
+                sorter.put_entry(key, page.tid(s));
             }
             pgrx::check_for_interrupts!();
         }
@@ -136,10 +131,7 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
         let page = DeltaPage::read(idx, d.blk, ring.get());
         for e in page.entries() {
             merged += 1;
-            match e.null {
-                true => sorter.put(u64::MAX, NULL_MARK | e.tid),
-                false => sorter.put(e.key, e.tid),
-            }
+            sorter.put_entry((!e.null).then_some(e.key), e.tid);
         }
     }
     let mut sorted = sorter.finish();
@@ -150,18 +142,16 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     let place = allocate(idx, total);
     sorted.rewind();
     let mut run = SectionWriter::new(idx, (place, 0), shape.width, next);
-    while let Some((key, tid)) = sorted.peek().filter(|&(_, t)| t & NULL_MARK == 0) {
-        sorted.next();
+    while let Some((key, tid)) = sorted.next_key() {
         run.push(key, tid)
             .expect("the first pass chose a width that fits");
     }
     let key_range = run.key_range;
     let (run_pages, run_entries) = run.finish();
     let mut nulls = SectionWriter::new(idx, (place, run_pages), 0, next);
-    while let Some((_, marked)) = sorted.next() {
-        nulls
-            .push(0, marked & !NULL_MARK)
-            .expect("NULL pages have no keys");
+    while let Some((key, tid)) = sorted.next_entry() {
+        debug_assert!(key.is_none(), "the keys were written before");
+        nulls.push(0, tid).expect("NULL pages have no keys");
     }
     let (null_pages, null_entries) = nulls.finish();
     sorted.end();
@@ -282,11 +272,11 @@ fn plan(sorted: &mut Sorted, target_window: u32) -> Shape {
     let (mut keys, mut nulls) = (0u64, 0u64);
     let mut fits4 = true;
     let mut page_first = 0u64;
-    while let Some((key, tid)) = sorted.next() {
-        if tid & NULL_MARK != 0 {
+    while let Some((key, _)) = sorted.next_entry() {
+        let Some(key) = key else {
             nulls += 1;
             continue;
-        }
+        };
         if keys.is_multiple_of(cap4) {
             page_first = key;
         }

@@ -37,15 +37,11 @@ struct Direct {
 struct BuildState {
     index: pg_sys::Relation,
     direct: Option<Direct>,
-    /// After the direct path gave up: (ordinal, TID) pairs, and NULLs as
-    /// `(u64::MAX, NULL_MARK | TID)`, which sort after every key.
+    /// After the direct path gave up: every entry, NULLs included.
     sorter: Option<Sorter>,
     null_budget: usize,
     tuples: f64,
 }
-
-/// Marks a NULL's TID in the sort (TIDs use 48 bits).
-const NULL_MARK: u64 = 1 << 63;
 
 impl BuildState {
     fn add(&mut self, key: Option<u64>, tid: Tid) {
@@ -77,11 +73,10 @@ impl BuildState {
             }
             self.spill();
         }
-        let sorter = self.sorter.as_mut().expect("sorting after spill");
-        match key {
-            Some(k) => sorter.put(k, tid),
-            None => sorter.put(u64::MAX, NULL_MARK | tid),
-        }
+        self.sorter
+            .as_mut()
+            .expect("sorting after spill")
+            .put_entry(key, tid);
     }
 
     /// Moves what the direct path wrote into the external sort. The NULLs it
@@ -109,7 +104,7 @@ impl BuildState {
             sorter.put(k, t);
         }
         for &t in &d.nulls {
-            sorter.put(u64::MAX, NULL_MARK | t);
+            sorter.put_entry(None, t);
         }
         drop(d);
         sorter.set_budget(budget);
@@ -313,10 +308,9 @@ fn write_sorted(
         0,
         meta.generation,
     );
-    while let Some((_, marked)) = sorted.next() {
-        debug_assert!(marked & NULL_MARK != 0);
-        w.push(0, marked & !NULL_MARK)
-            .expect("null pages have no keys");
+    while let Some((key, tid)) = sorted.next_entry() {
+        debug_assert!(key.is_none(), "the keys were written before");
+        w.push(0, tid).expect("null pages have no keys");
     }
     (meta.null_pages, meta.null_entries) = w.finish();
     sorted.end();
@@ -338,8 +332,7 @@ fn write_run(
 ) -> Option<Vec<u8>> {
     let mut run = SectionWriter::new(index, (after_metapage(), 0), width, meta.generation);
     let mut trainer = Trainer::new(target_window);
-    while let Some((key, tid)) = sorted.peek().filter(|&(_, t)| t & NULL_MARK == 0) {
-        sorted.next();
+    while let Some((key, tid)) = sorted.next_key() {
         run.push(key, tid).ok()?;
         trainer.push(key);
         if run.entries.is_multiple_of(65536) {

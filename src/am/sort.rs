@@ -13,6 +13,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 type Pair = (u64, u64);
+/// Index entries travel through the sort as (ordinal, TID) pairs, and NULL
+/// keys as `(u64::MAX, NULL_MARK | TID)`: TIDs use 48 bits, so NULLs sort
+/// after every key, in TID order.
+const NULL_MARK: u64 = 1 << 63;
 const PAIR: usize = std::mem::size_of::<Pair>();
 /// Pairs read from a run per refill while merging.
 const READ_CHUNK: usize = 4096;
@@ -68,6 +72,14 @@ impl Sorter {
     /// Changes the budget; what is held beyond it is spilled at the next put.
     pub fn set_budget(&mut self, budget: usize) {
         self.cap = (budget / PAIR).max(READ_CHUNK);
+    }
+
+    /// Adds an index entry: its key (`None` for NULL) and TID.
+    pub fn put_entry(&mut self, key: Option<u64>, tid: u64) {
+        match key {
+            Some(k) => self.put(k, tid),
+            None => self.put(u64::MAX, NULL_MARK | tid),
+        }
     }
 
     pub fn put(&mut self, a: u64, b: u64) {
@@ -215,6 +227,25 @@ impl Sorted {
                 self.heap.push(Reverse((p, i)));
             }
         }
+    }
+
+    /// The next entry with a key, or `None` once only NULLs are left.
+    pub fn next_key(&mut self) -> Option<(u64, u64)> {
+        let (key, tid) = self.peek()?;
+        if tid & NULL_MARK != 0 {
+            return None;
+        }
+        self.next();
+        Some((key, tid))
+    }
+
+    /// The next entry put with [`Sorter::put_entry`]: key (`None` for NULL)
+    /// and TID.
+    pub fn next_entry(&mut self) -> Option<(Option<u64>, u64)> {
+        self.next().map(|(a, b)| match b & NULL_MARK {
+            0 => (Some(a), b),
+            _ => (None, b & !NULL_MARK),
+        })
     }
 
     /// The pair `next` returns next, without taking it.

@@ -134,10 +134,6 @@ impl Buf {
         self.lock(pg_sys::BUFFER_LOCK_SHARE);
     }
 
-    pub fn lock_exclusive(&mut self) {
-        self.lock(pg_sys::BUFFER_LOCK_EXCLUSIVE);
-    }
-
     /// Exclusive lock once no other backend holds a pin: what VACUUM takes
     /// before it removes entries, so that it waits for scans that still hold
     /// copies of this page's entries (DESIGN.md section 3a).
