@@ -28,8 +28,8 @@ use crate::am::build::relation_needs_wal;
 use crate::am::sort::{maintenance_budget, Sorted, Sorter};
 use crate::model::{ModelView, Trainer};
 use crate::stats::Opened;
-use crate::storage::buffer::{nblocks, BulkRead};
-use crate::storage::delta::{self, DeltaPage, CLOSED, FREE};
+use crate::storage::buffer::{nblocks, BulkRead, Strategy};
+use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, FREE};
 use crate::storage::extents::{Extent, Extents, MAX_EXTENTS};
 use crate::storage::meta::META_BLOCK;
 use crate::storage::run::{capacity, Section, SectionWriter, NULL_CAPACITY};
@@ -47,6 +47,26 @@ pub struct Report {
     pub dropped: u64,
     pub pages_written: u32,
     pub seconds: f64,
+    pub path: Path,
+}
+
+/// How a retrain built the new generation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Path {
+    /// The delta's keys all lay at or above the run's last: the run's full
+    /// pages are kept, the rest is written after them.
+    Append,
+    /// Everything was sorted together and written anew.
+    Merge,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Append => "append",
+            Path::Merge => "merge",
+        }
+    }
 }
 
 #[allow(clippy::type_complexity)]
@@ -89,8 +109,28 @@ fn learned_retrain(
         r.dropped as i64,
         r.pages_written as i64,
         r.seconds,
-        "merge".to_string(),
+        r.path.name().to_string(),
     ))
+}
+
+/// A generation written and not yet switched to.
+struct Written {
+    path: Path,
+    place: Extents,
+    width: u8,
+    run_pages: u32,
+    run_entries: u64,
+    run_dead: u64,
+    run_base: u32,
+    shared_pages: u32,
+    null_pages: u32,
+    null_entries: u64,
+    model: Vec<u8>,
+    model_pages: u32,
+    key_range: Option<(u64, u64)>,
+    pages_written: u32,
+    merged: u64,
+    dropped: u64,
 }
 
 /// Retrains the index of `rel`, which the caller holds with the locks above;
@@ -109,13 +149,47 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     }
     let next = before.insert_generation.max(before.generation) + 1;
     let meta = delta::freeze(idx, next);
+    let frozen: Vec<DirEntry> = delta::directory(idx, &meta, ring.get())
+        .into_iter()
+        .filter(|d| d.state != FREE && d.generation >= meta.generation && d.generation < next)
+        .collect();
+    let written = match append(idx, &meta, &frozen, next, ring.get()) {
+        Some(w) => w,
+        None => merge(idx, &meta, &frozen, next, ring.get()),
+    };
+    // SAFETY: the index is open; the new pages were written above and
+    // nothing points at them yet.
+    unsafe {
+        if relation_needs_wal(idx) {
+            for e in written.place.tail(written.shared_pages) {
+                pg_sys::log_newpage_range(
+                    idx,
+                    pg_sys::ForkNumber::MAIN_FORKNUM,
+                    e.start,
+                    e.start + e.len,
+                    true,
+                );
+            }
+        }
+    }
+    Some(switch(idx, next, written, started, ring.get()))
+}
 
-    // Merge: the run's live entries, its NULLs, and the frozen delta.
+/// The merge path: the run's live entries, its NULLs and the frozen delta go
+/// through the external sort; a first pass trains the model and chooses the
+/// key width, so the page count is known before anything is written.
+fn merge(
+    idx: pg_sys::Relation,
+    meta: &Meta,
+    frozen: &[DirEntry],
+    next: u32,
+    strategy: Strategy,
+) -> Written {
     let mut sorter = Sorter::new(maintenance_budget());
-    let (mut dropped, mut merged) = (0u64, 0u64);
-    for section in [Section::run(&meta), Section::nulls(&meta)] {
+    let mut dropped = 0u64;
+    for section in [Section::run(meta), Section::nulls(meta)] {
         for i in 0..section.pages {
-            let page = section.read_with(idx, i, ring.get());
+            let page = section.read_with(idx, i, strategy);
             dropped += (page.len() - page.live().count()) as u64;
             for s in page.live() {
                 let key = (section.width != 0).then(|| page.key(s));
@@ -124,22 +198,12 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
             pgrx::check_for_interrupts!();
         }
     }
-    let frozen = delta::directory(idx, &meta, ring.get())
-        .into_iter()
-        .filter(|d| d.state != FREE && d.generation >= meta.generation && d.generation < next);
-    for d in frozen {
-        let page = DeltaPage::read(idx, d.blk, ring.get());
-        for e in page.entries() {
-            merged += 1;
-            sorter.put_entry((!e.null).then_some(e.key), e.tid);
-        }
-    }
+    let merged = put_delta(idx, frozen, &mut sorter, strategy);
     let mut sorted = sorter.finish();
     let shape = plan(&mut sorted, meta.target_window);
 
-    // Place the pages, then write them.
     let total = shape.run_pages + shape.null_pages + shape.model_pages;
-    let place = allocate(idx, total);
+    let place = allocate(idx, total, Fit::UpTo(MAX_EXTENTS));
     sorted.rewind();
     let mut run = SectionWriter::new(idx, (place, 0), shape.width, next);
     while let Some((key, tid)) = sorted.next_key() {
@@ -148,12 +212,7 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     }
     let key_range = run.key_range;
     let (run_pages, run_entries) = run.finish();
-    let mut nulls = SectionWriter::new(idx, (place, run_pages), 0, next);
-    while let Some((key, tid)) = sorted.next_entry() {
-        debug_assert!(key.is_none(), "the keys were written before");
-        nulls.push(0, tid).expect("NULL pages have no keys");
-    }
-    let (null_pages, null_entries) = nulls.finish();
+    let (null_pages, null_entries) = write_nulls(idx, (place, run_pages), &mut sorted, next);
     sorted.end();
     let model_pages = model_pages::write(
         idx,
@@ -167,23 +226,254 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
         (shape.run_pages, shape.null_pages, shape.model_pages),
         "the first pass counted the pages"
     );
-    // SAFETY: the index is open; the extents were written above.
-    unsafe {
-        if relation_needs_wal(idx) {
-            for e in place.as_slice() {
-                pg_sys::log_newpage_range(
-                    idx,
-                    pg_sys::ForkNumber::MAIN_FORKNUM,
-                    e.start,
-                    e.start + e.len,
-                    true,
-                );
+    Written {
+        path: Path::Merge,
+        place,
+        width: shape.width,
+        run_pages,
+        run_entries,
+        run_dead: 0,
+        run_base: next,
+        shared_pages: 0,
+        null_pages,
+        null_entries,
+        model: shape.model,
+        model_pages,
+        key_range,
+        pages_written: total,
+        merged,
+        dropped,
+    }
+}
+
+/// The append path, when every key of the frozen delta lies at or above the
+/// run's last key: the run's full pages stay where they are, shared with the
+/// previous generation; its last page (if partial, copied with its
+/// tombstones), the delta's keys, the NULLs and the model are written after
+/// them. The model keeps every leaf but the last, which is trained again
+/// together with the new keys ([`Trainer::resume`]). Its cost follows the
+/// delta, one leaf of the run and the NULLs, not the run.
+///
+/// `None`, before anything is written, when the merge path must run: the
+/// delta has a smaller key, the run is empty or a fifth dead (a merge drops
+/// tombstones), the generation's extent list is full, or a new page's keys
+/// would not fit the run's key width.
+fn append(
+    idx: pg_sys::Relation,
+    meta: &Meta,
+    frozen: &[DirEntry],
+    next: u32,
+    strategy: Strategy,
+) -> Option<Written> {
+    let run = Section::run(meta);
+    if run.entries == 0 || meta.run_dead * 5 > meta.run_entries {
+        return None;
+    }
+    let cap = run.cap();
+    let shared = (run.entries / cap) as u32;
+    let head = meta.place.head(shared);
+    // The new run pages take one more extent, the NULL and model pages at
+    // least one (see `allocate`).
+    if head.as_slice().len() + 2 > MAX_EXTENTS {
+        return None;
+    }
+    let run_max = {
+        let page = run.read_with(idx, run.pages - 1, strategy);
+        page.key(page.len() - 1)
+    };
+    if frozen.iter().any(|d| d.min <= d.max && d.min < run_max) {
+        return None;
+    }
+
+    let model_bytes = model_pages::read(idx, meta);
+    let old = ModelView::open(&model_bytes).expect("validated by read");
+    let mut trainer = Trainer::resume(meta.target_window, &old);
+    let retrain_from = old.last_leaf_start();
+    let copy_from = shared as u64 * cap;
+    // The keys from where the old last leaf or the copied page begins.
+    let mut width_ok = WidthCheck::new(run.width, cap, copy_from);
+    let first_page = run.page_of(retrain_from.min(copy_from));
+    for i in first_page..run.pages {
+        let page = run.read_with(idx, i, strategy);
+        let (at, _) = run.page_span(i);
+        for s in 0..page.len() {
+            let pos = at + s as u64;
+            if pos >= retrain_from {
+                trainer.push(page.key(s));
             }
+            if pos >= copy_from {
+                width_ok.push(page.key(s));
+            }
+        }
+        pgrx::check_for_interrupts!();
+    }
+
+    let mut sorter = Sorter::new(maintenance_budget());
+    let merged = put_delta(idx, frozen, &mut sorter, strategy);
+    let nulls = Section::nulls(meta);
+    let mut dropped = 0u64;
+    for i in 0..nulls.pages {
+        let page = nulls.read_with(idx, i, strategy);
+        dropped += (page.len() - page.live().count()) as u64;
+        for s in page.live() {
+            sorter.put_entry(None, page.tid(s));
+        }
+    }
+    let mut sorted = sorter.finish();
+    let (mut added, mut null_entries) = (0u64, 0u64);
+    while let Some((key, _)) = sorted.next_entry() {
+        let Some(key) = key else {
+            null_entries += 1;
+            continue;
+        };
+        trainer.push(key);
+        width_ok.push(key);
+        added += 1;
+        if added.is_multiple_of(65536) {
+            pgrx::check_for_interrupts!();
+        }
+    }
+    if !width_ok.fits {
+        sorted.end();
+        return None;
+    }
+    let model = trainer.finish_after(&old);
+    let run_entries = run.entries + added;
+    let run_pages = run_entries.div_ceil(cap) as u32;
+    let null_pages = null_entries.div_ceil(NULL_CAPACITY as u64) as u32;
+    let model_pages = model.len().div_ceil(model_pages::PAYLOAD) as u32;
+    let new_pages = run_pages - shared + null_pages + model_pages;
+
+    // The run pages in one extent, so the next generation's shared pages
+    // take one more; the NULL and model pages, which it will not share, in
+    // any free blocks.
+    let mut place = head;
+    let run_part = allocate(idx, run_pages - shared, Fit::One);
+    let rest = Fit::UpTo(MAX_EXTENTS - place.as_slice().len() - 1);
+    let rest_part = allocate(idx, null_pages + model_pages, rest);
+    for e in run_part.as_slice().iter().chain(rest_part.as_slice()) {
+        let pushed = place.push(*e);
+        debug_assert!(pushed, "the extents were counted");
+    }
+    sorted.rewind();
+    let mut writer = SectionWriter::new(idx, (place, shared), run.width, next);
+    if shared < run.pages {
+        let page = run.read_with(idx, shared, strategy);
+        for s in 0..page.len() {
+            let copied = if page.dead(s) {
+                writer.push_dead(page.key(s), page.tid(s))
+            } else {
+                writer.push(page.key(s), page.tid(s))
+            };
+            copied.expect("the width was checked");
+        }
+    }
+    while let Some((key, tid)) = sorted.next_key() {
+        writer.push(key, tid).expect("the width was checked");
+    }
+    let last = writer.key_range.map(|r| r.1);
+    let (pages, _) = writer.finish();
+    debug_assert_eq!(shared + pages, run_pages);
+    let (written_nulls, _) = write_nulls(idx, (place, run_pages), &mut sorted, next);
+    debug_assert_eq!(written_nulls, null_pages);
+    sorted.end();
+    let written_model =
+        model_pages::write(idx, (place, run_pages + null_pages), next, &model, true);
+    debug_assert_eq!(written_model, model_pages);
+    let first = run.read_with(idx, 0, strategy).key(0);
+    Some(Written {
+        path: Path::Append,
+        place,
+        width: run.width,
+        run_pages,
+        run_entries,
+        run_dead: meta.run_dead,
+        run_base: if shared > 0 { meta.run_base } else { next },
+        shared_pages: shared,
+        null_pages,
+        null_entries,
+        model,
+        model_pages,
+        key_range: Some((first, last.unwrap_or(run_max))),
+        pages_written: new_pages,
+        merged,
+        dropped,
+    })
+}
+
+/// Whether the keys from run position `from` on fit pages of `width`: with
+/// 4-byte keys, no page's keys may span more than 32 bits.
+struct WidthCheck {
+    width: u8,
+    cap: u64,
+    pos: u64,
+    page_first: u64,
+    fits: bool,
+}
+
+impl WidthCheck {
+    fn new(width: u8, cap: u64, from: u64) -> WidthCheck {
+        WidthCheck {
+            width,
+            cap,
+            pos: from,
+            page_first: 0,
+            fits: true,
         }
     }
 
-    // The switch: one record, the metapage.
-    let view = ModelView::open(&shape.model).expect("freshly trained model");
+    fn push(&mut self, key: u64) {
+        if self.pos.is_multiple_of(self.cap) {
+            self.page_first = key;
+        }
+        self.fits &= self.width == 8 || key - self.page_first <= u32::MAX as u64;
+        self.pos += 1;
+    }
+}
+
+/// Puts the frozen delta's entries into the sort; returns how many.
+fn put_delta(
+    idx: pg_sys::Relation,
+    frozen: &[DirEntry],
+    sorter: &mut Sorter,
+    strategy: Strategy,
+) -> u64 {
+    let mut merged = 0;
+    for d in frozen {
+        let page = DeltaPage::read(idx, d.blk, strategy);
+        for e in page.entries() {
+            merged += 1;
+            sorter.put_entry((!e.null).then_some(e.key), e.tid);
+        }
+    }
+    merged
+}
+
+/// Writes the NULL entries left in `sorted` as NULL pages from page `first`
+/// of `place`; returns (pages, entries).
+fn write_nulls(
+    idx: pg_sys::Relation,
+    (place, first): (Extents, u32),
+    sorted: &mut Sorted,
+    generation: u32,
+) -> (u32, u64) {
+    let mut nulls = SectionWriter::new(idx, (place, first), 0, generation);
+    while let Some((key, tid)) = sorted.next_entry() {
+        debug_assert!(key.is_none(), "the keys were written before");
+        nulls.push(0, tid).expect("NULL pages have no keys");
+    }
+    nulls.finish()
+}
+
+/// Makes the written generation current: one record, the metapage.
+fn switch(
+    idx: pg_sys::Relation,
+    next: u32,
+    w: Written,
+    started: pg_sys::TimestampTz,
+    strategy: Strategy,
+) -> Report {
+    let view = ModelView::open(&w.model).expect("freshly trained model");
     // This transaction's id, taken before the metapage lock: every snapshot
     // that can have read the previous generation's metapage was taken before
     // it ended, so has an xmin at or below it; once it is below every
@@ -196,6 +486,7 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     m.prev_generation = m.generation;
     m.prev_key_width = m.key_width;
     m.prev_place = m.place;
+    m.prev_run_base = m.run_base;
     m.prev_run_pages = m.run_pages;
     m.prev_run_entries = m.run_entries;
     m.prev_null_pages = m.null_pages;
@@ -203,19 +494,20 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     m.prev_model_pages = m.model_pages;
     m.prev_retired = retired_at.value;
     m.generation = next;
-    m.key_width = shape.width;
-    m.place = place;
-    (m.run_pages, m.run_entries) = (run_pages, run_entries);
-    (m.null_pages, m.null_entries) = (null_pages, null_entries);
-    m.model_pages = model_pages;
-    m.model_bytes = shape.model.len() as u64;
+    m.key_width = w.width;
+    m.place = w.place;
+    (m.run_pages, m.run_entries, m.run_dead) = (w.run_pages, w.run_entries, w.run_dead);
+    (m.run_base, m.shared_pages) = (w.run_base, w.shared_pages);
+    (m.null_pages, m.null_entries) = (w.null_pages, w.null_entries);
+    m.model_pages = w.model_pages;
+    m.model_bytes = w.model.len() as u64;
     m.model_leaves = view.nleaves() as u32;
     m.max_window = view.max_window();
     m.mean_window = view.mean_window();
     // The planner's view of the delta: the closed pages not merged.
-    (m.key_lo, m.key_hi) = key_range.unwrap_or((u64::MAX, 0));
+    (m.key_lo, m.key_hi) = w.key_range.unwrap_or((u64::MAX, 0));
     (m.closed_pages, m.closed_width) = (0, 0.0);
-    for d in delta::directory(idx, &m, ring.get()) {
+    for d in delta::directory(idx, &m, strategy) {
         if d.state == CLOSED && d.generation >= next && d.min <= d.max {
             m.closed_pages += 1;
             m.closed_width += (d.max - d.min) as f64;
@@ -230,14 +522,15 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     let mut wal = Wal::start(idx);
     m.write(&mut wal, &meta_buf);
     wal.finish();
-    Some(Report {
+    Report {
         generation: next,
-        entries: run_entries + null_entries,
-        merged,
-        dropped,
-        pages_written: total,
+        entries: w.run_entries + w.null_entries,
+        merged: w.merged,
+        dropped: w.dropped,
+        pages_written: w.pages_written,
         seconds: m.retrain_us as f64 / 1e6,
-    })
+        path: w.path,
+    }
 }
 
 /// Whether no running snapshot can still read the previous generation: the
@@ -301,7 +594,7 @@ fn plan(sorted: &mut Sorted, target_window: u32) -> Shape {
 /// Once no snapshot can read the previous generation: the delta pages merged
 /// into the current run become free delta pages, and the previous
 /// generation's blocks join the free list (one record, the metapage).
-fn retire(idx: pg_sys::Relation, strategy: crate::storage::buffer::Strategy) {
+fn retire(idx: pg_sys::Relation, strategy: Strategy) {
     let meta = Meta::read(idx);
     for d in delta::directory(idx, &meta, strategy) {
         if d.state == CLOSED && d.generation < meta.generation {
@@ -311,10 +604,11 @@ fn retire(idx: pg_sys::Relation, strategy: crate::storage::buffer::Strategy) {
     let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
     // SAFETY: block 0, pinned and exclusive-locked.
     let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
-    for e in m.prev_place.as_slice().to_vec() {
+    for e in m.prev_place.tail(m.shared_pages) {
         m.free.free(e);
     }
     m.prev_generation = 0;
+    (m.prev_run_base, m.shared_pages) = (0, 0);
     m.prev_key_width = 0;
     m.prev_place = Extents::default();
     (m.prev_run_pages, m.prev_run_entries) = (0, 0);
@@ -325,18 +619,32 @@ fn retire(idx: pg_sys::Relation, strategy: crate::storage::buffer::Strategy) {
     wal.finish();
 }
 
+/// How many extents new pages may take.
+enum Fit {
+    UpTo(usize),
+    /// One: a free extent that holds them all, or the end of the index.
+    One,
+}
+
 /// Places `n` pages: in blocks retired generations left free (a metapage
 /// record takes them off the free list), and for the rest in blocks added at
 /// the end of the index under one hold of the extension lock, so that they
 /// are contiguous. A crash before the switch leaves the blocks taken unused.
-fn allocate(idx: pg_sys::Relation, n: u32) -> Extents {
+fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
     let mut place = Extents::default();
+    if n == 0 {
+        return place;
+    }
     {
         let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
         // SAFETY: block 0, pinned and exclusive-locked.
         let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
-        // Keep one extent for the blocks added at the end.
-        if m.free.take(n, &mut place, MAX_EXTENTS - 1) > 0 {
+        let took = match fit {
+            Fit::One => m.free.take_whole(n).map(|e| place.push(e)).is_some(),
+            // Keep one extent for the blocks added at the end.
+            Fit::UpTo(room) => m.free.take(n, &mut place, room - 1) > 0,
+        };
+        if took {
             let mut wal = Wal::start(idx);
             m.write(&mut wal, &meta_buf);
             wal.finish();

@@ -186,7 +186,7 @@ fn learned_index_stats(
             name_of((*rel.heap).rd_id),
             name_of(oid),
             meta.kind().sql_name().to_string(),
-            (meta.run_entries + meta.null_entries + delta_entries) as i64,
+            (meta.run_entries - meta.run_dead + meta.null_entries + delta_entries) as i64,
             meta.run_pages as i64,
             meta.null_entries as i64,
             delta_entries as i64,

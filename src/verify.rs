@@ -18,6 +18,7 @@ use crate::model::ModelView;
 use crate::stats::Opened;
 use crate::storage::buffer::{nblocks, BulkRead, Strategy};
 use crate::storage::delta::{self, DeltaPage, DirEntry, DirPage, CLOSED, FREE, OPEN};
+use crate::storage::extents::Extents;
 use crate::storage::meta::META_BLOCK;
 use crate::storage::run::{Section, Tid};
 use crate::storage::{model_pages, Buf, Meta};
@@ -50,9 +51,24 @@ fn learned_verify(index: PgRelation, heapallindexed: default!(bool, true)) -> bo
         );
     }
     let size = nblocks(idx);
+    // The run pages the two generations share are the same blocks; the rest
+    // of the previous generation is its own.
+    let shared = meta.shared_pages;
+    let same = (0..shared)
+        .all(|i| meta.place.block(i).is_some() && meta.place.block(i) == meta.prev_place.block(i));
+    if !same {
+        fail(
+            idx,
+            &format!("the generations do not share their first {shared} run pages"),
+        );
+    }
+    let mut prev_own = Extents::default();
+    for e in meta.prev_place.tail(shared) {
+        prev_own.push(e);
+    }
     let lists = [
         ("current generation", meta.place),
-        ("previous generation", meta.prev_place),
+        ("previous generation", prev_own),
         ("free list", meta.free),
     ];
     for (what, list) in lists {

@@ -40,8 +40,8 @@ const CASES: &[Damage] = &[
         what: "metapage run length",
         block: Block::Meta,
         // Meta::run_entries: after magic, version, key kind and width, target
-        // window, generations (24 bytes), the extents (52) and run_pages (4).
-        offset: CONTENT + 80,
+        // window, generations (24 bytes) and run_pages (4), aligned to 8.
+        offset: CONTENT + 32,
         bytes: &[0xff, 0xff, 0xff, 0x7f],
         expect: "corrupted",
     },

@@ -398,22 +398,43 @@ fn exclusion_constraints_hold_under_concurrent_inserts() {
 /// VACUUM keeps clean. A second retrain waits for it to end: until then the
 /// previous generation must stay readable.
 #[test]
-fn a_cursor_reads_across_a_retrain() {
-    let cluster = cluster("retrain_cursor");
+fn a_cursor_reads_across_a_merge_retrain() {
+    cursor_across_retrain("retrain_cursor", ["3 * g + 1", "3 * g + 2"], "merge");
+}
+
+/// The same across an append retrain, whose generation shares the run's full
+/// pages with the one the cursor reads: VACUUM tombstones entries there for
+/// both, and retiring the cursor's generation frees only what it did not
+/// share.
+#[test]
+fn a_cursor_reads_across_an_append_retrain() {
+    cursor_across_retrain(
+        "append_cursor",
+        ["60000 + 3 * g", "120000 + 3 * g"],
+        "append",
+    );
+}
+
+/// `keys`: those of the rows inserted before the cursor opens, then of
+/// those inserted after.
+fn cursor_across_retrain(name: &str, [old_keys, new_keys]: [&str; 2], path: &str) {
+    let cluster = cluster(name);
     let mut admin = cluster.connect();
     run_each(
         &mut admin,
-        "CREATE TABLE t (id int, k int8);
-         INSERT INTO t SELECT g, 3 * g FROM generate_series(1, 20000) g;
-         CREATE INDEX t_k ON t USING learned (k);
-         INSERT INTO t SELECT g, 3 * g + 1 FROM generate_series(1, 20000, 7) g;
-         DELETE FROM t WHERE k % 11 = 0;
-         VACUUM t;",
+        &format!(
+            "CREATE TABLE t (id int, k int8);
+             INSERT INTO t SELECT g, 3 * g FROM generate_series(1, 20000) g;
+             CREATE INDEX t_k ON t USING learned (k);
+             INSERT INTO t SELECT g, {old_keys} FROM generate_series(1, 20000, 7) g;
+             DELETE FROM t WHERE k % 11 = 0;
+             VACUUM t;"
+        ),
     );
     let mut a = cluster.connect();
     a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_indexonlyscan = off")
         .unwrap();
-    let q = "SELECT k::text FROM t WHERE k BETWEEN 3000 AND 45000 ORDER BY k";
+    let q = "SELECT k::text FROM t WHERE k BETWEEN 3000 AND 150000 ORDER BY k";
     let plan = texts(&mut a, &format!("EXPLAIN (COSTS OFF) {q}")).join("\n");
     assert!(plan.contains("Index Scan using t_k"), "{plan}");
     a.batch_execute("SET LOCAL enable_seqscan = on; SET LOCAL enable_indexscan = off")
@@ -428,11 +449,20 @@ fn a_cursor_reads_across_a_retrain() {
     // Meanwhile: more rows, a retrain, deletes and a VACUUM.
     run_each(
         &mut admin,
-        "INSERT INTO t SELECT g, 3 * g + 2 FROM generate_series(1, 20000, 5) g;
-         SELECT learned_retrain('t_k');
-         DELETE FROM t WHERE k % 13 = 0;
-         INSERT INTO t SELECT g, 3 * g + 2 FROM generate_series(2, 20000, 5) g;
-         VACUUM (INDEX_CLEANUP ON) t;",
+        &format!("INSERT INTO t SELECT g, {new_keys} FROM generate_series(1, 20000, 5) g"),
+    );
+    let took: String = admin
+        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(took, path);
+    run_each(
+        &mut admin,
+        &format!(
+            "DELETE FROM t WHERE k % 13 = 0;
+             INSERT INTO t SELECT g, {new_keys} FROM generate_series(2, 20000, 5) g;
+             VACUUM (INDEX_CLEANUP ON) t;"
+        ),
     );
     let generation: i64 = admin
         .query_one("SELECT generation FROM learned_index_stats('t_k')", &[])

@@ -64,3 +64,99 @@ fn repeated_retrains_reuse_space_and_stay_exact() {
         "{retrained} bytes after 12 retrains against {fresh} after REINDEX"
     );
 }
+
+/// A time-ordered table: each round appends newer rows (some repeating the
+/// largest key, some NULL), deletes a few, and retrains. Appends keep the
+/// run's full pages, so twenty retrains leave the index within 1.5x a fresh
+/// REINDEX. Then a retention DELETE kills a third of the run and the next
+/// retrain merges, dropping the tombstones. Every answer stays exact.
+#[test]
+fn appended_rows_extend_the_run() {
+    let cluster = Cluster::start("retrain_append", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (id bigserial, k int8);
+         INSERT INTO t (k) SELECT g * 10 FROM generate_series(1, 100000) g;
+         CREATE INDEX t_k ON t USING learned (k);",
+    );
+    let retrain = |c: &mut postgres::Client| -> String {
+        c.query_one("SELECT path FROM learned_retrain('t_k')", &[])
+            .unwrap()
+            .get(0)
+    };
+    let size = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT pg_relation_size('t_k')", &[])
+            .unwrap()
+            .get(0)
+    };
+    let mut paths = Vec::new();
+    for round in 0..20i64 {
+        c.execute(
+            "INSERT INTO t (k) SELECT (SELECT max(k) FROM t) FROM generate_series(1, 3)",
+            &[],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO t (k) SELECT CASE WHEN g % 1000 = 0 THEN NULL ELSE $1::int8 + g * 10 END
+             FROM generate_series(1, 5000) g",
+            &[&(1_000_000 + round * 50_000)],
+        )
+        .unwrap();
+        c.execute("DELETE FROM t WHERE id % 200 = $1", &[&round])
+            .unwrap();
+        c.batch_execute("VACUUM t").unwrap();
+        paths.push(retrain(&mut c));
+    }
+    assert!(
+        paths.iter().all(|p| p == "append"),
+        "time-ordered rows took another path: {paths:?}"
+    );
+    assert_verified(&mut c, "t_k");
+    let q = "SELECT coalesce(string_agg(id::text, ',' ORDER BY k, id), '') FROM t
+             WHERE k BETWEEN 990000 AND 1800000 OR k IS NULL";
+    let compare = |c: &mut postgres::Client| {
+        c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+            .unwrap();
+        let plan = texts(c, &format!("EXPLAIN (COSTS OFF) {q}")).join("\n");
+        assert!(plan.contains("t_k"), "{plan}");
+        let by_index = texts(c, q);
+        c.batch_execute("RESET ALL; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off")
+            .unwrap();
+        let by_table = texts(c, q);
+        c.batch_execute("RESET ALL").unwrap();
+        assert!(by_index == by_table, "index and table disagree");
+    };
+    compare(&mut c);
+    let retrained = size(&mut c);
+    run_each(&mut c, "CREATE INDEX t_k_fresh ON t USING learned (k)");
+    let fresh = c
+        .query_one("SELECT pg_relation_size('t_k_fresh')", &[])
+        .unwrap()
+        .get::<_, i64>(0);
+    c.batch_execute("DROP INDEX t_k_fresh").unwrap();
+    eprintln!("after 20 append retrains: {retrained} bytes; a fresh build: {fresh}");
+    assert!(
+        retrained * 2 <= fresh * 3,
+        "{retrained} bytes after 20 retrains against {fresh} for a fresh build"
+    );
+
+    // Retention: the oldest third goes; the next retrain merges.
+    run_each(
+        &mut c,
+        "DELETE FROM t WHERE k < 700000;
+         INSERT INTO t (k) SELECT 3000000 + g FROM generate_series(1, 1000) g;
+         VACUUM t",
+    );
+    assert_eq!(retrain(&mut c), "merge");
+    let dead: i64 = c
+        .query_one("SELECT count(*) FROM t WHERE k < 700000", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(dead, 0);
+    c.batch_execute("INSERT INTO t (k) SELECT 3100000 + g FROM generate_series(1, 1000) g")
+        .unwrap();
+    assert_eq!(retrain(&mut c), "append");
+    assert_verified(&mut c, "t_k");
+    compare(&mut c);
+}

@@ -93,6 +93,7 @@ impl BuildState {
             entries: d.run.pages as u64 * crate::storage::run::capacity(4) as u64,
             width: 4,
             generation: FIRST_GENERATION,
+            base: FIRST_GENERATION,
         };
         for i in 0..written.pages {
             let page = written.read(self.index, i);

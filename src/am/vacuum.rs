@@ -9,9 +9,10 @@
 //! it must.
 
 use crate::storage::buffer::{nblocks, Strategy};
+use crate::storage::meta::META_BLOCK;
 use crate::storage::run::{set_dead, tid_to_ptr, Section, Tid};
 use crate::storage::wal::Wal;
-use crate::storage::{delta, Meta};
+use crate::storage::{delta, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -40,7 +41,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| callback(&mut p, callback_state)) }
     };
     let meta = Meta::read(rel);
-    let (mut removed, mut live) = (0u64, 0u64);
+    let (mut removed, mut live, mut run_removed) = (0u64, 0u64, 0u64);
     // The previous generation too, while scans that began before the switch
     // may read it: they must not find entries of rows VACUUM removes.
     let previous = Section::previous(&meta).into_iter().flatten();
@@ -48,7 +49,15 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         .into_iter()
         .chain(previous)
     {
-        for i in 0..section.pages {
+        let current = section.generation == meta.generation;
+        // The run pages the two generations share are visited once, as the
+        // current generation's.
+        let from = if current {
+            0
+        } else {
+            meta.shared_pages.min(section.pages)
+        };
+        for i in from..section.pages {
             pg_sys::vacuum_delay_point();
             let page = section.read_with(rel, i, strategy);
             // Run pages change only here (VACUUMs exclude each other), so the
@@ -56,9 +65,12 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             let slots: Vec<usize> = page.live().filter(|&s| dead(page.tid(s))).collect();
             // Count the current generation's entries only: the previous
             // generation holds the same rows.
-            if section.generation == meta.generation {
+            if current {
                 live += (page.live().count() - slots.len()) as u64;
                 removed += slots.len() as u64;
+                if section.width != 0 {
+                    run_removed += slots.len() as u64;
+                }
             }
             if slots.is_empty() {
                 continue;
@@ -73,12 +85,32 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             wal.finish();
         }
     }
+    if run_removed > 0 {
+        count_dead(rel, meta.generation, run_removed);
+    }
     let (delta_removed, delta_live) = delta::bulk_delete(rel, &meta, strategy, &mut dead);
     (*stats).tuples_removed += (removed + delta_removed) as f64;
     (*stats).num_index_tuples = (live + delta_live) as f64;
     (*stats).estimated_count = false;
     (*stats).num_pages = nblocks(rel);
     stats
+}
+
+/// Adds to the metapage's count of tombstoned run entries, which tells a
+/// retrain when to merge rather than append. A retrain cannot have switched
+/// generations meanwhile (it takes the lock VACUUM holds), so `generation`
+/// is still current.
+fn count_dead(rel: pg_sys::Relation, generation: u32, n: u64) {
+    let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut m = unsafe { Meta::from_page(rel, meta_buf.page()) };
+    if m.generation != generation {
+        return;
+    }
+    m.run_dead = (m.run_dead + n).min(m.run_entries);
+    let mut wal = Wal::start(rel);
+    m.write(&mut wal, &meta_buf);
+    wal.finish();
 }
 
 #[pg_guard]

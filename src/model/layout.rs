@@ -254,7 +254,12 @@ impl<'a> ModelView<'a> {
         self.u64_at(HEADER + 8 * self.nleaves + 8 * i)
     }
 
-    fn leaf(&self, i: usize) -> Leaf {
+    /// Where the last leaf begins in the run.
+    pub fn last_leaf_start(&self) -> u64 {
+        self.start(self.nleaves - 1)
+    }
+
+    pub(crate) fn leaf(&self, i: usize) -> Leaf {
         let l = self.nleaves;
         let base = HEADER + 8 * l + 8 * (l + 1);
         Leaf {

@@ -241,3 +241,65 @@ fn damaged_models_are_rejected() {
     bad[n - 3] ^= 0x40;
     assert!(ModelView::open(&bad).unwrap().verify_checksum().is_err());
 }
+
+/// Extends a model trained on `keys[..split]` with `keys[split..]`, which lie
+/// at or above the keys before, as an append retrain does.
+fn extend(keys: &[u64], split: usize, target: u32) -> Vec<u8> {
+    let old_bytes = train(&keys[..split], target);
+    let old = ModelView::open(&old_bytes).unwrap();
+    let mut t = Trainer::resume(target, &old);
+    keys[old.last_leaf_start() as usize..]
+        .iter()
+        .for_each(|&k| t.push(k));
+    t.finish_after(&old)
+}
+
+#[test]
+fn an_extended_model_holds_every_window() {
+    for (name, keys) in distributions(30_000, 11) {
+        for split in [1usize, 100, 15_000, 29_999] {
+            let bytes = extend(&keys, split, 64);
+            let m = ModelView::open(&bytes).unwrap();
+            m.verify_checksum().unwrap();
+            assert_eq!(m.nkeys(), keys.len() as u64, "{name}");
+            let mut probes = vec![0, u64::MAX];
+            for w in keys.windows(2) {
+                probes.extend([w[0], w[0].saturating_add(1), w[1].saturating_sub(1)]);
+            }
+            for p in probes {
+                assert_contains(name, &m, &keys, p);
+            }
+        }
+    }
+}
+
+#[test]
+fn repeated_extensions_keep_leaves_and_windows() {
+    // Sequential keys appended 1% at a time, 50 times: the leaves stay as
+    // few as one training would give, and the windows as narrow.
+    let keys: Vec<u64> = (0..200_000i64).map(|i| ord_from_i64(i * 7)).collect();
+    let mut n = 100_000;
+    let mut bytes = train(&keys[..n], 64);
+    for _ in 0..50 {
+        let old = ModelView::open(&bytes).unwrap();
+        let m = (n + 2_000).min(keys.len());
+        let mut t = Trainer::resume(64, &old);
+        keys[old.last_leaf_start() as usize..m]
+            .iter()
+            .for_each(|&k| t.push(k));
+        bytes = t.finish_after(&old);
+        n = m;
+    }
+    let m = ModelView::open(&bytes).unwrap();
+    assert_eq!(m.nkeys(), keys.len() as u64);
+    assert!(m.max_window() <= 2, "max window {}", m.max_window());
+    let fresh = ModelView::open(&train(&keys, 64)).unwrap().nleaves();
+    assert!(
+        m.nleaves() <= fresh + 2,
+        "{} leaves, fresh {fresh}",
+        m.nleaves()
+    );
+    for &k in keys.iter().step_by(97) {
+        assert_contains("sequential", &m, &keys, k);
+    }
+}

@@ -10,6 +10,7 @@
 //! Routing is by key, so all copies of one value always land in one leaf.
 
 use super::layout::{encode, leaf_predict, root_predict, Leaf, Root};
+use super::ModelView;
 
 /// Upper bound on the positions one leaf covers before it is fitted: large
 /// enough that smooth data gets few leaves, small enough to keep memory flat.
@@ -41,6 +42,17 @@ impl Trainer {
             leaves: Vec::new(),
             nkeys: 0,
         }
+    }
+
+    /// Continues training `old` for a run that grew at its end: the keys from
+    /// position `old.last_leaf_start()` on (the old last leaf's, then the
+    /// appended ones) are pushed again; [`Trainer::finish_after`] keeps the
+    /// other leaves as they are. Their error bounds still hold: a leaf's
+    /// bounds depend only on its own positions and the start of the next.
+    pub fn resume(target_window: u32, old: &ModelView) -> Trainer {
+        let mut t = Trainer::new(target_window);
+        t.nkeys = old.last_leaf_start();
+        t
     }
 
     /// Adds the next key of the run. Keys must come in non-decreasing order.
@@ -105,32 +117,50 @@ impl Trainer {
     /// Finishes training and returns the stored form of the model.
     pub fn finish(mut self) -> Vec<u8> {
         self.flush();
-        let nkeys = self.nkeys;
-        if self.leaves.is_empty() {
-            self.leaves.push(Leaf {
-                first_key: 0,
-                start: 0,
-                slope: 0.0,
-                intercept: 0.0,
-                err_lo: 0,
-                err_hi: 0,
-            });
-        }
-        let root = fit_root(&self.leaves);
-        let (mut max_window, mut weighted) = (0u32, 0f64);
-        for (i, leaf) in self.leaves.iter().enumerate() {
-            let end = self.leaves.get(i + 1).map_or(nkeys, |n| n.start);
-            let w = leaf.err_lo + leaf.err_hi;
-            max_window = max_window.max(w);
-            weighted += w as f64 * (end - leaf.start) as f64;
-        }
-        let mean_window = if nkeys == 0 {
-            0.0
-        } else {
-            (weighted / nkeys as f64) as f32
-        };
-        encode(nkeys, &root, &self.leaves, max_window, mean_window)
+        finish_leaves(self.leaves, self.nkeys)
     }
+
+    /// Finishes a trainer made by [`Trainer::resume`]: `old`'s leaves but its
+    /// last, then the leaves trained here.
+    pub fn finish_after(mut self, old: &ModelView) -> Vec<u8> {
+        self.flush();
+        let keep = old.nleaves() - 1;
+        let mut leaves: Vec<Leaf> = (0..keep).map(|i| old.leaf(i)).collect();
+        debug_assert!(self
+            .leaves
+            .first()
+            .is_none_or(|l| l.start == old.last_leaf_start()));
+        leaves.append(&mut self.leaves);
+        finish_leaves(leaves, self.nkeys)
+    }
+}
+
+/// Fits the root over the leaves and encodes the model.
+fn finish_leaves(mut leaves: Vec<Leaf>, nkeys: u64) -> Vec<u8> {
+    if leaves.is_empty() {
+        leaves.push(Leaf {
+            first_key: 0,
+            start: 0,
+            slope: 0.0,
+            intercept: 0.0,
+            err_lo: 0,
+            err_hi: 0,
+        });
+    }
+    let root = fit_root(&leaves);
+    let (mut max_window, mut weighted) = (0u32, 0f64);
+    for (i, leaf) in leaves.iter().enumerate() {
+        let end = leaves.get(i + 1).map_or(nkeys, |n| n.start);
+        let w = leaf.err_lo + leaf.err_hi;
+        max_window = max_window.max(w);
+        weighted += w as f64 * (end - leaf.start) as f64;
+    }
+    let mean_window = if nkeys == 0 {
+        0.0
+    } else {
+        (weighted / nkeys as f64) as f32
+    };
+    encode(nkeys, &root, &leaves, max_window, mean_window)
 }
 
 /// Least-squares line through (key, first position) of each group, shifted so the

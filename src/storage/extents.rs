@@ -18,8 +18,10 @@ impl Extent {
     }
 }
 
-/// Most extents a generation, or the free list, is made of.
-pub const MAX_EXTENTS: usize = 6;
+/// Most extents a generation, or the free list, is made of. An append retrain
+/// adds one or two to the current generation; when they run out the next
+/// retrain is a full merge, which lays the run out afresh.
+pub const MAX_EXTENTS: usize = 32;
 
 /// A short list of extents, stored whole in the metapage.
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,6 +58,46 @@ impl Extents {
             page -= e.len;
         }
         None
+    }
+
+    /// The extents holding pages `[0, pages)`.
+    pub fn head(&self, mut pages: u32) -> Extents {
+        let mut out = Extents::default();
+        for e in self.as_slice() {
+            if pages == 0 {
+                break;
+            }
+            let len = e.len.min(pages);
+            out.push(Extent {
+                start: e.start,
+                len,
+            });
+            pages -= len;
+        }
+        out
+    }
+
+    /// The extents holding pages `[pages, blocks())`.
+    pub fn tail(&self, mut pages: u32) -> Vec<Extent> {
+        let mut out = Vec::new();
+        for e in self.as_slice() {
+            let skip = e.len.min(pages);
+            pages -= skip;
+            if skip < e.len {
+                out.push(Extent {
+                    start: e.start + skip,
+                    len: e.len - skip,
+                });
+            }
+        }
+        out
+    }
+
+    /// Whether block `blk` lies in one of the extents.
+    pub fn contains(&self, blk: u32) -> bool {
+        self.as_slice()
+            .iter()
+            .any(|e| e.start <= blk && (blk as u64) < e.end())
     }
 
     /// Appends `e`, joining it to the last extent when they touch. False when
@@ -108,6 +150,27 @@ impl Extents {
             }
         }
         moved
+    }
+
+    /// Takes `want` blocks from the first extent that holds them all.
+    pub fn take_whole(&mut self, want: u32) -> Option<Extent> {
+        let n = self.as_slice().len();
+        let i = (0..n).find(|&i| self.list[i].len >= want)?;
+        let e = self.list[i];
+        if e.len == want {
+            self.list.copy_within(i + 1..n, i);
+            self.n -= 1;
+            self.list[n - 1] = Extent::default();
+        } else {
+            self.list[i] = Extent {
+                start: e.start + want,
+                len: e.len - want,
+            };
+        }
+        Some(Extent {
+            start: e.start,
+            len: want,
+        })
     }
 
     /// Adds `e` to a free list, kept sorted and coalesced. When it is full the
@@ -178,6 +241,22 @@ mod tests {
     }
 
     #[test]
+    fn head_and_tail_split_the_pages() {
+        let mut x = Extents::single(10, 3);
+        x.push(e(20, 4));
+        assert_eq!(x.head(0).as_slice(), []);
+        assert_eq!(x.head(2).as_slice(), [e(10, 2)]);
+        assert_eq!(x.head(5).as_slice(), [e(10, 3), e(20, 2)]);
+        assert_eq!(x.head(9).as_slice(), [e(10, 3), e(20, 4)]);
+        assert_eq!(x.tail(0), [e(10, 3), e(20, 4)]);
+        assert_eq!(x.tail(3), [e(20, 4)]);
+        assert_eq!(x.tail(5), [e(22, 2)]);
+        assert_eq!(x.tail(7), []);
+        assert!(x.contains(12) && x.contains(23));
+        assert!(!x.contains(13) && !x.contains(24) && !x.contains(9));
+    }
+
+    #[test]
     fn take_splits_and_stops_when_full() {
         let mut free = Extents::default();
         free.free(e(50, 4));
@@ -196,6 +275,20 @@ mod tests {
         let mut one = Extents::default();
         assert_eq!(free.take(2, &mut one, 0), 0);
         assert_eq!(free.as_slice(), [e(52, 2)]);
+    }
+
+    #[test]
+    fn take_whole_uses_one_extent_or_none() {
+        let mut free = Extents::default();
+        free.free(e(10, 2));
+        free.free(e(20, 5));
+        free.free(e(40, 3));
+        assert_eq!(free.take_whole(3), Some(e(20, 3)));
+        assert_eq!(free.as_slice(), [e(10, 2), e(23, 2), e(40, 3)]);
+        assert_eq!(free.take_whole(3), Some(e(40, 3)));
+        assert_eq!(free.as_slice(), [e(10, 2), e(23, 2)]);
+        assert_eq!(free.take_whole(3), None);
+        assert_eq!(free.as_slice(), [e(10, 2), e(23, 2)]);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use pgrx::pg_sys;
 pub const META_BLOCK: pg_sys::BlockNumber = 0;
 const META_MAGIC: u32 = 0x4C52_4E44; // "LRND"
 /// 2: pages carry their generation; directory pages keep their link in their header.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: generations may share run pages (append retrains); 32 extents per list.
+pub const FORMAT_VERSION: u32 = 3;
 /// The generation a build writes.
 pub const FIRST_GENERATION: u32 = 1;
 /// Delta pages that take inserts at once; more only open under contention.
@@ -32,12 +33,17 @@ pub struct Meta {
     /// The generation new delta pages are tagged with: the current one, or
     /// the next while a retrain has frozen the delta (`src/retrain.rs`).
     pub insert_generation: u32,
-    /// Where the current generation's pages are: its run pages, then its
-    /// NULL pages, then its model pages.
-    pub place: Extents,
     /// The sorted run: entries with a key.
     pub run_pages: u32,
     pub run_entries: u64,
+    /// Run entries VACUUM has tombstoned; a merge drops them.
+    pub run_dead: u64,
+    /// The oldest generation whose run pages the current run still uses: an
+    /// append retrain keeps the full pages of the run it extends.
+    pub run_base: u32,
+    /// How many leading run pages the current and previous generations
+    /// share (the same blocks).
+    pub shared_pages: u32,
     /// TIDs of rows whose key is NULL.
     pub null_pages: u32,
     pub null_entries: u64,
@@ -74,7 +80,7 @@ pub struct Meta {
     pub prev_generation: u32,
     pub prev_key_width: u8,
     pub _pad3: [u8; 3],
-    pub prev_place: Extents,
+    pub prev_run_base: u32,
     pub prev_run_pages: u32,
     pub prev_run_entries: u64,
     pub prev_null_pages: u32,
@@ -82,6 +88,13 @@ pub struct Meta {
     pub prev_model_pages: u32,
     /// The transaction that switched away from it.
     pub prev_retired: u64,
+    // The extent lists come last, so the fields above keep their offsets if
+    // the lists grow.
+    /// Where the current generation's pages are: its run pages, then its
+    /// NULL pages, then its model pages.
+    pub place: Extents,
+    /// Where the previous generation's pages are, in the same order.
+    pub prev_place: Extents,
     /// Blocks of retired generations, for the next ones.
     pub free: Extents,
 }
@@ -97,9 +110,11 @@ impl Meta {
             target_window,
             generation: FIRST_GENERATION,
             insert_generation: FIRST_GENERATION,
-            place: Extents::default(),
             run_pages: 0,
             run_entries: 0,
+            run_dead: 0,
+            run_base: FIRST_GENERATION,
+            shared_pages: 0,
             null_pages: 0,
             null_entries: 0,
             model_pages: 0,
@@ -126,13 +141,15 @@ impl Meta {
             prev_generation: 0,
             prev_key_width: 0,
             _pad3: [0; 3],
-            prev_place: Extents::default(),
+            prev_run_base: 0,
             prev_run_pages: 0,
             prev_run_entries: 0,
             prev_null_pages: 0,
             prev_null_entries: 0,
             prev_model_pages: 0,
             prev_retired: 0,
+            place: Extents::default(),
+            prev_place: Extents::default(),
             free: Extents::default(),
         }
     }
@@ -244,9 +261,19 @@ impl Meta {
             bad("too many open delta pages");
         }
         if self.insert_generation < self.generation
-            || (self.prev_generation != 0 && self.prev_generation >= self.generation)
+            || self.run_base > self.generation
+            || (self.prev_generation != 0
+                && (self.prev_generation >= self.generation
+                    || self.prev_run_base > self.prev_generation))
         {
             bad("generation numbers are out of order");
+        }
+        if self.run_dead > self.run_entries
+            || (self.shared_pages != 0
+                && (self.prev_generation == 0
+                    || self.shared_pages > self.run_pages.min(self.prev_run_pages)))
+        {
+            bad("the run's entry counts are inconsistent");
         }
     }
 

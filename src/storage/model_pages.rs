@@ -152,7 +152,13 @@ pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
         // the payload area before copying.
         unsafe {
             let page = buf.page();
-            page::check_current(rel, blk, page, PageKind::Model, meta.generation);
+            page::check_current(
+                rel,
+                blk,
+                page,
+                PageKind::Model,
+                meta.generation..=meta.generation,
+            );
             let base = page::content(page);
             let len = page::read_header::<ModelHeader>(page).len as usize;
             if len > PAYLOAD {

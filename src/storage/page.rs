@@ -185,13 +185,15 @@ pub unsafe fn check(
     o.generation
 }
 
-/// Checks that `page` is a page of `kind` and `generation`. A valid page of
-/// another kind or generation where a scan expected this one is not damage
-/// if the index has moved to a newer generation since the scan read the
-/// metapage: the blocks of a retired generation are reused, and only a query
-/// that outlived two retrains (on a hot standby, where the primary cannot see
-/// its snapshot) can meet them. Such a query gets a serialization failure to
-/// retry, as a recovery conflict would give it.
+/// Checks that `page` is a page of `kind` written by a generation in
+/// `generations`: those of the section that holds it (an append retrain keeps
+/// the full run pages of the generation it extends, with their tags). A valid
+/// page of another kind or a newer generation where a scan expected this one
+/// is not damage if the index has moved to a newer generation since the scan
+/// read the metapage: the blocks of a retired generation are reused, and only
+/// a query that outlived two retrains (on a hot standby, where the primary
+/// cannot see its snapshot) can meet them. Such a query gets a serialization
+/// failure to retry, as a recovery conflict would give it.
 ///
 /// # Safety
 /// As for [`check`].
@@ -200,12 +202,12 @@ pub unsafe fn check_current(
     blk: pg_sys::BlockNumber,
     page: pg_sys::Page,
     kind: PageKind,
-    generation: u32,
+    generations: std::ops::RangeInclusive<u32>,
 ) {
     let o = opaque(page);
-    if o.magic == PAGE_MAGIC && (o.kind != kind as u8 || o.generation != generation) {
+    if o.magic == PAGE_MAGIC && (o.kind != kind as u8 || !generations.contains(&o.generation)) {
         let current = super::Meta::read(rel).generation;
-        if current != generation {
+        if current != *generations.end() {
             pgrx::pg_sys::panic::ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
                 format!(
@@ -218,28 +220,16 @@ pub unsafe fn check_current(
             .report(PgLogLevel::ERROR);
         }
     }
-    check_in(rel, blk, page, kind, generation);
-}
-
-/// Checks the page as [`check`] does and that it belongs to `generation`.
-///
-/// # Safety
-/// As for [`check`].
-pub unsafe fn check_in(
-    rel: pg_sys::Relation,
-    blk: pg_sys::BlockNumber,
-    page: pg_sys::Page,
-    kind: PageKind,
-    generation: u32,
-) {
     let found = check(rel, blk, page, kind);
-    if found != generation {
+    if !generations.contains(&found) {
         corrupt(
             rel,
             blk,
             &format!(
-                "{} belongs to generation {found}, the metapage's is {generation}",
-                kind.name()
+                "{} belongs to generation {found}, outside the metapage's {}..={}",
+                kind.name(),
+                generations.start(),
+                generations.end()
             ),
         );
     }

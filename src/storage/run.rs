@@ -81,6 +81,9 @@ pub struct Section {
     pub entries: u64,
     pub width: u8,
     pub generation: u32,
+    /// The oldest generation whose pages the section holds (see
+    /// [`super::Meta::run_base`]).
+    pub base: u32,
 }
 
 impl Section {
@@ -92,6 +95,7 @@ impl Section {
             entries: m.run_entries,
             width: m.key_width,
             generation: m.generation,
+            base: m.run_base,
         }
     }
 
@@ -105,6 +109,7 @@ impl Section {
                 entries: m.prev_run_entries,
                 width: m.prev_key_width,
                 generation: m.prev_generation,
+                base: m.prev_run_base,
             },
             Section {
                 place: m.prev_place,
@@ -113,6 +118,7 @@ impl Section {
                 entries: m.prev_null_entries,
                 width: 0,
                 generation: m.prev_generation,
+                base: m.prev_generation,
             },
         ])
     }
@@ -125,6 +131,7 @@ impl Section {
             entries: m.null_entries,
             width: 0,
             generation: m.generation,
+            base: m.generation,
         }
     }
 
@@ -216,7 +223,7 @@ impl RunPage {
     unsafe fn open(rel: pg_sys::Relation, buf: Buf, s: &Section, i: u32) -> RunPage {
         let blk = buf.blkno();
         let page = buf.page();
-        page::check_current(rel, blk, page, s.kind(), s.generation);
+        page::check_current(rel, blk, page, s.kind(), s.base..=s.generation);
         let h: RunHeader = page::read_header(page);
         let (ps, pe) = s.page_span(i);
         if h.width != s.width {
@@ -334,6 +341,8 @@ pub struct SectionWriter {
     first: u32,
     keys: Vec<u64>,
     tids: Vec<Tid>,
+    /// Slots of the page being filled that are written tombstoned.
+    dead: Vec<usize>,
     pub pages: u32,
     pub entries: u64,
     /// Smallest and largest key pushed (keys arrive sorted).
@@ -365,6 +374,7 @@ impl SectionWriter {
             first,
             keys: Vec::with_capacity(cap),
             tids: Vec::with_capacity(cap),
+            dead: Vec::new(),
             pages: 0,
             entries: 0,
             key_range: None,
@@ -383,6 +393,17 @@ impl SectionWriter {
             self.flush();
         }
         Ok(())
+    }
+
+    /// Pushes an entry VACUUM has tombstoned, keeping its position: an append
+    /// retrain copies the run's last page with its tombstones.
+    pub fn push_dead(&mut self, key: u64, tid: Tid) -> Result<(), TooWide> {
+        let slot = self.keys.len();
+        if self.width == 4 && slot > 0 && key - self.keys[0] > u32::MAX as u64 {
+            return Err(TooWide);
+        }
+        self.dead.push(slot);
+        self.push(key, tid)
     }
 
     /// The entries not yet written to a page.
@@ -448,10 +469,12 @@ impl SectionWriter {
                     .cast::<pg_sys::ItemPointerData>()
                     .write_unaligned(tid_to_ptr(t));
             }
+            set_dead(page, &self.dead);
             pg_sys::MarkBufferDirty(buf.buffer());
         }
         self.keys.clear();
         self.tids.clear();
+        self.dead.clear();
         self.pages += 1;
     }
 
