@@ -25,6 +25,7 @@ pgrx::extension_sql_file!("../sql/learneddb.sql", name = "access_method", finali
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     am::options::init();
+    retrain::init();
     worker::init();
 }
 

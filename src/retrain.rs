@@ -37,7 +37,38 @@ use crate::storage::wal::Wal;
 use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgRelation;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgRelation};
+use std::ffi::CString;
+
+static PAUSE_AT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// The advisory lock a retrain waits for at `learneddb.debug_retrain_pause`.
+pub const PAUSE_LOCK: i64 = 7_390_001;
+
+/// Defines the testing GUC. Called from `_PG_init`.
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"learneddb.debug_retrain_pause",
+        c"Testing aid: the stage at which a retrain waits for an advisory lock.",
+        c"One of freeze, write, switch, switched, recycle: the retrain takes pg_advisory_xact_lock(7390001) there, so a test holding that lock stops it at that stage.",
+        &PAUSE_AT,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
+    );
+}
+
+/// Waits for [`PAUSE_LOCK`] if `learneddb.debug_retrain_pause` names `stage`.
+/// Called where the retrain holds no buffer lock.
+fn pause_point(stage: &str) {
+    if PAUSE_AT
+        .get()
+        .is_some_and(|s| s.to_bytes() == stage.as_bytes())
+    {
+        let sql = format!("SELECT pg_advisory_xact_lock({PAUSE_LOCK})");
+        if let Err(e) = Spi::run(&sql) {
+            error!("learneddb: pausing the retrain at {stage} failed: {e}");
+        }
+    }
+}
 
 /// What a retrain did.
 pub struct Report {
@@ -149,6 +180,7 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     }
     let next = before.insert_generation.max(before.generation) + 1;
     let meta = delta::freeze(idx, next);
+    pause_point("freeze");
     let frozen: Vec<DirEntry> = delta::directory(idx, &meta, ring.get())
         .into_iter()
         .filter(|d| d.state != FREE && d.generation >= meta.generation && d.generation < next)
@@ -157,6 +189,7 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
         Some(w) => w,
         None => merge(idx, &meta, &frozen, next, ring.get()),
     };
+    pause_point("write");
     // SAFETY: the index is open; the new pages were written above and
     // nothing points at them yet.
     unsafe {
@@ -172,7 +205,10 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
             }
         }
     }
-    Some(switch(idx, next, written, started, ring.get()))
+    pause_point("switch");
+    let report = switch(idx, next, written, started, ring.get());
+    pause_point("switched");
+    Some(report)
 }
 
 /// The merge path: the run's live entries, its NULLs and the frozen delta go
@@ -601,6 +637,7 @@ fn retire(idx: pg_sys::Relation, strategy: Strategy) {
             delta::discard(idx, &d);
         }
     }
+    pause_point("recycle");
     let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
     // SAFETY: block 0, pinned and exclusive-locked.
     let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };

@@ -220,7 +220,8 @@ fn visit(oid: pg_sys::Oid) {
     let name = unsafe { crate::storage::page::relation_name(rel.index) };
     match retrain(&rel) {
         Some(r) => log!(
-            "learneddb: retrained index \"{name}\": generation {}, {} delta entries merged, {} entries, {:.3} s",
+            "learneddb: retrained index \"{name}\" ({}): generation {}, {} delta entries merged, {} entries, {:.3} s",
+            r.path.name(),
             r.generation,
             r.merged,
             r.entries,

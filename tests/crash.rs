@@ -231,3 +231,127 @@ fn committed_rows_survive_crashes() {
     );
     assert_verified(&mut c, "u_v");
 }
+
+/// The advisory lock a retrain waits for at `learneddb.debug_retrain_pause`.
+const PAUSE_LOCK: i64 = 7_390_001;
+
+/// SIGKILL during a retrain, at each of its stages, for a retrain that
+/// merges (random keys) and one that appends (increasing keys). The retrain
+/// is stopped at the stage by `learneddb.debug_retrain_pause`, which makes it
+/// wait for an advisory lock this test holds; rows committed while it waits
+/// must survive too. After recovery `learned_verify` passes, the index and
+/// the table agree, and the next retrain completes.
+#[test]
+fn retrains_survive_a_crash_at_each_stage() {
+    let cluster = Cluster::start(
+        "retrain_crash",
+        &["restart_after_crash = on", "autovacuum = off"],
+    );
+    let stages = ["freeze", "write", "switch", "switched", "recycle"];
+    for (n, stage) in stages.iter().enumerate() {
+        for append in [false, true] {
+            let table = format!("s{n}{}", if append { "a" } else { "m" });
+            let key = |from: i64, to: i64| {
+                if append {
+                    format!("SELECT g FROM generate_series({from}, {to}) g")
+                } else {
+                    format!("SELECT hashint8(g) % 1000000 FROM generate_series({from}, {to}) g")
+                }
+            };
+            let mut c = cluster.connect();
+            common::run_each(
+                &mut c,
+                &format!(
+                    "CREATE TABLE {table} (v int8);
+                 INSERT INTO {table} {};
+                 CREATE INDEX {table}_v ON {table} USING learned (v);
+                 INSERT INTO {table} {};
+                 DELETE FROM {table} WHERE v % 50 = 0;
+                 VACUUM {table};",
+                    key(1, 20000),
+                    key(20001, 23000)
+                ),
+            );
+            if *stage == "recycle" {
+                // A previous generation for the retrain to recycle.
+                common::run_each(
+                    &mut c,
+                    &format!(
+                        "SELECT learned_retrain('{table}_v'); INSERT INTO {table} {};",
+                        key(23001, 25000)
+                    ),
+                );
+            }
+            c.query_one("SELECT pg_advisory_lock($1)", &[&PAUSE_LOCK])
+                .unwrap();
+            let mut r = cluster.connect();
+            let pid = common::backend_pid(&mut r);
+            r.batch_execute(&format!("SET learneddb.debug_retrain_pause = '{stage}'"))
+                .unwrap();
+            let index = format!("{table}_v");
+            let retrainer = thread::spawn(move || {
+                r.batch_execute(&format!("SELECT learned_retrain('{index}')"))
+                    .is_err()
+            });
+            common::wait_for(&format!("the retrain to pause at {stage}"), 30, || {
+                c.query_one(
+                    "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted",
+                    &[&pid],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+                    == 1
+            });
+            // Rows committed while the retrain is stopped.
+            c.batch_execute(&format!("INSERT INTO {table} {}", key(30001, 30500)))
+                .unwrap();
+            let killed = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .status()
+                .unwrap();
+            assert!(killed.success());
+            assert!(retrainer.join().unwrap(), "the killed retrain returned");
+            drop(c);
+            let mut c = reconnect(&cluster);
+            check_table(&mut c, &table, &format!("{stage}, append {append}"));
+            c.batch_execute(&format!("SELECT learned_retrain('{table}_v')"))
+                .unwrap();
+            check_table(&mut c, &table, &format!("retrain after {stage}"));
+        }
+    }
+}
+
+/// Connects once the server has finished crash recovery.
+fn reconnect(cluster: &Cluster) -> postgres::Client {
+    let mut client = None;
+    common::wait_for("crash recovery", 60, || {
+        client = cluster
+            .try_connect()
+            .ok()
+            .filter(|c| !c.is_closed())
+            .and_then(|mut c| c.batch_execute("SELECT 1").ok().map(|_| c));
+        client.is_some()
+    });
+    client.unwrap()
+}
+
+/// `learned_verify` passes and the index returns exactly the table's rows.
+fn check_table(c: &mut postgres::Client, table: &str, what: &str) {
+    assert_verified(c, &format!("{table}_v"));
+    let q = format!(
+        "SELECT coalesce(string_agg(v::text, ',' ORDER BY v), '') FROM {table} WHERE v >= 0"
+    );
+    c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .unwrap();
+    let by_index: String = c.query_one(&q, &[]).unwrap().get(0);
+    c.batch_execute("RESET ALL; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off")
+        .unwrap();
+    let by_table: String = c.query_one(&q, &[]).unwrap().get(0);
+    c.batch_execute("RESET ALL").unwrap();
+    assert!(!by_table.is_empty());
+    assert!(
+        by_index == by_table,
+        "{what}: the index and the table disagree"
+    );
+}
