@@ -32,7 +32,7 @@ use crate::storage::buffer::{nblocks, BulkRead, Strategy};
 use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, FREE};
 use crate::storage::extents::{Extent, Extents, MAX_EXTENTS};
 use crate::storage::meta::META_BLOCK;
-use crate::storage::run::{capacity, Section, SectionWriter, NULL_CAPACITY};
+use crate::storage::run::{capacity, Section, SectionWriter, Tid, NULL_CAPACITY};
 use crate::storage::wal::Wal;
 use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
@@ -317,6 +317,15 @@ fn append(
         let page = run.read_with(idx, run.pages - 1, strategy);
         page.key(page.len() - 1)
     };
+    // The last entry that stays where it is: the run stays in (key, TID)
+    // order, which scans rely on to start over (src/am/scan.rs), so the
+    // frozen entries must come after it. Entries with the run's largest key
+    // on the copied page are sorted again with the frozen ones of that key
+    // (which moves no key's first position, so the model stays exact).
+    let kept_last = (shared > 0).then(|| {
+        let page = run.read_with(idx, shared - 1, strategy);
+        (page.key(page.len() - 1), page.tid(page.len() - 1))
+    });
     if frozen.iter().any(|d| d.min <= d.max && d.min < run_max) {
         return None;
     }
@@ -357,11 +366,15 @@ fn append(
     }
     let mut sorted = sorter.finish();
     let (mut added, mut null_entries) = (0u64, 0u64);
-    while let Some((key, _)) = sorted.next_entry() {
+    let mut in_order = true;
+    while let Some((key, tid)) = sorted.next_entry() {
         let Some(key) = key else {
             null_entries += 1;
             continue;
         };
+        if added == 0 {
+            in_order = kept_last.is_none_or(|last| (key, tid) >= last);
+        }
         trainer.push(key);
         width_ok.push(key);
         added += 1;
@@ -369,7 +382,7 @@ fn append(
             pgrx::check_for_interrupts!();
         }
     }
-    if !width_ok.fits {
+    if !width_ok.fits || !in_order {
         sorted.end();
         return None;
     }
@@ -395,13 +408,22 @@ fn append(
     let mut writer = SectionWriter::new(idx, (place, shared), run.width, next);
     if shared < run.pages {
         let page = run.read_with(idx, shared, strategy);
-        for s in 0..page.len() {
-            let copied = if page.dead(s) {
-                writer.push_dead(page.key(s), page.tid(s))
+        let mut copied: Vec<(u64, Tid, bool)> = (0..page.len())
+            .map(|s| (page.key(s), page.tid(s), page.dead(s)))
+            .collect();
+        drop(page);
+        while sorted.peek_key() == Some(run_max) {
+            let (key, tid) = sorted.next_key().expect("peeked");
+            copied.push((key, tid, false));
+        }
+        copied.sort_by_key(|&(key, tid, _)| (key, tid));
+        for (key, tid, dead) in copied {
+            let pushed = if dead {
+                writer.push_dead(key, tid)
             } else {
-                writer.push(page.key(s), page.tid(s))
+                writer.push(key, tid)
             };
-            copied.expect("the width was checked");
+            pushed.expect("the width was checked");
         }
     }
     while let Some((key, tid)) = sorted.next_key() {

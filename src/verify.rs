@@ -201,17 +201,22 @@ fn check_run(
         }
     };
     let mut prev: Option<u64> = None;
+    let mut prev_tid: Tid = 0;
     for i in 0..run.pages {
         let page = run.read_with(idx, i, strategy);
         let (ps, _) = run.page_span(i);
         for s in 0..page.len() {
             let key = page.key(s);
+            let tid = page.tid(s);
             let pos = ps + s as u64;
             if !page.dead(s) {
-                put(page.tid(s), Some(key));
+                put(tid, Some(key));
             }
+            // Scans rely on (key, TID) order to start over (src/am/scan.rs).
+            let unsorted = prev.is_some_and(|p| (key, tid) < (p, prev_tid));
+            prev_tid = tid;
             match prev {
-                Some(p) if key < p => fail(idx, &format!("run is not sorted at position {pos}")),
+                _ if unsorted => fail(idx, &format!("run is not sorted at position {pos}")),
                 Some(p) if key == p => continue,
                 Some(p) if key > p + 1 => in_window(p + 1, pos),
                 _ => {}
@@ -224,8 +229,16 @@ fn check_run(
         in_window(p + 1, run.entries);
     }
     let nulls = Section::nulls(meta);
+    let mut prev_tid = None;
     for i in 0..nulls.pages {
         let page = nulls.read_with(idx, i, strategy);
+        for s in 0..page.len() {
+            let tid = page.tid(s);
+            if prev_tid.is_some_and(|p| tid < p) {
+                fail(idx, &format!("NULL page {i} is not in TID order"));
+            }
+            prev_tid = Some(tid);
+        }
         page.live().for_each(|s| put(page.tid(s), None));
     }
 }

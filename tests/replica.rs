@@ -58,6 +58,8 @@ impl Standby {
             "-R",
             "-X",
             "stream",
+            "-c",
+            "fast",
         ]);
         let port = primary.port + 1;
         let conf = format!(
@@ -199,4 +201,120 @@ fn standby_replays_the_index() {
     p.batch_execute("REINDEX INDEX t_v").unwrap();
     wait_for_replay(&mut p, &mut s);
     assert_eq!(check(&mut s), retrained);
+}
+
+/// Rows of a one-column query, as text.
+fn rows(c: &mut postgres::Client, sql: &str) -> Vec<String> {
+    common::texts(c, sql)
+}
+
+/// The restart rule (DESIGN.md section 3): a standby query gets no recovery
+/// conflict from a retrain, so its scan can outlive two retrains and meet
+/// blocks of its generation that a newer one reused. It starts over from the
+/// metapage after the entry it returned last and stays exact: a scrollable
+/// plain index scan (forward, then backward, then forward again), an
+/// index-only scan backward, and a scan of NULLs spread over several NULL
+/// pages, each paused in a REPEATABLE READ transaction on the standby while
+/// the primary retrains three times.
+#[test]
+fn standby_scans_start_over_after_recycling() {
+    let primary = Cluster::start(
+        "replica_restart",
+        &[
+            "wal_level = replica",
+            "max_wal_senders = 4",
+            "autovacuum = off",
+        ],
+    );
+    let mut p = primary.connect();
+    common::run_each(
+        &mut p,
+        "CREATE TABLE t (id serial, k int8);
+         INSERT INTO t (k) SELECT 3 * g FROM generate_series(1, 60000) g;
+         INSERT INTO t (k) SELECT NULL FROM generate_series(1, 4000);
+         CREATE INDEX t_k ON t USING learned (k);
+         INSERT INTO t (k) SELECT 3 * g + 1 FROM generate_series(1, 60000, 11) g;
+         INSERT INTO t (k) SELECT NULL FROM generate_series(1, 300);
+         VACUUM t",
+    );
+    let standby = Standby::start(&primary);
+    let mut s = standby.connect();
+    wait_for_replay(&mut p, &mut s);
+
+    s.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .unwrap();
+    let plain = "SELECT k || ':' || id AS v FROM t WHERE k >= 0 ORDER BY k";
+    let only = "SELECT k::text AS v FROM t WHERE k BETWEEN 30000 AND 150000 ORDER BY k DESC";
+    let nulls = "SELECT id::text FROM t WHERE k IS NULL";
+    s.batch_execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off; SET LOCAL enable_bitmapscan = off")
+        .unwrap();
+    let expect_plain = rows(&mut s, plain);
+    let expect_only = rows(&mut s, only);
+    let mut expect_nulls = rows(&mut s, nulls);
+    expect_nulls.sort();
+    s.batch_execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = on; SET LOCAL enable_indexonlyscan = on")
+        .unwrap();
+    for (q, node) in [
+        (plain, "Index Scan using t_k"),
+        (only, "Index Only Scan Backward using t_k"),
+        (nulls, "Index Scan using t_k"),
+    ] {
+        let plan = rows(&mut s, &format!("EXPLAIN (COSTS OFF) {q}")).join("\n");
+        assert!(plan.contains(node), "{plan}");
+    }
+    s.batch_execute(&format!(
+        "DECLARE c_plain SCROLL CURSOR FOR {plain};
+         DECLARE c_only CURSOR FOR {only};
+         DECLARE c_nulls CURSOR FOR {nulls}"
+    ))
+    .unwrap();
+    let mut got_plain = rows(&mut s, "FETCH 1000 FROM c_plain");
+    let mut got_only = rows(&mut s, "FETCH 500 FROM c_only");
+    let mut got_nulls = rows(&mut s, "FETCH 1500 FROM c_nulls");
+
+    // Three retrains: the third is written into the blocks of the
+    // generation the standby's scans are reading.
+    for round in 0..3 {
+        p.execute(
+            "INSERT INTO t (k) SELECT 3 * g + 2 FROM generate_series($1::int, 60000, 7) g",
+            &[&round],
+        )
+        .unwrap();
+        p.batch_execute("INSERT INTO t (k) SELECT NULL FROM generate_series(1, 100)")
+            .unwrap();
+        let path: String = p
+            .query_one("SELECT path FROM learned_retrain('t_k')", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(path, "merge");
+    }
+    wait_for_replay(&mut p, &mut s);
+
+    let back = rows(&mut s, "FETCH BACKWARD 10 FROM c_plain");
+    let want_back: Vec<String> = expect_plain[989..999].iter().rev().cloned().collect();
+    assert_eq!(back, want_back, "stepping back after the restart");
+    got_plain.truncate(990);
+    got_plain.extend(rows(&mut s, "FETCH ALL FROM c_plain"));
+    got_only.extend(rows(&mut s, "FETCH ALL FROM c_only"));
+    got_nulls.extend(rows(&mut s, "FETCH ALL FROM c_nulls"));
+    s.batch_execute("COMMIT").unwrap();
+    got_nulls.sort();
+    assert!(
+        got_plain == expect_plain,
+        "the plain scan is not exact across the restart"
+    );
+    assert!(
+        got_only == expect_only,
+        "the index-only scan is not exact across the restart"
+    );
+    assert!(
+        got_nulls == expect_nulls,
+        "the NULL scan is not exact across the restart"
+    );
+    let generation: i64 = s
+        .query_one("SELECT generation FROM learned_index_stats('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(generation, 4);
+    assert_verified(&mut s, "t_k");
 }

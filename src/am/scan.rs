@@ -2,16 +2,22 @@
 //! `amendscan`, `amcanreturn`.
 //!
 //! What a scan returns, ascending: for each interval of its plan, the run
-//! entries in it merged with the delta entries in it (a delta entry comes
-//! before a run entry iff its key is smaller), then the NULLs (NULL pages,
-//! then delta NULLs). A backward scan returns the same sequence reversed,
-//! and a scan may change direction at any point, as btree's can.
+//! entries in it merged with the delta entries in it, in (key, TID) order,
+//! then the NULLs (NULL pages merged with delta NULLs) in TID order. A
+//! backward scan returns the same sequence reversed, and a scan may change
+//! direction at any point, as btree's can.
 //!
 //! The scan walks that sequence in batches: one run page's slice of an
 //! interval with the delta entries that fall among it, or one NULL page. A
 //! batch read forward and the same batch read backward may split the delta
 //! entries at a different place, but both are pieces of the one sequence, so
 //! moving back and forth over batches returns each entry in its place.
+//!
+//! Every generation holds the entries of the one before (less what VACUUM
+//! removed, plus what was inserted since) in that same order, so a scan that
+//! meets a page a newer generation reused (a hot standby query that outlived
+//! two retrains: the primary cannot see its snapshot) starts over from the
+//! metapage just after the entry it returned last (DESIGN.md section 3).
 //!
 //! Pins (DESIGN.md section 3a, nbtree's "dropping pins"): a scan that returns
 //! index tuples (index-only) or runs under a non-MVCC snapshot keeps the pin on
@@ -26,6 +32,7 @@ use super::scankey::{self, Plan};
 use crate::key::KeyKind;
 use crate::storage::buffer::{HeldPin, Strategy};
 use crate::storage::delta::{self, DeltaEntry, DeltaPage, DirEntry};
+use crate::storage::page::{recycled_error, Recycled};
 use crate::storage::run::{tid_to_ptr, RunPage, Section, Tid};
 use crate::storage::{model_pages, Meta};
 use pgrx::pg_sys;
@@ -44,8 +51,22 @@ struct Hints {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Segment {
     Interval(usize),
-    /// NULL page `i`; `i == null_pages` is the delta NULLs.
+    /// NULL page `i` with the delta NULLs among its TIDs; with no NULL pages,
+    /// `Nulls(0)` is the delta NULLs alone.
     Nulls(u32),
+}
+
+/// Most times one call starts over on meeting recycled pages before it
+/// gives up with a serialization failure.
+const MAX_RESTARTS: u32 = 8;
+
+/// The entry a scan returned last: where it starts over from.
+#[derive(Clone, Copy, Debug)]
+struct Position {
+    /// Its interval, `None` for a NULL.
+    interval: Option<usize>,
+    key: u64,
+    tid: Tid,
 }
 
 /// The batch the scan is on: where it lies, its page's pin, and the position
@@ -69,7 +90,7 @@ struct Bounds {
     /// No run entry of the interval lies after `run_hi` / before `run_lo`.
     run_end_fwd: bool,
     run_end_bwd: bool,
-    /// Delta entries covered: `delta[d0..d1]`.
+    /// Delta entries covered: `delta[d0..d1]` (of `delta_nulls` for NULLs).
     d0: usize,
     d1: usize,
 }
@@ -101,6 +122,8 @@ struct ScanState {
     delta_nulls: Vec<Tid>,
     delta_pins: Vec<HeldPin>,
     batch: Option<Batch>,
+    /// The entry returned last, while the scan is positioned.
+    at: Option<Position>,
     /// The entries of the current batch, ascending.
     items: Vec<(Option<u64>, Tid)>,
     /// Scratch: a run page's slice of live entries.
@@ -136,6 +159,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         delta_nulls: Vec::new(),
         delta_pins: Vec::new(),
         batch: None,
+        at: None,
         items: Vec::new(),
         run_items: Vec::new(),
         itup: [0; 3],
@@ -212,6 +236,13 @@ impl ScanState {
     /// Forgets the position and releases every pin: the next call starts over
     /// in its own direction, as btree does after a scan ran off either end.
     fn invalidate(&mut self) {
+        self.at = None;
+        self.release_pages();
+    }
+
+    /// Releases the batch, the gathered delta and every pin, keeping the
+    /// position.
+    fn release_pages(&mut self) {
         if let Some(b) = self.batch.take() {
             b.release();
         }
@@ -263,10 +294,8 @@ impl ScanState {
             }
         }
         self.delta.sort_unstable_by_key(|e| (e.key, e.tid));
+        self.delta_nulls.sort_unstable();
         self.gathered = true;
-        // SAFETY: counts an index scan in pg_stat_all_indexes, as
-        // pgstat_count_index_scan does.
-        unsafe { count_scan(rel) };
     }
 
     /// Delta entries of interval `k`: `delta[dlo..dhi]`.
@@ -280,33 +309,116 @@ impl ScanState {
 
     /// Positions the scan on the first (forward) or last batch. False if the
     /// plan selects nothing at all.
-    fn begin(&mut self, rel: pg_sys::Relation, forward: bool) -> bool {
+    fn begin(&mut self, rel: pg_sys::Relation, forward: bool) -> Result<bool, Recycled> {
         if !self.gathered {
             self.gather(rel);
+            // SAFETY: counts an index scan in pg_stat_all_indexes, as
+            // pgstat_count_index_scan does.
+            unsafe { count_scan(rel) };
         }
         let n = self.plan.intervals.len();
         if forward {
             if n > 0 {
-                self.start_interval(rel, 0, true);
+                self.start_interval(rel, 0, true)?;
             } else if self.plan.nulls {
-                self.load_nulls(rel, 0, true);
+                self.load_nulls(rel, 0, true, None)?;
             } else {
-                return false;
+                return Ok(false);
             }
         } else if self.plan.nulls {
-            let last = Section::nulls(self.meta()).pages;
-            self.load_nulls(rel, last, false);
+            let last = self.null_batches() - 1;
+            self.load_nulls(rel, last, false, None)?;
         } else if n > 0 {
-            self.start_interval(rel, n - 1, false);
+            self.start_interval(rel, n - 1, false)?;
         } else {
-            return false;
+            return Ok(false);
         }
-        true
+        Ok(true)
+    }
+
+    /// Starts over from a fresh read of the metapage, just after `at` in
+    /// direction `forward`: the batch holding the next entry is loaded and
+    /// the scan placed before it.
+    fn reposition(
+        &mut self,
+        rel: pg_sys::Relation,
+        at: Position,
+        forward: bool,
+    ) -> Result<(), Recycled> {
+        self.gather(rel);
+        let meta = *self.meta();
+        let pair = (at.key, at.tid);
+        // Entries up to `at` (forward), or from it on (backward), are behind.
+        let behind = |e: (u64, Tid)| if forward { e <= pair } else { e < pair };
+        let Some(k) = at.interval else {
+            return self.reposition_nulls(rel, &meta, at.tid, forward);
+        };
+        let run = Section::run(&meta);
+        let model = model_pages::load(rel, &meta)?;
+        let (mut pos, mut page) = run.seek(rel, at.key, model.window(at.key))?;
+        // The seek found the first entry with the key; step over those of
+        // the key that are behind.
+        while let Some(p) = page.as_ref() {
+            let (ps, _) = run.page_span(run.page_of(pos));
+            let mut s = (pos - ps) as usize;
+            while s < p.len() && behind((p.key(s), p.tid(s))) {
+                s += 1;
+            }
+            pos = ps + s as u64;
+            if s < p.len() {
+                break;
+            }
+            page = None;
+            if pos < run.entries {
+                page = Some(run.try_read(rel, run.page_of(pos))?);
+            }
+        }
+        let (dlo, dhi) = self.delta_range(k);
+        let d = dlo + self.delta[dlo..dhi].partition_point(|e| behind((e.key, e.tid)));
+        if forward {
+            self.load_forward(rel, k, pos, page, d, false)
+        } else {
+            self.load_backward(rel, k, pos, page, d, false)
+        }
+    }
+
+    /// [`ScanState::reposition`] among the NULLs, which are in TID order.
+    fn reposition_nulls(
+        &mut self,
+        rel: pg_sys::Relation,
+        meta: &Meta,
+        tid: Tid,
+        forward: bool,
+    ) -> Result<(), Recycled> {
+        // The last NULL page whose first TID is at most `tid`, or the first.
+        let nulls = Section::nulls(meta);
+        let (mut lo, mut hi) = (0u32, nulls.pages);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if nulls.try_read(rel, mid)?.tid(0) <= tid {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        self.load_nulls(rel, lo, forward, None)?;
+        let b = self.batch.as_mut().expect("just loaded");
+        b.cur = if forward {
+            self.items.partition_point(|&(_, t)| t <= tid) as isize - 1
+        } else {
+            self.items.partition_point(|&(_, t)| t < tid) as isize
+        };
+        Ok(())
     }
 
     /// Seeks the run for interval `k`: its first entry (forward) or the entry
     /// after its last (backward), and loads the batch there.
-    fn start_interval(&mut self, rel: pg_sys::Relation, k: usize, forward: bool) {
+    fn start_interval(
+        &mut self,
+        rel: pg_sys::Relation,
+        k: usize,
+        forward: bool,
+    ) -> Result<(), Recycled> {
         let (lo, hi) = self.plan.intervals[k];
         let (dlo, dhi) = self.delta_range(k);
         let meta = *self.meta();
@@ -318,24 +430,29 @@ impl ScanState {
             Some(key) => {
                 // The view lives only inside this callback: rd_amcache may be
                 // rebuilt between callbacks.
-                let model = model_pages::load(rel, &meta);
-                run.seek(rel, key, model.window(key))
+                let model = model_pages::load(rel, &meta)?;
+                run.seek(rel, key, model.window(key))?
             }
         };
         if forward {
-            self.load_forward(rel, k, pos, page, dlo, true);
+            self.load_forward(rel, k, pos, page, dlo, true)
         } else {
-            self.load_backward(rel, k, pos, page, dhi, true);
+            self.load_backward(rel, k, pos, page, dhi, true)
         }
     }
 
     /// Reads the run page holding position `pos`, unless `page` is it.
-    fn page_at(&self, rel: pg_sys::Relation, pos: u64, page: Option<RunPage>) -> RunPage {
+    fn page_at(
+        &self,
+        rel: pg_sys::Relation,
+        pos: u64,
+        page: Option<RunPage>,
+    ) -> Result<RunPage, Recycled> {
         let run = Section::run(self.meta());
         let i = run.page_of(pos);
         match page {
-            Some(p) if p.buf().blkno() == run.block(rel, i) => p,
-            _ => run.read(rel, i),
+            Some(p) if p.buf().blkno() == run.block(rel, i) => Ok(p),
+            _ => run.try_read(rel, i),
         }
     }
 
@@ -350,7 +467,7 @@ impl ScanState {
         page: Option<RunPage>,
         d0: usize,
         end_bwd: bool,
-    ) {
+    ) -> Result<(), Recycled> {
         let hi = self.plan.intervals[k].1;
         let (_, dhi) = self.delta_range(k);
         let run = Section::run(self.meta());
@@ -366,7 +483,7 @@ impl ScanState {
         let mut pin = None;
         self.run_items.clear();
         if start < run.entries {
-            let page = self.page_at(rel, start, page);
+            let page = self.page_at(rel, start, page)?;
             let (ps, pe) = run.page_span(run.page_of(start));
             let mut s = (start - ps) as usize;
             let mut last = None;
@@ -375,22 +492,24 @@ impl ScanState {
                 if key > hi {
                     break;
                 }
+                let tid = page.tid(s);
                 if !page.dead(s) {
-                    self.run_items.push((key, page.tid(s)));
+                    self.run_items.push((key, tid));
                 }
-                last = Some(key);
+                last = Some((key, tid));
                 s += 1;
             }
             b.run_hi = ps + s as u64;
             b.run_end_fwd = s < page.len() || pe == run.entries;
             if let (false, Some(last)) = (b.run_end_fwd, last) {
-                // Delta entries below the slice's last key fall among it; the
-                // rest come after it.
-                b.d1 = d0 + self.delta[d0..dhi].partition_point(|e| e.key < last);
+                // Delta entries below the slice's last entry fall among it;
+                // the rest come after it.
+                b.d1 = d0 + self.delta[d0..dhi].partition_point(|e| (e.key, e.tid) < last);
             }
             pin = self.keep_pins.then(|| page.into_pin().into_held());
         }
         self.merge(b, pin, true);
+        Ok(())
     }
 
     /// Loads the batch of interval `k` that ends before run position `end`
@@ -404,7 +523,7 @@ impl ScanState {
         page: Option<RunPage>,
         d1: usize,
         end_fwd: bool,
-    ) {
+    ) -> Result<(), Recycled> {
         let lo = self.plan.intervals[k].0;
         let (dlo, _) = self.delta_range(k);
         let run = Section::run(self.meta());
@@ -420,7 +539,7 @@ impl ScanState {
         let mut pin = None;
         self.run_items.clear();
         if end > 0 {
-            let page = self.page_at(rel, end - 1, page);
+            let page = self.page_at(rel, end - 1, page)?;
             let (ps, _) = run.page_span(run.page_of(end - 1));
             let stop = (end - ps) as usize;
             let mut s = stop;
@@ -435,14 +554,15 @@ impl ScanState {
             b.run_lo = ps + s as u64;
             b.run_end_bwd = s > 0 || ps == 0;
             if !b.run_end_bwd && s < stop {
-                // Delta entries from the slice's first key on fall among it;
+                // Delta entries from the slice's first entry on fall among it;
                 // those below it come before it.
-                let first = page.key(s);
-                b.d0 = dlo + self.delta[dlo..d1].partition_point(|e| e.key < first);
+                let first = (page.key(s), page.tid(s));
+                b.d0 = dlo + self.delta[dlo..d1].partition_point(|e| (e.key, e.tid) < first);
             }
             pin = self.keep_pins.then(|| page.into_pin().into_held());
         }
         self.merge(b, pin, false);
+        Ok(())
     }
 
     /// Makes `b` the current batch: its run slice (in `run_items`) merged
@@ -452,7 +572,7 @@ impl ScanState {
         let delta = &self.delta[b.d0..b.d1];
         let mut d = 0;
         for &(key, tid) in &self.run_items {
-            while d < delta.len() && delta[d].key < key {
+            while d < delta.len() && (delta[d].key, delta[d].tid) < (key, tid) {
                 self.items.push((Some(delta[d].key), delta[d].tid));
                 d += 1;
             }
@@ -472,19 +592,61 @@ impl ScanState {
         });
     }
 
-    /// NULL page `i`, or the delta NULLs when `i` is the number of NULL pages.
-    fn load_nulls(&mut self, rel: pg_sys::Relation, i: u32, forward: bool) {
+    /// Batches of NULLs: one per NULL page, or one for the delta NULLs alone.
+    fn null_batches(&self) -> u32 {
+        Section::nulls(self.meta()).pages.max(1)
+    }
+
+    /// Loads NULL batch `i`: NULL page `i` merged with the delta NULLs among
+    /// its TIDs. `edge` is where the batch the scan comes from ended in
+    /// `delta_nulls`; the other end follows from the page's TIDs (a delta
+    /// NULL between two pages goes with whichever is read first, as delta
+    /// entries between run pages do).
+    fn load_nulls(
+        &mut self,
+        rel: pg_sys::Relation,
+        i: u32,
+        forward: bool,
+        edge: Option<usize>,
+    ) -> Result<(), Recycled> {
         let nulls = Section::nulls(self.meta());
-        self.items.clear();
+        let last_batch = i + 1 >= nulls.pages.max(1);
+        let all = self.delta_nulls.len();
+        let mut run: Vec<Tid> = Vec::new();
+        let (mut d0, mut d1) = (
+            if i == 0 { 0 } else { all },
+            if last_batch { all } else { 0 },
+        );
         let mut pin = None;
         if i < nulls.pages {
-            let page = nulls.read(rel, i);
-            self.items.extend(page.live().map(|s| (None, page.tid(s))));
+            let page = nulls.try_read(rel, i)?;
+            run.extend(page.live().map(|s| page.tid(s)));
+            let (first, last) = (page.tid(0), page.tid(page.len() - 1));
+            if i > 0 {
+                d0 = self.delta_nulls.partition_point(|&t| t < first);
+            }
+            if !last_batch {
+                d1 = self.delta_nulls.partition_point(|&t| t <= last);
+            }
             pin = self.keep_pins.then(|| page.into_pin().into_held());
-        } else {
-            self.items
-                .extend(self.delta_nulls.iter().map(|&t| (None, t)));
         }
+        match (edge, forward) {
+            (Some(e), true) => d0 = e,
+            (Some(e), false) => d1 = e,
+            (None, _) => {}
+        }
+        let d1 = d1.max(d0);
+        self.items.clear();
+        let delta = &self.delta_nulls[d0..d1];
+        let mut d = 0;
+        for t in run {
+            while d < delta.len() && delta[d] < t {
+                self.items.push((None, delta[d]));
+                d += 1;
+            }
+            self.items.push((None, t));
+        }
+        self.items.extend(delta[d..].iter().map(|&t| (None, t)));
         self.set_batch(Batch {
             bounds: Bounds {
                 segment: Segment::Nulls(i),
@@ -492,8 +654,8 @@ impl ScanState {
                 run_hi: 0,
                 run_end_fwd: true,
                 run_end_bwd: true,
-                d0: 0,
-                d1: 0,
+                d0,
+                d1,
             },
             cur: if forward {
                 -1
@@ -502,10 +664,11 @@ impl ScanState {
             },
             pin,
         });
+        Ok(())
     }
 
     /// Moves to the batch after the current one; false at the end.
-    fn next_batch(&mut self, rel: pg_sys::Relation) -> bool {
+    fn next_batch(&mut self, rel: pg_sys::Relation) -> Result<bool, Recycled> {
         // The new batch replaces (and releases) the current one.
         let b = self.batch.as_ref().expect("positioned").bounds();
         let n = self.plan.intervals.len();
@@ -515,75 +678,111 @@ impl ScanState {
                 // also took the interval's remaining delta entries.
                 debug_assert!(!b.run_end_fwd || b.d1 == self.delta_range(k).1);
                 if !b.run_end_fwd {
-                    self.load_forward(rel, k, b.run_hi, None, b.d1, false);
+                    self.load_forward(rel, k, b.run_hi, None, b.d1, false)?;
                 } else if k + 1 < n {
-                    self.start_interval(rel, k + 1, true);
+                    self.start_interval(rel, k + 1, true)?;
                 } else if self.plan.nulls {
-                    self.load_nulls(rel, 0, true);
+                    self.load_nulls(rel, 0, true, None)?;
                 } else {
-                    return false;
+                    return Ok(false);
                 }
             }
             Segment::Nulls(i) => {
-                if i < Section::nulls(self.meta()).pages {
-                    self.load_nulls(rel, i + 1, true);
+                if i + 1 < self.null_batches() {
+                    self.load_nulls(rel, i + 1, true, Some(b.d1))?;
                 } else {
-                    return false;
+                    return Ok(false);
                 }
             }
         }
-        true
+        Ok(true)
     }
 
     /// Moves to the batch before the current one; false at the start.
-    fn prev_batch(&mut self, rel: pg_sys::Relation) -> bool {
+    fn prev_batch(&mut self, rel: pg_sys::Relation) -> Result<bool, Recycled> {
         let b = self.batch.as_ref().expect("positioned").bounds();
         let n = self.plan.intervals.len();
         match b.segment {
             Segment::Interval(k) => {
                 debug_assert!(!b.run_end_bwd || b.d0 == self.delta_range(k).0);
                 if !b.run_end_bwd {
-                    self.load_backward(rel, k, b.run_lo, None, b.d0, false);
+                    self.load_backward(rel, k, b.run_lo, None, b.d0, false)?;
                 } else if k > 0 {
-                    self.start_interval(rel, k - 1, false);
+                    self.start_interval(rel, k - 1, false)?;
                 } else {
-                    return false;
+                    return Ok(false);
                 }
             }
             Segment::Nulls(i) => {
                 if i > 0 {
-                    self.load_nulls(rel, i - 1, false);
+                    self.load_nulls(rel, i - 1, false, Some(b.d0))?;
                 } else if n > 0 {
-                    self.start_interval(rel, n - 1, false);
+                    self.start_interval(rel, n - 1, false)?;
                 } else {
-                    return false;
+                    return Ok(false);
                 }
             }
         }
-        true
+        Ok(true)
     }
 
     /// The next entry in `forward` direction, or `None` when the scan ran off
-    /// that end (and is then no longer positioned).
+    /// that end (and is then no longer positioned). A scan that meets a page
+    /// a newer generation reused starts over from the metapage after the
+    /// entry it returned last.
     fn step(&mut self, rel: pg_sys::Relation, forward: bool) -> Option<(Option<u64>, Tid)> {
-        if self.batch.is_none() && !self.begin(rel, forward) {
-            self.invalidate();
-            return None;
+        for _ in 0..MAX_RESTARTS {
+            match self.try_step(rel, forward) {
+                Ok(next) => return next,
+                Err(Recycled) => {
+                    self.release_pages();
+                    self.hints = None;
+                }
+            }
+        }
+        recycled_error(rel)
+    }
+
+    fn try_step(
+        &mut self,
+        rel: pg_sys::Relation,
+        forward: bool,
+    ) -> Result<Option<(Option<u64>, Tid)>, Recycled> {
+        if self.batch.is_none() {
+            match self.at {
+                // Starting over after meeting a recycled page.
+                Some(at) => self.reposition(rel, at, forward)?,
+                None => {
+                    if !self.begin(rel, forward)? {
+                        self.invalidate();
+                        return Ok(None);
+                    }
+                }
+            }
         }
         loop {
             let b = self.batch.as_mut().unwrap();
             b.cur += if forward { 1 } else { -1 };
             if b.cur >= 0 && (b.cur as usize) < self.items.len() {
-                return Some(self.items[b.cur as usize]);
+                let (key, tid) = self.items[b.cur as usize];
+                self.at = Some(Position {
+                    interval: match b.bounds.segment {
+                        Segment::Interval(k) => Some(k),
+                        Segment::Nulls(_) => None,
+                    },
+                    key: key.unwrap_or(0),
+                    tid,
+                });
+                return Ok(Some((key, tid)));
             }
             let moved = if forward {
-                self.next_batch(rel)
+                self.next_batch(rel)?
             } else {
-                self.prev_batch(rel)
+                self.prev_batch(rel)?
             };
             if !moved {
                 self.invalidate();
-                return None;
+                return Ok(None);
             }
         }
     }
@@ -647,22 +846,42 @@ pub unsafe extern "C-unwind" fn amgetbitmap(
 ) -> i64 {
     let rel = (*scan).indexRelation;
     let st = state(scan);
-    st.invalidate();
     let mut total = 0i64;
     let mut tids: Vec<pg_sys::ItemPointerData> = Vec::new();
-    let mut more = st.begin(rel, true);
-    while more {
-        tids.clear();
-        tids.extend(st.items.iter().map(|&(_, t)| tid_to_ptr(t)));
-        if !tids.is_empty() {
-            pg_sys::tbm_add_tuples(tbm, tids.as_mut_ptr(), tids.len() as i32, st.plan.recheck);
-            total += tids.len() as i64;
+    // On meeting a recycled page the whole scan starts over from the
+    // metapage: the bitmap is a set, so TIDs added twice are added once.
+    for _ in 0..MAX_RESTARTS {
+        st.invalidate();
+        let mut pass = || -> Result<(), Recycled> {
+            let mut more = st.begin(rel, true)?;
+            while more {
+                tids.clear();
+                tids.extend(st.items.iter().map(|&(_, t)| tid_to_ptr(t)));
+                if !tids.is_empty() {
+                    // SAFETY: `tbm` is the executor's bitmap; the TIDs are
+                    // valid item pointers of this batch.
+                    unsafe {
+                        pg_sys::tbm_add_tuples(
+                            tbm,
+                            tids.as_mut_ptr(),
+                            tids.len() as i32,
+                            st.plan.recheck,
+                        )
+                    };
+                    total += tids.len() as i64;
+                }
+                pgrx::check_for_interrupts!();
+                more = st.next_batch(rel)?;
+            }
+            Ok(())
+        };
+        if pass().is_ok() {
+            st.invalidate();
+            return total;
         }
-        pgrx::check_for_interrupts!();
-        more = st.next_batch(rel);
+        st.hints = None;
     }
-    st.invalidate();
-    total
+    recycled_error(rel)
 }
 
 #[pg_guard]

@@ -239,6 +239,13 @@ impl Sorted {
         Some((key, tid))
     }
 
+    /// The key of the next entry, if it has one.
+    pub fn peek_key(&mut self) -> Option<u64> {
+        self.peek()
+            .filter(|&(_, tid)| tid & NULL_MARK == 0)
+            .map(|(key, _)| key)
+    }
+
     /// The next entry put with [`Sorter::put_entry`]: key (`None` for NULL)
     /// and TID.
     pub fn next_entry(&mut self) -> Option<(Option<u64>, u64)> {

@@ -3,7 +3,7 @@
 
 use super::extents::Extents;
 use super::meta::META_BLOCK;
-use super::page::{self, corrupt, PageKind, CONTENT};
+use super::page::{self, corrupt, recycled_error, PageKind, Recycled, CONTENT};
 use super::{Buf, Meta};
 use crate::model::ModelView;
 use pgrx::pg_sys;
@@ -88,8 +88,8 @@ struct Cached {
 /// index's relcache memory and stay valid until the relcache entry is rebuilt,
 /// which cannot happen while the caller holds the index open and locked
 /// without processing invalidations; callers copy nothing out of it across
-/// such points.
-pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> ModelView<'a> {
+/// such points. `Err` when a model page was reused by a newer generation.
+pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> Result<ModelView<'a>, Recycled> {
     // SAFETY: `rd_amcache` is either null or a block this function allocated in
     // `rd_indexcxt` with a `Cached` header followed by `len` bytes.
     unsafe {
@@ -103,9 +103,9 @@ pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> ModelView<'a> {
                 (cached as *const u8).add(std::mem::size_of::<Cached>()),
                 (*cached).len,
             );
-            return ModelView::open(bytes).expect("cached model was validated when loaded");
+            return Ok(ModelView::open(bytes).expect("cached model was validated when loaded"));
         }
-        let bytes = read(rel, meta);
+        let bytes = try_read(rel, meta)?;
         let size = std::mem::size_of::<Cached>() + bytes.len();
         let mem = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, size) as *mut u8;
         mem.cast::<Cached>().write(Cached {
@@ -123,7 +123,7 @@ pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> ModelView<'a> {
         }
         (*rel).rd_amcache = mem.cast();
         let slice = std::slice::from_raw_parts(mem.add(std::mem::size_of::<Cached>()), bytes.len());
-        ModelView::open(slice).expect("validated by read")
+        Ok(ModelView::open(slice).expect("validated by read"))
     }
 }
 
@@ -142,6 +142,11 @@ unsafe fn relfilenode(rel: pg_sys::Relation) -> u32 {
 
 /// Reads and validates the model's bytes from its pages.
 pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
+    try_read(rel, meta).unwrap_or_else(|_| recycled_error(rel))
+}
+
+/// As [`read`], for a scan that starts over when a model page was reused.
+fn try_read(rel: pg_sys::Relation, meta: &Meta) -> Result<Vec<u8>, Recycled> {
     let mut bytes = Vec::with_capacity(meta.model_bytes as usize);
     for i in 0..meta.model_pages {
         let Some(blk) = meta.model_block(i) else {
@@ -158,7 +163,7 @@ pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
                 page,
                 PageKind::Model,
                 meta.generation..=meta.generation,
-            );
+            )?;
             let base = page::content(page);
             let len = page::read_header::<ModelHeader>(page).len as usize;
             if len > PAYLOAD {
@@ -192,5 +197,5 @@ pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
         ),
         Err(e) => corrupt(rel, META_BLOCK, &e.to_string()),
     }
-    bytes
+    Ok(bytes)
 }

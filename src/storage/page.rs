@@ -185,6 +185,11 @@ pub unsafe fn check(
     o.generation
 }
 
+/// A page a scan expected to belong to its generation was reused by a newer
+/// one: the scan must start over from the metapage (DESIGN.md section 3).
+#[derive(Debug)]
+pub struct Recycled;
+
 /// Checks that `page` is a page of `kind` written by a generation in
 /// `generations`: those of the section that holds it (an append retrain keeps
 /// the full run pages of the generation it extends, with their tags). A valid
@@ -192,8 +197,8 @@ pub unsafe fn check(
 /// is not damage if the index has moved to a newer generation since the scan
 /// read the metapage: the blocks of a retired generation are reused, and only
 /// a query that outlived two retrains (on a hot standby, where the primary
-/// cannot see its snapshot) can meet them. Such a query gets a serialization
-/// failure to retry, as a recovery conflict would give it.
+/// cannot see its snapshot) can meet them. That is `Err(Recycled)`; anything
+/// else wrong is an ERROR.
 ///
 /// # Safety
 /// As for [`check`].
@@ -203,22 +208,13 @@ pub unsafe fn check_current(
     page: pg_sys::Page,
     kind: PageKind,
     generations: std::ops::RangeInclusive<u32>,
-) {
+) -> Result<(), Recycled> {
     let o = opaque(page);
-    if o.magic == PAGE_MAGIC && (o.kind != kind as u8 || !generations.contains(&o.generation)) {
-        let current = super::Meta::read(rel).generation;
-        if current != *generations.end() {
-            pgrx::pg_sys::panic::ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
-                format!(
-                    "learned index \"{}\" was retrained twice while this query ran, and blocks it was reading were reused",
-                    relation_name(rel)
-                ),
-                "learneddb",
-            )
-            .set_hint("Run the query again.")
-            .report(PgLogLevel::ERROR);
-        }
+    if o.magic == PAGE_MAGIC
+        && (o.kind != kind as u8 || !generations.contains(&o.generation))
+        && super::Meta::read(rel).generation != *generations.end()
+    {
+        return Err(Recycled);
     }
     let found = check(rel, blk, page, kind);
     if !generations.contains(&found) {
@@ -233,4 +229,22 @@ pub unsafe fn check_current(
             ),
         );
     }
+    Ok(())
+}
+
+/// The ERROR for a query that met a recycled page where it cannot start
+/// over: a serialization failure to retry, as a recovery conflict would give.
+pub fn recycled_error(rel: pg_sys::Relation) -> ! {
+    pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+        format!(
+            "learned index \"{}\" was retrained twice while this query ran, and blocks it was reading were reused",
+            // SAFETY: `rel` is open.
+            unsafe { relation_name(rel) }
+        ),
+        "learneddb",
+    )
+    .set_hint("Run the query again.")
+    .report(PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
 }

@@ -10,7 +10,7 @@
 use super::buffer::{nblocks, Strategy};
 use super::extents::Extents;
 use super::meta::META_BLOCK;
-use super::page::{self, corrupt, PageKind, CONTENT};
+use super::page::{self, corrupt, recycled_error, PageKind, Recycled, CONTENT};
 use super::search::{self, SortedPage};
 use super::Buf;
 use crate::model::Window;
@@ -166,6 +166,15 @@ impl Section {
         self.read_with(rel, i, Strategy::DEFAULT)
     }
 
+    /// As [`Section::read`], for a scan that starts over when the page was
+    /// reused by a newer generation.
+    pub fn try_read(&self, rel: pg_sys::Relation, i: u32) -> Result<RunPage, Recycled> {
+        let mut buf = Buf::read_with(rel, self.block(rel, i), Strategy::DEFAULT);
+        buf.lock_shared();
+        // SAFETY: as in `open`.
+        unsafe { RunPage::open(rel, buf, self, i) }
+    }
+
     /// The block of page `i`.
     pub fn block(&self, rel: pg_sys::Relation, i: u32) -> pg_sys::BlockNumber {
         self.place
@@ -180,20 +189,28 @@ impl Section {
         self.open(rel, buf, i)
     }
 
-    /// The view of page `i`, whose buffer `buf` the caller has locked.
+    /// The view of page `i`, whose buffer `buf` the caller has locked. Only
+    /// scans can meet a recycled page; for anyone else it is an ERROR.
     pub fn open(&self, rel: pg_sys::Relation, buf: Buf, i: u32) -> RunPage {
         // SAFETY: the view owns the pinned, locked buffer, so the page stays
         // in place and unchanged while it is read; `open` validates the header
         // before any other field is trusted.
-        unsafe { RunPage::open(rel, buf, self, i) }
+        unsafe { RunPage::open(rel, buf, self, i) }.unwrap_or_else(|_| recycled_error(rel))
     }
 
     /// Finds the lower bound of `key` (the position of the first entry whose
     /// ordinal is `>= key`), starting from the model's prediction (see
     /// [`super::search`]). Returns the answer with its page still locked when
     /// it lies on a page; `None` for the page when it is the end of the run.
-    pub fn seek(&self, rel: pg_sys::Relation, key: u64, hint: Window) -> (u64, Option<RunPage>) {
-        search::lower_bound(self.entries, self.cap(), key, hint, |i| self.read(rel, i))
+    pub fn seek(
+        &self,
+        rel: pg_sys::Relation,
+        key: u64,
+        hint: Window,
+    ) -> Result<(u64, Option<RunPage>), Recycled> {
+        search::lower_bound(self.entries, self.cap(), key, hint, |i| {
+            self.try_read(rel, i)
+        })
     }
 }
 
@@ -220,10 +237,15 @@ pub struct RunPage {
 impl RunPage {
     /// # Safety
     /// `buf` must be locked.
-    unsafe fn open(rel: pg_sys::Relation, buf: Buf, s: &Section, i: u32) -> RunPage {
+    unsafe fn open(
+        rel: pg_sys::Relation,
+        buf: Buf,
+        s: &Section,
+        i: u32,
+    ) -> Result<RunPage, Recycled> {
         let blk = buf.blkno();
         let page = buf.page();
-        page::check_current(rel, blk, page, s.kind(), s.base..=s.generation);
+        page::check_current(rel, blk, page, s.kind(), s.base..=s.generation)?;
         let h: RunHeader = page::read_header(page);
         let (ps, pe) = s.page_span(i);
         if h.width != s.width {
@@ -247,14 +269,14 @@ impl RunPage {
                 ),
             );
         }
-        RunPage {
+        Ok(RunPage {
             base: page::content(page) as *const u8,
             buf,
             count: h.count as usize,
             width: h.width,
             first_key: h.first_key,
             cap: s.cap() as usize,
-        }
+        })
     }
 
     #[allow(clippy::len_without_is_empty)] // a run page always holds entries

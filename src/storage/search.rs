@@ -47,17 +47,17 @@ fn search<P: SortedPage + ?Sized>(page: &P, key: u64, mut lo: usize, mut hi: usi
 
 /// Finds the lower bound of `key` (the position of the first entry `>= key`)
 /// in a run of `n` entries stored `cap` to a page, starting at the page of the
-/// model's prediction. `read(i)` reads page `i`. Returns the answer and, when
-/// it lies on a page, that page as read.
-pub fn lower_bound<P: SortedPage>(
+/// model's prediction. `read(i)` reads page `i`, or fails, which ends the
+/// search. Returns the answer and, when it lies on a page, that page as read.
+pub fn lower_bound<P: SortedPage, E>(
     n: u64,
     cap: u64,
     key: u64,
     hint: Window,
-    mut read: impl FnMut(u32) -> P,
-) -> (u64, Option<P>) {
+    mut read: impl FnMut(u32) -> Result<P, E>,
+) -> Result<(u64, Option<P>), E> {
     if n == 0 {
-        return (0, None);
+        return Ok((0, None));
     }
     let span = |i: u32| (i as u64 * cap, ((i as u64 + 1) * cap).min(n));
     let (mut lo, mut hi) = (0u64, n); // the answer lies in [lo, hi]
@@ -65,7 +65,7 @@ pub fn lower_bound<P: SortedPage>(
     let mut reads = 0;
     loop {
         let i = (target / cap) as u32;
-        let page = read(i);
+        let page = read(i)?;
         let (ps, pe) = span(i);
         let (wl, wh) = (hint.lo.clamp(ps, pe) - ps, hint.hi.clamp(ps, pe) - ps);
         let r = ps + page.lower_bound_near(key, wl as usize, wh as usize) as u64;
@@ -76,14 +76,14 @@ pub fn lower_bound<P: SortedPage>(
             hi = hi.min(r);
         }
         if lo >= hi {
-            return if r == lo && r < pe {
+            return Ok(if r == lo && r < pe {
                 (r, Some(page))
             } else if lo == n {
                 (n, None)
             } else {
                 drop(page);
-                (lo, Some(read((lo / cap) as u32)))
-            };
+                (lo, Some(read((lo / cap) as u32)?))
+            });
         }
         drop(page);
         reads += 1;
@@ -123,11 +123,12 @@ mod tests {
 
     fn run(keys: &[u64], cap: usize, key: u64, hint: Window) -> (u64, usize) {
         let mut reads = 0;
-        let (pos, page) = lower_bound(keys.len() as u64, cap as u64, key, hint, |i| {
+        let found = lower_bound(keys.len() as u64, cap as u64, key, hint, |i| {
             reads += 1;
             let s = i as usize * cap;
-            VecPage(&keys[s..(s + cap).min(keys.len())])
+            Ok::<_, std::convert::Infallible>(VecPage(&keys[s..(s + cap).min(keys.len())]))
         });
+        let Ok((pos, page)) = found;
         if let Some(p) = page {
             // The page returned holds the answer.
             let first = pos as usize / cap * cap;
