@@ -164,6 +164,8 @@ fn learned_index_stats(
         name!(retrain_count, i64),
         name!(last_retrain_seconds, Option<f64>),
         name!(delta_fraction, f64),
+        name!(retrain_skipped, Option<String>),
+        name!(retrain_skipped_at, Option<TimestampWithTimeZone>),
         name!(index_size, i64),
         name!(idx_scan, i64),
         name!(idx_tup_read, i64),
@@ -173,6 +175,8 @@ fn learned_index_stats(
     let meta = Meta::read(rel.index);
     let ring = BulkRead::new();
     let (delta_entries, delta_pages) = delta::count(rel.index, &meta, ring.get());
+    // SAFETY: the index is open.
+    let skip = crate::worker::last_skip(unsafe { (*rel.index).rd_id });
     // SAFETY: both relations are open and locked; the pgstat functions read
     // this backend's snapshot of the cumulative statistics.
     let row = unsafe {
@@ -201,6 +205,8 @@ fn learned_index_stats(
             meta.retrain_count as i64,
             (meta.retrain_count > 0).then(|| meta.retrain_us as f64 / 1e6),
             delta_entries as f64 / (meta.run_entries + meta.null_entries).max(1) as f64,
+            skip.map(|(reason, _)| reason.to_string()),
+            skip.and_then(|(_, at)| timestamp(at)),
             nblocks as i64 * crate::storage::page::BLCKSZ as i64,
             scans,
             read,

@@ -20,12 +20,117 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
 use pgrx::prelude::*;
-use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{pg_shmem_init, pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{PGRXSharedMemory, PgLwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 static RETRAIN: GucSetting<bool> = GucSetting::<bool>::new(true);
 static NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(60);
 static THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.1);
+
+/// Why the worker last left an index past its threshold alone, per index, in
+/// shared memory (which exists only with the preload, as the worker does).
+static SKIPS: PgLwLock<Skips> = unsafe { PgLwLock::new(c"learneddb retrain skips") };
+/// Set in the postmaster when `SKIPS` is set up; backends inherit it.
+static SKIPS_READY: AtomicBool = AtomicBool::new(false);
+const SKIP_SLOTS: usize = 256;
+
+/// Why a retrain the threshold called for did not happen.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Skip {
+    /// The table or index could not be locked at once: a VACUUM, a manual
+    /// retrain or DDL held it.
+    Locked = 1,
+    /// Transactions older than the last retrain were still running.
+    OldSnapshots = 2,
+}
+
+impl Skip {
+    fn describe(self) -> &'static str {
+        match self {
+            Skip::Locked => "table locked (VACUUM, a retrain or DDL was running)",
+            Skip::OldSnapshots => "transactions older than the last retrain were running",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct SkipSlot {
+    database: u32,
+    index: u32,
+    reason: u8,
+    at: i64,
+}
+
+#[derive(Clone, Copy)]
+struct Skips {
+    slots: [SkipSlot; SKIP_SLOTS],
+}
+
+impl Default for Skips {
+    fn default() -> Skips {
+        Skips {
+            slots: [SkipSlot::default(); SKIP_SLOTS],
+        }
+    }
+}
+
+// SAFETY: plain old data, no pointers; read and written under the LWLock.
+unsafe impl PGRXSharedMemory for Skips {}
+
+/// Records (or with `None` clears) why the worker skipped `index` of this
+/// database. The oldest entry makes room when the table is full.
+fn note_skip(index: pg_sys::Oid, skip: Option<Skip>) {
+    if !SKIPS_READY.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: reads this backend's database id and the clock.
+    let (database, at) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::GetCurrentTimestamp()) };
+    let index = index.to_u32();
+    let mut skips = SKIPS.exclusive();
+    let slots = &mut skips.slots;
+    let found = slots
+        .iter()
+        .position(|s| s.reason != 0 && s.database == database && s.index == index);
+    match (found, skip) {
+        (Some(i), None) => slots[i] = SkipSlot::default(),
+        (None, None) => {}
+        (found, Some(reason)) => {
+            let i = found
+                .or_else(|| slots.iter().position(|s| s.reason == 0))
+                .unwrap_or_else(|| (0..SKIP_SLOTS).min_by_key(|&i| slots[i].at).unwrap());
+            slots[i] = SkipSlot {
+                database,
+                index,
+                reason: reason as u8,
+                at,
+            };
+        }
+    }
+}
+
+/// Why the worker last skipped `index` (of this database) and when, unless
+/// it retrained it since; `None` without the preload.
+pub fn last_skip(index: pg_sys::Oid) -> Option<(&'static str, i64)> {
+    if !SKIPS_READY.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: reads this backend's database id.
+    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    let index = index.to_u32();
+    let skips = SKIPS.share();
+    let slot = skips
+        .slots
+        .iter()
+        .find(|s| s.reason != 0 && s.database == database && s.index == index)?;
+    let reason = match slot.reason {
+        1 => Skip::Locked,
+        _ => Skip::OldSnapshots,
+    };
+    Some((reason.describe(), slot.at))
+}
 
 /// Defines the GUCs and, when loaded by `shared_preload_libraries`, registers
 /// the launcher. Called from `_PG_init`.
@@ -60,6 +165,8 @@ pub fn init() {
     );
     // SAFETY: reads a flag the postmaster sets while loading preloaded libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        pg_shmem_init!(SKIPS);
+        SKIPS_READY.store(true, Ordering::Relaxed);
         BackgroundWorkerBuilder::new("learneddb launcher")
             .set_type("learneddb launcher")
             .set_library("learneddb")
@@ -175,7 +282,7 @@ pub extern "C-unwind" fn learneddb_database_main(_arg: pg_sys::Datum) {
 }
 
 /// Retrains index `oid` if its delta passed its threshold and its table can
-/// be locked at once.
+/// be locked at once; otherwise notes why not, for the statistics.
 fn visit(oid: pg_sys::Oid) {
     let share_update = pg_sys::ShareUpdateExclusiveLock as i32;
     let row_exclusive = pg_sys::RowExclusiveLock as i32;
@@ -183,11 +290,16 @@ fn visit(oid: pg_sys::Oid) {
     // only once locked and known to exist, and closed by `Opened`.
     let rel = unsafe {
         let heap = pg_sys::IndexGetRelation(oid, true);
-        if heap == pg_sys::InvalidOid || !pg_sys::ConditionalLockRelationOid(heap, share_update) {
-            return; // dropped, or VACUUM (or a retrain) is at work on it
+        if heap == pg_sys::InvalidOid {
+            return; // dropped
+        }
+        if !pg_sys::ConditionalLockRelationOid(heap, share_update) {
+            skipped_while_locked(oid);
+            return;
         }
         if !pg_sys::ConditionalLockRelationOid(oid, row_exclusive) {
             pg_sys::UnlockRelationOid(heap, share_update);
+            skipped_while_locked(oid);
             return;
         }
         // Dropped between the listing and the locks?
@@ -203,32 +315,76 @@ fn visit(oid: pg_sys::Oid) {
             row_exclusive,
         )
     };
-    // SAFETY: the index is open.
-    let (enabled, threshold) = unsafe { retrain_settings(rel.index) };
-    if !enabled || crate::storage::buffer::nblocks(rel.index) == 0 {
-        return;
-    }
-    let threshold = threshold.unwrap_or_else(|| THRESHOLD.get());
-    let meta = Meta::read(rel.index);
-    let ring = BulkRead::new();
-    let (delta_entries, _) = delta::count(rel.index, &meta, ring.get());
-    let fraction = delta_entries as f64 / (meta.run_entries + meta.null_entries).max(1) as f64;
-    if delta_entries == 0 || fraction < threshold {
+    if !due(rel.index) {
+        note_skip(oid, None);
         return;
     }
     // SAFETY: the index is open.
     let name = unsafe { crate::storage::page::relation_name(rel.index) };
     match retrain(&rel) {
-        Some(r) => log!(
-            "learneddb: retrained index \"{name}\" ({}): generation {}, {} delta entries merged, {} entries, {:.3} s",
-            r.path.name(),
-            r.generation,
-            r.merged,
-            r.entries,
-            r.seconds
-        ),
-        None => debug1!(
-            "learneddb: index \"{name}\" skipped: transactions older than its last retrain are running"
-        ),
+        Some(r) => {
+            note_skip(oid, None);
+            log!(
+                "learneddb: retrained index \"{name}\" ({}): generation {}, {} delta entries merged, {} entries, {:.3} s",
+                r.path.name(),
+                r.generation,
+                r.merged,
+                r.entries,
+                r.seconds
+            )
+        }
+        None => {
+            note_skip(oid, Some(Skip::OldSnapshots));
+            debug1!(
+                "learneddb: index \"{name}\" skipped: {}",
+                Skip::OldSnapshots.describe()
+            )
+        }
+    }
+}
+
+/// Whether the index takes part in retraining and its delta passed its
+/// threshold.
+fn due(index: pg_sys::Relation) -> bool {
+    // SAFETY: the index is open.
+    let (enabled, threshold) = unsafe { retrain_settings(index) };
+    if !enabled || crate::storage::buffer::nblocks(index) == 0 {
+        return false;
+    }
+    let threshold = threshold.unwrap_or_else(|| THRESHOLD.get());
+    let meta = Meta::read(index);
+    let ring = BulkRead::new();
+    let (delta_entries, _) = delta::count(index, &meta, ring.get());
+    let fraction = delta_entries as f64 / (meta.run_entries + meta.null_entries).max(1) as f64;
+    delta_entries > 0 && fraction >= threshold
+}
+
+/// Notes a skip for an index its table's lock kept from being retrained, if
+/// it was due (read under a share lock on the index alone; if even that is
+/// not to be had at once, DDL holds it and it counts as locked).
+fn skipped_while_locked(oid: pg_sys::Oid) {
+    let share = pg_sys::AccessShareLock as i32;
+    // SAFETY: a conditional lock; the index is opened only once locked and
+    // still there, and closed with the lock released before returning.
+    let due = unsafe {
+        if !pg_sys::ConditionalLockRelationOid(oid, share) {
+            true
+        } else if pg_sys::IndexGetRelation(oid, true) == pg_sys::InvalidOid {
+            pg_sys::UnlockRelationOid(oid, share);
+            return;
+        } else {
+            let index = pg_sys::index_open(oid, pg_sys::NoLock as i32);
+            let due = due(index);
+            pg_sys::index_close(index, share);
+            due
+        }
+    };
+    if due {
+        note_skip(oid, Some(Skip::Locked));
+        debug1!(
+            "learneddb: index {} skipped: {}",
+            oid.to_u32(),
+            Skip::Locked.describe()
+        );
     }
 }

@@ -99,4 +99,47 @@ fn the_worker_retrains_indexes_past_their_threshold() {
         cluster.log().contains("learneddb: retrained index \"t_k\""),
         "the worker logs what it retrained"
     );
+
+    // The statistics say why a due index is left alone, and stop saying it
+    // once it is retrained: first its table is locked, then a transaction
+    // older than its last retrain runs.
+    let skipped = |c: &mut postgres::Client| -> Option<String> {
+        c.query_one(
+            "SELECT retrain_skipped FROM pg_stat_learned_indexes WHERE index_name = 't_k'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(skipped(&mut c), None);
+    let mut locker = cluster.connect();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE")
+        .unwrap();
+    c.batch_execute("INSERT INTO t SELECT 50000 + g FROM generate_series(1, 3000) g")
+        .unwrap();
+    wait_for("a skip for the lock", 60, || {
+        skipped(&mut c).is_some_and(|s| s.starts_with("table locked"))
+    });
+    let before = generation(&mut c, "t_k");
+    let mut old = cluster.connect();
+    old.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM t")
+        .unwrap();
+    locker.batch_execute("COMMIT").unwrap();
+    // The first retrain goes ahead (the generation before it is long
+    // unread); the second must wait for the old transaction.
+    wait_for("the retrain after the lock", 60, || {
+        generation(&mut c, "t_k") > before
+    });
+    c.batch_execute("INSERT INTO t SELECT 60000 + g FROM generate_series(1, 3000) g")
+        .unwrap();
+    wait_for("a skip for the old transaction", 60, || {
+        skipped(&mut c).is_some_and(|s| s.starts_with("transactions older"))
+    });
+    let at_skip = generation(&mut c, "t_k");
+    old.batch_execute("COMMIT").unwrap();
+    wait_for("the retrain after the old transaction", 60, || {
+        generation(&mut c, "t_k") > at_skip
+    });
+    wait_for("the skip to clear", 60, || skipped(&mut c).is_none());
 }
