@@ -10,69 +10,21 @@ with learned/btree ratios.
 
 Usage: benches/run.sh [sizes...]      (default: 1000000 10000000)
 """
-import json, subprocess, sys, time
+import sys
+from benchlib import connect, explain, probe, psql, timed
 
-HOST, PORT = sys.argv[1], sys.argv[2]
+connect(sys.argv[1], sys.argv[2])
 SIZES = [int(s) for s in sys.argv[3:]] or [1_000_000, 10_000_000]
 PROBES = 1_000_000
 RANGES = 1_000
 
 
-def psql(sql, fetch=True):
-    out = subprocess.run(
-        ["psql", "-h", HOST, "-p", PORT, "-U", "postgres", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
-        check=True, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def timed(sql):
-    t = time.perf_counter()
-    psql(sql)
-    return time.perf_counter() - t
-
-
-def explain(sql, drop):
-    """Runs sql with index `drop` dropped (rolled back); returns the JSON plan."""
-    out = psql(f"BEGIN; DROP INDEX {drop}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
-               f" SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
-               f" SET LOCAL max_parallel_workers_per_gather = 0;"
-               f" EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {sql}; ROLLBACK;")
-    return json.loads(out)[0]
-
-
-def find(node, pred):
-    if pred(node):
-        return node
-    for child in node.get("Plans", []):
-        hit = find(child, pred)
-        if hit:
-            return hit
-    return None
-
-
-def index_blocks(index):
-    """Buffer accesses to the index itself (not the heap or its visibility map)."""
-    return int(psql(f"SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = '{index}'"))
-
-
 def measure(table, index, other):
-    probe_sql = f"SELECT count(*) FROM probes p JOIN {table} t ON t.k = p.k"
-    best = None
-    for _ in range(3):
-        before = index_blocks(index)
-        plan = explain(probe_sql, other)
-        index_pages = (index_blocks(index) - before) / PROBES
-        inner = find(plan["Plan"], lambda n: n.get("Index Name") == index)
-        assert inner, f"{index} not used: {json.dumps(plan)[:500]}"
-        loops = inner["Actual Loops"]
-        hits = (inner["Shared Hit Blocks"] + inner["Shared Read Blocks"]) / loops
-        us = plan["Execution Time"] * 1000 / loops
-        if best is None or us < best[0]:
-            best = (us, hits, index_pages)
+    us, hits, pages = probe(table, index, PROBES, drop=other)
     range_sql = (f"SELECT count(*) FROM range_starts r CROSS JOIN LATERAL "
                  f"(SELECT k FROM {table} t WHERE t.k >= r.lo ORDER BY t.k LIMIT 1000) x")
     range_us = min(explain(range_sql, other)["Execution Time"] * 1000 / RANGES for _ in range(3))
-    return best[0], best[1], best[2], range_us
+    return us, hits, pages, range_us
 
 
 def main():

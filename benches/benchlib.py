@@ -1,0 +1,68 @@
+"""Helpers the benchmarks share: psql against the private cluster, EXPLAIN
+ANALYZE with buffers, and the index's own buffer accesses."""
+import json, subprocess, time
+
+HOST, PORT = None, None
+
+
+def connect(host, port):
+    global HOST, PORT
+    HOST, PORT = host, port
+
+
+def psql(sql):
+    out = subprocess.run(
+        ["psql", "-h", HOST, "-p", PORT, "-U", "postgres", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def timed(sql):
+    t = time.perf_counter()
+    psql(sql)
+    return time.perf_counter() - t
+
+
+def explain(sql, drop=None):
+    """Runs sql (with index `drop` dropped, rolled back) as a nested loop of
+    index scans; returns the JSON plan."""
+    dropping = f"DROP INDEX {drop};" if drop else ""
+    out = psql(f"BEGIN; {dropping} SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+               f" SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
+               f" SET LOCAL max_parallel_workers_per_gather = 0;"
+               f" EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {sql}; ROLLBACK;")
+    return json.loads(out)[0]
+
+
+def find(node, pred):
+    if pred(node):
+        return node
+    for child in node.get("Plans", []):
+        hit = find(child, pred)
+        if hit:
+            return hit
+    return None
+
+
+def index_blocks(index):
+    """Buffer accesses to the index itself (not the heap or its visibility map)."""
+    return int(psql(f"SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = '{index}'"))
+
+
+def probe(table, index, probes, drop=None, runs=3):
+    """Best of `runs` nested-loop joins of `probes` keys against `index`:
+    (microseconds per probe, buffer hits per probe, index pages per probe)."""
+    sql = f"SELECT count(*) FROM probes p JOIN {table} t ON t.k = p.k"
+    best = None
+    for _ in range(runs):
+        before = index_blocks(index)
+        plan = explain(sql, drop)
+        pages = (index_blocks(index) - before) / probes
+        inner = find(plan["Plan"], lambda n: n.get("Index Name") == index)
+        assert inner, f"{index} not used: {json.dumps(plan)[:500]}"
+        loops = inner["Actual Loops"]
+        hits = (inner["Shared Hit Blocks"] + inner["Shared Read Blocks"]) / loops
+        us = plan["Execution Time"] * 1000 / loops
+        if best is None or us < best[0]:
+            best = (us, hits, pages)
+    return best

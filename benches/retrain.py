@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""The indexes as the table grows, side by side: a table of ROWS int8 keys with
+a learned index and, in the same run, a copy with a btree, each given a stream
+of STREAM inserts (time-ordered, then random keys) while point selects run
+against it. The background worker retrains the learned index on its own.
+
+The stream is pgbench with two clients, each transaction either inserting 20
+rows or selecting one key (weights 1:1), logged per transaction (--log).
+Every STEP inserted rows: probe time and index pages per probe (a nested loop
+of 100,000 existing keys), index size, WAL bytes per inserted row since the
+stream began (pg_stat_wal, retrains and autovacuum included), and the
+learned index's retrains. At the end: insert and select latency percentiles
+of transactions that overlapped a retrain against all the others, with the
+retrain intervals taken from the worker's LOG lines.
+
+Usage: benches/retrain.sh [rows] [stream]     (default 10000000 2000000)
+"""
+import glob, os, re, sys
+from datetime import datetime, timezone
+from benchlib import connect, probe, psql, timed
+
+HOST, PORT, LOGFILE, WORK = sys.argv[1:5]
+connect(HOST, PORT)
+ROWS = int(sys.argv[5]) if len(sys.argv) > 5 else 10_000_000
+STREAM = int(sys.argv[6]) if len(sys.argv) > 6 else 2_000_000
+STEP = STREAM // 10
+BATCH = 20
+PROBES = 100_000
+
+
+def pgbench(args):
+    import subprocess
+    subprocess.run(["pgbench", "-h", HOST, "-p", PORT, "-U", "postgres", "-n", *args],
+                   check=True, capture_output=True, text=True)
+
+
+def build(table, kind):
+    psql(f"DROP TABLE IF EXISTS {table} CASCADE")
+    psql(f"CREATE TABLE {table} AS SELECT k FROM base ORDER BY k")
+    using = "USING learned" if kind == "learned" else ""
+    psql(f"CREATE INDEX {table}_k ON {table} {using} (k)")
+    psql(f"VACUUM ANALYZE {table}")
+
+
+def retrains(table):
+    if not table.endswith("learned"):
+        return 0, 0.0
+    count, seconds = psql(f"SELECT retrain_count, coalesce(last_retrain_seconds, 0) "
+                          f"FROM learned_index_stats('{table}_k')").split("|")
+    return int(count), float(seconds)
+
+
+def stream(order, kind, maxkey):
+    table = f"s_{kind}"
+    build(table, kind)
+    psql(f"DROP TABLE IF EXISTS probes; CREATE TABLE probes AS SELECT k FROM {table} "
+         f"ORDER BY hashint8(k # 12345) LIMIT {PROBES}; ANALYZE probes")
+    if order == "time-ordered":
+        psql(f"DROP SEQUENCE IF EXISTS {table}_seq; CREATE SEQUENCE {table}_seq START {maxkey + 1} INCREMENT 4")
+        keys = f"nextval('{table}_seq')"
+    else:
+        keys = f"(random() * {maxkey})::int8"
+    ins, sel = f"{WORK}/ins.sql", f"{WORK}/sel.sql"
+    with open(ins, "w") as f:
+        f.write(f"INSERT INTO {table} (k) SELECT {keys} FROM generate_series(1, {BATCH});\n")
+    with open(sel, "w") as f:
+        f.write(f"\\set k random(1, {maxkey})\nSELECT k FROM {table} WHERE k = :k;\n")
+    psql(f"SELECT count(*) FROM {table}")  # warm the cache
+    wal0 = int(psql("SELECT wal_bytes FROM pg_stat_wal"))
+    rows0 = int(psql(f"SELECT count(*) FROM {table}"))
+    samples = []
+    for step in range(STREAM // STEP):
+        # Each client runs this many transactions, half of them inserts.
+        per_client = STEP // BATCH
+        prefix = f"{WORK}/{order[:4]}-{kind}-{step}"
+        pgbench(["-c", "2", "-j", "2", "-t", str(per_client), "-f", f"{ins}@1", "-f", f"{sel}@1",
+                 "--log", f"--log-prefix={prefix}"])
+        inserted = int(psql(f"SELECT count(*) FROM {table}")) - rows0
+        wal = int(psql("SELECT wal_bytes FROM pg_stat_wal")) - wal0
+        us, _, pages = probe(table, f"{table}_k", PROBES, runs=2)
+        size = int(psql(f"SELECT pg_relation_size('{table}_k')"))
+        count, seconds = retrains(table)
+        samples.append((inserted, us, pages, size, wal / max(inserted, 1), count, seconds))
+        print(f"{order} {kind} {inserted}: {us:.2f} us, {pages:.2f} pages, {size} bytes, "
+              f"{wal / max(inserted, 1):.0f} WAL bytes/row, {count} retrains", file=sys.stderr)
+    psql(f"DROP TABLE {table} CASCADE")
+    return samples
+
+
+def append_cost(maxkey):
+    """learned_retrain after 1% appended rows against a REINDEX of the same index."""
+    build("a_learned", "learned")
+    reindex = min(timed("REINDEX INDEX a_learned_k") for _ in range(2))
+    n = ROWS // 100
+    psql(f"INSERT INTO a_learned SELECT {maxkey} + 4 * g FROM generate_series(1, {n}) g")
+    out = psql("SELECT seconds, path, pages_written FROM learned_retrain('a_learned_k')").split("|")
+    psql("DROP TABLE a_learned")
+    return n, reindex, float(out[0]), out[1], int(out[2])
+
+
+def retrain_intervals():
+    """(start, end) epoch seconds of every retrain the worker logged."""
+    pat = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC .*learneddb: retrained index .*, ([0-9.]+) s$")
+    out = []
+    for line in open(LOGFILE, errors="replace"):
+        m = pat.match(line.strip())
+        if m:
+            end = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
+            out.append((end - float(m.group(2)), end))
+    return out
+
+
+def latencies(order, kind, intervals):
+    """Insert and select latencies (ms), split by overlap with a retrain."""
+    split = {("insert", True): [], ("insert", False): [], ("select", True): [], ("select", False): []}
+    for path in glob.glob(f"{WORK}/{order[:4]}-{kind}-*"):
+        for line in open(path):
+            _client, _txn, lat_us, script, epoch, usec = line.split()[:6]
+            end = int(epoch) + int(usec) / 1e6
+            start = end - int(lat_us) / 1e6
+            during = any(s < end and start < e for s, e in intervals)
+            split[("insert" if script == "0" else "select", during)].append(int(lat_us) / 1000)
+    return split
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def main():
+    psql("CREATE EXTENSION IF NOT EXISTS learneddb")
+    # Keys that grow by 1..8, as in bench.py.
+    psql("DROP TABLE IF EXISTS base")
+    psql(f"CREATE UNLOGGED TABLE base AS SELECT sum((hashint8(g) & 7) + 1) OVER (ORDER BY g) AS k "
+         f"FROM generate_series(1, {ROWS}) g")
+    maxkey = int(psql("SELECT max(k) FROM base"))
+    appended, reindex, retrain, path, pages = append_cost(maxkey)
+    results = {}
+    for order in ["time-ordered", "random"]:
+        for kind in ["btree", "learned"]:
+            results[(order, kind)] = stream(order, kind, maxkey)
+    intervals = retrain_intervals()
+    mb = lambda b: f"{b / 1048576:.1f} MB"
+    print(f"Retrain after {appended:,} appended rows on {ROWS:,}: {retrain:.3f} s ({path}, "
+          f"{pages} pages written); REINDEX: {reindex:.3f} s; ratio {retrain / reindex:.3f}.\n")
+    print(f"{ROWS:,} rows, {STREAM:,} inserted in transactions of {BATCH} rows; "
+          f"samples every {STEP:,} inserted rows.\n")
+    print("| keys | inserted | probe btree | learned | ratio | index pages/probe btree | learned "
+          "| size btree | learned | ratio | WAL/row btree | learned | ratio | retrains | last retrain |")
+    print("|" + "---|" * 15)
+    for order in ["time-ordered", "random"]:
+        for b, l in zip(results[(order, "btree")], results[(order, "learned")]):
+            print(f"| {order} | {l[0]:,} | {b[1]:.2f} us | {l[1]:.2f} us | {l[1] / b[1]:.2f} "
+                  f"| {b[2]:.2f} | {l[2]:.2f} | {mb(b[3])} | {mb(l[3])} | {l[3] / b[3]:.2f} "
+                  f"| {b[4]:.0f} B | {l[4]:.0f} B | {l[4] / b[4]:.2f} | {l[5]} | {l[6]:.2f} s |")
+    print()
+    print("| keys | index | transactions | during a retrain | p50 | p99 | p99.9 | max |")
+    print("|" + "---|" * 8)
+    for order in ["time-ordered", "random"]:
+        for kind in ["btree", "learned"]:
+            split = latencies(order, kind, intervals if kind == "learned" else [])
+            for what in ["insert", "select"]:
+                for during in [False, True]:
+                    v = split[(what, during)]
+                    if not v:
+                        continue
+                    print(f"| {order} | {kind} | {len(v):,} {what}s | {'yes' if during else 'no'} "
+                          f"| {pct(v, 50):.2f} ms | {pct(v, 99):.2f} ms | {pct(v, 99.9):.2f} ms | {max(v):.2f} ms |")
+
+
+main()
