@@ -15,7 +15,7 @@ retrain intervals taken from the worker's LOG lines.
 
 Usage: benches/retrain.sh [rows] [stream]     (default 10000000 2000000)
 """
-import glob, os, re, sys
+import glob, re, subprocess, sys
 from datetime import datetime, timezone
 from benchlib import connect, probe, psql, timed
 
@@ -29,9 +29,10 @@ PROBES = 100_000
 
 
 def pgbench(args):
-    import subprocess
-    subprocess.run(["pgbench", "-h", HOST, "-p", PORT, "-U", "postgres", "-n", *args],
-                   check=True, capture_output=True, text=True)
+    out = subprocess.run(["pgbench", "-h", HOST, "-p", PORT, "-U", "postgres", "-n", *args, "postgres"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"pgbench failed: {out.stderr}")
 
 
 def build(table, kind):
