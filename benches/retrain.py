@@ -4,10 +4,11 @@ a learned index and, in the same run, a copy with a btree, each given a stream
 of STREAM inserts (time-ordered, then random keys) while point selects run
 against it. The background worker retrains the learned index on its own.
 
-The stream is one pgbench run with two clients, each transaction either
-inserting 20 rows or selecting one key (weights 1:1), logged per transaction
-(--log). While it runs, every STEP inserted rows: probe time and index pages per probe (a nested loop
-of 10,000 existing keys), index size, WAL bytes per inserted row since the
+The stream is pgbench with two clients, each transaction either inserting 20
+rows or selecting one key (weights 1:1), logged per transaction (--log), run
+in chunks of STEP inserted rows. After each chunk, on the quiet table: probe
+time and index pages per probe (a nested loop
+of 2,000 existing keys), index size, WAL bytes per inserted row since the
 stream began (pg_stat_wal, retrains and autovacuum included), and the
 learned index's retrains. At the end: insert and select latency percentiles
 of transactions that overlapped a retrain against all the others, with the
@@ -15,7 +16,7 @@ retrain intervals taken from the worker's LOG lines.
 
 Usage: benches/retrain.sh [rows] [stream]     (default 10000000 2000000)
 """
-import glob, re, subprocess, sys, time
+import glob, re, subprocess, sys
 from datetime import datetime, timezone
 from benchlib import connect, probe, psql, timed
 
@@ -25,7 +26,7 @@ ROWS = int(sys.argv[5]) if len(sys.argv) > 5 else 10_000_000
 STREAM = int(sys.argv[6]) if len(sys.argv) > 6 else 2_000_000
 STEP = STREAM // 10
 BATCH = 20
-PROBES = 10_000
+PROBES = 2_000
 
 
 def build(table, kind):
@@ -69,34 +70,26 @@ def stream(order, kind, maxkey):
     psql(f"SELECT count(*) FROM {table}")  # warm the cache
     wal0 = int(psql("SELECT wal_bytes FROM pg_stat_wal"))
     rows0 = inserted_rows(table)
-    # One pgbench run for the whole stream, two clients, each transaction an
-    # insert or a select; the samples are taken while it runs.
-    per_client = STREAM // BATCH
-    bench = subprocess.Popen(
-        ["pgbench", "-h", HOST, "-p", PORT, "-U", "postgres", "-n", "-c", "2", "-j", "2",
-         "-t", str(per_client), "-f", f"{ins}@1", "-f", f"{sel}@1", "--log",
-         f"--log-prefix={WORK}/{order[:4]}-{kind}", "postgres"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    samples, mark = [], STEP
-    while True:
-        done = bench.poll() is not None
+    # pgbench in chunks of STEP inserted rows, two clients, each transaction
+    # an insert or a select; after each chunk, a sample of the quiet table.
+    samples = []
+    for step in range(STREAM // STEP):
+        out = subprocess.run(
+            ["pgbench", "-h", HOST, "-p", PORT, "-U", "postgres", "-n", "-c", "2", "-j", "2",
+             "-t", str(STEP // BATCH), "-f", f"{ins}@1", "-f", f"{sel}@1", "--log",
+             f"--log-prefix={WORK}/{order[:4]}-{kind}-{step}", "postgres"],
+            capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"pgbench failed: {out.stderr}")
         inserted = inserted_rows(table) - rows0
-        if inserted >= mark or done:
-            wal = int(psql("SELECT wal_bytes FROM pg_stat_wal")) - wal0
-            us, _, pages = probe(table, f"{table}_k", PROBES, runs=2)
-            size = int(psql(f"SELECT pg_relation_size('{table}_k')"))
-            count, seconds, skipped = retrains(table)
-            samples.append((inserted, us, pages, size, wal / max(inserted, 1), count, seconds))
-            print(f"{order} {kind} {inserted}: {us:.2f} us, {pages:.2f} pages, {size} bytes, "
-                  f"{wal / max(inserted, 1):.0f} WAL bytes/row, {count} retrains, skipped: {skipped}",
-                  file=sys.stderr)
-            while mark <= inserted:
-                mark += STEP
-        if done:
-            break
-        time.sleep(0.5)
-    if bench.returncode != 0:
-        sys.exit(f"pgbench failed: {bench.stderr.read()}")
+        wal = int(psql("SELECT wal_bytes FROM pg_stat_wal")) - wal0
+        us, hits, pages = probe(table, f"{table}_k", PROBES, runs=2)
+        size = int(psql(f"SELECT pg_relation_size('{table}_k')"))
+        count, seconds, skipped = retrains(table)
+        samples.append((inserted, us, pages, size, wal / max(inserted, 1), count, seconds, hits))
+        print(f"{order} {kind} {inserted}: {us:.2f} us, {pages:.2f} index pages, {hits:.2f} buffer hits, "
+              f"{size} bytes, {wal / max(inserted, 1):.0f} WAL bytes/row, {count} retrains, skipped: {skipped}",
+              file=sys.stderr)
     psql(f"DROP TABLE {table} CASCADE")
     return samples
 
@@ -127,7 +120,7 @@ def retrain_intervals():
 def latencies(order, kind, intervals):
     """Insert and select latencies (ms), split by overlap with a retrain."""
     split = {("insert", True): [], ("insert", False): [], ("select", True): [], ("select", False): []}
-    for path in glob.glob(f"{WORK}/{order[:4]}-{kind}.*"):
+    for path in glob.glob(f"{WORK}/{order[:4]}-{kind}-*"):
         for line in open(path):
             _client, _txn, lat_us, script, epoch, usec = line.split()[:6]
             end = int(epoch) + int(usec) / 1e6
@@ -162,13 +155,15 @@ def main():
           f"{pages} pages written); REINDEX: {reindex:.3f} s; ratio {retrain / reindex:.3f}.\n")
     print(f"{ROWS:,} rows, {STREAM:,} inserted in transactions of {BATCH} rows; "
           f"samples every {STEP:,} inserted rows.\n")
-    print("| keys | inserted (btree / learned) | probe btree | learned | ratio | index pages/probe btree "
-          "| learned | size btree | learned | ratio | WAL/row btree | learned | ratio | retrains | last retrain |")
-    print("|" + "---|" * 15)
+    print("| keys | inserted | probe btree | learned | ratio | index pages/probe btree | learned "
+          "| buffer hits/probe btree | learned | size btree | learned | ratio "
+          "| WAL/row btree | learned | ratio | retrains | last retrain |")
+    print("|" + "---|" * 17)
     for order in ["time-ordered", "random"]:
         for b, l in zip(results[(order, "btree")], results[(order, "learned")]):
-            print(f"| {order} | {b[0]:,} / {l[0]:,} | {b[1]:.2f} us | {l[1]:.2f} us | {l[1] / b[1]:.2f} "
-                  f"| {b[2]:.2f} | {l[2]:.2f} | {mb(b[3])} | {mb(l[3])} | {l[3] / b[3]:.2f} "
+            print(f"| {order} | {l[0]:,} | {b[1]:.2f} us | {l[1]:.2f} us | {l[1] / b[1]:.2f} "
+                  f"| {b[2]:.2f} | {l[2]:.2f} | {b[7]:.2f} | {l[7]:.2f} "
+                  f"| {mb(b[3])} | {mb(l[3])} | {l[3] / b[3]:.2f} "
                   f"| {b[4]:.0f} B | {l[4]:.0f} B | {l[4] / b[4]:.2f} | {l[5]} | {l[6]:.2f} s |")
     print()
     print("| keys | index | transactions | during a retrain | p50 | p99 | p99.9 | max |")
