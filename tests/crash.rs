@@ -312,6 +312,12 @@ fn retrains_survive_a_crash_at_each_stage() {
                 .unwrap();
             assert!(killed.success());
             assert!(retrainer.join().unwrap(), "the killed retrain returned");
+            // The postmaster ends every backend, this session's too, before
+            // it recovers: until then a new connection could still reach the
+            // server from before the crash.
+            common::wait_for("the crash restart to begin", 60, || {
+                c.batch_execute("SELECT 1").is_err()
+            });
             drop(c);
             let mut c = reconnect(&cluster);
             check_table(&mut c, &table, &format!("{stage}, append {append}"));
