@@ -51,8 +51,8 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     {
         let current = section.generation == meta.generation;
         // The run pages the two generations share are visited once, as the
-        // current generation's.
-        let from = if current {
+        // current generation's; NULL pages are never shared.
+        let from = if current || section.width == 0 {
             0
         } else {
             meta.shared_pages.min(section.pages)
