@@ -8,10 +8,12 @@
 //! 1. **Freeze** ([`delta::freeze`]): new delta pages carry the next
 //!    generation number; the open ones are closed. The pages tagged earlier
 //!    (and not merged by an earlier generation) are the frozen delta.
-//! 2. **Merge**: the run's live entries, its NULLs and the frozen delta's
-//!    entries go through the external sort; a first pass trains the model and
-//!    chooses the key width, so the page count is known before anything is
-//!    written.
+//! 2. **Append or merge**: when every frozen key lies at or above the run's
+//!    last, the run's full pages are kept and only its tail and the model's
+//!    last leaf are redone ([`append`]); otherwise the run's live entries, its
+//!    NULLs and the frozen delta go through the external sort ([`merge`]). A
+//!    first pass trains the model and checks the key width, so the page count
+//!    is known before anything is written.
 //! 3. **Write** the new run, NULL and model pages into free blocks and blocks
 //!    added at the end of the index ([`Extents`]), then WAL-log them whole
 //!    (`log_newpage_range`). Nothing points at them yet.
@@ -373,7 +375,9 @@ fn append(
             continue;
         };
         if added == 0 {
-            in_order = kept_last.is_none_or(|last| (key, tid) >= last);
+            // Checked here on the keys themselves, not only on the
+            // directory's ranges above.
+            in_order = key >= run_max && kept_last.is_none_or(|last| (key, tid) >= last);
         }
         trainer.push(key);
         width_ok.push(key);

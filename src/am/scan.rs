@@ -346,15 +346,14 @@ impl ScanState {
         forward: bool,
     ) -> Result<(), Recycled> {
         self.gather(rel);
-        let meta = *self.meta();
         let pair = (at.key, at.tid);
         // Entries up to `at` (forward), or from it on (backward), are behind.
         let behind = |e: (u64, Tid)| if forward { e <= pair } else { e < pair };
         let Some(k) = at.interval else {
-            return self.reposition_nulls(rel, &meta, at.tid, forward);
+            return self.reposition_nulls(rel, at.tid, forward);
         };
-        let run = Section::run(&meta);
-        let model = model_pages::load(rel, &meta)?;
+        let run = Section::run(self.meta());
+        let model = model_pages::load(rel, self.meta())?;
         let (mut pos, mut page) = run.seek(rel, at.key, model.window(at.key))?;
         // The seek found the first entry with the key; step over those of
         // the key that are behind.
@@ -386,12 +385,11 @@ impl ScanState {
     fn reposition_nulls(
         &mut self,
         rel: pg_sys::Relation,
-        meta: &Meta,
         tid: Tid,
         forward: bool,
     ) -> Result<(), Recycled> {
         // The last NULL page whose first TID is at most `tid`, or the first.
-        let nulls = Section::nulls(meta);
+        let nulls = Section::nulls(self.meta());
         let (mut lo, mut hi) = (0u32, nulls.pages);
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
@@ -421,8 +419,7 @@ impl ScanState {
     ) -> Result<(), Recycled> {
         let (lo, hi) = self.plan.intervals[k];
         let (dlo, dhi) = self.delta_range(k);
-        let meta = *self.meta();
-        let run = Section::run(&meta);
+        let run = Section::run(self.meta());
         let seek_key = if forward { Some(lo) } else { hi.checked_add(1) };
         let (pos, page) = match seek_key {
             // Backward from the largest ordinal: the end of the run.
@@ -430,7 +427,7 @@ impl ScanState {
             Some(key) => {
                 // The view lives only inside this callback: rd_amcache may be
                 // rebuilt between callbacks.
-                let model = model_pages::load(rel, &meta)?;
+                let model = model_pages::load(rel, self.meta())?;
                 run.seek(rel, key, model.window(key))?
             }
         };
@@ -612,7 +609,8 @@ impl ScanState {
         let nulls = Section::nulls(self.meta());
         let last_batch = i + 1 >= nulls.pages.max(1);
         let all = self.delta_nulls.len();
-        let mut run: Vec<Tid> = Vec::new();
+        // The page's live TIDs, in the scratch run slice (keys unused).
+        self.run_items.clear();
         let (mut d0, mut d1) = (
             if i == 0 { 0 } else { all },
             if last_batch { all } else { 0 },
@@ -620,7 +618,7 @@ impl ScanState {
         let mut pin = None;
         if i < nulls.pages {
             let page = nulls.try_read(rel, i)?;
-            run.extend(page.live().map(|s| page.tid(s)));
+            self.run_items.extend(page.live().map(|s| (0, page.tid(s))));
             let (first, last) = (page.tid(0), page.tid(page.len() - 1));
             if i > 0 {
                 d0 = self.delta_nulls.partition_point(|&t| t < first);
@@ -639,7 +637,7 @@ impl ScanState {
         self.items.clear();
         let delta = &self.delta_nulls[d0..d1];
         let mut d = 0;
-        for t in run {
+        for &(_, t) in &self.run_items {
             while d < delta.len() && delta[d] < t {
                 self.items.push((None, delta[d]));
                 d += 1;

@@ -93,13 +93,6 @@ impl Extents {
         out
     }
 
-    /// Whether block `blk` lies in one of the extents.
-    pub fn contains(&self, blk: u32) -> bool {
-        self.as_slice()
-            .iter()
-            .any(|e| e.start <= blk && (blk as u64) < e.end())
-    }
-
     /// Appends `e`, joining it to the last extent when they touch. False when
     /// the list is full.
     pub fn push(&mut self, e: Extent) -> bool {
@@ -252,8 +245,6 @@ mod tests {
         assert_eq!(x.tail(3), [e(20, 4)]);
         assert_eq!(x.tail(5), [e(22, 2)]);
         assert_eq!(x.tail(7), []);
-        assert!(x.contains(12) && x.contains(23));
-        assert!(!x.contains(13) && !x.contains(24) && !x.contains(9));
     }
 
     #[test]
