@@ -7,8 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-50000000}
-tools/setup.sh
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/tmp/learneddb-bench-install.log 2>&1
+benches/install_release.sh
 dir=/tmp/learneddb-buildmem-$$
 port=$((46000 + $$ % 10000))
 tools/cluster.sh start "$dir" "$port" "shared_buffers = 1GB" "max_wal_size = 16GB" "max_parallel_maintenance_workers = 0"

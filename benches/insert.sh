@@ -5,8 +5,7 @@
 # benches/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/setup.sh
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/tmp/learneddb-bench-install.log 2>&1
+benches/install_release.sh
 dir=/tmp/learneddb-insert-$$
 port=$((47000 + $$ % 10000))
 tools/cluster.sh start "$dir" "$port" "shared_buffers = 1GB" "max_wal_size = 4GB"

@@ -4,9 +4,7 @@
 #   benches/retrain.sh [rows] [stream]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/setup.sh
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/tmp/learneddb-bench-install.log 2>&1 \
-  || { cat /tmp/learneddb-bench-install.log; exit 1; }
+benches/install_release.sh
 dir=/tmp/learneddb-retrain-$$
 port=$((46000 + $$ % 10000))
 tools/cluster.sh start "$dir" "$port" "shared_buffers = 3GB" "max_wal_size = 8GB" \

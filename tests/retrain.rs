@@ -6,6 +6,12 @@ mod common;
 
 use common::{assert_verified, run_each, texts, Cluster};
 
+fn size(c: &mut postgres::Client, index: &str) -> i64 {
+    c.query_one("SELECT pg_relation_size($1::text::regclass)", &[&index])
+        .unwrap()
+        .get(0)
+}
+
 #[test]
 fn repeated_retrains_reuse_space_and_stay_exact() {
     let cluster = Cluster::start("retrain", &["autovacuum = off"]);
@@ -16,11 +22,6 @@ fn repeated_retrains_reuse_space_and_stay_exact() {
          INSERT INTO t (k) SELECT hashint8(g) & 1048575 FROM generate_series(1, 100000) g;
          CREATE INDEX t_k ON t USING learned (k);",
     );
-    let size = |c: &mut postgres::Client| -> i64 {
-        c.query_one("SELECT pg_relation_size('t_k')", &[])
-            .unwrap()
-            .get(0)
-    };
     let mut sizes = Vec::new();
     for round in 0..12i64 {
         c.execute(
@@ -31,7 +32,7 @@ fn repeated_retrains_reuse_space_and_stay_exact() {
         c.execute("DELETE FROM t WHERE id % 97 = $1", &[&round])
             .unwrap();
         run_each(&mut c, "VACUUM t; SELECT learned_retrain('t_k')");
-        sizes.push(size(&mut c));
+        sizes.push(size(&mut c, "t_k"));
     }
     assert_verified(&mut c, "t_k");
     let generation: i64 = c
@@ -53,9 +54,9 @@ fn repeated_retrains_reuse_space_and_stay_exact() {
         by_index == by_table,
         "index and table disagree after the retrains"
     );
-    let retrained = size(&mut c);
+    let retrained = size(&mut c, "t_k");
     c.batch_execute("REINDEX INDEX t_k").unwrap();
-    let fresh = size(&mut c);
+    let fresh = size(&mut c, "t_k");
     eprintln!("sizes after each retrain: {sizes:?}; after REINDEX: {fresh}");
     // A full rewrite needs the current generation and the one before it;
     // without reuse, twelve retrains would leave twelve generations.
@@ -82,11 +83,6 @@ fn appended_rows_extend_the_run() {
     );
     let retrain = |c: &mut postgres::Client| -> String {
         c.query_one("SELECT path FROM learned_retrain('t_k')", &[])
-            .unwrap()
-            .get(0)
-    };
-    let size = |c: &mut postgres::Client| -> i64 {
-        c.query_one("SELECT pg_relation_size('t_k')", &[])
             .unwrap()
             .get(0)
     };
@@ -128,12 +124,9 @@ fn appended_rows_extend_the_run() {
         assert!(by_index == by_table, "index and table disagree");
     };
     compare(&mut c);
-    let retrained = size(&mut c);
+    let retrained = size(&mut c, "t_k");
     run_each(&mut c, "CREATE INDEX t_k_fresh ON t USING learned (k)");
-    let fresh = c
-        .query_one("SELECT pg_relation_size('t_k_fresh')", &[])
-        .unwrap()
-        .get::<_, i64>(0);
+    let fresh = size(&mut c, "t_k_fresh");
     c.batch_execute("DROP INDEX t_k_fresh").unwrap();
     eprintln!("after 20 append retrains: {retrained} bytes; a fresh build: {fresh}");
     assert!(
