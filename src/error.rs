@@ -14,32 +14,31 @@ use pgrx::prelude::*;
 /// with its SQLSTATE, message, detail and hint, and `context` (if any) added
 /// to the message.
 pub fn pg_call<T>(f: impl FnOnce() -> T, context: impl FnOnce() -> Option<String>) -> T {
-    // Nothing of the caller's is left half-changed by an ERROR in `f`: it is
-    // re-raised at once.
-    let f = std::panic::AssertUnwindSafe(f);
-    let mut context = Some(context);
-    let mut context = std::panic::AssertUnwindSafe(&mut context);
-    PgTryBuilder::new(move || {
-        let f = f;
-        (f.0)()
-    })
-    .catch_others(move |e| match e {
-        CaughtError::PostgresError(r) => {
-            let message = match (*context).take().and_then(|c| c()) {
-                Some(c) => format!("{} ({c})", r.message()),
-                None => r.message().to_string(),
-            };
-            let mut report = ErrorReport::new(r.sql_error_code(), message, "learneddb");
-            if let Some(d) = r.detail() {
-                report = report.set_detail(d);
-            }
-            if let Some(h) = r.hint() {
-                report = report.set_hint(h);
-            }
-            report.report(PgLogLevel::ERROR);
-            unreachable!("an ERROR does not return")
-        }
-        other => other.rethrow(),
-    })
-    .execute()
+    // A bare catch_unwind, not PgTryBuilder: this wraps every buffer read, and
+    // the builder allocates its handler table on each call. Nothing of the
+    // caller's is left half-changed by an ERROR in `f`: it is re-raised at once.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(payload) => match payload.downcast::<CaughtError>() {
+            Ok(caught) => match *caught {
+                CaughtError::PostgresError(r) => {
+                    let message = match context() {
+                        Some(c) => format!("{} ({c})", r.message()),
+                        None => r.message().to_string(),
+                    };
+                    let mut report = ErrorReport::new(r.sql_error_code(), message, "learneddb");
+                    if let Some(d) = r.detail() {
+                        report = report.set_detail(d);
+                    }
+                    if let Some(h) = r.hint() {
+                        report = report.set_hint(h);
+                    }
+                    report.report(PgLogLevel::ERROR);
+                    unreachable!("an ERROR does not return")
+                }
+                other => std::panic::resume_unwind(Box::new(other)),
+            },
+            Err(payload) => std::panic::resume_unwind(payload),
+        },
+    }
 }

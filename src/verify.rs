@@ -300,6 +300,13 @@ fn check_delta(
                     ),
                 )
             }
+            OPEN if h.min <= h.max && entry.min > h.min => fail(
+                idx,
+                &format!(
+                    "open delta page {} holds keys below its directory entry's bound",
+                    d.blk
+                ),
+            ),
             CLOSED | OPEN if has_nulls && h.has_nulls == 0 => fail(
                 idx,
                 &format!("delta page {} holds NULLs its header does not note", d.blk),

@@ -162,7 +162,13 @@ fn run_writers(
 fn committed_rows_survive_crashes() {
     let cluster = Arc::new(Cluster::start(
         "crash",
-        &["restart_after_crash = on", "checkpoint_timeout = 30s"],
+        // Recovery compares every page a Generic WAL record touches with the
+        // image the record carries.
+        &[
+            "restart_after_crash = on",
+            "checkpoint_timeout = 30s",
+            "wal_consistency_checking = 'generic'",
+        ],
     ));
     {
         let mut c = cluster.connect();

@@ -1,6 +1,7 @@
 //! Page formats and buffer access. Every page change goes through Generic WAL
 //! ([`wal`]) or, for a freshly built index, `log_newpage_range`.
 
+pub mod amcache;
 pub mod buffer;
 pub mod delta;
 pub mod extents;

@@ -4,7 +4,7 @@
 use super::extents::Extents;
 use super::meta::META_BLOCK;
 use super::page::{self, corrupt, recycled_error, PageKind, Recycled, CONTENT};
-use super::{Buf, Meta};
+use super::{amcache, Buf, Meta};
 use crate::model::ModelView;
 use pgrx::pg_sys;
 
@@ -75,68 +75,34 @@ pub unsafe fn init_page(page: pg_sys::Page, generation: u32, chunk: &[u8]) {
     std::ptr::copy_nonoverlapping(chunk.as_ptr(), page::content(page).add(HEADER), chunk.len());
 }
 
-/// Header of the cached copy in `rd_amcache`.
-#[repr(C)]
-struct Cached {
-    relfilenode: u32,
-    generation: u32,
-    len: usize,
-}
-
 /// The model of generation `meta.generation`, from this backend's cache or
 /// read from the model pages (and then cached). The returned bytes live in the
 /// index's relcache memory and stay valid until the relcache entry is rebuilt,
 /// which cannot happen while the caller holds the index open and locked
-/// without processing invalidations; callers copy nothing out of it across
-/// such points. `Err` when a model page was reused by a newer generation.
+/// without processing invalidations, or the next generation's model is
+/// loaded; callers copy nothing out of it across such points. `Err` when a
+/// model page was reused by a newer generation.
 pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> Result<ModelView<'a>, Recycled> {
-    // SAFETY: `rd_amcache` is either null or a block this function allocated in
-    // `rd_indexcxt` with a `Cached` header followed by `len` bytes.
+    // SAFETY: the cache reference is used only inside this function; `model`
+    // is null or `model_len` bytes allocated below in `rd_indexcxt`.
     unsafe {
-        let node = relfilenode(rel);
-        let cached = (*rel).rd_amcache as *const Cached;
-        if !cached.is_null()
-            && (*cached).generation == meta.generation
-            && (*cached).relfilenode == node
-        {
-            let bytes = std::slice::from_raw_parts(
-                (cached as *const u8).add(std::mem::size_of::<Cached>()),
-                (*cached).len,
-            );
+        let cache = amcache::get(rel);
+        if !cache.model.is_null() && cache.model_generation == meta.generation {
+            let bytes = std::slice::from_raw_parts(cache.model, cache.model_len);
             return Ok(ModelView::open(bytes).expect("cached model was validated when loaded"));
         }
         let bytes = try_read(rel, meta)?;
-        let size = std::mem::size_of::<Cached>() + bytes.len();
-        let mem = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, size) as *mut u8;
-        mem.cast::<Cached>().write(Cached {
-            relfilenode: node,
-            generation: meta.generation,
-            len: bytes.len(),
-        });
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr(),
-            mem.add(std::mem::size_of::<Cached>()),
-            bytes.len(),
-        );
-        if !(*rel).rd_amcache.is_null() {
-            pg_sys::pfree((*rel).rd_amcache);
+        let mem = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, bytes.len().max(1)) as *mut u8;
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem, bytes.len());
+        let cache = amcache::get(rel);
+        if !cache.model.is_null() {
+            pg_sys::pfree(cache.model.cast());
         }
-        (*rel).rd_amcache = mem.cast();
-        let slice = std::slice::from_raw_parts(mem.add(std::mem::size_of::<Cached>()), bytes.len());
+        cache.model = mem;
+        cache.model_len = bytes.len();
+        cache.model_generation = meta.generation;
+        let slice = std::slice::from_raw_parts(mem, bytes.len());
         Ok(ModelView::open(slice).expect("validated by read"))
-    }
-}
-
-/// # Safety
-/// `rel` must be an open relation.
-unsafe fn relfilenode(rel: pg_sys::Relation) -> u32 {
-    #[cfg(feature = "pg15")]
-    {
-        (*rel).rd_node.relNode.into()
-    }
-    #[cfg(not(feature = "pg15"))]
-    {
-        (*rel).rd_locator.relNumber.into()
     }
 }
 

@@ -52,10 +52,13 @@ pub struct DirEntry {
 }
 
 impl DirEntry {
-    /// Whether the page can hold a non-null key in `[lo, hi]`.
+    /// Whether the page can hold a non-null key in `[lo, hi]`. An open
+    /// page's `min` is a lower bound of its keys, lowered with the insert of
+    /// any key below it (`u64::MAX` while it has none; 0 from versions that
+    /// did not keep it); its `max` is not kept.
     pub fn may_hold(&self, lo: u64, hi: u64) -> bool {
         match self.state {
-            OPEN => true,
+            OPEN => self.min <= hi,
             CLOSED => self.min <= hi && lo <= self.max,
             _ => false,
         }
@@ -167,6 +170,23 @@ pub(super) unsafe fn set_entry(
         });
 }
 
+/// The key range of a newly opened page's entry: no key yet.
+pub(super) const OPEN_RANGE: (u64, u64) = (u64::MAX, 0);
+
+/// Lowers the key lower bound of open page entry `slot` to `min`.
+///
+/// # Safety
+/// `image` must be a writable directory page image and `slot` one of its entries.
+pub(super) unsafe fn lower_min(image: pg_sys::Page, slot: usize, min: u64) {
+    assert!(slot < DIR_CAPACITY);
+    let p = page::content(image)
+        .add(HEADER + slot * ENTRY)
+        .cast::<RawDirEntry>();
+    let mut raw = p.read_unaligned();
+    raw.min = raw.min.min(min);
+    p.write_unaligned(raw);
+}
+
 /// Appends an entry to a directory page image holding `count` entries.
 ///
 /// # Safety
@@ -177,7 +197,7 @@ pub(super) unsafe fn append(
     blk: pg_sys::BlockNumber,
     generation: u32,
 ) {
-    set_entry(image, count, (blk, generation), OPEN, false, (0, 0));
+    set_entry(image, count, (blk, generation), OPEN, false, OPEN_RANGE);
     let mut h: DirHeader = page::read_header(image);
     h.count = count as u32 + 1;
     page::write_header(image, &h);

@@ -8,7 +8,8 @@
 //! page, and the directory pages that list it).
 
 use super::directory::{self, DirPage, DIR_CAPACITY};
-use super::{init_page, set_entry, set_header, DeltaEntry, DeltaPage, CLOSED, FREE, OPEN};
+use super::{append_entry, init_page, set_header, DeltaEntry, DeltaPage, CLOSED, FREE, OPEN};
+use crate::storage::amcache::{self, OpenPage};
 use crate::storage::buffer::Strategy;
 use crate::storage::meta::{MAX_OPEN, META_BLOCK};
 use crate::storage::run::Tid;
@@ -23,12 +24,28 @@ enum Added {
 }
 
 /// Adds one entry to an open delta page, WAL-logged.
+///
+/// A backend inserts into the page it used last (kept in `rd_amcache`, as
+/// btree keeps its rightmost leaf) while that page, checked under its lock,
+/// is still open and has room: a page is open exactly while the metapage lists
+/// it, and a page closed by a retrain's freeze says so. Only when it is not,
+/// or another backend holds it, does the insert read the metapage.
 pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) {
     let e = DeltaEntry {
         key: key.unwrap_or(0),
         tid,
         null: key.is_none(),
     };
+    // SAFETY: the reference does not outlive this statement.
+    let last = unsafe { amcache::get(rel).open };
+    if last.blk != pg_sys::InvalidBlockNumber {
+        let mut buf = Buf::read(rel, last.blk);
+        if buf.try_lock_exclusive() {
+            if let Added::Yes = add(rel, buf, last, &e) {
+                return;
+            }
+        }
+    }
     loop {
         let meta = Meta::read(rel);
         let n = meta.n_open as usize;
@@ -38,51 +55,74 @@ pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) {
         }
         // SAFETY: reads a process-global set at backend start.
         let first = unsafe { pg_sys::MyProcPid } as usize % n;
+        let listed = |i: usize| OpenPage {
+            blk: meta.open[i],
+            dir_blk: meta.open_dir[i],
+            slot: meta.open_slot[i],
+        };
         let mut outcome = None;
         for k in 0..n {
-            let mut buf = Buf::read(rel, meta.open[(first + k) % n]);
+            let p = listed((first + k) % n);
+            let mut buf = Buf::read(rel, p.blk);
             if buf.try_lock_exclusive() {
-                outcome = Some(add(rel, buf, &e));
+                outcome = Some((p, add(rel, buf, p, &e)));
                 break;
             }
         }
-        let outcome = match outcome {
+        let (p, outcome) = match outcome {
             Some(o) => o,
             None if n < MAX_OPEN => {
                 // Every open page is busy: open one more rather than queue.
                 open_page(rel, None);
                 continue;
             }
-            None => add(rel, Buf::read_exclusive(rel, meta.open[first]), &e),
+            None => {
+                let p = listed(first);
+                (p, add(rel, Buf::read_exclusive(rel, p.blk), p, &e))
+            }
         };
         match outcome {
-            Added::Yes => return,
+            Added::Yes => {
+                // SAFETY: the reference does not outlive this statement.
+                unsafe { amcache::get(rel).open = p };
+                return;
+            }
             Added::NeedsPage(blk) => open_page(rel, Some(blk)),
         }
     }
 }
 
-fn add(rel: pg_sys::Relation, buf: Buf, e: &DeltaEntry) -> Added {
+/// Adds `e` to open page `p`, whose buffer is exclusive-locked, after lowering
+/// the page's key bound in its directory entry if `e` is below it (a record of
+/// its own, first: a bound lower than needed is harmless).
+fn add(rel: pg_sys::Relation, buf: Buf, p: OpenPage, e: &DeltaEntry) -> Added {
     let page = DeltaPage::open(rel, buf);
-    let mut h = page.header();
+    let h = page.header();
     if h.state != OPEN || page.is_full() {
-        return Added::NeedsPage(page.buf().blkno());
+        return Added::NeedsPage(p.blk);
     }
-    let mut wal = Wal::start(rel);
-    let image = wal.page(page.buf(), false);
-    // SAFETY: `image` is the WAL image of the locked delta page; count < capacity.
-    unsafe {
-        set_entry(image, h.count as usize, e);
-        h.count += 1;
-        if e.null {
-            h.has_nulls = 1;
-        } else {
-            h.min = h.min.min(e.key);
-            h.max = h.max.max(e.key);
+    // The page's own min is never below its directory bound, so only a key
+    // below the page's min can be below the bound.
+    if !e.null && e.key < h.min {
+        let dir = DirPage::read_exclusive(rel, p.dir_blk);
+        let entry = dir.entry(rel, p.slot as usize);
+        if entry.blk != p.blk || entry.state != OPEN {
+            crate::storage::page::corrupt(
+                rel,
+                p.dir_blk,
+                "open delta page's directory entry does not list it as open",
+            );
         }
-        set_header(image, &h);
+        if e.key < entry.min {
+            let mut wal = Wal::start(rel);
+            let image = wal.page(dir.buf(), false);
+            // SAFETY: the WAL image of the directory page locked above; the
+            // slot was read from it.
+            unsafe { directory::lower_min(image, p.slot as usize, e.key) };
+            wal.finish();
+        }
     }
-    wal.finish();
+    append_entry(rel, &page, e);
     Added::Yes
 }
 
@@ -202,7 +242,7 @@ fn reuse_free_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) -> bo
             (free.blk, meta.insert_generation),
             OPEN,
             false,
-            (0, 0),
+            directory::OPEN_RANGE,
         );
     }
     wal.finish();

@@ -18,7 +18,7 @@ pub use insert::{freeze, insert};
 pub use vacuum::{bulk_delete, discard};
 
 use super::buffer::Strategy;
-use super::page::{self, corrupt, PageKind, CONTENT};
+use super::page::{self, corrupt, PageKind, CONTENT, PAGE_HEADER};
 use super::run::{tid_from_ptr, tid_to_ptr, Tid};
 use super::{Buf, Meta};
 use pgrx::pg_sys;
@@ -156,6 +156,58 @@ impl DeltaPage {
         buf.unlock();
         buf
     }
+}
+
+/// Appends `e` to an open page that is not full, whose buffer the caller holds
+/// exclusive-locked: the entry, the header and `pd_lower` are written and
+/// logged alone (`wal::write_ranges`), since this is every insert's path.
+/// Returns the new header.
+fn append_entry(rel: pg_sys::Relation, page: &DeltaPage, e: &DeltaEntry) -> DeltaHeader {
+    let old = page.h;
+    let mut h = old;
+    let i = h.count as usize;
+    assert!(h.state == OPEN && i < DELTA_CAPACITY);
+    h.count += 1;
+    if e.null {
+        h.has_nulls = 1;
+    } else {
+        h.min = h.min.min(e.key);
+        h.max = h.max.max(e.key);
+    }
+    let raw = RawEntry {
+        key: e.key,
+        tid: tid_to_ptr(e.tid),
+        flags: if e.null { FLAG_NULL } else { 0 },
+    };
+    let lower = (PAGE_HEADER + HEADER + h.count as usize * ENTRY) as u16;
+    // The header from its first changed field through count, state and
+    // has_nulls (which end at byte 20; the padding after them never changes).
+    let from = if h.min != old.min {
+        std::mem::offset_of!(DeltaHeader, min)
+    } else if h.max != old.max {
+        std::mem::offset_of!(DeltaHeader, max)
+    } else {
+        std::mem::offset_of!(DeltaHeader, count)
+    };
+    let to = std::mem::offset_of!(DeltaHeader, _pad);
+    // SAFETY: both are #[repr(C)] structs of plain integers without padding
+    // (sizes asserted above), so every byte is initialized.
+    let (hb, eb) = unsafe {
+        (
+            std::slice::from_raw_parts((&h as *const DeltaHeader).cast::<u8>(), HEADER),
+            std::slice::from_raw_parts((&raw as *const RawEntry).cast::<u8>(), ENTRY),
+        )
+    };
+    super::wal::write_ranges(
+        rel,
+        &page.buf,
+        &[
+            (std::mem::offset_of!(pg_sys::PageHeaderData, pd_lower), &lower.to_ne_bytes()),
+            (PAGE_HEADER + from, &hb[from..to]),
+            (PAGE_HEADER + HEADER + i * ENTRY, eb),
+        ],
+    );
+    h
 }
 
 /// # Safety

@@ -1,0 +1,156 @@
+//! The delta between retrains: what a probe reads while rows are inserted, and
+//! that the per-backend hint of the open page survives what can make it stale.
+
+mod common;
+
+use common::{assert_verified, run_each, texts, Cluster};
+
+/// Index blocks read (hit or not) by `sql`, from `pg_statio_user_indexes`.
+fn index_blocks(c: &mut postgres::Client, index: &str, sql: &str) -> i64 {
+    let read = |c: &mut postgres::Client| -> i64 {
+        c.batch_execute("SELECT pg_stat_force_next_flush()").unwrap();
+        c.query_one(
+            "SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = $1",
+            &[&index],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = read(c);
+    c.batch_execute(sql).unwrap();
+    let after = read(c);
+    after - before
+}
+
+fn count(c: &mut postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Open delta pages carry a lower bound of their keys in the directory, so a
+/// probe of a key below every open page's keys reads its run page and nothing
+/// else: with rows appended above the run (time-ordered keys), old keys cost
+/// what they cost before the inserts.
+#[test]
+fn probes_below_the_open_pages_read_only_the_run() {
+    let cluster = Cluster::start("delta_probe", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g * 3 FROM generate_series(1, 100000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         CREATE TABLE probes AS SELECT k FROM t ORDER BY hashint8(k) LIMIT 2000;
+         VACUUM ANALYZE t; ANALYZE probes;
+         SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_hashjoin = off;
+         SET enable_mergejoin = off; SET enable_material = off",
+    );
+    let probe = "SELECT count(*) FROM probes p JOIN t ON t.k = p.k";
+    let plan = texts(&mut c, &format!("EXPLAIN (COSTS OFF) {probe}")).join("\n");
+    assert!(plan.contains("Nested Loop") && plan.contains("t_k"), "{plan}");
+    let fresh = index_blocks(&mut c, "t_k", probe);
+
+    // Appended keys: several closed delta pages above the run and open ones,
+    // from two sessions so that two pages take inserts at once.
+    let mut other = cluster.connect();
+    for round in 0..6i64 {
+        for (n, s) in [&mut c, &mut other].into_iter().enumerate() {
+            s.execute(
+                "INSERT INTO t SELECT 300000 + $1::int8 * 1000 + g FROM generate_series(1, 500) g",
+                &[&(round * 2 + n as i64)],
+            )
+            .unwrap();
+        }
+    }
+    let stats: (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT delta_entries, delta_pages FROM learned_index_stats('t_k')",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(stats.0 == 6000 && stats.1 >= 5, "{stats:?}");
+    c.batch_execute("VACUUM t").unwrap();
+    let appended = index_blocks(&mut c, "t_k", probe);
+    eprintln!("index blocks for 2000 probes: fresh {fresh}, with {stats:?} delta {appended}");
+    // Each probe reads its run page; the scan reads the metapage and the
+    // directory once. No delta page is read.
+    assert!(
+        appended <= fresh + 2,
+        "probes below the delta read delta pages: {fresh} blocks fresh, {appended} with the delta"
+    );
+    assert_eq!(count(&mut c, probe), 2000);
+
+    // A key inserted below an open page's bound lowers it: the row is found,
+    // by index and index-only scans, and the bound check in learned_verify
+    // passes.
+    c.batch_execute("INSERT INTO t VALUES (31), (31), (299999)").unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM t WHERE k = 31"), 2);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM t WHERE k BETWEEN 29 AND 34"), 4);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM t WHERE k = 299999"), 1);
+    let after = index_blocks(&mut c, "t_k", probe);
+    assert!(
+        after >= fresh + 2000,
+        "the open page holding 31 must be read by probes above it: {after} blocks"
+    );
+    assert_verified(&mut c, "t_k");
+}
+
+/// The page a backend last inserted into is a hint: a retrain's freeze closes
+/// it, VACUUM may empty and free it, REINDEX and TRUNCATE replace the index's
+/// storage. Inserts after each go where they belong and are found.
+#[test]
+fn the_last_open_page_hint_survives_what_replaces_it() {
+    let cluster = Cluster::start("delta_hint", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    let mut other = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (id bigserial, k int8);
+         INSERT INTO t (k) SELECT g FROM generate_series(1, 20000) g;
+         CREATE INDEX t_k ON t USING learned (k);",
+    );
+    let insert = |c: &mut postgres::Client, from: i64| {
+        c.execute(
+            "INSERT INTO t (k) SELECT $1::int8 + (hashint8(g) & 4095) FROM generate_series(1, 700) g",
+            &[&from],
+        )
+        .unwrap();
+    };
+    let check = |c: &mut postgres::Client| {
+        c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+            .unwrap();
+        let q = "SELECT string_agg(k::text, ',' ORDER BY k, id) FROM t WHERE k > 0";
+        let by_index = texts(c, q);
+        c.batch_execute("RESET ALL; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off")
+            .unwrap();
+        let by_table = texts(c, q);
+        c.batch_execute("RESET ALL").unwrap();
+        assert!(by_index == by_table, "index and table disagree");
+        assert_verified(c, "t_k");
+    };
+    insert(&mut c, 0);
+    // Another session's retrain closes the page this one inserts into.
+    other.batch_execute("SELECT learned_retrain('t_k')").unwrap();
+    insert(&mut c, 30000);
+    check(&mut c);
+    // Rows of the open page deleted and vacuumed away; the next retrain
+    // retires the frozen pages, and inserts reuse them.
+    run_each(
+        &mut other,
+        "DELETE FROM t WHERE k > 30000; VACUUM t; SELECT learned_retrain('t_k'); SELECT learned_retrain('t_k')",
+    );
+    insert(&mut c, 40000);
+    check(&mut c);
+    other.batch_execute("REINDEX INDEX t_k").unwrap();
+    insert(&mut c, 50000);
+    check(&mut c);
+    run_each(
+        &mut other,
+        "TRUNCATE t; INSERT INTO t (k) SELECT g FROM generate_series(1, 5000) g",
+    );
+    insert(&mut c, 60000);
+    check(&mut c);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM t"), 5700);
+}
