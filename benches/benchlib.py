@@ -49,10 +49,11 @@ def index_blocks(index):
     return int(psql(f"SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = '{index}'"))
 
 
-def probe(table, index, probes, drop=None, runs=3):
-    """Best of `runs` nested-loop joins of `probes` keys against `index`:
-    (microseconds per probe, buffer hits per probe, index pages per probe)."""
-    sql = f"SELECT count(*) FROM probes p JOIN {table} t ON t.k = p.k"
+def probe(table, index, probes, drop=None, runs=3, keys="probes"):
+    """Best of `runs` nested-loop joins of the `probes` keys in table `keys`
+    against `index`: (microseconds per probe, buffer hits per probe, index
+    pages per probe)."""
+    sql = f"SELECT count(*) FROM {keys} p JOIN {table} t ON t.k = p.k"
     best = None
     for _ in range(runs):
         before = index_blocks(index)

@@ -8,7 +8,8 @@ The stream is pgbench with two clients, each transaction either inserting 20
 rows or selecting one key (weights 1:1), logged per transaction (--log), run
 in chunks of STEP inserted rows. After each chunk, on the quiet table: probe
 time and index pages per probe (a nested loop
-of 2,000 existing keys), index size, WAL bytes per inserted row since the
+of 2,000 keys of the table before the stream), index pages per probe of 2,000
+keys the stream inserted, index size, WAL bytes per inserted row since the
 stream began (pg_stat_wal, retrains and autovacuum included), and the
 learned index's retrains. At the end: insert and select latency percentiles
 of transactions that overlapped a retrain against all the others, with the
@@ -68,6 +69,8 @@ def stream(order, kind, maxkey):
     with open(sel, "w") as f:
         f.write(f"\\set k random(1, {maxkey})\nSELECT k FROM {table} WHERE k = :k;\n")
     psql(f"SELECT count(*) FROM {table}")  # warm the cache
+    # Rows inserted by the stream lie after the table's pages at its start.
+    first_new_page = int(psql(f"SELECT pg_relation_size('{table}') / 8192"))
     wal0 = int(psql("SELECT wal_bytes FROM pg_stat_wal"))
     rows0 = inserted_rows(table)
     # pgbench in chunks of STEP inserted rows, two clients, each transaction
@@ -84,10 +87,17 @@ def stream(order, kind, maxkey):
         inserted = inserted_rows(table) - rows0
         wal = int(psql("SELECT wal_bytes FROM pg_stat_wal")) - wal0
         us, hits, pages = probe(table, f"{table}_k", PROBES, runs=2)
+        # Keys the stream inserted (in the delta until a retrain), sampled
+        # from the heap pages it added.
+        psql(f"DROP TABLE IF EXISTS recent; CREATE TABLE recent AS SELECT k FROM {table} "
+             f"WHERE ctid >= '({first_new_page},0)' ORDER BY random() LIMIT {PROBES}; ANALYZE recent")
+        _, _, recent_pages = probe(table, f"{table}_k", PROBES, runs=1, keys="recent")
         size = int(psql(f"SELECT pg_relation_size('{table}_k')"))
         count, seconds, skipped = retrains(table)
-        samples.append((inserted, us, pages, size, wal / max(inserted, 1), count, seconds, hits))
-        print(f"{order} {kind} {inserted}: {us:.2f} us, {pages:.2f} index pages, {hits:.2f} buffer hits, "
+        samples.append((inserted, us, pages, size, wal / max(inserted, 1), count, seconds, hits,
+                        recent_pages))
+        print(f"{order} {kind} {inserted}: {us:.2f} us, {pages:.2f} index pages, "
+              f"{recent_pages:.2f} for inserted keys, {hits:.2f} buffer hits, "
               f"{size} bytes, {wal / max(inserted, 1):.0f} WAL bytes/row, {count} retrains, skipped: {skipped}",
               file=sys.stderr)
     psql(f"DROP TABLE {table} CASCADE")
@@ -156,13 +166,14 @@ def main():
     print(f"{ROWS:,} rows, {STREAM:,} inserted in transactions of {BATCH} rows; "
           f"samples every {STEP:,} inserted rows.\n")
     print("| keys | inserted | probe btree | learned | ratio | index pages/probe btree | learned "
+          "| pages/probe of inserted keys btree | learned "
           "| buffer hits/probe btree | learned | size btree | learned | ratio "
           "| WAL/row btree | learned | ratio | retrains | last retrain |")
-    print("|" + "---|" * 17)
+    print("|" + "---|" * 19)
     for order in ["time-ordered", "random"]:
         for b, l in zip(results[(order, "btree")], results[(order, "learned")]):
             print(f"| {order} | {l[0]:,} | {b[1]:.2f} us | {l[1]:.2f} us | {l[1] / b[1]:.2f} "
-                  f"| {b[2]:.2f} | {l[2]:.2f} | {b[7]:.2f} | {l[7]:.2f} "
+                  f"| {b[2]:.2f} | {l[2]:.2f} | {b[8]:.2f} | {l[8]:.2f} | {b[7]:.2f} | {l[7]:.2f} "
                   f"| {mb(b[3])} | {mb(l[3])} | {l[3] / b[3]:.2f} "
                   f"| {b[4]:.0f} B | {l[4]:.0f} B | {l[4] / b[4]:.2f} | {l[5]} | {l[6]:.2f} s |")
     print()
