@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_verified, run_each, texts, Cluster};
+use common::{assert_index_matches_table, assert_verified, run_each, Cluster};
 
 fn size(c: &mut postgres::Client, index: &str) -> i64 {
     c.query_one("SELECT pg_relation_size($1::text::regclass)", &[&index])
@@ -41,19 +41,7 @@ fn repeated_retrains_reuse_space_and_stay_exact() {
         .get(0);
     assert_eq!(generation, 13);
     let q = "SELECT string_agg(k::text, ',' ORDER BY k, id) FROM t WHERE k BETWEEN 1000 AND 90000";
-    c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
-        .unwrap();
-    let plan = texts(&mut c, &format!("EXPLAIN (COSTS OFF) {q}")).join("\n");
-    assert!(plan.contains("t_k"), "{plan}");
-    let by_index = texts(&mut c, q);
-    c.batch_execute("RESET ALL; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off")
-        .unwrap();
-    let by_table = texts(&mut c, q);
-    c.batch_execute("RESET ALL").unwrap();
-    assert!(
-        by_index == by_table,
-        "index and table disagree after the retrains"
-    );
+    assert_index_matches_table(&mut c, "t_k", q, "after the retrains");
     let retrained = size(&mut c, "t_k");
     c.batch_execute("REINDEX INDEX t_k").unwrap();
     let fresh = size(&mut c, "t_k");
@@ -111,18 +99,7 @@ fn appended_rows_extend_the_run() {
     assert_verified(&mut c, "t_k");
     let q = "SELECT coalesce(string_agg(id::text, ',' ORDER BY k, id), '') FROM t
              WHERE k BETWEEN 990000 AND 1800000 OR k IS NULL";
-    let compare = |c: &mut postgres::Client| {
-        c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
-            .unwrap();
-        let plan = texts(c, &format!("EXPLAIN (COSTS OFF) {q}")).join("\n");
-        assert!(plan.contains("t_k"), "{plan}");
-        let by_index = texts(c, q);
-        c.batch_execute("RESET ALL; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off")
-            .unwrap();
-        let by_table = texts(c, q);
-        c.batch_execute("RESET ALL").unwrap();
-        assert!(by_index == by_table, "index and table disagree");
-    };
+    let compare = |c: &mut postgres::Client| assert_index_matches_table(c, "t_k", q, "appended");
     compare(&mut c);
     let retrained = size(&mut c, "t_k");
     run_each(&mut c, "CREATE INDEX t_k_fresh ON t USING learned (k)");

@@ -115,6 +115,30 @@ pub fn assert_verified(c: &mut postgres::Client, index: &str) {
     assert!(ok);
 }
 
+/// Runs `sql` (one column) through `index`, which the plan must use, and
+/// through the table alone; the rows must be the same. Returns them.
+pub fn assert_index_matches_table(
+    c: &mut postgres::Client,
+    index: &str,
+    sql: &str,
+    what: &str,
+) -> Vec<String> {
+    c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .unwrap();
+    let plan = texts(c, &format!("EXPLAIN (COSTS OFF) {sql}")).join("\n");
+    assert!(plan.contains(index), "{what}: {index} not used: {plan}");
+    let by_index = texts(c, sql);
+    c.batch_execute("RESET ALL; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off")
+        .unwrap();
+    let by_table = texts(c, sql);
+    c.batch_execute("RESET ALL").unwrap();
+    assert!(
+        by_index == by_table,
+        "{what}: the index and the table disagree"
+    );
+    by_table
+}
+
 /// splitmix64.
 pub struct Rng(pub u64);
 

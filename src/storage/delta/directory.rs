@@ -173,20 +173,6 @@ pub(super) unsafe fn set_entry(
 /// The key range of a newly opened page's entry: no key yet.
 pub(super) const OPEN_RANGE: (u64, u64) = (u64::MAX, 0);
 
-/// Lowers the key lower bound of open page entry `slot` to `min`.
-///
-/// # Safety
-/// `image` must be a writable directory page image and `slot` one of its entries.
-pub(super) unsafe fn lower_min(image: pg_sys::Page, slot: usize, min: u64) {
-    assert!(slot < DIR_CAPACITY);
-    let p = page::content(image)
-        .add(HEADER + slot * ENTRY)
-        .cast::<RawDirEntry>();
-    let mut raw = p.read_unaligned();
-    raw.min = raw.min.min(min);
-    p.write_unaligned(raw);
-}
-
 /// Appends an entry to a directory page image holding `count` entries.
 ///
 /// # Safety

@@ -118,7 +118,16 @@ fn add(rel: pg_sys::Relation, buf: Buf, p: OpenPage, e: &DeltaEntry) -> Added {
             let image = wal.page(dir.buf(), false);
             // SAFETY: the WAL image of the directory page locked above; the
             // slot was read from it.
-            unsafe { directory::lower_min(image, p.slot as usize, e.key) };
+            unsafe {
+                directory::set_entry(
+                    image,
+                    p.slot as usize,
+                    (entry.blk, entry.generation),
+                    OPEN,
+                    entry.has_nulls,
+                    (e.key, entry.max),
+                )
+            };
             wal.finish();
         }
     }

@@ -161,8 +161,7 @@ impl DeltaPage {
 /// Appends `e` to an open page that is not full, whose buffer the caller holds
 /// exclusive-locked: the entry, the header and `pd_lower` are written and
 /// logged alone (`wal::write_ranges`), since this is every insert's path.
-/// Returns the new header.
-fn append_entry(rel: pg_sys::Relation, page: &DeltaPage, e: &DeltaEntry) -> DeltaHeader {
+fn append_entry(rel: pg_sys::Relation, page: &DeltaPage, e: &DeltaEntry) {
     let old = page.h;
     let mut h = old;
     let i = h.count as usize;
@@ -202,12 +201,14 @@ fn append_entry(rel: pg_sys::Relation, page: &DeltaPage, e: &DeltaEntry) -> Delt
         rel,
         &page.buf,
         &[
-            (std::mem::offset_of!(pg_sys::PageHeaderData, pd_lower), &lower.to_ne_bytes()),
+            (
+                std::mem::offset_of!(pg_sys::PageHeaderData, pd_lower),
+                &lower.to_ne_bytes(),
+            ),
             (PAGE_HEADER + from, &hb[from..to]),
             (PAGE_HEADER + HEADER + i * ENTRY, eb),
         ],
     );
-    h
 }
 
 /// # Safety
