@@ -5,7 +5,6 @@
 mod common;
 
 use common::{assert_verified, Cluster};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -45,8 +44,9 @@ impl Standby {
             .unwrap();
         let data = dir.join("data");
         let sock = primary.dir.join("sock");
+        let basebackup = common::pg_bin_for(common::PG_MAJOR).join("pg_basebackup");
         as_postgres(&[
-            "/usr/lib/postgresql/15/bin/pg_basebackup",
+            basebackup.to_str().unwrap(),
             "-D",
             data.to_str().unwrap(),
             "-h",
@@ -71,8 +71,7 @@ impl Standby {
             .open(data.join("postgresql.conf"))
             .unwrap();
         std::io::Write::write_all(&mut f, conf.as_bytes()).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/cluster.sh");
-        let ok = Command::new(&script)
+        let ok = common::cluster_script()
             .arg("start")
             .arg(&dir)
             .arg(port.to_string())
@@ -99,8 +98,7 @@ impl Standby {
 
 impl Drop for Standby {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/cluster.sh");
-        let _ = Command::new(&script).arg("stop").arg(&self.dir).status();
+        let _ = common::cluster_script().arg("stop").arg(&self.dir).status();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL 15 cluster on a private port, run as the postgres user
-# (PostgreSQL refuses to run as root).
+# A throwaway PostgreSQL cluster on a private port, run as the postgres user
+# (PostgreSQL refuses to run as root). LEARNEDDB_PG=15|18 picks the major.
 #   tools/cluster.sh start DIR PORT [extra postgresql.conf lines...]
 #   tools/cluster.sh stop DIR [mode]
-# SERVER_ENV="VAR=value ..." in the environment is passed to the server.
+# SERVER_ENV="VAR=value ..." in the environment is passed to the server;
+# INITDB_ARGS="..." to initdb.
 # The socket directory is DIR/sock; connect with psql -h DIR/sock -p PORT -U postgres.
 set -euo pipefail
-BIN=/usr/lib/postgresql/15/bin
+. "$(dirname "$0")/pg.sh"
+BIN=$PG_BIN
 cmd=$1 dir=$2
 as_pg() { if [ "$(id -u)" = 0 ]; then sudo -u postgres "$@"; else "$@"; fi; }
 case "$cmd" in
@@ -15,7 +17,8 @@ start)
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     mkdir -p "$dir/sock"
     [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir"
-    as_pg "$BIN/initdb" -D "$dir/data" -U postgres --no-sync -A trust >"$dir/initdb.log" 2>&1
+    # shellcheck disable=SC2086 # INITDB_ARGS is a list of words
+    as_pg "$BIN/initdb" -D "$dir/data" -U postgres --no-sync -A trust ${INITDB_ARGS:-} >"$dir/initdb.log" 2>&1
     {
       echo "port = $port"
       echo "unix_socket_directories = '$dir/sock'"

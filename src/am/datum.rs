@@ -50,7 +50,16 @@ pub fn datum(kind: KeyKind, ord: u64) -> pg_sys::Datum {
 /// `index` must be an open index relation.
 pub unsafe fn index_kind(index: pg_sys::Relation) -> KeyKind {
     let desc = (*index).rd_att;
-    let typid = (*desc).attrs.as_slice(1)[0].atttypid;
+    // PostgreSQL 18 puts `natts` compact attributes before the full ones.
+    #[cfg(not(feature = "pg18"))]
+    let attr = (*desc).attrs.as_ptr();
+    #[cfg(feature = "pg18")]
+    let attr = (*desc)
+        .compact_attrs
+        .as_ptr()
+        .add((*desc).natts as usize)
+        .cast::<pg_sys::FormData_pg_attribute>();
+    let typid = (*attr).atttypid;
     kind_of_type(typid).unwrap_or_else(|| -> KeyKind {
         pgrx::ereport!(
             ERROR,

@@ -44,6 +44,32 @@ pub unsafe extern "C-unwind" fn learned_handler(
     (*am).amusemaintenanceworkmem = false;
     (*am).amparallelvacuumoptions = pg_sys::VACUUM_OPTION_NO_PARALLEL as u8;
     (*am).amkeytype = pg_sys::InvalidOid;
+    // PostgreSQL 16: a summarizing index (BRIN) lets an UPDATE stay HOT; ours
+    // points at every row version, as btree does.
+    #[cfg(not(feature = "pg15"))]
+    {
+        (*am).amsummarizing = false;
+    }
+    // PostgreSQL 17: nothing to clean up after a batch of inserts; the
+    // per-backend insert state lives in rd_amcache (storage/amcache.rs).
+    #[cfg(any(feature = "pg17", feature = "pg18"))]
+    {
+        (*am).aminsertcleanup = None;
+        (*am).amcanbuildparallel = false;
+    }
+    // PostgreSQL 18: our operator families are btree's, strategy for
+    // strategy, so equality and ordering mean the same as btree's across the
+    // types of a family; the planner maps strategies through
+    // amtranslatestrategy (ORDER BY on the index, merge joins). No hashing.
+    #[cfg(feature = "pg18")]
+    {
+        (*am).amcanhash = false;
+        (*am).amconsistentequality = true;
+        (*am).amconsistentordering = true;
+        (*am).amgettreeheight = Some(amgettreeheight);
+        (*am).amtranslatestrategy = Some(amtranslatestrategy);
+        (*am).amtranslatecmptype = Some(amtranslatecmptype);
+    }
 
     (*am).ambuild = Some(super::build::ambuild);
     (*am).ambuildempty = Some(super::build::ambuildempty);
@@ -79,4 +105,52 @@ unsafe extern "C-unwind" fn ambuildphasename(phase: i64) -> *mut std::ffi::c_cha
         _ => return std::ptr::null_mut(),
     };
     name.as_ptr() as *mut _
+}
+
+/// PostgreSQL 18: the height of the index above its leaves, for costing.
+/// A lookup goes from the model (cached in the backend) to one run page, as
+/// a btree whose root is a leaf: 0.
+#[cfg(feature = "pg18")]
+#[pg_guard]
+unsafe extern "C-unwind" fn amgettreeheight(_rel: pg_sys::Relation) -> std::ffi::c_int {
+    0
+}
+
+/// Our strategy numbers are btree's (1 `<` .. 5 `>`).
+#[cfg(feature = "pg18")]
+const STRATEGY_COMPARE: [pg_sys::CompareType::Type; 5] = [
+    pg_sys::CompareType::COMPARE_LT,
+    pg_sys::CompareType::COMPARE_LE,
+    pg_sys::CompareType::COMPARE_EQ,
+    pg_sys::CompareType::COMPARE_GE,
+    pg_sys::CompareType::COMPARE_GT,
+];
+
+/// PostgreSQL 18: strategy number to comparison type, as `bttranslatestrategy`.
+#[cfg(feature = "pg18")]
+#[pg_guard]
+unsafe extern "C-unwind" fn amtranslatestrategy(
+    strategy: pg_sys::StrategyNumber,
+    _opfamily: pg_sys::Oid,
+) -> pg_sys::CompareType::Type {
+    match strategy {
+        1..=5 => STRATEGY_COMPARE[strategy as usize - 1],
+        _ => pg_sys::CompareType::COMPARE_INVALID,
+    }
+}
+
+/// PostgreSQL 18: comparison type to strategy number, as `bttranslatecmptype`.
+#[cfg(feature = "pg18")]
+#[pg_guard]
+unsafe extern "C-unwind" fn amtranslatecmptype(
+    cmptype: pg_sys::CompareType::Type,
+    _opfamily: pg_sys::Oid,
+) -> pg_sys::StrategyNumber {
+    STRATEGY_COMPARE
+        .iter()
+        .position(|&c| c == cmptype)
+        .map_or(
+            0, /* InvalidStrategy */
+            |i| i as pg_sys::StrategyNumber + 1,
+        )
 }

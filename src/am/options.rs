@@ -62,16 +62,25 @@ pub unsafe extern "C-unwind" fn amoptions(
             optname: c"target_window".as_ptr(),
             opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
             offset: std::mem::offset_of!(Options, target_window) as i32,
+            // PostgreSQL 18 can record whether an option was set (0: not asked).
+            #[cfg(feature = "pg18")]
+            isset_offset: 0,
         },
         pg_sys::relopt_parse_elt {
             optname: c"retrain".as_ptr(),
             opttype: pg_sys::relopt_type::RELOPT_TYPE_BOOL,
             offset: std::mem::offset_of!(Options, retrain) as i32,
+            // PostgreSQL 18 can record whether an option was set (0: not asked).
+            #[cfg(feature = "pg18")]
+            isset_offset: 0,
         },
         pg_sys::relopt_parse_elt {
             optname: c"retrain_threshold".as_ptr(),
             opttype: pg_sys::relopt_type::RELOPT_TYPE_REAL,
             offset: std::mem::offset_of!(Options, retrain_threshold) as i32,
+            // PostgreSQL 18 can record whether an option was set (0: not asked).
+            #[cfg(feature = "pg18")]
+            isset_offset: 0,
         },
     ];
     // An invalid value raises an ERROR inside build_reloptions: pg_call

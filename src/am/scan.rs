@@ -108,6 +108,8 @@ impl Batch {
 }
 
 struct ScanState {
+    /// The scan descriptor this state belongs to (it outlives the state).
+    scan: pg_sys::IndexScanDesc,
     kind: KeyKind,
     hints: Option<Hints>,
     plan: Plan,
@@ -149,6 +151,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
     );
     let state = ScanState {
+        scan,
         kind: index_kind(index),
         hints: None,
         plan: Plan::default(),
@@ -312,9 +315,8 @@ impl ScanState {
     fn begin(&mut self, rel: pg_sys::Relation, forward: bool) -> Result<bool, Recycled> {
         if !self.gathered {
             self.gather(rel);
-            // SAFETY: counts an index scan in pg_stat_all_indexes, as
-            // pgstat_count_index_scan does.
-            unsafe { count_scan(rel) };
+            // SAFETY: `self.scan` is the live descriptor of this scan.
+            unsafe { count_search(self.scan) };
         }
         let n = self.plan.intervals.len();
         if forward {
@@ -786,14 +788,35 @@ impl ScanState {
     }
 }
 
-unsafe fn count_scan(rel: pg_sys::Relation) {
+/// Counts one descent of the index, as `_bt_first` does: in
+/// `pg_stat_all_indexes.idx_scan` (`pgstat_count_index_scan`) and, from
+/// PostgreSQL 18, in the "Index Searches" line of `EXPLAIN ANALYZE`.
+///
+/// # Safety
+/// `scan` must be a live index scan descriptor.
+unsafe fn count_search(scan: pg_sys::IndexScanDesc) {
+    let rel = (*scan).indexRelation;
     if (*rel).pgstat_enabled {
         if (*rel).pgstat_info.is_null() {
             pg_sys::pgstat_assoc_relation(rel);
         }
         if !(*rel).pgstat_info.is_null() {
-            (*(*rel).pgstat_info).t_counts.t_numscans += 1;
+            // PostgreSQL 16 renamed t_counts.t_numscans to counts.numscans.
+            #[cfg(feature = "pg15")]
+            {
+                (*(*rel).pgstat_info).t_counts.t_numscans += 1;
+            }
+            #[cfg(not(feature = "pg15"))]
+            {
+                (*(*rel).pgstat_info).counts.numscans += 1;
+            }
         }
+    }
+    // PostgreSQL 18 hands the scan an instrumentation struct when EXPLAIN
+    // ANALYZE (or a parallel leader) wants the number of searches.
+    #[cfg(feature = "pg18")]
+    if !(*scan).instrument.is_null() {
+        (*(*scan).instrument).nsearches += 1;
     }
 }
 

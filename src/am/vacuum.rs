@@ -58,7 +58,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             meta.shared_pages.min(section.pages)
         };
         for i in from..section.pages {
-            pg_sys::vacuum_delay_point();
+            delay_point();
             let page = section.read_with(rel, i, strategy);
             // Run pages change only here (VACUUMs exclude each other), so the
             // slots found under the share lock are the slots to mark.
@@ -131,4 +131,18 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     (*stats).num_index_tuples = (*info).num_heap_tuples;
     (*stats).estimated_count = true;
     stats
+}
+
+/// Sleeps as `vacuum_cost_delay` asks and serves interrupts; called between
+/// pages, as VACUUM's own access methods do.
+pub fn delay_point() {
+    // SAFETY: takes no pointers; PostgreSQL 18 added the is_analyze flag.
+    #[cfg(not(feature = "pg18"))]
+    unsafe {
+        pg_sys::vacuum_delay_point()
+    };
+    #[cfg(feature = "pg18")]
+    unsafe {
+        pg_sys::vacuum_delay_point(false)
+    };
 }

@@ -220,10 +220,19 @@ impl Meta {
             bad("metapage magic number is wrong");
         }
         if self.version != FORMAT_VERSION {
-            bad(&format!(
-                "index format version {} is not supported (expected {FORMAT_VERSION}); REINDEX it",
-                self.version
-            ));
+            // Not damage: the index was written by another build of learneddb
+            // (nbtree says "version mismatch" in the same place).
+            // SAFETY: `rel` is open for the duration of the call.
+            let name = unsafe { page::relation_name(rel) };
+            pgrx::ereport!(
+                ERROR,
+                pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!(
+                    "learned index \"{name}\" has on-disk format version {}, and this build of learneddb reads version {FORMAT_VERSION}",
+                    self.version
+                ),
+                format!("Run REINDEX INDEX on \"{name}\" to rebuild it in the current format.")
+            );
         }
         if KeyKind::from_u8(self.key_kind).is_none() {
             bad(&format!("unknown key type {}", self.key_kind));

@@ -1,6 +1,7 @@
-//! A private PostgreSQL 15 cluster per test, with the installed learneddb
+//! A private PostgreSQL cluster per test, with the installed learneddb
 //! extension: started on its own port and socket directory under /tmp, run as
-//! the postgres user, stopped and removed on drop.
+//! the postgres user, stopped and removed on drop. The server is the major the
+//! tests are built for (`--features pg15` or `pg18`).
 
 #![allow(dead_code)]
 
@@ -10,12 +11,42 @@ use std::process::Command;
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// The PostgreSQL major it runs (`PG_MAJOR` unless a test asks otherwise).
+    pub major: &'static str,
     /// `VAR=value` words for the server's environment.
     pub env: String,
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/cluster.sh")
+/// The PostgreSQL major these tests run against.
+#[cfg(feature = "pg18")]
+pub const PG_MAJOR: &str = "18";
+#[cfg(not(feature = "pg18"))]
+pub const PG_MAJOR: &str = "15";
+
+/// `tools/cluster.sh`, set up for the major `major`.
+pub fn cluster_script_for(major: &str) -> Command {
+    let mut c = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/cluster.sh"));
+    c.env("LEARNEDDB_PG", major);
+    c
+}
+
+/// `tools/cluster.sh` for the major under test.
+pub fn cluster_script() -> Command {
+    cluster_script_for(PG_MAJOR)
+}
+
+/// The directory holding the server programs (`pg_basebackup`, `pg_upgrade`)
+/// of PostgreSQL `major`, as `tools/pg.sh` says.
+pub fn pg_bin_for(major: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(". tools/pg.sh && echo \"$PG_BIN\"")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("LEARNEDDB_PG", major)
+        .output()
+        .expect("run tools/pg.sh");
+    assert!(out.status.success(), "tools/pg.sh: {out:?}");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 impl Cluster {
@@ -25,6 +56,16 @@ impl Cluster {
 
     /// As `start`, with `env` (`VAR=value` words) in the server's environment.
     pub fn start_with_env(name: &str, extra_conf: &[&str], env: &str) -> Cluster {
+        let c = Cluster::start_major(name, PG_MAJOR, extra_conf, env);
+        c.connect()
+            .batch_execute("CREATE EXTENSION learneddb")
+            .unwrap();
+        c
+    }
+
+    /// A new cluster of PostgreSQL `major`, without the extension; initdb
+    /// takes the words of `INITDB_ARGS` in the environment.
+    pub fn start_major(name: &str, major: &'static str, extra_conf: &[&str], env: &str) -> Cluster {
         let pid = std::process::id();
         let dir = PathBuf::from(format!("/tmp/learneddb-test-{name}-{pid}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -33,19 +74,18 @@ impl Cluster {
         let c = Cluster {
             dir,
             port,
+            major,
             env: env.to_string(),
         };
         c.run(
             "start",
             &extra_conf.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         );
-        let mut client = c.connect();
-        client.batch_execute("CREATE EXTENSION learneddb").unwrap();
         c
     }
 
     fn run(&self, cmd: &str, args: &[String]) {
-        let mut c = Command::new(script());
+        let mut c = cluster_script_for(self.major);
         c.env("SERVER_ENV", &self.env);
         c.arg(cmd).arg(&self.dir);
         if cmd == "start" {

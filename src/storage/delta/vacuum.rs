@@ -24,8 +24,7 @@ pub fn bulk_delete(
         if d.state == FREE {
             continue;
         }
-        // SAFETY: called between pages, as VACUUM's own access methods do.
-        unsafe { pg_sys::vacuum_delay_point() };
+        crate::am::vacuum::delay_point();
         // Pages an earlier generation merged into the run are still read by
         // scans that began before the switch, so they are vacuumed too, but
         // their rows are counted in the run.
