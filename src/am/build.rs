@@ -204,6 +204,36 @@ pub unsafe extern "C-unwind" fn ambuild(
     pg_sys::MarkBufferDirty(meta_buf.buffer());
     drop(meta_buf);
 
+    let mut meta = Meta::new(kind, target_window);
+    let (model, heap_tuples, index_tuples) =
+        match super::parallel::ParallelBuild::launch(heap, index, index_info) {
+            Some(mut parallel) => {
+                progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_SCAN);
+                let (sorted, heap_tuples, index_tuples) = parallel.sort(heap, index, index_info);
+                progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, index_tuples as i64);
+                let model = write_sorted(index, sorted, target_window, &mut meta);
+                parallel.end();
+                (model, heap_tuples, index_tuples)
+            }
+            None => build_serial(heap, index, index_info, target_window, &mut meta),
+        };
+    finish_build(index, model, &mut meta);
+    let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>())
+        as *mut pg_sys::IndexBuildResult;
+    (*result).heap_tuples = heap_tuples;
+    (*result).index_tuples = index_tuples;
+    result
+}
+
+/// One backend scans the heap; entries that arrive in order skip the sort.
+/// Returns the model and the heap and index tuple counts.
+unsafe fn build_serial(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    index_info: *mut pg_sys::IndexInfo,
+    target_window: u32,
+    meta: &mut Meta,
+) -> (Vec<u8>, f64, f64) {
     let mut st = BuildState {
         index,
         direct: Some(Direct {
@@ -226,12 +256,20 @@ pub unsafe extern "C-unwind" fn ambuild(
         |key, tid| st.add(key, tid),
     );
     progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, st.tuples as i64);
-
-    let mut meta = Meta::new(kind, target_window);
     let model = match st.direct.take() {
-        Some(d) => write_direct(index, d, &mut meta),
-        None => write_sorted(index, st.sorter.take().unwrap(), target_window, &mut meta),
+        Some(d) => write_direct(index, d, meta),
+        None => {
+            progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_SORT);
+            let sorted = st.sorter.take().unwrap().finish();
+            write_sorted(index, sorted, target_window, meta)
+        }
     };
+    (model, heap_tuples, st.tuples)
+}
+
+/// Writes the model pages and the metapage after the run, and WAL-logs the
+/// whole index.
+unsafe fn finish_build(index: pg_sys::Relation, model: Vec<u8>, meta: &mut Meta) {
     meta.model_bytes = model.len() as u64;
     meta.model_pages = model_pages::write(
         index,
@@ -248,19 +286,13 @@ pub unsafe extern "C-unwind" fn ambuild(
     meta.model_leaves = view.nleaves() as u32;
     meta.max_window = view.max_window();
     meta.mean_window = view.mean_window();
-    write_meta(index, &meta);
+    write_meta(index, meta);
 
     if relation_needs_wal(index) {
         let nblocks =
             pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM);
         pg_sys::log_newpage_range(index, pg_sys::ForkNumber::MAIN_FORKNUM, 0, nblocks, true);
     }
-
-    let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>())
-        as *mut pg_sys::IndexBuildResult;
-    (*result).heap_tuples = heap_tuples;
-    (*result).index_tuples = st.tuples;
-    result
 }
 
 fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Vec<u8> {
@@ -288,12 +320,10 @@ fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Vec<u8> 
 /// spans more than 32 bits. The NULLs follow the keys in the sort.
 fn write_sorted(
     index: pg_sys::Relation,
-    sorter: Sorter,
+    mut sorted: Sorted,
     target_window: u32,
     meta: &mut Meta,
 ) -> Vec<u8> {
-    progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_SORT);
-    let mut sorted = sorter.finish();
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
     let mut model = None;
     for width in [4u8, 8] {

@@ -50,12 +50,13 @@ pub unsafe extern "C-unwind" fn learned_handler(
     {
         (*am).amsummarizing = false;
     }
-    // PostgreSQL 17: nothing to clean up after a batch of inserts; the
-    // per-backend insert state lives in rd_amcache (storage/amcache.rs).
+    // PostgreSQL 17: nothing to clean up after a batch of inserts (the
+    // per-backend insert state lives in rd_amcache, storage/amcache.rs), and
+    // builds may run in parallel (am/parallel.rs); 15 offers that to btree only.
     #[cfg(any(feature = "pg17", feature = "pg18"))]
     {
         (*am).aminsertcleanup = None;
-        (*am).amcanbuildparallel = false;
+        (*am).amcanbuildparallel = true;
     }
     // PostgreSQL 18: our operator families are btree's, strategy for
     // strategy, so equality and ordering mean the same as btree's across the

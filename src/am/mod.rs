@@ -6,6 +6,7 @@ pub mod datum;
 pub mod handler;
 pub mod insert;
 pub mod options;
+pub mod parallel;
 pub mod scan;
 pub mod scankey;
 pub mod sort;

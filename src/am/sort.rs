@@ -134,6 +134,7 @@ impl Sorter {
                 .runs
                 .iter()
                 .map(|&(fileno, offset, len)| RunReader {
+                    file: self.file,
                     fileno,
                     offset,
                     len,
@@ -142,6 +143,7 @@ impl Sorter {
                     at: 0,
                 })
                 .collect(),
+            others: Vec::new(),
             heap: BinaryHeap::new(),
             mem_at: 0,
             peeked: None,
@@ -153,6 +155,7 @@ impl Sorter {
 }
 
 struct RunReader {
+    file: *mut pg_sys::BufFile,
     fileno: i32,
     offset: i64,
     len: usize,
@@ -162,7 +165,8 @@ struct RunReader {
 }
 
 impl RunReader {
-    fn next(&mut self, file: *mut pg_sys::BufFile) -> Option<Pair> {
+    fn next(&mut self) -> Option<Pair> {
+        let file = self.file;
         if self.at == self.buf.len() {
             let n = (self.len - self.read).min(READ_CHUNK);
             if n == 0 {
@@ -205,8 +209,11 @@ impl RunReader {
 /// Sorted pairs, merged from the runs.
 pub struct Sorted {
     mem: Vec<Pair>,
+    /// The sorter's own temporary file, if it spilled.
     file: *mut pg_sys::BufFile,
     runs: Vec<RunReader>,
+    /// Files of runs sorted elsewhere (a parallel build's workers).
+    others: Vec<*mut pg_sys::BufFile>,
     /// Next pair of each file run, with its run number.
     heap: BinaryHeap<Reverse<(Pair, usize)>>,
     mem_at: usize,
@@ -223,7 +230,7 @@ impl Sorted {
             r.read = 0;
             r.at = 0;
             r.buf.clear();
-            if let Some(p) = r.next(self.file) {
+            if let Some(p) = r.next() {
                 self.heap.push(Reverse((p, i)));
             }
         }
@@ -287,7 +294,7 @@ impl Sorted {
             }
             (Some(_), _) => {
                 let Reverse((p, i)) = self.heap.pop().unwrap();
-                if let Some(n) = self.runs[i].next(self.file) {
+                if let Some(n) = self.runs[i].next() {
                     self.heap.push(Reverse((n, i)));
                 }
                 Some(p)
@@ -295,12 +302,65 @@ impl Sorted {
         }
     }
 
-    /// Closes the temporary file now rather than at the end of the transaction.
-    pub fn end(mut self) {
-        if !self.file.is_null() {
-            // SAFETY: the file is open and owned by this sorter.
-            unsafe { pg_sys::BufFileClose(self.file) };
-            self.file = std::ptr::null_mut();
+    /// Adds a whole file of sorted pairs as one more run, and rewinds.
+    ///
+    /// # Safety
+    /// `file` must be an open BufFile holding exactly sorted pairs; it is
+    /// closed by [`Sorted::end`].
+    pub unsafe fn add_file_run(&mut self, file: *mut pg_sys::BufFile) {
+        let len = pg_sys::BufFileSize(file) as usize / PAIR;
+        self.others.push(file);
+        self.runs.push(RunReader {
+            file,
+            fileno: 0,
+            offset: 0,
+            len,
+            read: 0,
+            buf: Vec::new(),
+            at: 0,
+        });
+        self.rewind();
+    }
+
+    /// Writes every pair, in order, to `file`; returns how many.
+    ///
+    /// # Safety
+    /// `file` must be a BufFile open for writing.
+    pub unsafe fn write_all(&mut self, file: *mut pg_sys::BufFile) -> u64 {
+        let mut chunk: Vec<Pair> = Vec::with_capacity(READ_CHUNK);
+        let mut n = 0u64;
+        loop {
+            let p = self.next();
+            if let Some(p) = p {
+                chunk.push(p);
+            }
+            if chunk.len() == READ_CHUNK || (p.is_none() && !chunk.is_empty()) {
+                pg_sys::BufFileWrite(
+                    file,
+                    chunk.as_ptr() as *mut std::ffi::c_void,
+                    chunk.len() * PAIR,
+                );
+                n += chunk.len() as u64;
+                chunk.clear();
+                pgrx::check_for_interrupts!();
+            }
+            if p.is_none() {
+                return n;
+            }
         }
+    }
+
+    /// Closes the temporary files now rather than at the end of the
+    /// transaction.
+    pub fn end(mut self) {
+        for f in std::mem::take(&mut self.others)
+            .into_iter()
+            .chain(std::iter::once(self.file))
+            .filter(|f| !f.is_null())
+        {
+            // SAFETY: each file is open and owned by this sorter.
+            unsafe { pg_sys::BufFileClose(f) };
+        }
+        self.file = std::ptr::null_mut();
     }
 }
