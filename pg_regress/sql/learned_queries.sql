@@ -85,6 +85,15 @@ SELECT count(*) FROM probes p JOIN q ON q.k = p.k;
 RESET enable_hashjoin;
 RESET enable_mergejoin;
 
+-- merge join: the learned index delivers the inner side in key order (the
+-- merge compares with the btree operator family the planner maps ours to)
+SET enable_hashjoin = off;
+SET enable_nestloop = off;
+SELECT explain_stable('(COSTS OFF) SELECT count(*) FROM probes p JOIN q ON q.k = p.k');
+SELECT count(*) FROM probes p JOIN q ON q.k = p.k;
+RESET enable_hashjoin;
+RESET enable_nestloop;
+
 SELECT learned_verify('q_k');
 
 -- cursors move both ways: no Material node under a scrollable cursor, and a

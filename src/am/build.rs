@@ -21,7 +21,7 @@ use crate::storage::{model_pages, Buf};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-fn progress(param: u32, value: i64) {
+pub fn progress(param: u32, value: i64) {
     // SAFETY: updates this backend's progress slot; a no-op when not reporting.
     unsafe { pg_sys::pgstat_progress_update_param(param as i32, value) };
 }

@@ -70,7 +70,8 @@ fn lock_modes(concurrent: bool) -> (pg_sys::LOCKMODE, pg_sys::LOCKMODE) {
     }
 }
 
-/// Scans this participant's share of the heap and sorts it.
+/// Scans this participant's share of the heap and sorts it; returns the
+/// sorted entries and how many.
 ///
 /// # Safety
 /// `shared` must be the initialized shared state; relations open and locked.
@@ -80,7 +81,7 @@ unsafe fn scan_and_sort(
     info: *mut pg_sys::IndexInfo,
     shared: *mut Shared,
     progress: bool,
-) -> Sorted {
+) -> (Sorted, u64) {
     let scan = pg_sys::table_beginscan_parallel(heap, parallel_scan(shared));
     let mut sorter = Sorter::new((*shared).budget);
     let mut entries = 0u64;
@@ -94,7 +95,7 @@ unsafe fn scan_and_sort(
     if (*info).ii_BrokenHotChain {
         (*shared).broken_hot_chain.store(true, Ordering::Release);
     }
-    sorter.finish()
+    (sorter.finish(), entries)
 }
 
 /// A parallel build under way: the workers are scanning.
@@ -184,7 +185,7 @@ impl ParallelBuild {
                 fileset: std::mem::zeroed(),
             },
         );
-        pg_sys::SharedFileSetInit(&mut (*shared).fileset, (*pcxt).seg);
+        pg_sys::SharedFileSetInit(std::ptr::addr_of_mut!((*shared).fileset), (*pcxt).seg);
         pg_sys::table_parallelscan_initialize(heap, parallel_scan(shared), scan_snapshot);
         pg_sys::shm_toc_insert(toc, KEY_SHARED, shared as *mut std::ffi::c_void);
         let buffer_usage = pg_sys::shm_toc_allocate(toc, usage_sizes[0]);
@@ -223,20 +224,30 @@ impl ParallelBuild {
         index: pg_sys::Relation,
         info: *mut pg_sys::IndexInfo,
     ) -> (Sorted, f64, f64) {
-        let mut sorted = scan_and_sort(heap, index, info, self.shared, true);
+        // The leader scans a share too unless parallel_leader_participation
+        // is off (then `launch` saw at least one worker start).
+        let mut sorted = if pg_sys::parallel_leader_participation {
+            scan_and_sort(heap, index, info, self.shared, true).0
+        } else {
+            Sorter::new(0).finish()
+        };
+        super::build::progress(
+            pg_sys::PROGRESS_CREATEIDX_SUBPHASE,
+            super::handler::PHASE_SORT,
+        );
         // Raises a worker's ERROR here, in the leader.
         pg_sys::WaitForParallelWorkersToFinish(self.pcxt);
         let launched = (*self.pcxt).nworkers_launched;
         for i in 0..launched as usize {
             pg_sys::InstrAccumParallelQuery(self.buffer_usage.add(i), self.wal_usage.add(i));
         }
-        let shared = &mut *self.shared;
-        if shared.broken_hot_chain.load(Ordering::Acquire) {
+        let shared = self.shared;
+        if (*shared).broken_hot_chain.load(Ordering::Acquire) {
             (*info).ii_BrokenHotChain = true;
         }
         for n in 0..launched {
             let file = pg_sys::BufFileOpenFileSet(
-                &mut shared.fileset.fs,
+                std::ptr::addr_of_mut!((*shared).fileset.fs),
                 run_name(n).as_ptr(),
                 0, // O_RDONLY
                 false,
@@ -245,8 +256,8 @@ impl ParallelBuild {
         }
         (
             sorted,
-            f64::from_bits(shared.heap_tuples.load(Ordering::Acquire)),
-            f64::from_bits(shared.index_tuples.load(Ordering::Acquire)),
+            f64::from_bits((*shared).heap_tuples.load(Ordering::Acquire)),
+            f64::from_bits((*shared).index_tuples.load(Ordering::Acquire)),
         )
     }
 
@@ -277,6 +288,8 @@ pub unsafe extern "C-unwind" fn learned_parallel_build_main(
     seg: *mut pg_sys::dsm_segment,
     toc: *mut pg_sys::shm_toc,
 ) {
+    // Counts the buffers and WAL of everything below, relation opens included.
+    pg_sys::InstrStartParallelQuery();
     let shared = pg_sys::shm_toc_lookup(toc, KEY_SHARED, false) as *mut Shared;
     let buffer_usage =
         pg_sys::shm_toc_lookup(toc, KEY_BUFFER_USAGE, false) as *mut pg_sys::BufferUsage;
@@ -287,15 +300,21 @@ pub unsafe extern "C-unwind" fn learned_parallel_build_main(
     let info = pg_sys::BuildIndexInfo(index);
     (*info).ii_Concurrent = (*shared).concurrent;
     // Keeps the files alive until the last participant detaches.
-    pg_sys::SharedFileSetAttach(&mut (*shared).fileset, seg);
-    pg_sys::InstrStartParallelQuery();
-    let mut sorted = scan_and_sort(heap, index, info, shared, false);
+    pg_sys::SharedFileSetAttach(std::ptr::addr_of_mut!((*shared).fileset), seg);
+    let (mut sorted, entries) = scan_and_sort(heap, index, info, shared, false);
     let file = pg_sys::BufFileCreateFileSet(
-        &mut (*shared).fileset.fs,
+        std::ptr::addr_of_mut!((*shared).fileset.fs),
         run_name(pg_sys::ParallelWorkerNumber).as_ptr(),
     );
-    sorted.write_all(file);
+    let written = sorted.write_all(file);
     pg_sys::BufFileClose(file);
+    if written != entries {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("parallel learned index build: sorted {entries} entries but wrote {written}")
+        );
+    }
     sorted.end();
     let n = pg_sys::ParallelWorkerNumber as usize;
     pg_sys::InstrEndParallelQuery(buffer_usage.add(n), wal_usage.add(n));

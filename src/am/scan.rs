@@ -915,7 +915,17 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
     }
 }
 
+/// Index-only scans, except on a hot standby. An index-only scan returns a
+/// row without visiting the heap when the visibility map says its page is
+/// all-visible, so the entry must not be removed between the scan reading it
+/// and the executor checking the map. On a primary, VACUUM removes entries
+/// only under a cleanup lock, which waits for the scan's pin (module
+/// comment). On a standby, the replay of that VACUUM is a Generic WAL record,
+/// and its redo takes no cleanup lock (btree's own vacuum redo does): replay
+/// would remove the entry, free the heap slot and set the map while the scan
+/// holds the pin, and the scan would return the deleted row. Plain index scans
+/// check every row in the heap and stay exact.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amcanreturn(_index: pg_sys::Relation, _attno: i32) -> bool {
-    true
+    !pg_sys::RecoveryInProgress()
 }

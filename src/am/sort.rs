@@ -302,7 +302,8 @@ impl Sorted {
         }
     }
 
-    /// Adds a whole file of sorted pairs as one more run, and rewinds.
+    /// Adds a whole file of sorted pairs as one more run; [`Sorted::rewind`]
+    /// before reading on.
     ///
     /// # Safety
     /// `file` must be an open BufFile holding exactly sorted pairs; it is
@@ -319,7 +320,6 @@ impl Sorted {
             buf: Vec::new(),
             at: 0,
         });
-        self.rewind();
     }
 
     /// Writes every pair, in order, to `file`; returns how many.
