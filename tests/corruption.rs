@@ -187,14 +187,11 @@ fn block_no(c: &mut postgres::Client, b: Block) -> u64 {
 
 #[test]
 fn damaged_pages_raise_errors_naming_the_index() {
-    // Without data checksums (PostgreSQL 18 turns them on by default, 15
-    // leaves them off): with them, the server itself reports every damaged
-    // page before we read it.
-    #[cfg(not(feature = "pg15"))]
-    std::env::set_var("INITDB_ARGS", "--no-data-checksums");
-    let cluster = Cluster::start("corrupt", &[]);
-    std::env::remove_var("INITDB_ARGS");
+    // Without data checksums: with them, the server itself reports every
+    // damaged page before we read it.
+    let cluster = Cluster::start_major("corrupt", common::PG_MAJOR, &[], "", common::NO_CHECKSUMS);
     let mut c = cluster.connect();
+    c.batch_execute("CREATE EXTENSION learneddb").unwrap();
     c.batch_execute(
         "CREATE TABLE t (k int8); INSERT INTO t SELECT g FROM generate_series(1, 5000) g",
     )

@@ -8,18 +8,10 @@ use common::{assert_verified, Cluster};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn as_postgres(args: &[&str]) {
-    let out = Command::new("sudo")
-        .arg("-u")
-        .arg("postgres")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// A primary ready for standbys, with `extra` settings.
+fn start_primary(name: &str, extra: &[&str]) -> Cluster {
+    let conf = [&["wal_level = replica", "max_wal_senders = 4"], extra].concat();
+    Cluster::start(name, &conf)
 }
 
 /// A standby of `primary`, made with pg_basebackup.
@@ -36,7 +28,6 @@ impl Standby {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("sock")).unwrap();
-        as_postgres(&["true"]);
         Command::new("chown")
             .args(["-R", "postgres:postgres"])
             .arg(&dir)
@@ -45,22 +36,25 @@ impl Standby {
         let data = dir.join("data");
         let sock = primary.dir.join("sock");
         let basebackup = common::pg_bin_for(common::PG_MAJOR).join("pg_basebackup");
-        as_postgres(&[
-            basebackup.to_str().unwrap(),
-            "-D",
-            data.to_str().unwrap(),
-            "-h",
-            sock.to_str().unwrap(),
-            "-p",
-            &primary.port.to_string(),
-            "-U",
-            "postgres",
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-        ]);
+        common::as_postgres(
+            &dir,
+            &[
+                basebackup.to_str().unwrap(),
+                "-D",
+                data.to_str().unwrap(),
+                "-h",
+                sock.to_str().unwrap(),
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        );
         let port = primary.port + 1;
         let conf = format!(
             "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on\n",
@@ -137,14 +131,7 @@ fn standby_replays_the_index() {
     // With wal_consistency_checking the standby compares every page a Generic
     // WAL record touches with the primary's image of it: the records an
     // insert builds itself must replay to the same bytes.
-    let primary = Cluster::start(
-        "replica",
-        &[
-            "wal_level = replica",
-            "max_wal_senders = 4",
-            "wal_consistency_checking = 'generic'",
-        ],
-    );
+    let primary = start_primary("replica", &["wal_consistency_checking = 'generic'"]);
     let mut p = primary.connect();
     p.batch_execute(
         "CREATE TABLE t (id serial, v timestamptz);
@@ -223,19 +210,11 @@ fn rows(c: &mut postgres::Client, sql: &str) -> Vec<String> {
 /// blocks of its generation that a newer one reused. It starts over from the
 /// metapage after the entry it returned last and stays exact: a scrollable
 /// plain index scan (forward, then backward, then forward again), a backward
-/// scan, and a scan of NULLs spread over several NULL
-/// pages, each paused in a REPEATABLE READ transaction on the standby while
+/// scan, and a scan of NULLs spread over several NULL pages, each paused in a REPEATABLE READ transaction on the standby while
 /// the primary retrains three times.
 #[test]
 fn standby_scans_start_over_after_recycling() {
-    let primary = Cluster::start(
-        "replica_restart",
-        &[
-            "wal_level = replica",
-            "max_wal_senders = 4",
-            "autovacuum = off",
-        ],
-    );
+    let primary = start_primary("replica_restart", &["autovacuum = off"]);
     let mut p = primary.connect();
     common::run_each(
         &mut p,
@@ -338,14 +317,7 @@ fn standby_scans_start_over_after_recycling() {
 /// standby plans a plain index scan, which checks each row in the heap.
 #[test]
 fn standby_cursors_do_not_return_rows_vacuum_removed_under_them() {
-    let primary = Cluster::start(
-        "replica_vacuum",
-        &[
-            "wal_level = replica",
-            "max_wal_senders = 4",
-            "autovacuum = off",
-        ],
-    );
+    let primary = start_primary("replica_vacuum", &["autovacuum = off"]);
     let mut p = primary.connect();
     common::run_each(
         &mut p,

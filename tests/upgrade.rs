@@ -13,7 +13,6 @@
 mod common;
 
 use common::{assert_index_matches_table, assert_verified, pg_bin_for, run_each, texts, Cluster};
-use std::process::Command;
 
 /// Key type and the key of row `g` (NULL every 40th row).
 const TYPES: &[(&str, &str)] = &[
@@ -69,22 +68,6 @@ fn answers(c: &mut postgres::Client, stage: &str) -> Vec<Vec<String>> {
     all
 }
 
-fn as_postgres_in(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("sudo")
-        .arg("-u")
-        .arg("postgres")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn pg_upgrade_from_15_keeps_learned_indexes() {
     let bin15 = pg_bin_for("15");
@@ -96,7 +79,7 @@ fn pg_upgrade_from_15_keeps_learned_indexes() {
         lib15.display()
     );
 
-    let old = Cluster::start_major("upgrade-15", "15", &["autovacuum = off"], "");
+    let old = Cluster::start_major("upgrade-15", "15", &["autovacuum = off"], "", "");
     let mut c = old.connect();
     c.batch_execute("CREATE EXTENSION learneddb").unwrap();
     for (i, (ty, key)) in TYPES.iter().enumerate() {
@@ -149,11 +132,15 @@ fn pg_upgrade_from_15_keeps_learned_indexes() {
 
     // pg_upgrade needs the same checksum setting on both sides; 15's initdb
     // leaves checksums off, 18's turns them on.
-    std::env::set_var("INITDB_ARGS", "--no-data-checksums");
-    let new = Cluster::start_major("upgrade-18", "18", &["autovacuum = off"], "");
-    std::env::remove_var("INITDB_ARGS");
+    let new = Cluster::start_major(
+        "upgrade-18",
+        "18",
+        &["autovacuum = off"],
+        "",
+        common::NO_CHECKSUMS,
+    );
     new.stop("fast");
-    as_postgres_in(
+    common::as_postgres(
         &new.dir,
         &[
             bin18.join("pg_upgrade").to_str().unwrap(),

@@ -52,36 +52,43 @@ pub fn init() {
     }
 }
 
+/// Where `build_reloptions` puts option `name` of type `ty` in `Options`.
+fn parse_elt(
+    name: &'static std::ffi::CStr,
+    ty: pg_sys::relopt_type::Type,
+    offset: usize,
+) -> pg_sys::relopt_parse_elt {
+    pg_sys::relopt_parse_elt {
+        optname: name.as_ptr(),
+        opttype: ty,
+        offset: offset as i32,
+        // PostgreSQL 18 can record whether an option was set (0: not asked).
+        #[cfg(feature = "pg18")]
+        isset_offset: 0,
+    }
+}
+
 #[pgrx::pg_guard]
 pub unsafe extern "C-unwind" fn amoptions(
     reloptions: pg_sys::Datum,
     validate: bool,
 ) -> *mut pg_sys::bytea {
     let tab = [
-        pg_sys::relopt_parse_elt {
-            optname: c"target_window".as_ptr(),
-            opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
-            offset: std::mem::offset_of!(Options, target_window) as i32,
-            // PostgreSQL 18 can record whether an option was set (0: not asked).
-            #[cfg(feature = "pg18")]
-            isset_offset: 0,
-        },
-        pg_sys::relopt_parse_elt {
-            optname: c"retrain".as_ptr(),
-            opttype: pg_sys::relopt_type::RELOPT_TYPE_BOOL,
-            offset: std::mem::offset_of!(Options, retrain) as i32,
-            // PostgreSQL 18 can record whether an option was set (0: not asked).
-            #[cfg(feature = "pg18")]
-            isset_offset: 0,
-        },
-        pg_sys::relopt_parse_elt {
-            optname: c"retrain_threshold".as_ptr(),
-            opttype: pg_sys::relopt_type::RELOPT_TYPE_REAL,
-            offset: std::mem::offset_of!(Options, retrain_threshold) as i32,
-            // PostgreSQL 18 can record whether an option was set (0: not asked).
-            #[cfg(feature = "pg18")]
-            isset_offset: 0,
-        },
+        parse_elt(
+            c"target_window",
+            pg_sys::relopt_type::RELOPT_TYPE_INT,
+            std::mem::offset_of!(Options, target_window),
+        ),
+        parse_elt(
+            c"retrain",
+            pg_sys::relopt_type::RELOPT_TYPE_BOOL,
+            std::mem::offset_of!(Options, retrain),
+        ),
+        parse_elt(
+            c"retrain_threshold",
+            pg_sys::relopt_type::RELOPT_TYPE_REAL,
+            std::mem::offset_of!(Options, retrain_threshold),
+        ),
     ];
     // An invalid value raises an ERROR inside build_reloptions: pg_call
     // re-raises it as PostgreSQL worded it.

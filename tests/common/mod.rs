@@ -13,6 +13,8 @@ pub struct Cluster {
     pub port: u16,
     /// The PostgreSQL major it runs (`PG_MAJOR` unless a test asks otherwise).
     pub major: &'static str,
+    /// Extra `initdb` arguments.
+    pub initdb: &'static str,
     /// `VAR=value` words for the server's environment.
     pub env: String,
 }
@@ -28,6 +30,30 @@ pub fn cluster_script_for(major: &str) -> Command {
     let mut c = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/cluster.sh"));
     c.env("LEARNEDDB_PG", major);
     c
+}
+
+/// initdb arguments for a cluster without data checksums: PostgreSQL 18
+/// turns them on by default (and 15 has no flag to turn them off).
+#[cfg(not(feature = "pg15"))]
+pub const NO_CHECKSUMS: &str = "--no-data-checksums";
+#[cfg(feature = "pg15")]
+pub const NO_CHECKSUMS: &str = "";
+
+/// Runs `args` as the postgres user in `dir`, which must succeed.
+pub fn as_postgres(dir: &Path, args: &[&str]) {
+    let out = Command::new("sudo")
+        .arg("-u")
+        .arg("postgres")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `tools/cluster.sh` for the major under test.
@@ -56,16 +82,22 @@ impl Cluster {
 
     /// As `start`, with `env` (`VAR=value` words) in the server's environment.
     pub fn start_with_env(name: &str, extra_conf: &[&str], env: &str) -> Cluster {
-        let c = Cluster::start_major(name, PG_MAJOR, extra_conf, env);
+        let c = Cluster::start_major(name, PG_MAJOR, extra_conf, env, "");
         c.connect()
             .batch_execute("CREATE EXTENSION learneddb")
             .unwrap();
         c
     }
 
-    /// A new cluster of PostgreSQL `major`, without the extension; initdb
-    /// takes the words of `INITDB_ARGS` in the environment.
-    pub fn start_major(name: &str, major: &'static str, extra_conf: &[&str], env: &str) -> Cluster {
+    /// A new cluster of PostgreSQL `major`, without the extension; `initdb`
+    /// holds extra initdb arguments (e.g. [`NO_CHECKSUMS`]).
+    pub fn start_major(
+        name: &str,
+        major: &'static str,
+        extra_conf: &[&str],
+        env: &str,
+        initdb: &'static str,
+    ) -> Cluster {
         let pid = std::process::id();
         let dir = PathBuf::from(format!("/tmp/learneddb-test-{name}-{pid}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -75,6 +107,7 @@ impl Cluster {
             dir,
             port,
             major,
+            initdb,
             env: env.to_string(),
         };
         c.run(
@@ -87,6 +120,7 @@ impl Cluster {
     fn run(&self, cmd: &str, args: &[String]) {
         let mut c = cluster_script_for(self.major);
         c.env("SERVER_ENV", &self.env);
+        c.env("INITDB_ARGS", self.initdb);
         c.arg(cmd).arg(&self.dir);
         if cmd == "start" {
             c.arg(self.port.to_string());
