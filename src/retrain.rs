@@ -34,7 +34,7 @@ use crate::storage::buffer::{nblocks, BulkRead, Strategy};
 use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, FREE};
 use crate::storage::extents::{Extent, Extents, MAX_EXTENTS};
 use crate::storage::meta::META_BLOCK;
-use crate::storage::run::{capacity, Section, SectionWriter, Tid, NULL_CAPACITY};
+use crate::storage::run::{per_page, Section, SectionWriter, Tid, NULL_CAPACITY};
 use crate::storage::wal::Wal;
 use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
@@ -151,6 +151,8 @@ struct Written {
     path: Path,
     place: Extents,
     width: u8,
+    per_page: u32,
+    run_last: Option<(u64, Tid)>,
     run_pages: u32,
     run_entries: u64,
     run_dead: u64,
@@ -224,7 +226,7 @@ fn merge(
     strategy: Strategy,
 ) -> Written {
     let mut sorter = Sorter::new(maintenance_budget());
-    let mut dropped = 0u64;
+    let (mut dropped, mut inserted) = (0u64, 0u64);
     for section in [Section::run(meta), Section::nulls(meta)] {
         for i in 0..section.pages {
             let page = section.read_with(idx, i, strategy);
@@ -233,22 +235,36 @@ fn merge(
                 let key = (section.width != 0).then(|| page.key(s));
                 sorter.put_entry(key, page.tid(s));
             }
+            for (key, tid) in page.inserted_all() {
+                sorter.put_entry(Some(key), tid);
+                inserted += 1;
+            }
             pgrx::check_for_interrupts!();
         }
     }
-    let merged = put_delta(idx, frozen, &mut sorter, strategy);
+    let merged = put_delta(idx, frozen, &mut sorter, strategy) + inserted;
     let mut sorted = sorter.finish();
-    let shape = plan(&mut sorted, meta.target_window);
+    // Inserts that fell among the run's entries will go on doing so: leave
+    // them room in every page.
+    let scattered = inserted > 0
+        || meta.spilled != 0
+        || frozen
+            .iter()
+            .any(|d| d.min <= d.max && meta.run_last().is_some_and(|(k, _)| d.min <= k));
+    // SAFETY: the index is open.
+    let fillfactor = unsafe { crate::am::options::fillfactor(idx, scattered) };
+    let shape = plan(&mut sorted, meta.target_window, fillfactor);
 
     let total = shape.run_pages + shape.null_pages + shape.model_pages;
     let place = allocate(idx, total, Fit::UpTo(MAX_EXTENTS));
     sorted.rewind();
-    let mut run = SectionWriter::new(idx, (place, 0), shape.width, next);
+    let mut run = SectionWriter::new(idx, (place, 0), shape.width, shape.per_page, next);
     while let Some((key, tid)) = sorted.next_key() {
         run.push(key, tid)
             .expect("the first pass chose a width that fits");
     }
     let key_range = run.key_range;
+    let run_last = run.last;
     let (run_pages, run_entries) = run.finish();
     let (null_pages, null_entries) = write_nulls(idx, (place, run_pages), &mut sorted, next);
     sorted.end();
@@ -268,6 +284,8 @@ fn merge(
         path: Path::Merge,
         place,
         width: shape.width,
+        per_page: shape.per_page,
+        run_last,
         run_pages,
         run_entries,
         run_dead: 0,
@@ -286,11 +304,13 @@ fn merge(
 
 /// The append path, when every key of the frozen delta lies at or above the
 /// run's last key: the run's full pages stay where they are, shared with the
-/// previous generation; its last page (if partial, copied with its
-/// tombstones), the delta's keys, the NULLs and the model are written after
-/// them. The model keeps every leaf but the last, which is trained again
-/// together with the new keys ([`Trainer::resume`]). Its cost follows the
-/// delta, one leaf of the run and the NULLs, not the run.
+/// previous generation (with their insert areas, which go on taking
+/// inserts); its last page (if partial) is copied with its tombstones and
+/// its inserted entries sorted in, then come the delta's keys, the NULLs and
+/// the model. The model keeps its leaves up to the one holding the last
+/// position kept, and the rest is trained again over the copied page and the
+/// new keys ([`Trainer::resume`]). Its cost follows the delta, one leaf of
+/// the run and the NULLs, not the run.
 ///
 /// `None`, before anything is written, when the merge path must run: the
 /// delta has a smaller key, the run is empty or a fifth dead (a merge drops
@@ -315,44 +335,53 @@ fn append(
     if head.as_slice().len() + 2 > MAX_EXTENTS {
         return None;
     }
-    let run_max = {
-        let page = run.read_with(idx, run.pages - 1, strategy);
-        page.key(page.len() - 1)
-    };
-    // The last entry that stays where it is: the run stays in (key, TID)
-    // order, which scans rely on to start over (src/am/scan.rs), so the
-    // frozen entries must come after it. Entries with the run's largest key
-    // on the copied page are sorted again with the frozen ones of that key
-    // (which moves no key's first position, so the model stays exact).
-    let kept_last = (shared > 0).then(|| {
-        let page = run.read_with(idx, shared - 1, strategy);
-        (page.key(page.len() - 1), page.tid(page.len() - 1))
-    });
+    let (run_max, _) = meta.run_last()?;
     if frozen.iter().any(|d| d.min <= d.max && d.min < run_max) {
         return None;
     }
+    // The last entry that stays where it is: the run stays in (key, TID)
+    // order, which scans rely on to start over (src/am/scan.rs), so
+    // everything written after it must come after it. The copied page's
+    // entries, its inserted ones and the frozen entries of the run's largest
+    // key are sorted together.
+    let copy_from = shared as u64 * cap;
+    let (kept_last, mut copied) = if shared < run.pages {
+        let page = run.read_with(idx, shared, strategy);
+        let mut copied: Vec<(u64, Tid, bool)> = (0..page.len())
+            .map(|s| (page.key(s), page.tid(s), page.dead(s)))
+            .collect();
+        copied.extend(page.inserted_all().map(|(k, t)| (k, t, false)));
+        (page.fence(), copied)
+    } else {
+        let page = run.read_with(idx, shared - 1, strategy);
+        (Some(page.last()), Vec::new())
+    };
+    let inserted = copied.len() as u64 - (run.entries - copy_from);
+    copied.sort_unstable_by_key(|&(key, tid, _)| (key, tid));
 
     let model_bytes = model_pages::read(idx, meta);
     let old = ModelView::open(&model_bytes).expect("validated by read");
-    let mut trainer = Trainer::resume(meta.target_window, &old);
-    let retrain_from = old.last_leaf_start();
-    let copy_from = shared as u64 * cap;
-    // The keys from where the old last leaf or the copied page begins.
-    let mut width_ok = WidthCheck::new(run.width, cap, copy_from);
-    let first_page = run.page_of(retrain_from.min(copy_from));
-    for i in first_page..run.pages {
+    // Leaves that end before the copied page stay; training resumes at the
+    // leaf holding the last position kept.
+    let keep = if copy_from == 0 {
+        0
+    } else {
+        old.leaf_at_position(copy_from - 1)
+    };
+    let mut trainer = Trainer::resume(meta.target_window, &old, keep);
+    let retrain_from = old.leaf_start(keep.min(old.nleaves() - 1));
+    for i in run.page_of(retrain_from)..shared {
         let page = run.read_with(idx, i, strategy);
         let (at, _) = run.page_span(i);
-        for s in 0..page.len() {
-            let pos = at + s as u64;
-            if pos >= retrain_from {
-                trainer.push(page.key(s));
-            }
-            if pos >= copy_from {
-                width_ok.push(page.key(s));
-            }
+        for s in retrain_from.saturating_sub(at) as usize..page.len() {
+            trainer.push(page.key(s));
         }
         pgrx::check_for_interrupts!();
+    }
+    let mut width_ok = WidthCheck::new(run.width, cap, copy_from);
+    for &(key, _, _) in &copied {
+        trainer.push(key);
+        width_ok.push(key);
     }
 
     let mut sorter = Sorter::new(maintenance_budget());
@@ -377,7 +406,7 @@ fn append(
         if added == 0 {
             // Checked here on the keys themselves, not only on the
             // directory's ranges above.
-            in_order = key >= run_max && kept_last.is_none_or(|last| (key, tid) >= last);
+            in_order = key >= run_max && kept_last.is_none_or(|last| (key, tid) > last);
         }
         trainer.push(key);
         width_ok.push(key);
@@ -390,8 +419,8 @@ fn append(
         sorted.end();
         return None;
     }
-    let model = trainer.finish_after(&old);
-    let run_entries = run.entries + added;
+    let model = trainer.finish_after(&old, keep);
+    let run_entries = run.entries + inserted + added;
     let run_pages = run_entries.div_ceil(cap) as u32;
     let null_pages = null_entries.div_ceil(NULL_CAPACITY as u64) as u32;
     let model_pages = model.len().div_ceil(model_pages::PAYLOAD) as u32;
@@ -409,18 +438,14 @@ fn append(
         debug_assert!(pushed, "the extents were counted");
     }
     sorted.rewind();
-    let mut writer = SectionWriter::new(idx, (place, shared), run.width, next);
-    if shared < run.pages {
-        let page = run.read_with(idx, shared, strategy);
-        let mut copied: Vec<(u64, Tid, bool)> = (0..page.len())
-            .map(|s| (page.key(s), page.tid(s), page.dead(s)))
-            .collect();
-        drop(page);
+    let mut writer =
+        SectionWriter::new(idx, (place, shared), run.width, cap as u32, next).after(kept_last);
+    if !copied.is_empty() {
         while sorted.peek_key() == Some(run_max) {
             let (key, tid) = sorted.next_key().expect("peeked");
             copied.push((key, tid, false));
         }
-        copied.sort_by_key(|&(key, tid, _)| (key, tid));
+        copied.sort_unstable_by_key(|&(key, tid, _)| (key, tid));
         for (key, tid, dead) in copied {
             let pushed = if dead {
                 writer.push_dead(key, tid)
@@ -434,6 +459,7 @@ fn append(
         writer.push(key, tid).expect("the width was checked");
     }
     let last = writer.key_range.map(|r| r.1);
+    let run_last = writer.last.or(meta.run_last());
     let (pages, _) = writer.finish();
     debug_assert_eq!(shared + pages, run_pages);
     let (written_nulls, _) = write_nulls(idx, (place, run_pages), &mut sorted, next);
@@ -447,6 +473,8 @@ fn append(
         path: Path::Append,
         place,
         width: run.width,
+        per_page: cap as u32,
+        run_last,
         run_pages,
         run_entries,
         run_dead: meta.run_dead,
@@ -458,7 +486,7 @@ fn append(
         model_pages,
         key_range: Some((first, last.unwrap_or(run_max))),
         pages_written: new_pages,
-        merged,
+        merged: merged + inserted,
         dropped,
     })
 }
@@ -519,7 +547,7 @@ fn write_nulls(
     sorted: &mut Sorted,
     generation: u32,
 ) -> (u32, u64) {
-    let mut nulls = SectionWriter::new(idx, (place, first), 0, generation);
+    let mut nulls = SectionWriter::new(idx, (place, first), 0, 0, generation);
     while let Some((key, tid)) = sorted.next_entry() {
         debug_assert!(key.is_none(), "the keys were written before");
         nulls.push(0, tid).expect("NULL pages have no keys");
@@ -545,6 +573,11 @@ fn switch(
     let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
     // SAFETY: block 0, pinned and exclusive-locked.
     let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
+    // The pages opened since the freeze carry over to the new generation.
+    // Closing them makes every inserter read the metapage again, and so
+    // learn the new run's last entry before it adds another (the rule its
+    // cached open page relies on, src/am/insert.rs).
+    delta::close_open(idx, &mut m, &meta_buf);
     m.prev_generation = m.generation;
     m.prev_key_width = m.key_width;
     m.prev_place = m.place;
@@ -555,8 +588,11 @@ fn switch(
     m.prev_null_entries = m.null_entries;
     m.prev_model_pages = m.model_pages;
     m.prev_retired = retired_at.value;
+    m.prev_per_page = m.per_page;
     m.generation = next;
     m.key_width = w.width;
+    m.per_page = w.per_page;
+    (m.run_last_key, m.run_last_tid) = w.run_last.unwrap_or((0, 0));
     m.place = w.place;
     (m.run_pages, m.run_entries, m.run_dead) = (w.run_pages, w.run_entries, w.run_dead);
     (m.run_base, m.shared_pages) = (w.run_base, w.shared_pages);
@@ -569,11 +605,17 @@ fn switch(
     // The planner's view of the delta: the closed pages not merged.
     (m.key_lo, m.key_hi) = w.key_range.unwrap_or((u64::MAX, 0));
     (m.closed_pages, m.closed_width) = (0, 0.0);
+    m.spilled = 0;
     for d in delta::directory(idx, &m, strategy) {
         if d.state == CLOSED && d.generation >= next && d.min <= d.max {
             m.closed_pages += 1;
             m.closed_width += (d.max - d.min) as f64;
             (m.key_lo, m.key_hi) = (m.key_lo.min(d.min), m.key_hi.max(d.max));
+            // Entries inserted while the retrain ran whose place is inside
+            // the new run: scans must read the delta for every key.
+            if m.run_last().is_some_and(|(k, _)| d.min <= k) {
+                m.spilled = 1;
+            }
         }
     }
     // SAFETY: reads the clock.
@@ -613,6 +655,7 @@ fn retired(rel: &Opened, meta: &Meta) -> bool {
 /// The new generation's shape, from a first pass over the sorted entries.
 struct Shape {
     width: u8,
+    per_page: u32,
     run_pages: u32,
     null_pages: u32,
     model_pages: u32,
@@ -621,8 +664,8 @@ struct Shape {
 
 /// Trains the model on the keys, and chooses 4-byte keys unless some page's
 /// keys span more than 32 bits.
-fn plan(sorted: &mut Sorted, target_window: u32) -> Shape {
-    let cap4 = capacity(4) as u64;
+fn plan(sorted: &mut Sorted, target_window: u32, fillfactor: u32) -> Shape {
+    let cap4 = per_page(4, fillfactor) as u64;
     let mut trainer = Trainer::new(target_window);
     let (mut keys, mut nulls) = (0u64, 0u64);
     let mut fits4 = true;
@@ -644,9 +687,11 @@ fn plan(sorted: &mut Sorted, target_window: u32) -> Shape {
     }
     let width = if fits4 { 4 } else { 8 };
     let model = trainer.finish();
+    let per_page = per_page(width, fillfactor);
     Shape {
         width,
-        run_pages: keys.div_ceil(capacity(width) as u64) as u32,
+        per_page,
+        run_pages: keys.div_ceil(per_page as u64) as u32,
         null_pages: nulls.div_ceil(NULL_CAPACITY as u64) as u32,
         model_pages: model.len().div_ceil(model_pages::PAYLOAD) as u32,
         model,

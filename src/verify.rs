@@ -205,6 +205,25 @@ fn check_run(
     for i in 0..run.pages {
         let page = run.read_with(idx, i, strategy);
         let (ps, _) = run.page_span(i);
+        // The page's fence is the entry before it, and its inserted entries
+        // lie between the fence and its own last entry (the pairs it owns).
+        let fence = prev.map(|k| (k, prev_tid));
+        if page.fence() != fence {
+            fail(idx, &format!("run page {i} has the wrong fence"));
+        }
+        let last = page.last();
+        for (key, tid) in page.inserted_all() {
+            if fence.is_some_and(|f| (key, tid) <= f) || (key, tid) > last {
+                fail(
+                    idx,
+                    &format!(
+                        "run page {i} holds an inserted entry (key {}) outside the range it owns",
+                        show(kind, key)
+                    ),
+                );
+            }
+            put(tid, Some(key));
+        }
         for s in 0..page.len() {
             let key = page.key(s);
             let tid = page.tid(s);
@@ -227,6 +246,9 @@ fn check_run(
     }
     if let Some(p) = prev.filter(|&p| p < u64::MAX) {
         in_window(p + 1, run.entries);
+    }
+    if meta.run_last() != prev.map(|k| (k, prev_tid)) {
+        fail(idx, "the metapage's last run entry is not the run's last");
     }
     let nulls = Section::nulls(meta);
     let mut prev_tid = None;

@@ -85,7 +85,8 @@ const CASES: &[Damage] = &[
     Damage {
         what: "run page entry count",
         block: Block::FirstRun,
-        offset: CONTENT + 8,
+        // After first_key and the fence (key and TID): 24 bytes.
+        offset: CONTENT + 24,
         bytes: &[0x01, 0x00],
         expect: "entries",
         verify_only: false,
@@ -94,9 +95,18 @@ const CASES: &[Damage] = &[
     Damage {
         what: "run page key width",
         block: Block::FirstRun,
-        offset: CONTENT + 10,
+        offset: CONTENT + 26,
         bytes: &[0x03],
         expect: "width",
+        verify_only: false,
+        sqlstate: "XX002",
+    },
+    Damage {
+        what: "run page insert-area count",
+        block: Block::FirstRun,
+        offset: CONTENT + 28,
+        bytes: &[0x05, 0x00],
+        expect: "layout",
         verify_only: false,
         sqlstate: "XX002",
     },

@@ -235,7 +235,10 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn setup(&mut self, rows: usize, shuffled: bool) {
+    /// `fillfactor`: how full the learned index's run pages are built, so
+    /// that inserts land in their insert areas (`None`: full pages, where
+    /// inserts inside the run spill to the delta until a retrain).
+    fn setup(&mut self, rows: usize, shuffled: bool, fillfactor: Option<u32>) {
         let t = self.table.clone();
         self.c
             .batch_execute(&format!(
@@ -263,9 +266,10 @@ impl<'a> Run<'a> {
                 .unwrap();
         }
         let (bt, ln) = (self.bt(), self.ln());
+        let with = fillfactor.map_or(String::new(), |f| format!(" WITH (fillfactor = {f})"));
         self.c
             .batch_execute(&format!(
-                "CREATE INDEX {bt} ON {t} (v); CREATE INDEX {ln} ON {t} USING learned (v)"
+                "CREATE INDEX {bt} ON {t} (v); CREATE INDEX {ln} ON {t} USING learned (v){with}"
             ))
             .unwrap();
         self.c
@@ -675,7 +679,7 @@ fn run_type(ty_name: &str) {
             retrains: 0,
         };
         let rows = [300, 3000, 12000][k % 3];
-        run.setup(rows, k % 2 == 1);
+        run.setup(rows, k % 2 == 1, [None, Some(50), Some(85)][(k / 2) % 3]);
         for _ in 0..OPS_PER_RUN {
             run.random_op();
             run.check_query();

@@ -90,8 +90,9 @@ impl BuildState {
             place: after_metapage(),
             first: 0,
             pages: d.run.pages,
-            entries: d.run.pages as u64 * crate::storage::run::capacity(4) as u64,
+            entries: d.run.pages as u64 * build_per_page(self.index, 4) as u64,
             width: 4,
+            per_page: build_per_page(self.index, 4),
             generation: FIRST_GENERATION,
             base: FIRST_GENERATION,
         };
@@ -237,7 +238,13 @@ unsafe fn build_serial(
     let mut st = BuildState {
         index,
         direct: Some(Direct {
-            run: SectionWriter::new(index, (after_metapage(), 0), 4, FIRST_GENERATION),
+            run: SectionWriter::new(
+                index,
+                (after_metapage(), 0),
+                4,
+                build_per_page(index, 4),
+                FIRST_GENERATION,
+            ),
             trainer: Trainer::new(target_window),
             nulls: Vec::new(),
             last: None,
@@ -298,13 +305,15 @@ unsafe fn finish_build(index: pg_sys::Relation, model: Vec<u8>, meta: &mut Meta)
 fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Vec<u8> {
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
     (meta.key_lo, meta.key_hi) = d.run.key_range.unwrap_or((u64::MAX, 0));
+    (meta.run_last_key, meta.run_last_tid) = d.run.last.unwrap_or((0, 0));
     let (pages, entries) = d.run.finish();
     meta.key_width = 4;
+    meta.per_page = build_per_page(index, 4);
     meta.run_pages = pages;
     meta.run_entries = entries;
     let mut nulls = d.nulls;
     nulls.sort_unstable();
-    let mut w = SectionWriter::new(index, (after_metapage(), pages), 0, meta.generation);
+    let mut w = SectionWriter::new(index, (after_metapage(), pages), 0, 0, meta.generation);
     for t in nulls {
         w.push(0, t).expect("null pages have no keys");
     }
@@ -337,6 +346,7 @@ fn write_sorted(
         index,
         (after_metapage(), meta.run_pages),
         0,
+        0,
         meta.generation,
     );
     while let Some((key, tid)) = sorted.next_entry() {
@@ -361,7 +371,14 @@ fn write_run(
     target_window: u32,
     meta: &mut Meta,
 ) -> Option<Vec<u8>> {
-    let mut run = SectionWriter::new(index, (after_metapage(), 0), width, meta.generation);
+    let per_page = build_per_page(index, width);
+    let mut run = SectionWriter::new(
+        index,
+        (after_metapage(), 0),
+        width,
+        per_page,
+        meta.generation,
+    );
     let mut trainer = Trainer::new(target_window);
     while let Some((key, tid)) = sorted.next_key() {
         run.push(key, tid).ok()?;
@@ -372,8 +389,10 @@ fn write_run(
         }
     }
     (meta.key_lo, meta.key_hi) = run.key_range.unwrap_or((u64::MAX, 0));
+    (meta.run_last_key, meta.run_last_tid) = run.last.unwrap_or((0, 0));
     let (pages, entries) = run.finish();
     meta.key_width = width;
+    meta.per_page = per_page;
     meta.run_pages = pages;
     meta.run_entries = entries;
     Some(trainer.finish())
@@ -386,6 +405,13 @@ fn write_meta(index: pg_sys::Relation, meta: &Meta) {
         meta.init_page(buf.page());
         pg_sys::MarkBufferDirty(buf.buffer());
     }
+}
+
+/// Run entries per page a build writes at `width`: full pages unless the
+/// `fillfactor` reloption asks for room.
+fn build_per_page(index: pg_sys::Relation, width: u8) -> u32 {
+    // SAFETY: the index being built is open.
+    crate::storage::run::per_page(width, unsafe { super::options::fillfactor(index, false) })
 }
 
 /// Every block after the metapage: where a build writes, in order.

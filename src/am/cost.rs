@@ -85,7 +85,7 @@ unsafe fn index_shape(info: *mut pg_sys::IndexOptInfo) -> Shape {
     match meta {
         Some(m) => Shape {
             model_leaves: m.model_leaves as f64,
-            run_capacity: capacity(m.key_width) as f64,
+            run_capacity: m.per_page as f64,
             meta: Some(m),
         },
         None => Shape {

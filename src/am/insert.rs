@@ -1,8 +1,19 @@
-//! `aminsert`: new entries go to the delta, WAL-logged.
+//! `aminsert`: an entry whose place is inside the run goes to the insert area
+//! of the run page that owns it (the page of its (key, TID) lower bound), so
+//! a lookup finds it on the page it reads anyway. Entries above the run's
+//! last go to the delta (appended timestamps and serial ids: the pages a
+//! retrain appends to the run), as do NULLs, entries whose page is full, and
+//! entries that arrive while a retrain runs; an entry of the run's range
+//! that goes to the delta first marks the generation `spilled`, so that
+//! scans read the delta for every key until the next retrain.
 
 use super::datum::{index_kind, ordinal};
-use crate::storage::delta;
-use crate::storage::run::tid_from_ptr;
+use crate::storage::amcache::{self, Route};
+use crate::storage::meta::META_BLOCK;
+use crate::storage::page::recycled_error;
+use crate::storage::run::{tid_from_ptr, Section, Tid};
+use crate::storage::wal::Wal;
+use crate::storage::{delta, model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -20,7 +31,103 @@ pub unsafe extern "C-unwind" fn aminsert(
 ) -> bool {
     // SAFETY: the executor passes one value and null flag for our one column,
     // and a valid heap TID.
-    let key = (!*isnull).then(|| ordinal(index_kind(index), *values));
-    delta::insert(index, key, tid_from_ptr(&*heap_tid));
+    let tid = tid_from_ptr(&*heap_tid);
+    if *isnull {
+        delta::insert(index, None, tid);
+    } else {
+        insert_key(index, (ordinal(index_kind(index), *values), tid));
+    }
     false
+}
+
+fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
+    // Above the run as this backend last read it: straight into its open
+    // delta page, as btree's fast path goes straight to its rightmost leaf.
+    // SAFETY: the reference does not outlive this statement.
+    let route = unsafe { amcache::get(rel).route };
+    if route.valid
+        && route.run_last.is_none_or(|last| pair > last)
+        && delta::insert_into_open(rel, pair.0, pair.1, route.generation)
+    {
+        return;
+    }
+    let meta_buf = Buf::read_shared(rel, META_BLOCK);
+    // SAFETY: block 0, pinned and share-locked.
+    let meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
+    let retraining = meta.insert_generation != meta.generation;
+    // SAFETY: the reference does not outlive this statement.
+    unsafe {
+        amcache::get(rel).route = Route {
+            valid: !retraining,
+            generation: meta.generation,
+            run_last: meta.run_last(),
+        }
+    };
+    let inside = meta.run_last().is_some_and(|last| pair <= last);
+    // The metapage's share lock keeps a retrain from freezing the run pages
+    // (it takes the lock exclusive) until the entry is in.
+    if inside && !retraining && add_to_run(rel, &meta, pair) {
+        return;
+    }
+    let spill = inside && meta.spilled == 0;
+    drop(meta_buf);
+    if spill {
+        mark_spilled(rel, meta.generation);
+    }
+    delta::insert(rel, Some(pair.0), pair.1);
+    settle(rel, pair, meta.generation);
+}
+
+/// Adds `pair` to the insert area of the run page that owns it; false if
+/// that page has no room. The caller holds the metapage share-locked.
+fn add_to_run(rel: pg_sys::Relation, meta: &Meta, pair: (u64, Tid)) -> bool {
+    let run = Section::run(meta);
+    // Under the metapage lock the generation is current: its pages cannot
+    // have been reused, so `Recycled` would mean damage.
+    let model = model_pages::load(rel, meta).unwrap_or_else(|_| recycled_error(rel));
+    let (pos, page) = run
+        .seek_pair(rel, pair, model.window(pair.0))
+        .unwrap_or_else(|_| recycled_error(rel));
+    drop(page);
+    let i = run.page_of(pos.min(run.entries - 1));
+    let mut page = run.open(rel, Buf::read_exclusive(rel, run.block(rel, i)), i);
+    if !page.has_room() {
+        return false;
+    }
+    page.add_inserted(rel, pair);
+    true
+}
+
+/// Marks generation `generation` spilled, if it is still current: one WAL
+/// record, the metapage, before the entry goes to the delta.
+fn mark_spilled(rel: pg_sys::Relation, generation: u32) {
+    let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut m = unsafe { Meta::from_page(rel, meta_buf.page()) };
+    if m.generation != generation || m.spilled != 0 {
+        return;
+    }
+    m.spilled = 1;
+    let mut wal = Wal::start(rel);
+    m.write(&mut wal, &meta_buf);
+    wal.finish();
+}
+
+/// After an entry went to the delta on what generation `routed` said: if a
+/// retrain switched generations meanwhile, the entry may sit in a delta page
+/// of the new one inside its run, so that generation is marked spilled too.
+/// Nothing can have read the entry yet (this transaction has not committed),
+/// so marking it now is in time.
+fn settle(rel: pg_sys::Relation, pair: (u64, Tid), mut routed: u32) {
+    loop {
+        let m = Meta::read(rel);
+        if m.generation == routed {
+            return;
+        }
+        routed = m.generation;
+        if m.spilled != 0 || m.run_last().is_none_or(|last| pair > last) {
+            return;
+        }
+        mark_spilled(rel, routed);
+    }
 }

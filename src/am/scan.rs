@@ -130,6 +130,8 @@ struct ScanState {
     items: Vec<(Option<u64>, Tid)>,
     /// Scratch: a run page's slice of live entries.
     run_items: Vec<(u64, Tid)>,
+    /// Scratch: the page's inserted entries the batch takes.
+    ins_items: Vec<(u64, Tid)>,
     /// The index tuple an index-only scan returns, rewritten in place for
     /// every entry (no allocation per tuple).
     itup: [u64; 3],
@@ -165,6 +167,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         at: None,
         items: Vec::new(),
         run_items: Vec::new(),
+        ins_items: Vec::new(),
         itup: [0; 3],
     };
     // The state is dropped when the scan's memory context goes away, which
@@ -275,8 +278,14 @@ impl ScanState {
             .dir
             .iter()
             .filter(|d| d.generation >= hints.meta.generation);
+        // Unless the generation spilled, the delta holds keys only above the
+        // run's last entry: the others are in the run pages' insert areas.
+        let floor = match hints.meta.run_last() {
+            Some((key, _)) if hints.meta.spilled == 0 => key,
+            _ => 0,
+        };
         for d in current {
-            let keys = hull.is_some_and(|(lo, hi)| d.may_hold(lo, hi));
+            let keys = hull.is_some_and(|(lo, hi)| d.may_hold(lo.max(floor), hi));
             let nulls = plan.nulls && d.may_hold_nulls();
             if !(keys || nulls) {
                 continue;
@@ -339,8 +348,9 @@ impl ScanState {
     }
 
     /// Starts over from a fresh read of the metapage, just after `at` in
-    /// direction `forward`: the batch holding the next entry is loaded and
-    /// the scan placed before it.
+    /// direction `forward`: the batch of the run page that owns `at` (or
+    /// the delta entries above the run) is loaded whole and the scan placed
+    /// next to `at` in it.
     fn reposition(
         &mut self,
         rel: pg_sys::Relation,
@@ -349,37 +359,40 @@ impl ScanState {
     ) -> Result<(), Recycled> {
         self.gather(rel);
         let pair = (at.key, at.tid);
-        // Entries up to `at` (forward), or from it on (backward), are behind.
-        let behind = |e: (u64, Tid)| if forward { e <= pair } else { e < pair };
         let Some(k) = at.interval else {
             return self.reposition_nulls(rel, at.tid, forward);
         };
         let run = Section::run(self.meta());
         let model = model_pages::load(rel, self.meta())?;
-        let (mut pos, mut page) = run.seek(rel, at.key, model.window(at.key))?;
-        // The seek found the first entry with the key; step over those of
-        // the key that are behind.
-        while let Some(p) = page.as_ref() {
+        let (pos, page) = run.seek_pair(rel, pair, model.window(at.key))?;
+        let (dlo, _) = self.delta_range(k);
+        if pos < run.entries {
+            let page = self.page_at(rel, pos, page)?;
             let (ps, _) = run.page_span(run.page_of(pos));
-            let mut s = (pos - ps) as usize;
-            while s < p.len() && behind((p.key(s), p.tid(s))) {
-                s += 1;
-            }
-            pos = ps + s as u64;
-            if s < p.len() {
-                break;
-            }
-            page = None;
-            if pos < run.entries {
-                page = Some(run.try_read(rel, run.page_of(pos))?);
-            }
-        }
-        let (dlo, dhi) = self.delta_range(k);
-        let d = dlo + self.delta[dlo..dhi].partition_point(|e| behind((e.key, e.tid)));
-        if forward {
-            self.load_forward(rel, k, pos, page, d, false)
+            let d0 = self.delta_after(dlo, page.fence());
+            self.load_forward(rel, k, ps, Some(page), d0, ps == 0)?;
         } else {
-            self.load_backward(rel, k, pos, page, d, false)
+            let d0 = self.delta_after(dlo, self.meta().run_last());
+            self.load_forward(rel, k, run.entries, None, d0, false)?;
+        }
+        let cur = if forward {
+            self.items
+                .partition_point(|&(key, tid)| (key.unwrap_or(0), tid) <= pair) as isize
+                - 1
+        } else {
+            self.items
+                .partition_point(|&(key, tid)| (key.unwrap_or(0), tid) < pair) as isize
+        };
+        self.batch.as_mut().expect("just loaded").cur = cur;
+        Ok(())
+    }
+
+    /// The first of the interval's delta entries from `dlo` on that lies
+    /// above `fence`.
+    fn delta_after(&self, dlo: usize, fence: Option<(u64, Tid)>) -> usize {
+        match fence {
+            None => dlo,
+            Some(f) => dlo + self.delta[dlo..].partition_point(|e| (e.key, e.tid) <= f),
         }
     }
 
@@ -435,6 +448,15 @@ impl ScanState {
         };
         if forward {
             self.load_forward(rel, k, pos, page, dlo, true)
+        } else if pos < run.entries && pos.is_multiple_of(run.cap()) {
+            // The interval's last entries may be inserted ones of the page
+            // that begins here, below its first entry: its batch comes last.
+            let page = self.page_at(rel, pos, page)?;
+            let d0 = self.delta_after(dlo, page.fence()).min(dhi);
+            self.load_forward(rel, k, pos, Some(page), d0, pos == 0)?;
+            let b = self.batch.as_mut().expect("just loaded");
+            b.cur = self.items.len() as isize;
+            Ok(())
         } else {
             self.load_backward(rel, k, pos, page, dhi, true)
         }
@@ -481,10 +503,20 @@ impl ScanState {
         };
         let mut pin = None;
         self.run_items.clear();
+        self.ins_items.clear();
         if start < run.entries {
+            let lo = self.plan.intervals[k].0;
             let page = self.page_at(rel, start, page)?;
             let (ps, pe) = run.page_span(run.page_of(start));
             let mut s = (start - ps) as usize;
+            // Inserted entries the batch takes: those of the interval above
+            // the run entry before the slice (all the page owns, from its
+            // first slot).
+            let after = (s > 0).then(|| (page.key(s - 1), page.tid(s - 1)));
+            self.ins_items
+                .extend(page.inserted_all().filter(|&(key, tid)| {
+                    key >= lo && key <= hi && after.is_none_or(|a| (key, tid) > a)
+                }));
             let mut last = None;
             while s < page.len() {
                 let key = page.key(s);
@@ -492,7 +524,9 @@ impl ScanState {
                     break;
                 }
                 let tid = page.tid(s);
-                if !page.dead(s) {
+                // Only a scan that starts over from a page's first slot
+                // meets keys below the interval.
+                if !page.dead(s) && key >= lo {
                     self.run_items.push((key, tid));
                 }
                 last = Some((key, tid));
@@ -537,10 +571,19 @@ impl ScanState {
         };
         let mut pin = None;
         self.run_items.clear();
+        self.ins_items.clear();
         if end > 0 {
+            let hi = self.plan.intervals[k].1;
             let page = self.page_at(rel, end - 1, page)?;
             let (ps, _) = run.page_span(run.page_of(end - 1));
             let stop = (end - ps) as usize;
+            // Inserted entries the batch takes: those of the interval below
+            // the run entry after the slice (all the page owns, to its end).
+            let before = (stop < page.len()).then(|| (page.key(stop), page.tid(stop)));
+            self.ins_items
+                .extend(page.inserted_all().filter(|&(key, tid)| {
+                    key >= lo && key <= hi && before.is_none_or(|b| (key, tid) < b)
+                }));
             let mut s = stop;
             while s > 0 && page.key(s - 1) >= lo {
                 s -= 1;
@@ -552,11 +595,10 @@ impl ScanState {
             );
             b.run_lo = ps + s as u64;
             b.run_end_bwd = s > 0 || ps == 0;
-            if !b.run_end_bwd && s < stop {
-                // Delta entries from the slice's first entry on fall among it;
-                // those below it come before it.
-                let first = (page.key(s), page.tid(s));
-                b.d0 = dlo + self.delta[dlo..d1].partition_point(|e| (e.key, e.tid) < first);
+            if !b.run_end_bwd {
+                // Delta entries above the page's fence fall among it (as
+                // its inserted entries do); those below come before it.
+                b.d0 = self.delta_after(dlo, page.fence()).min(d1);
             }
             pin = self.keep_pins.then(|| page.into_pin().into_held());
         }
@@ -567,6 +609,24 @@ impl ScanState {
     /// Makes `b` the current batch: its run slice (in `run_items`) merged
     /// with its delta entries.
     fn merge(&mut self, b: Bounds, pin: Option<HeldPin>, forward: bool) {
+        if !self.ins_items.is_empty() {
+            // The page's inserted entries join its run slice in order.
+            self.ins_items.sort_unstable();
+            let run = std::mem::take(&mut self.run_items);
+            let (mut r, mut i) = (run.iter().peekable(), self.ins_items.iter().peekable());
+            while let (Some(&&a), Some(&&c)) = (r.peek(), i.peek()) {
+                if a < c {
+                    self.run_items.push(a);
+                    r.next();
+                } else {
+                    self.run_items.push(c);
+                    i.next();
+                }
+            }
+            self.run_items.extend(r.copied());
+            self.run_items.extend(i.copied());
+            self.ins_items.clear();
+        }
         self.items.clear();
         let delta = &self.delta[b.d0..b.d1];
         let mut d = 0;

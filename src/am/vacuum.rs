@@ -10,7 +10,7 @@
 
 use crate::storage::buffer::{nblocks, Strategy};
 use crate::storage::meta::META_BLOCK;
-use crate::storage::run::{set_dead, tid_to_ptr, Section, Tid};
+use crate::storage::run::{retain_inserted, set_dead, tid_to_ptr, Section, Tid};
 use crate::storage::wal::Wal;
 use crate::storage::{delta, Buf, Meta};
 use pgrx::pg_sys;
@@ -63,16 +63,24 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             // Run pages change only here (VACUUMs exclude each other), so the
             // slots found under the share lock are the slots to mark.
             let slots: Vec<usize> = page.live().filter(|&s| dead(page.tid(s))).collect();
+            // Inserted entries are removed, not tombstoned: nothing locates
+            // them by position.
+            let ins_dead: Vec<Tid> = page
+                .inserted_all()
+                .map(|(_, t)| t)
+                .filter(|&t| dead(t))
+                .collect();
             // Count the current generation's entries only: the previous
             // generation holds the same rows.
             if current {
                 live += (page.live().count() - slots.len()) as u64;
-                removed += slots.len() as u64;
+                live += (page.inserted_len() - ins_dead.len()) as u64;
+                removed += (slots.len() + ins_dead.len()) as u64;
                 if section.width != 0 {
                     run_removed += slots.len() as u64;
                 }
             }
-            if slots.is_empty() {
+            if slots.is_empty() && ins_dead.is_empty() {
                 continue;
             }
             let mut buf = page.into_pin();
@@ -81,7 +89,14 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             let mut wal = Wal::start(rel);
             let image = wal.page(page.buf(), false);
             // SAFETY: WAL image of the cleanup-locked page; slots < its count.
-            set_dead(image, &slots);
+            // Inserts may have added entries since the share lock: only the
+            // TIDs found dead then are removed.
+            unsafe {
+                set_dead(image, &slots);
+                if !ins_dead.is_empty() {
+                    retain_inserted(image, |t| !ins_dead.contains(&t));
+                }
+            }
             wal.finish();
         }
     }

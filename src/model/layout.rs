@@ -259,6 +259,26 @@ impl<'a> ModelView<'a> {
         self.start(self.nleaves - 1)
     }
 
+    /// Where leaf `i` begins in the run.
+    pub fn leaf_start(&self, i: usize) -> u64 {
+        self.start(i)
+    }
+
+    /// The leaf whose positions include `pos`: the last one starting at or
+    /// before it.
+    pub fn leaf_at_position(&self, pos: u64) -> usize {
+        let (mut lo, mut hi) = (0usize, self.nleaves);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.start(mid) <= pos {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
     pub(crate) fn leaf(&self, i: usize) -> Leaf {
         let l = self.nleaves;
         let base = HEADER + 8 * l + 8 * (l + 1);

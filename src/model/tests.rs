@@ -247,11 +247,12 @@ fn damaged_models_are_rejected() {
 fn extend(keys: &[u64], split: usize, target: u32) -> Vec<u8> {
     let old_bytes = train(&keys[..split], target);
     let old = ModelView::open(&old_bytes).unwrap();
-    let mut t = Trainer::resume(target, &old);
+    let keep = old.nleaves() - 1;
+    let mut t = Trainer::resume(target, &old, keep);
     keys[old.last_leaf_start() as usize..]
         .iter()
         .for_each(|&k| t.push(k));
-    t.finish_after(&old)
+    t.finish_after(&old, keep)
 }
 
 #[test]
@@ -273,6 +274,42 @@ fn an_extended_model_holds_every_window() {
     }
 }
 
+/// An append retrain that also sorts inserted keys into the run's last page:
+/// the keys from position `from` on change, and training resumes at the leaf
+/// holding position `from - 1`.
+#[test]
+fn a_model_extended_over_a_rewritten_tail_holds_every_window() {
+    for (name, keys) in distributions(20_000, 5) {
+        for (split, from) in [(15_000usize, 14_500usize), (20_000, 19_990), (500, 1)] {
+            let old_bytes = train(&keys[..split], 64);
+            let old = ModelView::open(&old_bytes).unwrap();
+            // Keys inserted among those from `from` on, then appended ones.
+            let mut tail: Vec<u64> = keys[from..split].to_vec();
+            let gaps = keys[from..split].windows(2).step_by(3);
+            tail.extend(gaps.filter(|w| w[1] - w[0] > 1).map(|w| w[0] + 1));
+            tail.sort_unstable();
+            let mut all: Vec<u64> = keys[..from].to_vec();
+            all.extend(tail);
+            all.extend(keys[split..].iter().copied());
+            let keep = old.leaf_at_position(from as u64 - 1);
+            let mut t = Trainer::resume(64, &old, keep);
+            all[old.leaf_start(keep.min(old.nleaves() - 1)) as usize..]
+                .iter()
+                .for_each(|&k| t.push(k));
+            let bytes = t.finish_after(&old, keep);
+            let m = ModelView::open(&bytes).unwrap();
+            assert_eq!(m.nkeys(), all.len() as u64, "{name}");
+            let mut probes = vec![0, u64::MAX];
+            for w in all.windows(2).step_by(7) {
+                probes.extend([w[0], w[0].saturating_add(1), w[1].saturating_sub(1)]);
+            }
+            for p in probes {
+                assert_contains(name, &m, &all, p);
+            }
+        }
+    }
+}
+
 #[test]
 fn repeated_extensions_keep_leaves_and_windows() {
     // Sequential keys appended 1% at a time, 50 times: the leaves stay as
@@ -283,11 +320,12 @@ fn repeated_extensions_keep_leaves_and_windows() {
     for _ in 0..50 {
         let old = ModelView::open(&bytes).unwrap();
         let m = (n + 2_000).min(keys.len());
-        let mut t = Trainer::resume(64, &old);
+        let keep = old.nleaves() - 1;
+        let mut t = Trainer::resume(64, &old, keep);
         keys[old.last_leaf_start() as usize..m]
             .iter()
             .for_each(|&k| t.push(k));
-        bytes = t.finish_after(&old);
+        bytes = t.finish_after(&old, keep);
         n = m;
     }
     let m = ModelView::open(&bytes).unwrap();

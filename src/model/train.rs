@@ -49,9 +49,12 @@ impl Trainer {
     /// appended ones) are pushed again; [`Trainer::finish_after`] keeps the
     /// other leaves as they are. Their error bounds still hold: a leaf's
     /// bounds depend only on its own positions and the start of the next.
-    pub fn resume(target_window: u32, old: &ModelView) -> Trainer {
+    ///
+    /// `keep` leaves stay (at most all but the last): the keys from
+    /// `old.leaf_start(keep)` on are pushed again.
+    pub fn resume(target_window: u32, old: &ModelView, keep: usize) -> Trainer {
         let mut t = Trainer::new(target_window);
-        t.nkeys = old.last_leaf_start();
+        t.nkeys = old.leaf_start(keep.min(old.nleaves() - 1));
         t
     }
 
@@ -122,14 +125,14 @@ impl Trainer {
 
     /// Finishes a trainer made by [`Trainer::resume`]: `old`'s leaves but its
     /// last, then the leaves trained here.
-    pub fn finish_after(mut self, old: &ModelView) -> Vec<u8> {
+    pub fn finish_after(mut self, old: &ModelView, keep: usize) -> Vec<u8> {
         self.flush();
-        let keep = old.nleaves() - 1;
+        let keep = keep.min(old.nleaves() - 1);
         let mut leaves: Vec<Leaf> = (0..keep).map(|i| old.leaf(i)).collect();
         debug_assert!(self
             .leaves
             .first()
-            .is_none_or(|l| l.start == old.last_leaf_start()));
+            .is_none_or(|l| l.start == old.leaf_start(keep)));
         leaves.append(&mut self.leaves);
         finish_leaves(leaves, self.nkeys)
     }

@@ -28,6 +28,21 @@ pub struct AmCache {
     pub model_len: usize,
     /// Where this backend last inserted (`blk` invalid for none).
     pub open: OpenPage,
+    /// What this backend last read of the metapage to route inserts.
+    pub route: Route,
+}
+
+/// The metapage fields an insert routes by, as read by this backend: valid
+/// while an open delta page tagged `generation` is still open (the retrain
+/// that would change them closes every open page first).
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Route {
+    /// False until read, and while a retrain runs.
+    pub valid: bool,
+    pub generation: u32,
+    /// The run's last (key, TID); `None` for an empty run.
+    pub run_last: Option<(u64, u64)>,
 }
 
 /// This backend's cache for `rel`, created empty on first use.
@@ -57,6 +72,11 @@ pub unsafe fn get<'a>(rel: pg_sys::Relation) -> &'a mut AmCache {
                 blk: pg_sys::InvalidBlockNumber,
                 dir_blk: pg_sys::InvalidBlockNumber,
                 slot: 0,
+            },
+            route: Route {
+                valid: false,
+                generation: 0,
+                run_last: None,
             },
         });
         (*rel).rd_amcache = c.cast();

@@ -11,7 +11,9 @@ pub const META_BLOCK: pg_sys::BlockNumber = 0;
 const META_MAGIC: u32 = 0x4C52_4E44; // "LRND"
 /// 2: pages carry their generation; directory pages keep their link in their header.
 /// 3: generations may share run pages (append retrains); 32 extents per list.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: run pages have an insert area and a fence, and a per-generation count
+/// of entries per page; the metapage keeps the run's last entry.
+pub const FORMAT_VERSION: u32 = 4;
 /// The generation a build writes.
 pub const FIRST_GENERATION: u32 = 1;
 /// Delta pages that take inserts at once; more only open under contention.
@@ -88,6 +90,19 @@ pub struct Meta {
     pub prev_model_pages: u32,
     /// The transaction that switched away from it.
     pub prev_retired: u64,
+    /// Run entries per run page, in the current and previous generation.
+    pub per_page: u32,
+    pub prev_per_page: u32,
+    /// Nonzero once an entry whose place is inside the run went to the delta
+    /// in this generation (its page had no room, or a retrain was running):
+    /// scans then read the delta pages for every key, not only for keys above
+    /// the run's last entry.
+    pub spilled: u32,
+    pub _pad4: u32,
+    /// The run's last (key, TID), when it has entries: inserts above it go
+    /// to the delta, those at or below it to the run page that owns them.
+    pub run_last_key: u64,
+    pub run_last_tid: u64,
     // The extent lists come last, so the fields above keep their offsets if
     // the lists grow.
     /// Where the current generation's pages are: its run pages, then its
@@ -148,6 +163,12 @@ impl Meta {
             prev_null_entries: 0,
             prev_model_pages: 0,
             prev_retired: 0,
+            per_page: super::run::capacity(8),
+            prev_per_page: 0,
+            spilled: 0,
+            _pad4: 0,
+            run_last_key: 0,
+            run_last_tid: 0,
             place: Extents::default(),
             prev_place: Extents::default(),
             free: Extents::default(),
@@ -189,6 +210,11 @@ impl Meta {
     pub unsafe fn init_page(&self, page: pg_sys::Page) {
         page::init(page, PageKind::Meta, self.generation, META_LEN);
         self.to_page(page);
+    }
+
+    /// The run's last (key, TID), `None` for an empty run.
+    pub fn run_last(&self) -> Option<(u64, u64)> {
+        (self.run_entries > 0).then_some((self.run_last_key, self.run_last_tid))
     }
 
     /// Takes delta page `blk` off the open list; false if it is not on it.
@@ -240,9 +266,18 @@ impl Meta {
         if self.key_width != 4 && self.key_width != 8 {
             bad(&format!("key width {} is invalid", self.key_width));
         }
-        let run_cap = super::run::capacity(self.key_width) as u64;
-        if self.run_pages as u64 != self.run_entries.div_ceil(run_cap) {
+        if self.per_page == 0 || self.per_page > super::run::capacity(self.key_width) {
+            bad("entries per run page is out of range");
+        }
+        if self.run_pages as u64 != self.run_entries.div_ceil(self.per_page as u64) {
             bad("run page count does not match its entry count");
+        }
+        if self.prev_generation != 0
+            && (self.prev_per_page == 0
+                || self.prev_run_pages as u64
+                    != self.prev_run_entries.div_ceil(self.prev_per_page as u64))
+        {
+            bad("the previous generation's run page count does not match its entry count");
         }
         if self.null_pages as u64 != self.null_entries.div_ceil(super::run::NULL_CAPACITY as u64) {
             bad("null page count does not match its entry count");

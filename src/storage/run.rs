@@ -1,55 +1,84 @@
-//! Run pages: the sorted (ordinal, TID) entries, structure-of-arrays, a fixed
-//! number per page so that position `p` lives at block `start + p / cap`, slot
-//! `p % cap`. Keys are stored as 4-byte offsets from the page's first key when
-//! every page of the run allows it, else as full 8-byte ordinals. Each page has a
-//! tombstone bitmap: VACUUM marks dead entries there and nothing ever moves.
+//! Run pages: the sorted (ordinal, TID) entries, structure-of-arrays, the same
+//! number per page (`per_page`, chosen per generation) so that position `p`
+//! lives at block `start + p / per_page`, slot `p % per_page`. Keys are stored
+//! as 4-byte offsets from the page's first key when every page of the run
+//! allows it, else as full 8-byte ordinals. Each page has a tombstone bitmap:
+//! VACUUM marks dead run entries there and they never move.
+//!
+//! The space a page's run entries leave free is its **insert area**: entries
+//! inserted after the run was written whose place in the run is on this page
+//! (the run position of their (key, TID) lower bound), unsorted, growing down
+//! from the special space as `pd_upper` descends. A page owns the (key, TID)
+//! pairs above its fence (the last entry of the page before) up to its own
+//! last entry, so a lookup reads one page for run and inserted entries alike.
 //!
 //! Null pages hold the TIDs of rows whose key is NULL, in the same format
-//! without keys.
+//! without keys and without an insert area.
 
 use super::buffer::{nblocks, Strategy};
 use super::extents::Extents;
 use super::meta::META_BLOCK;
-use super::page::{self, corrupt, recycled_error, PageKind, Recycled, CONTENT};
+use super::page::{self, corrupt, recycled_error, PageKind, Recycled, CONTENT, PAGE_HEADER};
 use super::search::{self, SortedPage};
 use super::Buf;
 use crate::model::Window;
 use pgrx::pg_sys;
 
 /// Header of a run or NULL page; then the tombstone bitmap, the keys (none on
-/// NULL pages) and the TIDs, each array sized for the page's capacity.
+/// NULL pages) and the TIDs, each array sized for the page's `count`. The
+/// insert area (`ins` entries) ends at the special space.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct RunHeader {
     /// Keys are stored as offsets from this one when `width` is 4.
     first_key: u64,
+    /// The last (key, TID) of the page before, when `has_fence`.
+    fence_key: u64,
+    fence_tid: u64,
     count: u16,
     /// 4 or 8 on run pages, 0 on NULL pages.
     width: u8,
-    _pad: [u8; 5],
+    has_fence: u8,
+    /// Entries in the insert area.
+    ins: u16,
+    _pad: u16,
 }
 const HEADER: usize = std::mem::size_of::<RunHeader>();
-const _: () = assert!(HEADER == 16);
+const _: () = assert!(HEADER == 32);
 
-/// Entries per run page for a key width.
+/// One insert-area entry: the key and the heap TID.
+pub const INSERTED: usize = 8 + 6;
+
+/// Most entries a run page holds for a key width.
 pub const fn capacity(width: u8) -> u32 {
     match width {
-        4 => 804,
-        _ => 576,
+        4 => 802,
+        _ => 575,
     }
 }
-pub const NULL_CAPACITY: u32 = 1329;
+pub const NULL_CAPACITY: u32 = 1326;
 
-const fn bitmap_len(cap: u32) -> usize {
-    (cap as usize).div_ceil(64) * 8
+const fn bitmap_len(count: u32) -> usize {
+    (count as usize).div_ceil(64) * 8
+}
+
+/// Bytes the header and `count` entries of `width` take.
+const fn used(count: u32, width: u8) -> usize {
+    HEADER + bitmap_len(count) + count as usize * (width as usize + 6)
 }
 
 const _: () = {
-    assert!(HEADER + bitmap_len(804) + 804 * (4 + 6) <= CONTENT);
-    assert!(HEADER + bitmap_len(576) + 576 * (8 + 6) <= CONTENT);
-    assert!(HEADER + bitmap_len(NULL_CAPACITY) + NULL_CAPACITY as usize * 6 <= CONTENT);
+    assert!(used(802, 4) <= CONTENT && used(803, 4) > CONTENT);
+    assert!(used(575, 8) <= CONTENT && used(576, 8) > CONTENT);
+    assert!(used(NULL_CAPACITY, 0) <= CONTENT);
     assert!(std::mem::size_of::<pg_sys::ItemPointerData>() == 6);
 };
+
+/// Run entries per page for a key width and a fill factor (percent): the rest
+/// of each page is its insert area.
+pub fn per_page(width: u8, fillfactor: u32) -> u32 {
+    (capacity(width) * fillfactor.clamp(10, 100) / 100).max(1)
+}
 
 /// A heap TID as a sortable integer: block in the high bits, offset in the low.
 pub type Tid = u64;
@@ -80,6 +109,8 @@ pub struct Section {
     pub pages: u32,
     pub entries: u64,
     pub width: u8,
+    /// Entries per page.
+    pub per_page: u32,
     pub generation: u32,
     /// The oldest generation whose pages the section holds (see
     /// [`super::Meta::run_base`]).
@@ -94,6 +125,7 @@ impl Section {
             pages: m.run_pages,
             entries: m.run_entries,
             width: m.key_width,
+            per_page: m.per_page,
             generation: m.generation,
             base: m.run_base,
         }
@@ -108,6 +140,7 @@ impl Section {
                 pages: m.prev_run_pages,
                 entries: m.prev_run_entries,
                 width: m.prev_key_width,
+                per_page: m.prev_per_page,
                 generation: m.prev_generation,
                 base: m.prev_run_base,
             },
@@ -117,6 +150,7 @@ impl Section {
                 pages: m.prev_null_pages,
                 entries: m.prev_null_entries,
                 width: 0,
+                per_page: NULL_CAPACITY,
                 generation: m.prev_generation,
                 base: m.prev_generation,
             },
@@ -130,17 +164,14 @@ impl Section {
             pages: m.null_pages,
             entries: m.null_entries,
             width: 0,
+            per_page: NULL_CAPACITY,
             generation: m.generation,
             base: m.generation,
         }
     }
 
     pub fn cap(&self) -> u64 {
-        if self.width == 0 {
-            NULL_CAPACITY as u64
-        } else {
-            capacity(self.width) as u64
-        }
+        self.per_page as u64
     }
 
     fn kind(&self) -> PageKind {
@@ -212,6 +243,36 @@ impl Section {
             self.try_read(rel, i)
         })
     }
+
+    /// As [`Section::seek`], for the pair (key, TID): the position of the
+    /// first run entry whose pair is `>= (key, tid)`. The page it lies on
+    /// owns the pair (an insert puts it there).
+    pub fn seek_pair(
+        &self,
+        rel: pg_sys::Relation,
+        (key, tid): (u64, Tid),
+        hint: Window,
+    ) -> Result<(u64, Option<RunPage>), Recycled> {
+        let (mut pos, mut page) = self.seek(rel, key, hint)?;
+        // The seek found the first entry with the key; step over those of
+        // the key with smaller TIDs, which may continue on later pages.
+        while let Some(p) = page.as_ref() {
+            let (ps, _) = self.page_span(self.page_of(pos));
+            let mut s = (pos - ps) as usize;
+            while s < p.len() && (p.key(s), p.tid(s)) < (key, tid) {
+                s += 1;
+            }
+            pos = ps + s as u64;
+            if s < p.len() {
+                break;
+            }
+            page = None;
+            if pos < self.entries {
+                page = Some(self.try_read(rel, self.page_of(pos))?);
+            }
+        }
+        Ok((pos, page))
+    }
 }
 
 impl SortedPage for RunPage {
@@ -231,7 +292,12 @@ pub struct RunPage {
     count: usize,
     width: u8,
     first_key: u64,
-    cap: usize,
+    fence: Option<(u64, Tid)>,
+    keys_at: usize,
+    tids_at: usize,
+    ins: usize,
+    /// Offset in the page of the insert area's lowest entry (`pd_upper`).
+    ins_at: usize,
 }
 
 impl RunPage {
@@ -269,13 +335,30 @@ impl RunPage {
                 ),
             );
         }
+        let header = &*(page as *const pg_sys::PageHeaderData);
+        let (lower, upper) = (header.pd_lower as usize, header.pd_upper as usize);
+        let end = PAGE_HEADER + used(h.count as u32, h.width);
+        let special = PAGE_HEADER + CONTENT;
+        if lower != end
+            || upper < lower
+            || upper + h.ins as usize * INSERTED != special
+            || (h.width == 0 && h.ins != 0)
+            || (h.width != 0 && (h.has_fence != 0) != (i > 0))
+        {
+            corrupt(rel, blk, "run page layout does not match its header");
+        }
+        let keys_at = HEADER + bitmap_len(h.count as u32);
         Ok(RunPage {
             base: page::content(page) as *const u8,
             buf,
             count: h.count as usize,
             width: h.width,
             first_key: h.first_key,
-            cap: s.cap() as usize,
+            fence: (h.has_fence != 0).then_some((h.fence_key, h.fence_tid)),
+            keys_at,
+            tids_at: keys_at + h.count as usize * h.width as usize,
+            ins: h.ins as usize,
+            ins_at: upper - PAGE_HEADER,
         })
     }
 
@@ -287,16 +370,23 @@ impl RunPage {
     #[inline]
     pub fn key(&self, i: usize) -> u64 {
         debug_assert!(i < self.count);
-        let keys = HEADER + bitmap_len(self.cap as u32);
-        // SAFETY: i < count <= cap, so the read stays inside the keys array,
-        // which lies inside the page (checked by the const assertions above).
+        // SAFETY: i < count, so the read stays inside the keys array, which
+        // `open` checked lies below pd_lower.
         unsafe {
             match self.width {
                 4 => {
                     self.first_key
-                        + self.base.add(keys + 4 * i).cast::<u32>().read_unaligned() as u64
+                        + self
+                            .base
+                            .add(self.keys_at + 4 * i)
+                            .cast::<u32>()
+                            .read_unaligned() as u64
                 }
-                _ => self.base.add(keys + 8 * i).cast::<u64>().read_unaligned(),
+                _ => self
+                    .base
+                    .add(self.keys_at + 8 * i)
+                    .cast::<u64>()
+                    .read_unaligned(),
             }
         }
     }
@@ -304,11 +394,10 @@ impl RunPage {
     #[inline]
     pub fn tid(&self, i: usize) -> Tid {
         debug_assert!(i < self.count);
-        let tids = HEADER + bitmap_len(self.cap as u32) + self.cap * self.width as usize;
         // SAFETY: as in `key`, the TID array lies inside the page.
         let p = unsafe {
             self.base
-                .add(tids + 6 * i)
+                .add(self.tids_at + 6 * i)
                 .cast::<pg_sys::ItemPointerData>()
                 .read_unaligned()
         };
@@ -318,13 +407,52 @@ impl RunPage {
     #[inline]
     pub fn dead(&self, i: usize) -> bool {
         debug_assert!(i < self.count);
-        // SAFETY: the bitmap holds cap bits and i < count <= cap.
+        // SAFETY: the bitmap holds count bits rounded up and i < count.
         unsafe { self.base.add(HEADER + i / 8).read() & (1 << (i % 8)) != 0 }
     }
 
     /// The slots not tombstoned, in order.
     pub fn live(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.count).filter(|&s| !self.dead(s))
+    }
+
+    /// The last (key, TID) of the page before; `None` on the first page.
+    /// The page owns the pairs above it up to its own last entry.
+    pub fn fence(&self) -> Option<(u64, Tid)> {
+        self.fence
+    }
+
+    /// The last run entry's (key, TID).
+    pub fn last(&self) -> (u64, Tid) {
+        (self.key(self.count - 1), self.tid(self.count - 1))
+    }
+
+    /// Entries in the insert area.
+    pub fn inserted_len(&self) -> usize {
+        self.ins
+    }
+
+    /// Insert-area entry `i` (unsorted).
+    pub fn inserted(&self, i: usize) -> (u64, Tid) {
+        debug_assert!(i < self.ins);
+        // SAFETY: `open` checked that the insert area's `ins` entries end at
+        // the special space and begin at pd_upper, inside the page.
+        unsafe {
+            let at = self.base.add(self.ins_at + INSERTED * i);
+            let key = at.cast::<u64>().read_unaligned();
+            let tid = at.add(8).cast::<pg_sys::ItemPointerData>().read_unaligned();
+            (key, tid_from_ptr(&tid))
+        }
+    }
+
+    /// Every insert-area entry.
+    pub fn inserted_all(&self) -> impl Iterator<Item = (u64, Tid)> + '_ {
+        (0..self.ins).map(|i| self.inserted(i))
+    }
+
+    /// Whether the insert area has room for one more entry.
+    pub fn has_room(&self) -> bool {
+        self.ins_at - (self.tids_at + 6 * self.count) >= INSERTED && self.width != 0
     }
 
     pub fn buf(&self) -> &Buf {
@@ -337,6 +465,78 @@ impl RunPage {
         buf.unlock();
         buf
     }
+
+    /// Adds (key, TID) to the insert area of this page, whose buffer the
+    /// caller holds exclusive-locked, in one WAL record that logs the entry
+    /// and the two header fields it changes (`wal::write_ranges`).
+    pub fn add_inserted(&mut self, rel: pg_sys::Relation, (key, tid): (u64, Tid)) {
+        assert!(self.has_room(), "the caller checked for room");
+        let mut entry = [0u8; INSERTED];
+        entry[..8].copy_from_slice(&key.to_ne_bytes());
+        let t = tid_to_ptr(tid);
+        // SAFETY: ItemPointerData is 6 bytes of plain integers (asserted above).
+        entry[8..].copy_from_slice(unsafe {
+            std::slice::from_raw_parts((&t as *const pg_sys::ItemPointerData).cast::<u8>(), 6)
+        });
+        let at = PAGE_HEADER + self.ins_at - INSERTED;
+        let ins = (self.ins as u16 + 1).to_ne_bytes();
+        let upper = (at as u16).to_ne_bytes();
+        super::wal::write_ranges(
+            rel,
+            &self.buf,
+            &[
+                (at, &entry),
+                (PAGE_HEADER + std::mem::offset_of!(RunHeader, ins), &ins[..]),
+                (
+                    std::mem::offset_of!(pg_sys::PageHeaderData, pd_upper),
+                    &upper[..],
+                ),
+            ],
+        );
+        self.ins += 1;
+        self.ins_at -= INSERTED;
+    }
+}
+
+/// Keeps only the insert-area entries `keep` says to on a writable page
+/// image (VACUUM, under a cleanup lock).
+///
+/// # Safety
+/// `page` must be a writable image of a valid run page.
+pub unsafe fn retain_inserted(page: pg_sys::Page, mut keep: impl FnMut(Tid) -> bool) {
+    let mut h: RunHeader = page::read_header(page);
+    let header = page as *mut pg_sys::PageHeaderData;
+    let special = PAGE_HEADER + CONTENT;
+    let raw = page as *mut u8;
+    let mut live: Vec<[u8; INSERTED]> = Vec::with_capacity(h.ins as usize);
+    for i in 0..h.ins as usize {
+        let at = raw.add(special - INSERTED * (i + 1));
+        let mut e = [0u8; INSERTED];
+        std::ptr::copy_nonoverlapping(at, e.as_mut_ptr(), INSERTED);
+        let tid = tid_from_ptr(
+            &e[8..]
+                .as_ptr()
+                .cast::<pg_sys::ItemPointerData>()
+                .read_unaligned(),
+        );
+        if keep(tid) {
+            live.push(e);
+        }
+    }
+    let upper = special - INSERTED * live.len();
+    // The old area is zeroed first: the hole below pd_upper stays zero, as
+    // Generic WAL redo leaves it.
+    std::ptr::write_bytes(
+        raw.add((*header).pd_upper as usize),
+        0,
+        special - (*header).pd_upper as usize,
+    );
+    for (i, e) in live.iter().enumerate() {
+        std::ptr::copy_nonoverlapping(e.as_ptr(), raw.add(special - INSERTED * (i + 1)), INSERTED);
+    }
+    (*header).pd_upper = upper as u16;
+    h.ins = live.len() as u16;
+    page::write_header(page, &h);
 }
 
 /// Marks slots dead on a writable page image.
@@ -357,7 +557,7 @@ pub struct SectionWriter {
     rel: pg_sys::Relation,
     width: u8,
     generation: u32,
-    cap: usize,
+    per_page: usize,
     /// Where the pages go: page `first + pages` of `place` is written next.
     place: Extents,
     first: u32,
@@ -365,10 +565,17 @@ pub struct SectionWriter {
     tids: Vec<Tid>,
     /// Slots of the page being filled that are written tombstoned.
     dead: Vec<usize>,
+    /// Insert-area entries the page being filled keeps (an append retrain's
+    /// copy of the run's last page).
+    inserted: Vec<(u64, Tid)>,
+    /// The last entry written before the page being filled.
+    fence: Option<(u64, Tid)>,
     pub pages: u32,
     pub entries: u64,
     /// Smallest and largest key pushed (keys arrive sorted).
     pub key_range: Option<(u64, u64)>,
+    /// The last (key, TID) pushed.
+    pub last: Option<(u64, Tid)>,
 }
 
 /// A width-4 run page whose keys span more than 32 bits.
@@ -376,31 +583,44 @@ pub struct SectionWriter {
 pub struct TooWide;
 
 impl SectionWriter {
+    /// A writer of `per_page` entries a page (ignored for NULL pages, which
+    /// are always full).
     pub fn new(
         rel: pg_sys::Relation,
         (place, first): (Extents, u32),
         width: u8,
+        per_page: u32,
         generation: u32,
     ) -> SectionWriter {
-        let cap = if width == 0 {
+        let per_page = if width == 0 {
             NULL_CAPACITY
         } else {
-            capacity(width)
+            per_page.clamp(1, capacity(width))
         } as usize;
         SectionWriter {
             rel,
             width,
             generation,
-            cap,
+            per_page,
             place,
             first,
-            keys: Vec::with_capacity(cap),
-            tids: Vec::with_capacity(cap),
+            keys: Vec::with_capacity(per_page),
+            tids: Vec::with_capacity(per_page),
             dead: Vec::new(),
+            inserted: Vec::new(),
+            fence: None,
             pages: 0,
             entries: 0,
             key_range: None,
+            last: None,
         }
+    }
+
+    /// Continues a run whose pages before the first one written end with
+    /// `fence`.
+    pub fn after(mut self, fence: Option<(u64, Tid)>) -> SectionWriter {
+        self.fence = fence;
+        self
     }
 
     pub fn push(&mut self, key: u64, tid: Tid) -> Result<(), TooWide> {
@@ -411,7 +631,8 @@ impl SectionWriter {
         self.tids.push(tid);
         self.entries += 1;
         self.key_range = Some((self.key_range.map_or(key, |r| r.0), key));
-        if self.keys.len() == self.cap {
+        self.last = Some((key, tid));
+        if self.keys.len() == self.per_page {
             self.flush();
         }
         Ok(())
@@ -426,6 +647,18 @@ impl SectionWriter {
         }
         self.dead.push(slot);
         self.push(key, tid)
+    }
+
+    /// Keeps (key, TID) in the insert area of the page being filled, which
+    /// must own it: the caller pushes the entries the page ends with next.
+    /// False when the page has no room for it.
+    pub fn keep_inserted(&mut self, key: u64, tid: Tid) -> bool {
+        let n = self.per_page as u32;
+        if used(n, self.width) + INSERTED * (self.inserted.len() + 1) > CONTENT {
+            return false;
+        }
+        self.inserted.push((key, tid));
+        true
     }
 
     /// The entries not yet written to a page.
@@ -456,24 +689,34 @@ impl SectionWriter {
         } else {
             PageKind::Run
         };
-        let bitmap = bitmap_len(self.cap as u32);
-        let keys_at = HEADER + bitmap;
-        let tids_at = keys_at + self.cap * self.width as usize;
         let n = self.keys.len();
-        // SAFETY: the page is pinned and exclusive-locked; all writes stay below
-        // `tids_at + 6 * cap <= CONTENT` (const assertions above).
+        let keys_at = HEADER + bitmap_len(n as u32);
+        let tids_at = keys_at + n * self.width as usize;
+        let inserted = std::mem::take(&mut self.inserted);
+        assert!(
+            used(n as u32, self.width) + INSERTED * inserted.len() <= CONTENT,
+            "checked by keep_inserted"
+        );
+        // SAFETY: the page is pinned and exclusive-locked; all writes stay
+        // below `used(n) <= CONTENT` (const assertions above), and the insert
+        // area was checked to fit above it.
         unsafe {
             let page = buf.page();
-            page::init(page, kind, self.generation, tids_at + 6 * self.cap);
+            page::init(page, kind, self.generation, used(n as u32, self.width));
             let base = page::content(page);
             let first = self.keys[0];
+            let (fence_key, fence_tid) = self.fence.unwrap_or((0, 0));
             page::write_header(
                 page,
                 &RunHeader {
                     first_key: first,
+                    fence_key,
+                    fence_tid,
                     count: n as u16,
                     width: self.width,
-                    _pad: [0; 5],
+                    has_fence: (self.width != 0 && self.fence.is_some()) as u8,
+                    ins: 0,
+                    _pad: 0,
                 },
             );
             for (i, &k) in self.keys.iter().enumerate() {
@@ -492,7 +735,13 @@ impl SectionWriter {
                     .write_unaligned(tid_to_ptr(t));
             }
             set_dead(page, &self.dead);
+            if !inserted.is_empty() {
+                write_inserted(page, &inserted);
+            }
             pg_sys::MarkBufferDirty(buf.buffer());
+        }
+        if self.width != 0 {
+            self.fence = self.last;
         }
         self.keys.clear();
         self.tids.clear();
@@ -505,4 +754,25 @@ impl SectionWriter {
         self.flush();
         (self.pages, self.entries)
     }
+}
+
+/// Writes `entries` as the insert area of a freshly formatted run page.
+///
+/// # Safety
+/// `page` must be a writable run page with room for them above `pd_lower`.
+unsafe fn write_inserted(page: pg_sys::Page, entries: &[(u64, Tid)]) {
+    let header = page as *mut pg_sys::PageHeaderData;
+    let special = PAGE_HEADER + CONTENT;
+    let raw = page as *mut u8;
+    for (i, &(key, tid)) in entries.iter().enumerate() {
+        let at = raw.add(special - INSERTED * (i + 1));
+        at.cast::<u64>().write_unaligned(key);
+        at.add(8)
+            .cast::<pg_sys::ItemPointerData>()
+            .write_unaligned(tid_to_ptr(tid));
+    }
+    (*header).pd_upper = (special - INSERTED * entries.len()) as u16;
+    let mut h: RunHeader = page::read_header(page);
+    h.ins = entries.len() as u16;
+    page::write_header(page, &h);
 }

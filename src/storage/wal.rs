@@ -63,9 +63,10 @@ const MAX_RANGES_BYTES: usize = 256;
 /// of (offset u16, length u16, bytes) to the page and zeroes the hole between
 /// `pd_lower` and `pd_upper`. But it gets there by allocating 64 kB of state,
 /// copying the page, comparing it whole with the original and copying it back,
-/// which costs more than the insert it logs. The ranges must lie below the
-/// page's new `pd_lower` (or be the header field itself) and the hole must be
-/// zero already, as every other change, made through [`Wal`], leaves it.
+/// which costs more than the insert it logs. The ranges must lie outside the
+/// page's new hole (below `pd_lower`, at or above `pd_upper`, or the header
+/// fields themselves) and the hole must be zero already, as every other
+/// change, made through [`Wal`], leaves it.
 pub fn write_ranges(rel: pg_sys::Relation, buf: &Buf, ranges: &[(usize, &[u8])]) {
     // On the stack: this runs for every inserted row.
     let mut delta = [0u8; MAX_RANGES_BYTES];

@@ -92,6 +92,36 @@ pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) {
     }
 }
 
+/// The fast path of an insert above the run: adds `e` to the open page this
+/// backend used last, if it is still open, has room, is not busy and is
+/// tagged `generation`. An open page so tagged means no retrain has frozen
+/// the delta or switched generations since `generation` became current
+/// (both close every open page, and pages opened while a retrain runs carry
+/// the next number), so what the caller read of that generation still holds.
+pub fn insert_into_open(rel: pg_sys::Relation, key: u64, tid: Tid, generation: u32) -> bool {
+    // SAFETY: the reference does not outlive this statement.
+    let last = unsafe { amcache::get(rel).open };
+    if last.blk == pg_sys::InvalidBlockNumber {
+        return false;
+    }
+    let mut buf = Buf::read(rel, last.blk);
+    if !buf.try_lock_exclusive() {
+        return false;
+    }
+    // SAFETY: the page is pinned and locked; `DeltaPage::open` below
+    // validates it before anything else is read.
+    let tag = unsafe { crate::storage::page::opaque(buf.page()).generation };
+    if tag != generation {
+        return false;
+    }
+    let e = DeltaEntry {
+        key,
+        tid,
+        null: false,
+    };
+    matches!(add(rel, buf, last, &e), Added::Yes)
+}
+
 /// Adds `e` to open page `p`, whose buffer is exclusive-locked, after lowering
 /// the page's key bound in its directory entry if `e` is below it (a record of
 /// its own, first: a bound lower than needed is harmless).
@@ -310,10 +340,16 @@ pub fn freeze(rel: pg_sys::Relation, next: u32) -> Meta {
     meta.write(&mut wal, &meta_buf);
     wal.finish();
     // The metapage stays locked: no page is opened with the old tag meanwhile.
+    close_open(rel, &mut meta, &meta_buf);
+    meta
+}
+
+/// Closes every open delta page, one WAL record each. The caller holds the
+/// metapage exclusive-locked in `meta_buf`, and `meta` is its content.
+pub fn close_open(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
     while meta.n_open > 0 {
         let (blk, dir_blk, slot) = (meta.open[0], meta.open_dir[0], meta.open_slot[0]);
         let page = DeltaPage::open(rel, Buf::read_exclusive(rel, blk));
-        close(rel, &mut meta, &meta_buf, page, dir_blk, slot as usize);
+        close(rel, meta, meta_buf, page, dir_blk, slot as usize);
     }
-    meta
 }

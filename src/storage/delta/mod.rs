@@ -14,7 +14,7 @@ mod insert;
 mod vacuum;
 
 pub use directory::{directory, DirEntry, DirPage};
-pub use insert::{freeze, insert};
+pub use insert::{close_open, freeze, insert, insert_into_open};
 pub use vacuum::{bulk_delete, discard};
 
 use super::buffer::Strategy;

@@ -1,0 +1,254 @@
+//! Inserts among the run's keys go to the insert area of the run page that
+//! owns them (src/storage/run.rs), so a lookup still reads one page; pages
+//! without room spill to the delta, which a retrain merges with room again.
+
+mod common;
+
+use common::{assert_index_matches_table, assert_verified, run_each, texts, Cluster};
+
+fn one(c: &mut postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Index blocks read (hit or not) by `sql`, from `pg_statio_user_indexes`.
+fn index_blocks(c: &mut postgres::Client, index: &str, sql: &str) -> i64 {
+    let read = |c: &mut postgres::Client| -> i64 {
+        c.batch_execute("SELECT pg_stat_force_next_flush()")
+            .unwrap();
+        c.query_one(
+            "SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = $1",
+            &[&index],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = read(c);
+    c.batch_execute(sql).unwrap();
+    read(c) - before
+}
+
+const PROBE_SETUP: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off;
+     SET enable_hashjoin = off; SET enable_mergejoin = off; SET enable_material = off";
+
+/// Scattered inserts into an index built with room stay out of the delta,
+/// and a probe of an inserted key reads one index page, as a probe of a
+/// built one does.
+#[test]
+fn scattered_inserts_land_in_the_page_a_lookup_reads() {
+    let cluster = Cluster::start("insert_area", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g * 10 FROM generate_series(1, 50000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70);
+         INSERT INTO t SELECT g * 10 + 1 + (hashint8(g) & 3) FROM generate_series(1, 50000, 7) g;
+         INSERT INTO t SELECT g * 10 + 5 FROM generate_series(1, 50000, 13) g;
+         VACUUM ANALYZE t;
+         CREATE TABLE probes AS SELECT g * 10 + 5 AS k FROM generate_series(1, 50000, 13) g;
+         ANALYZE probes",
+    );
+    // Every inserted key found a place inside the run.
+    let delta = one(
+        &mut c,
+        "SELECT delta_entries FROM learned_index_stats('t_k')",
+    );
+    assert_eq!(delta, 0, "inserts went to the delta");
+    run_each(&mut c, PROBE_SETUP);
+    let probe = "SELECT count(*) FROM probes p JOIN t ON t.k = p.k";
+    let plan = texts(&mut c, &format!("EXPLAIN (COSTS OFF) {probe}")).join("\n");
+    assert!(
+        plan.contains("Nested Loop") && plan.contains("t_k"),
+        "{plan}"
+    );
+    assert_eq!(
+        one(&mut c, probe),
+        one(&mut c, "SELECT count(*) FROM probes")
+    );
+    let probes = one(&mut c, "SELECT count(*) FROM probes");
+    let blocks = index_blocks(&mut c, "t_k", probe);
+    assert!(
+        (blocks as f64) < probes as f64 * 1.1,
+        "{blocks} index blocks for {probes} probes of inserted keys"
+    );
+    c.batch_execute("RESET ALL").unwrap();
+    for (sql, what) in [
+        (
+            "SELECT k FROM t WHERE k BETWEEN 70000 AND 90000 ORDER BY k",
+            "range",
+        ),
+        (
+            "SELECT k FROM t WHERE k BETWEEN 70000 AND 90000 ORDER BY k DESC",
+            "range, backward",
+        ),
+        (
+            "SELECT k FROM t WHERE k < 123457 ORDER BY k DESC LIMIT 50",
+            "top-N, backward",
+        ),
+        (
+            "SELECT k FROM t WHERE k = ANY('{15, 16, 20, 99995, 499995, 500005}') ORDER BY k",
+            "= ANY",
+        ),
+    ] {
+        assert_index_matches_table(&mut c, "t_k", sql, what);
+    }
+    assert_verified(&mut c, "t_k");
+}
+
+/// A backward scan that starts where a page begins reads that page too: an
+/// inserted key between the last entry of one page and the first of the
+/// next belongs to the second, below its first entry.
+#[test]
+fn backward_scans_find_inserted_keys_below_a_page() {
+    let cluster = Cluster::start("insert_area_edges", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    // 4-byte keys, 90%: 721 entries a page, so page p begins at key 7210 * p.
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g * 10 FROM generate_series(0, 29999) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 90);
+         INSERT INTO t SELECT p * 7210 - 5 FROM generate_series(1, 40) p;
+         INSERT INTO t VALUES (-3), (299995);
+         ANALYZE t",
+    );
+    for p in [1i64, 2, 17, 39] {
+        let below = p * 7210 - 1;
+        let sql = format!("SELECT k FROM t WHERE k <= {below} ORDER BY k DESC LIMIT 3");
+        let rows = assert_index_matches_table(&mut c, "t_k", &sql, "backward from a page start");
+        assert_eq!(rows[0], (p * 7210 - 5).to_string());
+        let sql = format!(
+            "SELECT k FROM t WHERE k BETWEEN {} AND {below} ORDER BY k DESC",
+            below - 30
+        );
+        assert_index_matches_table(&mut c, "t_k", &sql, "backward range ending at a page start");
+    }
+    for sql in [
+        "SELECT k FROM t WHERE k < 0 ORDER BY k DESC",
+        "SELECT k FROM t WHERE k <= 5 ORDER BY k DESC",
+        "SELECT k FROM t ORDER BY k DESC LIMIT 5",
+        "SELECT k FROM t ORDER BY k LIMIT 5",
+    ] {
+        assert_index_matches_table(&mut c, "t_k", sql, sql);
+    }
+    // A scroll cursor that turns around on those pages returns each row once.
+    run_each(
+        &mut c,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off",
+    );
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(
+        "DECLARE cur SCROLL CURSOR FOR SELECT k FROM t WHERE k BETWEEN 7100 AND 14500 ORDER BY k",
+    )
+    .unwrap();
+    let fetch = |tx: &mut postgres::Transaction, what: &str| -> Vec<i64> {
+        tx.query(&format!("FETCH {what} FROM cur"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let first = fetch(&mut tx, "FORWARD 15");
+    let back = fetch(&mut tx, "BACKWARD 10");
+    let again = fetch(&mut tx, "FORWARD 30");
+    let mut expect_back: Vec<i64> = first[4..14].to_vec();
+    expect_back.reverse();
+    assert_eq!(back, expect_back, "turning back");
+    assert_eq!(&again[..10], &first[5..15], "turning forward again");
+    let rest = fetch(&mut tx, "FORWARD ALL");
+    let all: Vec<i64> = first
+        .iter()
+        .chain(&again[10..])
+        .chain(&rest)
+        .copied()
+        .collect();
+    tx.commit().unwrap();
+    c.batch_execute("RESET ALL").unwrap();
+    let expected: Vec<i64> = c
+        .query(
+            "SELECT k FROM t WHERE k BETWEEN 7100 AND 14500 ORDER BY k",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(all, expected);
+    assert_verified(&mut c, "t_k");
+}
+
+/// Full pages (the default for a build) have no room: inserts inside the run
+/// spill to the delta, and every lookup then reads it. A retrain merges them
+/// and leaves room in every page, so later inserts stay in the run pages,
+/// and VACUUM removes dead inserted entries.
+#[test]
+fn full_pages_spill_and_a_merge_gives_them_room() {
+    let cluster = Cluster::start("insert_area_spill", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g * 10 FROM generate_series(1, 40000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         INSERT INTO t SELECT g * 10 + 3 FROM generate_series(1, 40000, 11) g;
+         ANALYZE t",
+    );
+    let delta = one(
+        &mut c,
+        "SELECT delta_entries FROM learned_index_stats('t_k')",
+    );
+    assert!(delta > 3000, "only {delta} entries spilled from full pages");
+    assert_index_matches_table(
+        &mut c,
+        "t_k",
+        "SELECT k FROM t WHERE k BETWEEN 1000 AND 3000 ORDER BY k",
+        "spilled",
+    );
+    assert_verified(&mut c, "t_k");
+    let path: String = c
+        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(path, "merge");
+    run_each(
+        &mut c,
+        "INSERT INTO t SELECT g * 10 + 7 FROM generate_series(1, 40000, 17) g;
+         DELETE FROM t WHERE k % 10 = 7 AND k % 3 = 0;
+         DELETE FROM t WHERE k % 10 = 0 AND k % 7 = 0;
+         VACUUM t",
+    );
+    let delta = one(
+        &mut c,
+        "SELECT delta_entries FROM learned_index_stats('t_k')",
+    );
+    assert_eq!(delta, 0, "inserts after the merge went to the delta");
+    for sql in [
+        "SELECT k FROM t WHERE k BETWEEN 1000 AND 3000 ORDER BY k",
+        "SELECT k FROM t WHERE k % 10 = 7 ORDER BY k DESC",
+    ] {
+        c.batch_execute("SET enable_seqscan = off").unwrap();
+        let rows = texts(&mut c, sql);
+        c.batch_execute("RESET ALL; SET enable_indexscan = off; SET enable_bitmapscan = off")
+            .unwrap();
+        assert_eq!(rows, texts(&mut c, sql), "{sql}");
+        c.batch_execute("RESET ALL").unwrap();
+    }
+    assert_verified(&mut c, "t_k");
+    // An append retrain keeps the pages and their inserted entries.
+    run_each(
+        &mut c,
+        "INSERT INTO t SELECT 1000000 + g FROM generate_series(1, 3000) g",
+    );
+    let path: String = c
+        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(path, "append");
+    assert_index_matches_table(
+        &mut c,
+        "t_k",
+        "SELECT k FROM t WHERE k > 390000 ORDER BY k",
+        "after an append",
+    );
+    assert_verified(&mut c, "t_k");
+}
