@@ -34,6 +34,7 @@ use crate::storage::buffer::{nblocks, BulkRead, Strategy};
 use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, FREE};
 use crate::storage::extents::{Extent, Extents, MAX_EXTENTS};
 use crate::storage::meta::META_BLOCK;
+use crate::storage::page::recycled_error;
 use crate::storage::run::{per_page, Section, SectionWriter, Tid, NULL_CAPACITY};
 use crate::storage::wal::Wal;
 use crate::storage::{model_pages, Buf, Meta};
@@ -209,6 +210,8 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
             }
         }
     }
+    let mut written = written;
+    written.merged += absorb_rounds(idx, next, &written, ring.get());
     pause_point("switch");
     let report = switch(idx, next, written, started, ring.get());
     pause_point("switched");
@@ -559,7 +562,7 @@ fn write_nulls(
 fn switch(
     idx: pg_sys::Relation,
     next: u32,
-    w: Written,
+    mut w: Written,
     started: pg_sys::TimestampTz,
     strategy: Strategy,
 ) -> Report {
@@ -578,6 +581,9 @@ fn switch(
     // learn the new run's last entry before it adds another (the rule its
     // cached open page relies on, src/am/insert.rs).
     delta::close_open(idx, &mut m, &meta_buf);
+    // What was inserted since the last round of `absorb_rounds`: little, and
+    // absorbed under the lock, so that no insert follows it unabsorbed.
+    w.merged += absorb(idx, &m, next, &w, strategy);
     m.prev_generation = m.generation;
     m.prev_key_width = m.key_width;
     m.prev_place = m.place;
@@ -635,6 +641,105 @@ fn switch(
         seconds: m.retrain_us as f64 / 1e6,
         path: w.path,
     }
+}
+
+/// Rounds of [`absorb`] before the switch, each after closing the delta
+/// pages open at its start: inserts go on into pages opened after it, so
+/// each round takes what was inserted during the one before, and the switch,
+/// which absorbs the rest under the metapage lock, finds little left.
+fn absorb_rounds(idx: pg_sys::Relation, next: u32, w: &Written, strategy: Strategy) -> u64 {
+    let mut moved = 0;
+    for _ in 0..ABSORB_ROUNDS {
+        {
+            let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
+            // SAFETY: block 0, pinned and exclusive-locked.
+            let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
+            delta::close_open(idx, &mut m, &meta_buf);
+        }
+        let n = absorb(idx, &Meta::read(idx), next, w, strategy);
+        moved += n;
+        if n < ABSORB_ENOUGH {
+            break;
+        }
+    }
+    moved
+}
+
+/// At most this many rounds before the switch ...
+const ABSORB_ROUNDS: usize = 4;
+/// ... and no more once a round moved fewer entries than this.
+const ABSORB_ENOUGH: u64 = 2000;
+
+/// Moves the entries of the delta pages closed since the freeze into the
+/// insert areas of the new run's pages, which nothing reads yet, and gives
+/// those delta pages the current generation's number (`delta::retag`): the
+/// current generation still reads them, the new one will not. Without it,
+/// rows inserted while a merge ran would spill in the generation it writes
+/// (random keys: every lookup would read them until the next merge).
+///
+/// A page moves whole or not at all: every entry must have a key, lie at or
+/// below the new run's last entry, belong to a page the new generation does
+/// not share with the current one, and find room there. Pages that do not
+/// carry over as before. Returns the entries moved.
+fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: Strategy) -> u64 {
+    let Some(last) = w.run_last else {
+        return 0;
+    };
+    let run = Section {
+        place: w.place,
+        first: 0,
+        pages: w.run_pages,
+        entries: w.run_entries,
+        width: w.width,
+        per_page: w.per_page,
+        generation: next,
+        base: w.run_base,
+    };
+    let model = ModelView::open(&w.model).expect("freshly trained model");
+    let mut moved = 0;
+    for d in delta::directory(idx, meta, strategy) {
+        if d.state != CLOSED
+            || d.generation < next
+            || d.has_nulls
+            || (d.min <= d.max && d.max > last.0)
+        {
+            continue;
+        }
+        let entries: Vec<(u64, Tid)> = DeltaPage::read(idx, d.blk, strategy)
+            .entries()
+            .map(|e| (e.key, e.tid))
+            .collect();
+        let mut targets: Vec<u32> = Vec::with_capacity(entries.len());
+        for &pair in &entries {
+            if pair > last {
+                break;
+            }
+            // The new pages are this retrain's own: nothing can reuse them.
+            let (pos, _) = run
+                .seek_pair(idx, pair, model.window(pair.0))
+                .unwrap_or_else(|_| recycled_error(idx));
+            targets.push(run.page_of(pos.min(run.entries - 1)));
+        }
+        if targets.len() < entries.len() || targets.iter().any(|&i| i < w.shared_pages) {
+            continue;
+        }
+        let mut need = targets.clone();
+        need.sort_unstable();
+        let fits = need
+            .chunk_by(|a, b| a == b)
+            .all(|same| run.read_with(idx, same[0], strategy).room() >= same.len());
+        if !fits {
+            continue;
+        }
+        for (&pair, &i) in entries.iter().zip(&targets) {
+            let mut page = run.open(idx, Buf::read_exclusive(idx, run.block(idx, i)), i);
+            page.add_inserted(idx, pair);
+        }
+        delta::retag(idx, &d, meta.generation);
+        moved += entries.len() as u64;
+        pgrx::check_for_interrupts!();
+    }
+    moved
 }
 
 /// Whether no running snapshot can still read the previous generation: the

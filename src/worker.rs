@@ -344,9 +344,10 @@ fn visit(oid: pg_sys::Oid) {
 }
 
 /// Whether the index takes part in retraining and its delta passed its
-/// threshold, or a tenth of it once entries inside the run spilled to the
-/// delta (their pages were full): from then on every lookup reads the delta,
-/// and a merge gives the run pages room again.
+/// threshold. Once entries inside the run spilled to the delta (their pages
+/// were full), every lookup reads the delta pages, so a couple of pages of
+/// them, or a tenth of the threshold, are enough: the merge gives the run
+/// pages room again.
 fn due(index: pg_sys::Relation) -> bool {
     // SAFETY: the index is open.
     let (enabled, threshold) = unsafe { retrain_settings(index) };
@@ -358,16 +359,15 @@ fn due(index: pg_sys::Relation) -> bool {
     let ring = BulkRead::new();
     let (delta_entries, _) = delta::count(index, &meta, ring.get());
     let fraction = delta_entries as f64 / (meta.run_entries + meta.null_entries).max(1) as f64;
-    let threshold = if meta.spilled != 0 {
-        threshold / SPILLED_DIVISOR
-    } else {
-        threshold
-    };
+    if meta.spilled != 0 {
+        return delta_entries >= SPILLED_ENTRIES || fraction >= threshold / 10.0;
+    }
     delta_entries > 0 && fraction >= threshold
 }
 
-/// How much sooner a spilled generation is retrained.
-const SPILLED_DIVISOR: f64 = 10.0;
+/// Delta entries past which a spilled index is retrained whatever its size:
+/// about two delta pages.
+const SPILLED_ENTRIES: u64 = 1024;
 
 /// Notes a skip for an index its table's lock kept from being retrained, if
 /// it was due (read under a share lock on the index alone; if even that is

@@ -252,3 +252,77 @@ fn full_pages_spill_and_a_merge_gives_them_room() {
     );
     assert_verified(&mut c, "t_k");
 }
+
+/// The advisory lock a retrain waits for at `learneddb.debug_retrain_pause`.
+const PAUSE_LOCK: i64 = 7_390_001;
+
+/// Rows inserted while a merge retrain runs go to the delta; before the
+/// switch the retrain moves them into the insert areas of the run it wrote,
+/// so the new generation does not start out spilled.
+#[test]
+fn rows_inserted_during_a_merge_move_into_the_new_run() {
+    let cluster = Cluster::start("insert_area_absorb", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g * 10 FROM generate_series(1, 40000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         INSERT INTO t SELECT g * 10 + 3 FROM generate_series(1, 40000, 9) g",
+    );
+    c.query_one("SELECT pg_advisory_lock($1)", &[&PAUSE_LOCK])
+        .unwrap();
+    let mut r = cluster.connect();
+    let pid = common::backend_pid(&mut r);
+    r.batch_execute("SET learneddb.debug_retrain_pause = 'write'")
+        .unwrap();
+    let retrainer = std::thread::spawn(move || -> (String, i64) {
+        let row = r
+            .query_one("SELECT path, delta_merged FROM learned_retrain('t_k')", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    });
+    common::wait_for("the retrain to pause after writing", 30, || {
+        c.query_one(
+            "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted",
+            &[&pid],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    });
+    // Scattered rows while the retrain waits.
+    run_each(
+        &mut c,
+        "INSERT INTO t SELECT g * 10 + 6 FROM generate_series(1, 40000, 23) g",
+    );
+    let during = one(
+        &mut c,
+        "SELECT delta_entries FROM learned_index_stats('t_k')",
+    );
+    assert!(
+        during > 1700,
+        "only {during} rows in the delta during the retrain"
+    );
+    c.query_one("SELECT pg_advisory_unlock($1)", &[&PAUSE_LOCK])
+        .unwrap();
+    let (path, merged) = retrainer.join().unwrap();
+    assert_eq!(path, "merge");
+    assert!(merged > 4444 + 1700, "{merged} entries merged");
+    let after = one(
+        &mut c,
+        "SELECT delta_entries FROM learned_index_stats('t_k')",
+    );
+    assert_eq!(
+        after, 0,
+        "rows inserted during the retrain left in the delta"
+    );
+    for sql in [
+        "SELECT k FROM t WHERE k % 10 = 6 ORDER BY k",
+        "SELECT k FROM t WHERE k BETWEEN 100000 AND 120000 ORDER BY k DESC",
+        "SELECT k FROM t WHERE k > 399000 ORDER BY k DESC",
+    ] {
+        assert_index_matches_table(&mut c, "t_k", sql, sql);
+    }
+    assert_verified(&mut c, "t_k");
+}

@@ -74,8 +74,8 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
     if spill {
         mark_spilled(rel, meta.generation);
     }
-    delta::insert(rel, Some(pair.0), pair.1);
-    settle(rel, pair, meta.generation);
+    let blk = delta::insert(rel, Some(pair.0), pair.1);
+    settle(rel, pair, blk, meta.generation);
 }
 
 /// Adds `pair` to the insert area of the run page that owns it; false if
@@ -113,12 +113,15 @@ fn mark_spilled(rel: pg_sys::Relation, generation: u32) {
     wal.finish();
 }
 
-/// After an entry went to the delta on what generation `routed` said: if a
-/// retrain switched generations meanwhile, the entry may sit in a delta page
-/// of the new one inside its run, so that generation is marked spilled too.
-/// Nothing can have read the entry yet (this transaction has not committed),
-/// so marking it now is in time.
-fn settle(rel: pg_sys::Relation, pair: (u64, Tid), mut routed: u32) {
+/// After an entry went to delta page `blk` on what generation `routed` said:
+/// if a retrain switched generations meanwhile, the entry may sit in a delta
+/// page of the new one inside its run, so that generation is marked spilled
+/// too. Nothing can have read the entry yet (this transaction has not
+/// committed), so marking it now is in time. Not when the retrain took the
+/// page into its run (merged, or moved before the switch): the page then
+/// carries an older generation. (Were it emptied and reused since, it would
+/// carry a newer one, and the mark would only be in vain.)
+fn settle(rel: pg_sys::Relation, pair: (u64, Tid), blk: pg_sys::BlockNumber, mut routed: u32) {
     loop {
         let m = Meta::read(rel);
         if m.generation == routed {
@@ -126,6 +129,14 @@ fn settle(rel: pg_sys::Relation, pair: (u64, Tid), mut routed: u32) {
         }
         routed = m.generation;
         if m.spilled != 0 || m.run_last().is_none_or(|last| pair > last) {
+            return;
+        }
+        let page = Buf::read_shared(rel, blk);
+        // SAFETY: the page is pinned and share-locked; only its special
+        // space is read, which every page of the index has.
+        let tag = unsafe { crate::storage::page::opaque(page.page()).generation };
+        drop(page);
+        if tag < routed {
             return;
         }
         mark_spilled(rel, routed);

@@ -452,7 +452,15 @@ impl RunPage {
 
     /// Whether the insert area has room for one more entry.
     pub fn has_room(&self) -> bool {
-        self.ins_at - (self.tids_at + 6 * self.count) >= INSERTED && self.width != 0
+        self.room() > 0
+    }
+
+    /// How many more entries the insert area has room for.
+    pub fn room(&self) -> usize {
+        if self.width == 0 {
+            return 0;
+        }
+        (self.ins_at - (self.tids_at + 6 * self.count)) / INSERTED
     }
 
     pub fn buf(&self) -> &Buf {
@@ -565,9 +573,6 @@ pub struct SectionWriter {
     tids: Vec<Tid>,
     /// Slots of the page being filled that are written tombstoned.
     dead: Vec<usize>,
-    /// Insert-area entries the page being filled keeps (an append retrain's
-    /// copy of the run's last page).
-    inserted: Vec<(u64, Tid)>,
     /// The last entry written before the page being filled.
     fence: Option<(u64, Tid)>,
     pub pages: u32,
@@ -607,7 +612,6 @@ impl SectionWriter {
             keys: Vec::with_capacity(per_page),
             tids: Vec::with_capacity(per_page),
             dead: Vec::new(),
-            inserted: Vec::new(),
             fence: None,
             pages: 0,
             entries: 0,
@@ -649,18 +653,6 @@ impl SectionWriter {
         self.push(key, tid)
     }
 
-    /// Keeps (key, TID) in the insert area of the page being filled, which
-    /// must own it: the caller pushes the entries the page ends with next.
-    /// False when the page has no room for it.
-    pub fn keep_inserted(&mut self, key: u64, tid: Tid) -> bool {
-        let n = self.per_page as u32;
-        if used(n, self.width) + INSERTED * (self.inserted.len() + 1) > CONTENT {
-            return false;
-        }
-        self.inserted.push((key, tid));
-        true
-    }
-
     /// The entries not yet written to a page.
     pub fn pending(&self) -> impl Iterator<Item = (u64, Tid)> + '_ {
         self.keys.iter().copied().zip(self.tids.iter().copied())
@@ -692,14 +684,8 @@ impl SectionWriter {
         let n = self.keys.len();
         let keys_at = HEADER + bitmap_len(n as u32);
         let tids_at = keys_at + n * self.width as usize;
-        let inserted = std::mem::take(&mut self.inserted);
-        assert!(
-            used(n as u32, self.width) + INSERTED * inserted.len() <= CONTENT,
-            "checked by keep_inserted"
-        );
         // SAFETY: the page is pinned and exclusive-locked; all writes stay
-        // below `used(n) <= CONTENT` (const assertions above), and the insert
-        // area was checked to fit above it.
+        // below `used(n) <= CONTENT` (const assertions above).
         unsafe {
             let page = buf.page();
             page::init(page, kind, self.generation, used(n as u32, self.width));
@@ -735,9 +721,6 @@ impl SectionWriter {
                     .write_unaligned(tid_to_ptr(t));
             }
             set_dead(page, &self.dead);
-            if !inserted.is_empty() {
-                write_inserted(page, &inserted);
-            }
             pg_sys::MarkBufferDirty(buf.buffer());
         }
         if self.width != 0 {
@@ -754,25 +737,4 @@ impl SectionWriter {
         self.flush();
         (self.pages, self.entries)
     }
-}
-
-/// Writes `entries` as the insert area of a freshly formatted run page.
-///
-/// # Safety
-/// `page` must be a writable run page with room for them above `pd_lower`.
-unsafe fn write_inserted(page: pg_sys::Page, entries: &[(u64, Tid)]) {
-    let header = page as *mut pg_sys::PageHeaderData;
-    let special = PAGE_HEADER + CONTENT;
-    let raw = page as *mut u8;
-    for (i, &(key, tid)) in entries.iter().enumerate() {
-        let at = raw.add(special - INSERTED * (i + 1));
-        at.cast::<u64>().write_unaligned(key);
-        at.add(8)
-            .cast::<pg_sys::ItemPointerData>()
-            .write_unaligned(tid_to_ptr(tid));
-    }
-    (*header).pd_upper = (special - INSERTED * entries.len()) as u16;
-    let mut h: RunHeader = page::read_header(page);
-    h.ins = entries.len() as u16;
-    page::write_header(page, &h);
 }

@@ -30,7 +30,8 @@ enum Added {
 /// is still open and has room: a page is open exactly while the metapage lists
 /// it, and a page closed by a retrain's freeze says so. Only when it is not,
 /// or another backend holds it, does the insert read the metapage.
-pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) {
+/// Returns the page the entry went to.
+pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) -> pg_sys::BlockNumber {
     let e = DeltaEntry {
         key: key.unwrap_or(0),
         tid,
@@ -42,7 +43,7 @@ pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) {
         let mut buf = Buf::read(rel, last.blk);
         if buf.try_lock_exclusive() {
             if let Added::Yes = add(rel, buf, last, &e) {
-                return;
+                return last.blk;
             }
         }
     }
@@ -85,7 +86,7 @@ pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) {
             Added::Yes => {
                 // SAFETY: the reference does not outlive this statement.
                 unsafe { amcache::get(rel).open = p };
-                return;
+                return p.blk;
             }
             Added::NeedsPage(blk) => open_page(rel, Some(blk)),
         }

@@ -15,7 +15,7 @@ mod vacuum;
 
 pub use directory::{directory, DirEntry, DirPage};
 pub use insert::{close_open, freeze, insert, insert_into_open};
-pub use vacuum::{bulk_delete, discard};
+pub use vacuum::{bulk_delete, discard, retag};
 
 use super::buffer::Strategy;
 use super::page::{self, corrupt, PageKind, CONTENT, PAGE_HEADER};

@@ -106,3 +106,34 @@ pub fn discard(rel: pg_sys::Relation, d: &directory::DirEntry) {
     }
     wal.finish();
 }
+
+/// Gives closed delta page `d` generation `generation`, below the one a
+/// retrain is about to switch to: the retrain moved its entries into the new
+/// run, so the new generation must not read them twice, while the current
+/// one, which reads pages of its own number and above, still reads them.
+/// One WAL record: the page and its directory entry.
+pub fn retag(rel: pg_sys::Relation, d: &directory::DirEntry, generation: u32) {
+    let page = DeltaPage::open(rel, crate::storage::Buf::read_exclusive(rel, d.blk));
+    let h = page.header();
+    let dir = DirPage::read_exclusive(rel, d.dir_blk);
+    let entry = dir.entry(rel, d.slot);
+    if entry.blk != d.blk || h.state != CLOSED || entry.state != CLOSED {
+        crate::storage::page::corrupt(rel, d.dir_blk, "a retrain's delta page changed under it");
+    }
+    let mut wal = Wal::start(rel);
+    let image = wal.page(page.buf(), false);
+    let dimage = wal.page(dir.buf(), false);
+    // SAFETY: WAL images of the two pages locked above; the slot was checked.
+    unsafe {
+        crate::storage::page::set_generation(image, generation);
+        directory::set_entry(
+            dimage,
+            d.slot,
+            (d.blk, generation),
+            CLOSED,
+            entry.has_nulls,
+            (entry.min, entry.max),
+        );
+    }
+    wal.finish();
+}
