@@ -238,9 +238,6 @@ fn committed_rows_survive_crashes() {
     assert_verified(&mut c, "u_v");
 }
 
-/// The advisory lock a retrain waits for at `learneddb.debug_retrain_pause`.
-const PAUSE_LOCK: i64 = 7_390_001;
-
 /// SIGKILL during a retrain, at each of its stages, for a retrain that
 /// merges (random keys) and one that appends (increasing keys). The retrain
 /// is stopped at the stage by `learneddb.debug_retrain_pause`, which makes it
@@ -288,7 +285,7 @@ fn retrains_survive_a_crash_at_each_stage() {
                     ),
                 );
             }
-            c.query_one("SELECT pg_advisory_lock($1)", &[&PAUSE_LOCK])
+            c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
                 .unwrap();
             let mut r = cluster.connect();
             let pid = common::backend_pid(&mut r);
@@ -299,15 +296,7 @@ fn retrains_survive_a_crash_at_each_stage() {
                 r.batch_execute(&format!("SELECT learned_retrain('{index}')"))
                     .is_err()
             });
-            common::wait_for(&format!("the retrain to pause at {stage}"), 30, || {
-                c.query_one(
-                    "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted",
-                    &[&pid],
-                )
-                .unwrap()
-                .get::<_, i64>(0)
-                    == 1
-            });
+            common::wait_for_pause(&mut c, pid, &format!("the retrain to pause at {stage}"));
             // Rows committed while the retrain is stopped.
             c.batch_execute(&format!("INSERT INTO {table} {}", key(30001, 30500)))
                 .unwrap();

@@ -3,25 +3,7 @@
 
 mod common;
 
-use common::{assert_index_matches_table, assert_verified, run_each, texts, Cluster};
-
-/// Index blocks read (hit or not) by `sql`, from `pg_statio_user_indexes`.
-fn index_blocks(c: &mut postgres::Client, index: &str, sql: &str) -> i64 {
-    let read = |c: &mut postgres::Client| -> i64 {
-        c.batch_execute("SELECT pg_stat_force_next_flush()")
-            .unwrap();
-        c.query_one(
-            "SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = $1",
-            &[&index],
-        )
-        .unwrap()
-        .get(0)
-    };
-    let before = read(c);
-    c.batch_execute(sql).unwrap();
-    let after = read(c);
-    after - before
-}
+use common::{assert_index_matches_table, assert_verified, index_blocks, run_each, texts, Cluster};
 
 fn count(c: &mut postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).unwrap().get(0)

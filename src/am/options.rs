@@ -137,12 +137,16 @@ pub unsafe extern "C-unwind" fn amoptions(
 /// # Safety
 /// `index` must be an open index relation of this access method.
 pub unsafe fn target_window(index: pg_sys::Relation) -> u32 {
-    let opts = (*index).rd_options as *const Options;
-    if opts.is_null() {
-        DEFAULT_TARGET_WINDOW as u32
-    } else {
-        (*opts).target_window as u32
-    }
+    options(index).map_or(DEFAULT_TARGET_WINDOW as u32, |o| o.target_window as u32)
+}
+
+/// The index's parsed reloptions; `None` when none were given.
+///
+/// # Safety
+/// `index` must be an open index relation of this access method; the
+/// reference lives no longer than its relcache entry.
+unsafe fn options<'a>(index: pg_sys::Relation) -> Option<&'a Options> {
+    ((*index).rd_options as *const Options).as_ref()
 }
 
 /// The worker's settings for an index: whether to retrain it, and past which
@@ -151,13 +155,10 @@ pub unsafe fn target_window(index: pg_sys::Relation) -> u32 {
 /// # Safety
 /// `index` must be an open index relation of this access method.
 pub unsafe fn retrain_settings(index: pg_sys::Relation) -> (bool, Option<f64>) {
-    let opts = (*index).rd_options as *const Options;
-    if opts.is_null() {
-        (true, None)
-    } else {
-        let t = (*opts).retrain_threshold;
-        ((*opts).retrain, (t >= 0.0).then_some(t))
-    }
+    options(index).map_or((true, None), |o| {
+        let t = o.retrain_threshold;
+        (o.retrain, (t >= 0.0).then_some(t))
+    })
 }
 
 /// The percent of each run page a build or retrain fills: the `fillfactor`
@@ -168,8 +169,7 @@ pub unsafe fn retrain_settings(index: pg_sys::Relation) -> (bool, Option<f64>) {
 /// # Safety
 /// `index` must be an open index relation of this access method.
 pub unsafe fn fillfactor(index: pg_sys::Relation, scattered: bool) -> u32 {
-    let opts = (*index).rd_options as *const Options;
-    match opts.as_ref().map(|o| o.fillfactor) {
+    match options(index).map(|o| o.fillfactor) {
         Some(f) if f > 0 => (f as u32).max(10),
         _ if scattered => SCATTERED_FILLFACTOR,
         _ => 100,

@@ -611,20 +611,24 @@ impl ScanState {
     fn merge(&mut self, b: Bounds, pin: Option<HeldPin>, forward: bool) {
         if !self.ins_items.is_empty() {
             // The page's inserted entries join its run slice in order.
+            // Sorted, then merged in place from the back: no allocation
+            // once the scratch vectors have grown.
             self.ins_items.sort_unstable();
-            let run = std::mem::take(&mut self.run_items);
-            let (mut r, mut i) = (run.iter().peekable(), self.ins_items.iter().peekable());
-            while let (Some(&&a), Some(&&c)) = (r.peek(), i.peek()) {
-                if a < c {
-                    self.run_items.push(a);
-                    r.next();
+            let (n, m) = (self.run_items.len(), self.ins_items.len());
+            self.run_items.resize(n + m, (0, 0));
+            let (mut r, mut i) = (n, m);
+            for out in (0..n + m).rev() {
+                if i == 0 {
+                    break;
+                }
+                if r > 0 && self.run_items[r - 1] > self.ins_items[i - 1] {
+                    self.run_items[out] = self.run_items[r - 1];
+                    r -= 1;
                 } else {
-                    self.run_items.push(c);
-                    i.next();
+                    self.run_items[out] = self.ins_items[i - 1];
+                    i -= 1;
                 }
             }
-            self.run_items.extend(r.copied());
-            self.run_items.extend(i.copied());
             self.ins_items.clear();
         }
         self.items.clear();

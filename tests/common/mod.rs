@@ -293,3 +293,37 @@ pub fn db_message(e: &postgres::Error) -> String {
         None => e.to_string(),
     }
 }
+
+/// Index blocks read (hit or not) by `sql`, from `pg_statio_user_indexes`.
+pub fn index_blocks(c: &mut postgres::Client, index: &str, sql: &str) -> i64 {
+    let read = |c: &mut postgres::Client| -> i64 {
+        c.batch_execute("SELECT pg_stat_force_next_flush()")
+            .unwrap();
+        c.query_one(
+            "SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = $1",
+            &[&index],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = read(c);
+    c.batch_execute(sql).unwrap();
+    read(c) - before
+}
+
+/// The advisory lock a retrain waits for at `learneddb.debug_retrain_pause`.
+pub const PAUSE_LOCK: i64 = 7_390_001;
+
+/// Waits until backend `pid` waits for an advisory lock: a retrain stopped
+/// at the stage `learneddb.debug_retrain_pause` names.
+pub fn wait_for_pause(c: &mut postgres::Client, pid: i32, what: &str) {
+    wait_for(what, 30, || {
+        c.query_one(
+            "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted",
+            &[&pid],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    });
+}
