@@ -3,6 +3,7 @@
 
 pub mod amcache;
 pub mod buffer;
+pub mod codec;
 pub mod delta;
 pub mod extents;
 pub mod meta;

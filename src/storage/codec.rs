@@ -1,0 +1,595 @@
+//! The encoding of run entries: groups of up to [`GROUP`] sorted (key, TID)
+//! pairs, each encoded on its own so that a lookup decodes one group, not a
+//! page. Free of pgrx, so that it is tested with plain `cargo test`.
+//!
+//! A group's first key is not in its bytes (the page keeps it in its group
+//! table, where a lookup finds the group without decoding anything). The rest
+//! is one byte of modes, then the keys, then the TIDs, each stream as a few
+//! LEB128 parameters and bit-packed values (least significant bit first, each
+//! array starting on a byte boundary). The encoder tries every mode that
+//! applies and keeps the smallest:
+//!
+//! Keys (ascending):
+//! - **delta**: the gaps between neighbours, less the smallest gap. Keys that
+//!   grow by 1..8 cost 3 bits; uniform 64-bit keys cost the bits of their
+//!   largest gap.
+//! - **runs**: each run of equal keys once, as (gap to the previous run's
+//!   key, length). A group of duplicates costs a few bytes in all.
+//!
+//! TIDs (a heap block and a line pointer offset):
+//! - **frame**: block and offset less the group's smallest of each: random
+//!   heap order, the bits of the table's size.
+//! - **ascending**: for TIDs that only grow, block gaps, and per entry the
+//!   offset gap on the same block or the offset itself on a new one: a heap
+//!   in key order costs about a bit an entry, however full its pages are.
+//! - **line**: TIDs as positions on a line of `k` slots a block (`k` the
+//!   largest offset of the group), zigzag-coded gaps: a heap almost in key
+//!   order (timestamps with jitter) costs the bits of how far rows moved.
+//!
+//! An encoded group is never larger than [`MAX_ENCODED`] bytes, whatever the
+//! data (the frame and delta modes always apply), and decoding checks every
+//! length and value against the bytes it was given: damaged bytes are an
+//! error, never a wrong entry out of range or a read outside the slice.
+
+/// Entries in a full group.
+pub const GROUP: usize = 128;
+
+/// A heap TID as a sortable integer: block in the high bits, offset in the
+/// low 16 (as `run::Tid`).
+pub type Tid = u64;
+
+/// Bytes an encoded group may take at most: modes, parameters, 64-bit key
+/// gaps and 32-bit blocks with 16-bit offsets.
+pub const MAX_ENCODED: usize = 1 + 3 * 10 + 2 + 4 * 10 + 3 + (GROUP * (64 + 32 + 16)).div_ceil(8);
+
+/// The bytes do not decode: the page holding them is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "run entry encoding is damaged: {}", self.0)
+    }
+}
+
+const KEYS_RUNS: u8 = 1;
+const TIDS_SHIFT: u8 = 1;
+const TIDS_FRAME: u8 = 0;
+const TIDS_ASCENDING: u8 = 1;
+const TIDS_LINE: u8 = 2;
+const MODE_BITS: u8 = 0b111;
+
+fn block(t: Tid) -> u64 {
+    t >> 16
+}
+
+fn offset(t: Tid) -> u64 {
+    t & 0xFFFF
+}
+
+fn width(range: u64) -> u8 {
+    (64 - range.leading_zeros()) as u8
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Values less their minimum, packed at the width of their range.
+struct Packed {
+    min: u64,
+    width: u8,
+}
+
+impl Packed {
+    fn of(values: &[u64]) -> Packed {
+        let min = values.iter().copied().min().unwrap_or(0);
+        let max = values.iter().copied().max().unwrap_or(0);
+        Packed {
+            min,
+            width: width(max - min),
+        }
+    }
+
+    /// Bytes of the parameters and of `n` values.
+    fn len(&self, n: usize) -> usize {
+        varint_len(self.min) + 1 + (n * self.width as usize).div_ceil(8)
+    }
+
+    fn write(&self, values: &[u64], out: &mut Vec<u8>) {
+        put_varint(out, self.min);
+        out.push(self.width);
+        let w = self.width as u32;
+        if w == 0 {
+            return;
+        }
+        let mut acc: u128 = 0;
+        let mut bits = 0u32;
+        for &v in values {
+            acc |= ((v - self.min) as u128) << bits;
+            bits += w;
+            while bits >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                bits -= 8;
+            }
+        }
+        if bits > 0 {
+            out.push(acc as u8);
+        }
+    }
+}
+
+/// Encodes `keys` (ascending) and their `tids` (ascending among equal keys),
+/// at most [`GROUP`] of them, appending to `out`; the first key is not
+/// written (see the module comment).
+pub fn encode(keys: &[u64], tids: &[Tid], out: &mut Vec<u8>) {
+    let n = keys.len();
+    assert!(n > 0 && n <= GROUP && tids.len() == n);
+    debug_assert!(keys.windows(2).all(|w| w[0] <= w[1]));
+    let mode_at = out.len();
+    out.push(0);
+    let keys_mode = encode_keys(keys, out);
+    let tids_mode = encode_tids(tids, out);
+    out[mode_at] = keys_mode | tids_mode << TIDS_SHIFT;
+}
+
+fn encode_keys(keys: &[u64], out: &mut Vec<u8>) -> u8 {
+    let gaps: Vec<u64> = keys.windows(2).map(|w| w[1] - w[0]).collect();
+    let delta = Packed::of(&gaps);
+    let mut runs: Vec<u64> = Vec::new(); // gaps between runs' keys
+    let mut lens: Vec<u64> = Vec::new(); // run lengths less one
+    let mut start = 0;
+    for i in 1..=keys.len() {
+        if i == keys.len() || keys[i] != keys[start] {
+            if start > 0 {
+                runs.push(keys[start] - keys[start - 1]);
+            }
+            lens.push((i - start - 1) as u64);
+            start = i;
+        }
+    }
+    // The last run's length follows from the others'.
+    lens.pop();
+    let (rp, lp) = (Packed::of(&runs), Packed::of(&lens));
+    if 1 + rp.len(runs.len()) + lp.len(lens.len()) < delta.len(gaps.len()) {
+        out.push(runs.len() as u8);
+        rp.write(&runs, out);
+        lp.write(&lens, out);
+        KEYS_RUNS
+    } else {
+        delta.write(&gaps, out);
+        0
+    }
+}
+
+fn encode_tids(tids: &[Tid], out: &mut Vec<u8>) -> u8 {
+    let n = tids.len();
+    let blocks: Vec<u64> = tids.iter().map(|&t| block(t)).collect();
+    let offsets: Vec<u64> = tids.iter().map(|&t| offset(t)).collect();
+    let (fb, fo) = (Packed::of(&blocks), Packed::of(&offsets));
+    let mut best = (fb.len(n) + fo.len(n), TIDS_FRAME);
+
+    let ascending = tids.windows(2).all(|w| w[0] < w[1]);
+    let (mut ab, mut ao) = (Vec::new(), Vec::new());
+    if ascending && n > 1 {
+        for w in tids.windows(2) {
+            let gap = block(w[1]) - block(w[0]);
+            ab.push(gap);
+            ao.push(if gap == 0 {
+                offset(w[1]) - offset(w[0])
+            } else {
+                offset(w[1])
+            });
+        }
+        let len = varint_len(block(tids[0]))
+            + varint_len(offset(tids[0]))
+            + Packed::of(&ab).len(n - 1)
+            + Packed::of(&ao).len(n - 1);
+        if len < best.0 {
+            best = (len, TIDS_ASCENDING);
+        }
+    }
+
+    // Positions on a line of `k` slots a block, relative to the first TID.
+    let k = offsets.iter().copied().max().unwrap_or(0);
+    let mut line = Vec::new();
+    if n > 1 && k > 0 && offsets.iter().all(|&o| o > 0) {
+        let pos =
+            |t: Tid| (block(t) as i128 - block(tids[0]) as i128) * k as i128 + offset(t) as i128;
+        let mut fits = true;
+        for w in tids.windows(2) {
+            let gap = pos(w[1]) - pos(w[0]);
+            fits &= gap.unsigned_abs() < (1u128 << 62);
+            line.push(zigzag(gap as i64));
+        }
+        if fits {
+            let len = varint_len(block(tids[0]))
+                + varint_len(offset(tids[0]))
+                + varint_len(k)
+                + Packed::of(&line).len(n - 1);
+            if len < best.0 {
+                best = (len, TIDS_LINE);
+            }
+        }
+    }
+
+    match best.1 {
+        TIDS_FRAME => {
+            fb.write(&blocks, out);
+            fo.write(&offsets, out);
+        }
+        TIDS_ASCENDING => {
+            put_varint(out, block(tids[0]));
+            put_varint(out, offset(tids[0]));
+            Packed::of(&ab).write(&ab, out);
+            Packed::of(&ao).write(&ao, out);
+        }
+        _ => {
+            put_varint(out, block(tids[0]));
+            put_varint(out, offset(tids[0]));
+            put_varint(out, k);
+            Packed::of(&line).write(&line, out);
+        }
+    }
+    best.1
+}
+
+/// Reads what [`encode`] wrote, checking every bound.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, Malformed> {
+        let b = *self.bytes.get(self.at).ok_or(Malformed("truncated"))?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, Malformed> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= ((b & 0x7F) as u64) << shift;
+            if b < 0x80 {
+                if shift == 63 && b > 1 {
+                    break;
+                }
+                return Ok(v);
+            }
+        }
+        Err(Malformed("a parameter overflows"))
+    }
+
+    /// Unpacks `out.len()` values of a [`Packed`] array, adding its minimum.
+    fn unpack(&mut self, out: &mut [u64]) -> Result<(), Malformed> {
+        let min = self.varint()?;
+        let w = self.byte()? as u32;
+        if w > 64 {
+            return Err(Malformed("a width exceeds 64 bits"));
+        }
+        if w == 0 {
+            out.fill(min);
+            return Ok(());
+        }
+        let len = (out.len() * w as usize).div_ceil(8);
+        let src = self
+            .bytes
+            .get(self.at..self.at + len)
+            .ok_or(Malformed("truncated"))?;
+        self.at += len;
+        let mask = if w == 64 { u64::MAX } else { (1u64 << w) - 1 };
+        let (mut acc, mut bits, mut i) = (0u128, 0u32, 0usize);
+        for v in out.iter_mut() {
+            while bits < w {
+                // Eight bytes at a time while they last, then one.
+                if let Some(chunk) = src.get(i..i + 8) {
+                    let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                    acc |= (word as u128) << bits;
+                    i += 8;
+                    bits += 64;
+                } else {
+                    acc |= (src[i] as u128) << bits;
+                    i += 1;
+                    bits += 8;
+                }
+            }
+            *v = (acc as u64 & mask).wrapping_add(min);
+            acc >>= w;
+            bits -= w;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a group of `keys.len()` entries whose first key is `first` from
+/// exactly `bytes`, into `keys` and `tids`.
+pub fn decode(
+    bytes: &[u8],
+    first: u64,
+    keys: &mut [u64],
+    tids: &mut [Tid],
+) -> Result<(), Malformed> {
+    let n = keys.len();
+    if n == 0 || n > GROUP || tids.len() != n {
+        return Err(Malformed("group size out of range"));
+    }
+    let mut r = Reader { bytes, at: 0 };
+    let mode = r.byte()?;
+    if mode & !MODE_BITS != 0 || mode >> TIDS_SHIFT > TIDS_LINE {
+        return Err(Malformed("unknown mode"));
+    }
+    decode_keys(&mut r, mode & KEYS_RUNS != 0, first, keys)?;
+    decode_tids(&mut r, mode >> TIDS_SHIFT, tids)?;
+    if r.at != bytes.len() {
+        return Err(Malformed("group length does not match its contents"));
+    }
+    Ok(())
+}
+
+fn decode_keys(r: &mut Reader, runs: bool, first: u64, keys: &mut [u64]) -> Result<(), Malformed> {
+    let n = keys.len();
+    keys[0] = first;
+    let mut overflow = false;
+    if !runs {
+        r.unpack(&mut keys[1..])?;
+        for i in 1..n {
+            let (k, o) = keys[i - 1].overflowing_add(keys[i]);
+            keys[i] = k;
+            overflow |= o;
+        }
+    } else {
+        let m = r.byte()? as usize;
+        if m >= n {
+            return Err(Malformed("more key runs than entries"));
+        }
+        let mut gaps = [0u64; GROUP];
+        let mut lens = [0u64; GROUP];
+        r.unpack(&mut gaps[..m])?;
+        r.unpack(&mut lens[..m])?;
+        let (mut at, mut key) = (0usize, first);
+        for j in 0..=m {
+            if j > 0 {
+                let (k, o) = key.overflowing_add(gaps[j - 1]);
+                key = k;
+                overflow |= o;
+            }
+            let len = if j < m {
+                lens[j]
+                    .checked_add(1)
+                    .map_or(usize::MAX, |l| l.min(n as u64) as usize)
+            } else {
+                n.saturating_sub(at)
+            };
+            if len == 0 || at + len > n {
+                return Err(Malformed("key runs do not add up to the group"));
+            }
+            keys[at..at + len].fill(key);
+            at += len;
+        }
+    }
+    if overflow {
+        return Err(Malformed("a key overflows"));
+    }
+    Ok(())
+}
+
+fn check_tid(block: u64, offset: u64) -> Result<Tid, Malformed> {
+    if block > u32::MAX as u64 || offset > 0xFFFF {
+        return Err(Malformed("a TID is out of range"));
+    }
+    Ok(block << 16 | offset)
+}
+
+fn decode_tids(r: &mut Reader, mode: u8, tids: &mut [Tid]) -> Result<(), Malformed> {
+    let n = tids.len();
+    let mut a = [0u64; GROUP];
+    match mode {
+        TIDS_FRAME => {
+            r.unpack(&mut a[..n])?;
+            r.unpack(&mut tids[..])?;
+            for i in 0..n {
+                tids[i] = check_tid(a[i], tids[i])?;
+            }
+        }
+        TIDS_ASCENDING => {
+            let (mut b, mut o) = (r.varint()?, r.varint()?);
+            r.unpack(&mut a[..n - 1])?;
+            r.unpack(&mut tids[1..])?;
+            tids[0] = check_tid(b, o)?;
+            for i in 1..n {
+                let gap = a[i - 1];
+                b = b.checked_add(gap).ok_or(Malformed("a block overflows"))?;
+                o = if gap == 0 {
+                    o.checked_add(tids[i])
+                        .ok_or(Malformed("an offset overflows"))?
+                } else {
+                    tids[i]
+                };
+                tids[i] = check_tid(b, o)?;
+            }
+        }
+        _ => {
+            let (b0, o0, k) = (r.varint()?, r.varint()?, r.varint()?);
+            if k == 0 || k > 0xFFFF || b0 > u32::MAX as u64 {
+                return Err(Malformed("a line parameter is out of range"));
+            }
+            r.unpack(&mut a[..n - 1])?;
+            tids[0] = check_tid(b0, o0)?;
+            // Position on the line relative to block b0; stays within i128.
+            let mut pos = o0 as i128;
+            for i in 1..n {
+                pos += unzigzag(a[i - 1]) as i128;
+                let rel = (pos - 1).div_euclid(k as i128);
+                let off = (pos - 1).rem_euclid(k as i128) + 1;
+                let blk = b0 as i128 + rel;
+                if !(0..=u32::MAX as i128).contains(&blk) {
+                    return Err(Malformed("a block is out of range"));
+                }
+                tids[i] = check_tid(blk as u64, off as u64)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn roundtrip(keys: &[u64], tids: &[Tid]) -> usize {
+        let mut out = Vec::new();
+        encode(keys, tids, &mut out);
+        assert!(out.len() <= MAX_ENCODED, "{} bytes", out.len());
+        let (mut k, mut t) = (vec![0; keys.len()], vec![0; keys.len()]);
+        decode(&out, keys[0], &mut k, &mut t).expect("decodes");
+        assert_eq!(k, keys);
+        assert_eq!(t, tids);
+        // Shorter or longer bytes are an error, not a wrong group.
+        assert!(decode(&out[..out.len() - 1], keys[0], &mut k, &mut t).is_err());
+        let mut longer = out.clone();
+        longer.push(0);
+        assert!(decode(&longer, keys[0], &mut k, &mut t).is_err());
+        out.len()
+    }
+
+    /// (key, TID) pairs sorted as a run holds them.
+    fn sorted(mut pairs: Vec<(u64, Tid)>) -> (Vec<u64>, Vec<Tid>) {
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs.into_iter().unzip()
+    }
+
+    fn tid(block: u64, offset: u64) -> Tid {
+        block << 16 | offset
+    }
+
+    fn any_tid() -> impl Strategy<Value = Tid> {
+        prop_oneof![
+            (0u64..=u32::MAX as u64, 0u64..=0xFFFF).prop_map(|(b, o)| tid(b, o)),
+            (0u64..50, 1u64..300).prop_map(|(b, o)| tid(b, o)),
+        ]
+    }
+
+    fn any_key() -> impl Strategy<Value = u64> {
+        prop_oneof![any::<u64>(), 0u64..1000, Just(0), Just(u64::MAX)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any sorted group decodes to exactly what was encoded.
+        #[test]
+        fn any_group_roundtrips(pairs in vec((any_key(), any_tid()), 1..=GROUP)) {
+            let (keys, tids) = sorted(pairs);
+            roundtrip(&keys, &tids);
+        }
+
+        /// Keys with small gaps and a heap in key order: the case the
+        /// ascending mode is for.
+        #[test]
+        fn ordered_heaps_roundtrip(start in any::<u64>(), gaps in vec(0u64..9, GROUP),
+                                   b0 in 0u64..1_000_000, per_block in 1u64..300, skip in 0u64..3) {
+            let mut keys = Vec::new();
+            let mut k = start;
+            for g in gaps {
+                k = k.saturating_add(g);
+                keys.push(k);
+            }
+            let tids: Vec<Tid> = (0..GROUP as u64)
+                .map(|i| tid(b0 + i / per_block * (1 + skip), 1 + i % per_block))
+                .collect();
+            roundtrip(&keys, &tids);
+        }
+
+        /// Changing any byte never panics and never decodes past the slice.
+        #[test]
+        fn damaged_bytes_are_an_error_or_a_group(pairs in vec((any_key(), any_tid()), 1..=GROUP),
+                                                 at in any::<prop::sample::Index>(), xor in 1u8..=255) {
+            let (keys, tids) = sorted(pairs);
+            let mut out = Vec::new();
+            encode(&keys, &tids, &mut out);
+            let i = at.index(out.len());
+            out[i] ^= xor;
+            let (mut k, mut t) = (vec![0; keys.len()], vec![0; keys.len()]);
+            if decode(&out, keys[0], &mut k, &mut t).is_ok() {
+                prop_assert!(t.iter().all(|&t| block(t) <= u32::MAX as u64));
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_follow_the_data() {
+        let n = GROUP as u64;
+        // Unique keys growing by 1..8, heap in key order, 226 rows a block.
+        let keys: Vec<u64> = (0..n).map(|i| 1000 + i * 4 + i % 5).collect();
+        let tids: Vec<Tid> = (0..n)
+            .map(|i| tid(7 + (i + 100) / 226, 1 + (i + 100) % 226))
+            .collect();
+        let len = roundtrip(&keys, &tids);
+        assert!(len * 8 <= 5 * GROUP, "{len} bytes");
+        // Pages of varying fill in key order cost no more.
+        let tids: Vec<Tid> = (0..n)
+            .map(|i| tid(7 + i / 30, 1 + i % 30 + (i / 30) % 3))
+            .collect();
+        assert!(roundtrip(&keys, &tids) * 8 <= 6 * GROUP);
+        // One key: the runs mode.
+        let keys = vec![42; GROUP];
+        let tids: Vec<Tid> = (0..n).map(|i| tid(i * 97 % 50_000, 1 + i % 200)).collect();
+        let sorted_tids = {
+            let mut t = tids.clone();
+            t.sort_unstable();
+            t
+        };
+        let len = roundtrip(&keys, &sorted_tids);
+        assert!(len * 8 <= 25 * GROUP, "{len} bytes");
+        // Random heap order: the frame mode, the bits of the table's size.
+        let keys: Vec<u64> = (0..n).map(|i| i * 3).collect();
+        let tids: Vec<Tid> = (0..n)
+            .map(|i| tid(i * 7919 % 44_000, 1 + i * 31 % 226))
+            .collect();
+        let len = roundtrip(&keys, &tids);
+        assert!(len * 8 <= (3 + 16 + 8 + 1) * GROUP, "{len} bytes");
+        // A heap almost in key order (rows moved by a few places): the line mode.
+        let tids: Vec<Tid> = (0..n)
+            .map(|i| {
+                let j = (i ^ 1).min(n - 1);
+                tid(3 + j / 136, 1 + j % 136)
+            })
+            .collect();
+        let len = roundtrip(&keys, &tids);
+        assert!(len * 8 <= (3 + 3 + 1) * GROUP, "{len} bytes");
+        // The worst case stays within the bound.
+        let keys: Vec<u64> = (0..n).map(|i| i << 56).collect();
+        let tids: Vec<Tid> = (0..n)
+            .map(|i| tid(u32::MAX as u64 - i * 0x0101_0101, 0xFFFF - i))
+            .collect();
+        let len = roundtrip(&keys, &tids);
+        assert!(len <= MAX_ENCODED);
+    }
+}
