@@ -36,7 +36,7 @@ use crate::storage::extents::{Extent, Extents, MAX_EXTENTS};
 use crate::storage::meta::META_BLOCK;
 use crate::storage::page::recycled_error;
 use crate::storage::run::{per_page, Section, SectionWriter, Tid, NULL_CAPACITY};
-use crate::storage::wal::Wal;
+use crate::storage::wal::{self, Wal};
 use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -195,19 +195,11 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
         None => merge(idx, &meta, &frozen, next, ring.get()),
     };
     pause_point("write");
-    // SAFETY: the index is open; the new pages were written above and
-    // nothing points at them yet.
-    unsafe {
-        if relation_needs_wal(idx) {
-            for e in written.place.tail(written.shared_pages) {
-                pg_sys::log_newpage_range(
-                    idx,
-                    pg_sys::ForkNumber::MAIN_FORKNUM,
-                    e.start,
-                    e.start + e.len,
-                    true,
-                );
-            }
+    // SAFETY: the index is open.
+    if unsafe { relation_needs_wal(idx) } {
+        // The new pages were written above and nothing points at them yet.
+        for e in written.place.tail(written.shared_pages) {
+            wal::log_new_blocks(idx, e.start, e.start + e.len);
         }
     }
     let mut written = written;

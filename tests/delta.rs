@@ -107,6 +107,48 @@ fn probes_below_the_open_pages_read_only_the_run() {
     assert_verified(&mut c, "t_k");
 }
 
+/// A key above the run's last entry can only be in the delta: a probe for
+/// it reads the delta page that holds it and no run page.
+#[test]
+fn probes_above_the_run_read_no_run_page() {
+    let cluster = Cluster::start("delta_above", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g FROM generate_series(1, 100000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         INSERT INTO t SELECT 100000 + g FROM generate_series(1, 300) g;
+         CREATE TABLE probes AS SELECT k FROM t WHERE k > 100000 ORDER BY hashint8(k) LIMIT 200;
+         VACUUM ANALYZE t; ANALYZE probes;
+         SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_hashjoin = off;
+         SET enable_mergejoin = off; SET enable_material = off",
+    );
+    let delta_pages: i64 = c
+        .query_one("SELECT delta_pages FROM learned_index_stats('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(delta_pages, 1, "300 appended rows fill one delta page");
+    let probe = "SELECT count(*) FROM probes p JOIN t ON t.k = p.k";
+    assert_eq!(count(&mut c, probe), 200);
+    let blocks = index_blocks(&mut c, "t_k", probe);
+    // One delta page a probe, plus the metapage and the directory once (204
+    // here); reading the run's last page too would make it about 400.
+    assert!(
+        blocks <= 200 + 20,
+        "{blocks} index blocks for 200 probes above the run"
+    );
+    // Ranges that start below the run's end still read it.
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM t WHERE k BETWEEN 99990 AND 100010"
+        ),
+        21
+    );
+    assert_verified(&mut c, "t_k");
+}
+
 /// The page a backend last inserted into is a hint: a retrain's freeze closes
 /// it, VACUUM may empty and free it, REINDEX and TRUNCATE replace the index's
 /// storage. Inserts after each go where they belong and are found.

@@ -298,7 +298,7 @@ unsafe fn finish_build(index: pg_sys::Relation, model: Vec<u8>, meta: &mut Meta)
     if relation_needs_wal(index) {
         let nblocks =
             pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM);
-        pg_sys::log_newpage_range(index, pg_sys::ForkNumber::MAIN_FORKNUM, 0, nblocks, true);
+        crate::storage::wal::log_new_blocks(index, 0, nblocks);
     }
 }
 

@@ -436,9 +436,13 @@ impl ScanState {
         let (dlo, dhi) = self.delta_range(k);
         let run = Section::run(self.meta());
         let seek_key = if forward { Some(lo) } else { hi.checked_add(1) };
+        let above_run = |key: u64| self.meta().run_last().is_none_or(|(last, _)| key > last);
         let (pos, page) = match seek_key {
             // Backward from the largest ordinal: the end of the run.
             None => (run.entries, None),
+            // Nothing of the run, its insert areas included, lies above its
+            // last entry: keys being appended (timestamps) read no run page.
+            Some(key) if forward && above_run(key) => (run.entries, None),
             Some(key) => {
                 // The view lives only inside this callback: rd_amcache may be
                 // rebuilt between callbacks.

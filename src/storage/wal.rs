@@ -128,3 +128,29 @@ fn needs_wal(rel: pg_sys::Relation) -> bool {
         (*rel).rd_createSubid == 0 && first == 0
     }
 }
+
+/// Blocks logged between two flushes by [`log_new_blocks`]: 4 MB of WAL.
+const FLUSH_EVERY: u32 = 512;
+
+/// WAL-logs blocks `[start, end)` of `rel` as full page images
+/// (`log_newpage_range`), flushing the WAL after every [`FLUSH_EVERY`]
+/// blocks. A retrain or build writes the whole of a generation at once;
+/// without the flushes, the first transaction to commit afterwards waits
+/// while its commit record's flush writes all of it (measured: inserts
+/// stalled 264 ms behind a 10M-row merge). With them, the writer pays for
+/// its own WAL and a commit waits for at most one chunk.
+pub fn log_new_blocks(rel: pg_sys::Relation, start: pg_sys::BlockNumber, end: pg_sys::BlockNumber) {
+    let mut at = start;
+    while at < end {
+        let to = end.min(at.saturating_add(FLUSH_EVERY));
+        // SAFETY: the caller wrote blocks [at, to) of the open relation and
+        // holds them against concurrent change (nothing points at them yet);
+        // the insert position is a plain read, and flushing up to it is
+        // what a commit would do.
+        unsafe {
+            pg_sys::log_newpage_range(rel, pg_sys::ForkNumber::MAIN_FORKNUM, at, to, true);
+            pg_sys::XLogFlush(pg_sys::GetXLogInsertRecPtr());
+        }
+        at = to;
+    }
+}
