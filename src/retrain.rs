@@ -824,6 +824,10 @@ fn retire(idx: pg_sys::Relation, strategy: Strategy) {
     wal.finish();
 }
 
+/// Blocks added at the end of the index under one hold of the extension
+/// lock (4 MB).
+const EXTEND_CHUNK: u32 = 512;
+
 /// How many extents new pages may take.
 enum Fit {
     UpTo(usize),
@@ -833,8 +837,9 @@ enum Fit {
 
 /// Places `n` pages: in blocks retired generations left free (a metapage
 /// record takes them off the free list), and for the rest in blocks added at
-/// the end of the index under one hold of the extension lock, so that they
-/// are contiguous. A crash before the switch leaves the blocks taken unused.
+/// the end of the index, in chunks that join one extent unless an inserter
+/// added a delta page between them (within the extents `fit` allows). A
+/// crash before the switch leaves the blocks taken unused.
 fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
     let mut place = Extents::default();
     if n == 0 {
@@ -855,20 +860,37 @@ fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
             wal.finish();
         }
     }
-    let rest = n - place.blocks() as u32;
-    if rest > 0 {
+    let room = match fit {
+        Fit::One => 1,
+        Fit::UpTo(room) => room,
+    };
+    let mut rest = n - place.blocks() as u32;
+    while rest > 0 {
+        // Added in chunks, the extension lock released between them: an
+        // inserter that needs a delta page waits for one chunk, not for a
+        // whole generation (10M rows: 15,000 blocks, 0.25 s, with every
+        // scan queued behind the inserter's metapage lock). The last
+        // extent allowed takes all that is left in one hold.
+        let chunk = if place.as_slice().len() + 1 < room {
+            rest.min(EXTEND_CHUNK)
+        } else {
+            rest
+        };
         // SAFETY: the index is open; the extension lock serializes this with
         // inserters that add delta pages.
-        unsafe {
+        let start = unsafe {
             pg_sys::LockRelationForExtension(idx, pg_sys::ExclusiveLock as i32);
             let start = nblocks(idx);
-            for _ in 0..rest {
+            for _ in 0..chunk {
                 drop(Buf::extend(idx, false));
             }
             pg_sys::UnlockRelationForExtension(idx, pg_sys::ExclusiveLock as i32);
-            let pushed = place.push(Extent { start, len: rest });
-            debug_assert!(pushed, "one extent was kept for the end");
-        }
+            start
+        };
+        // A chunk that follows the one before joins its extent.
+        let pushed = place.push(Extent { start, len: chunk });
+        debug_assert!(pushed, "one extent was kept for the end");
+        rest -= chunk;
     }
     place
 }
