@@ -135,10 +135,9 @@ const FLUSH_EVERY: u32 = 512;
 /// WAL-logs blocks `[start, end)` of `rel` as full page images
 /// (`log_newpage_range`), flushing the WAL after every [`FLUSH_EVERY`]
 /// blocks. A retrain or build writes the whole of a generation at once;
-/// without the flushes, the first transaction to commit afterwards waits
-/// while its commit record's flush writes all of it (measured: inserts
-/// stalled 264 ms behind a 10M-row merge). With them, the writer pays for
-/// its own WAL and a commit waits for at most one chunk.
+/// without the flushes, the first transaction to commit afterwards would
+/// wait while its commit record's flush writes all of it. With them, the
+/// writer pays for its own WAL and a commit waits for at most one chunk.
 pub fn log_new_blocks(rel: pg_sys::Relation, start: pg_sys::BlockNumber, end: pg_sys::BlockNumber) {
     let mut at = start;
     while at < end {
