@@ -143,12 +143,14 @@ pub fn log_new_blocks(rel: pg_sys::Relation, start: pg_sys::BlockNumber, end: pg
     while at < end {
         let to = end.min(at.saturating_add(FLUSH_EVERY));
         // SAFETY: the caller wrote blocks [at, to) of the open relation and
-        // holds them against concurrent change (nothing points at them yet);
-        // the insert position is a plain read, and flushing up to it is
-        // what a commit would do.
+        // holds them against concurrent change (nothing points at them yet).
+        // The flush goes to the end of this backend's last record, as a
+        // commit's does: not to the insert position, which at a WAL page
+        // boundary lies past the page header, beyond anything written, and
+        // XLogFlush would refuse it with an ERROR.
         unsafe {
             pg_sys::log_newpage_range(rel, pg_sys::ForkNumber::MAIN_FORKNUM, at, to, true);
-            pg_sys::XLogFlush(pg_sys::GetXLogInsertRecPtr());
+            pg_sys::XLogFlush(pg_sys::XactLastRecEnd);
         }
         at = to;
     }
