@@ -26,6 +26,7 @@ pgrx::extension_sql_file!("../sql/learneddb.sql", name = "access_method", finali
 pub extern "C-unwind" fn _PG_init() {
     am::options::init();
     retrain::init();
+    storage::run::init();
     worker::init();
 }
 

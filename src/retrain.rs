@@ -12,8 +12,8 @@
 //!    last, the run's full pages are kept and only its tail and the model's
 //!    last leaf are redone ([`append`]); otherwise the run's live entries, its
 //!    NULLs and the frozen delta go through the external sort ([`merge`]). A
-//!    first pass trains the model and checks the key width, so the page count
-//!    is known before anything is written.
+//!    first pass trains the model and packs the pages without writing them,
+//!    so the page count is known before anything is written.
 //! 3. **Write** the new run, NULL and model pages into free blocks and blocks
 //!    added at the end of the index ([`Extents`]), then WAL-log them whole
 //!    (`log_newpage_range`). Nothing points at them yet.
@@ -34,8 +34,9 @@ use crate::storage::buffer::{nblocks, BulkRead, Strategy};
 use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, FREE};
 use crate::storage::extents::{Extent, Extents, MAX_EXTENTS};
 use crate::storage::meta::META_BLOCK;
-use crate::storage::page::recycled_error;
-use crate::storage::run::{per_page, Section, SectionWriter, Tid, NULL_CAPACITY};
+use crate::storage::page::{recycled_error, PageKind};
+use crate::storage::run::{PageCounter, Section, SectionWriter, Tid};
+use crate::storage::search::{self, Directory};
 use crate::storage::wal::{self, Wal};
 use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
@@ -151,9 +152,9 @@ fn learned_retrain(
 struct Written {
     path: Path,
     place: Extents,
-    width: u8,
-    per_page: u32,
     run_last: Option<(u64, Tid)>,
+    /// Each run page's entry count: the page directory.
+    counts: Vec<u16>,
     run_pages: u32,
     run_entries: u64,
     run_dead: u64,
@@ -211,8 +212,8 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
 }
 
 /// The merge path: the run's live entries, its NULLs and the frozen delta go
-/// through the external sort; a first pass trains the model and chooses the
-/// key width, so the page count is known before anything is written.
+/// through the external sort; a first pass trains the model and packs the
+/// pages, so their count is known before anything is written.
 fn merge(
     idx: pg_sys::Relation,
     meta: &Meta,
@@ -227,8 +228,8 @@ fn merge(
             let page = section.read_with(idx, i, strategy);
             dropped += (page.len() - page.live().count()) as u64;
             for s in page.live() {
-                let key = (section.width != 0).then(|| page.key(s));
-                sorter.put_entry(key, page.tid(s));
+                let (key, tid) = page.entry(s);
+                sorter.put_entry((section.kind == PageKind::Run).then_some(key), tid);
             }
             for (key, tid) in page.inserted_all() {
                 sorter.put_entry(Some(key), tid);
@@ -250,36 +251,35 @@ fn merge(
     let fillfactor = unsafe { crate::am::options::fillfactor(idx, scattered) };
     let shape = plan(&mut sorted, meta.target_window, fillfactor);
 
-    let total = shape.run_pages + shape.null_pages + shape.model_pages;
+    let run_pages = shape.run_counts.len() as u32;
+    let total = run_pages + shape.null_pages + shape.model_pages;
     let place = allocate(idx, total, Fit::UpTo(MAX_EXTENTS));
     sorted.rewind();
-    let mut run = SectionWriter::new(idx, (place, 0), shape.width, shape.per_page, next);
+    let mut run = SectionWriter::new(idx, (place, 0), Some(fillfactor), next);
     while let Some((key, tid)) = sorted.next_key() {
-        run.push(key, tid)
-            .expect("the first pass chose a width that fits");
+        run.push(key, tid);
     }
     let key_range = run.key_range;
     let run_last = run.last;
-    let (run_pages, run_entries) = run.finish();
+    let run_entries = run.entries;
+    let counts = run.finish();
     let (null_pages, null_entries) = write_nulls(idx, (place, run_pages), &mut sorted, next);
     sorted.end();
+    assert!(
+        counts == shape.run_counts && null_pages == shape.null_pages,
+        "the first pass packed the pages as they were written"
+    );
     let model_pages = model_pages::write(
         idx,
         (place, run_pages + null_pages),
         next,
-        &shape.model,
+        (&shape.model, &counts),
         true,
-    );
-    assert_eq!(
-        (run_pages, null_pages, model_pages),
-        (shape.run_pages, shape.null_pages, shape.model_pages),
-        "the first pass counted the pages"
     );
     Written {
         path: Path::Merge,
         place,
-        width: shape.width,
-        per_page: shape.per_page,
+        counts,
         run_last,
         run_pages,
         run_entries,
@@ -298,19 +298,18 @@ fn merge(
 }
 
 /// The append path, when every key of the frozen delta lies at or above the
-/// run's last key: the run's full pages stay where they are, shared with the
-/// previous generation (with their insert areas, which go on taking
-/// inserts); its last page (if partial) is copied with its tombstones and
-/// its inserted entries sorted in, then come the delta's keys, the NULLs and
-/// the model. The model keeps its leaves up to the one holding the last
-/// position kept, and the rest is trained again over the copied page and the
-/// new keys ([`Trainer::resume`]). Its cost follows the delta, one leaf of
-/// the run and the NULLs, not the run.
+/// run's last key: the run's pages but its last stay where they are, shared
+/// with the previous generation (with their insert areas, which go on taking
+/// inserts); its last page is copied with its tombstones and its inserted
+/// entries sorted in, then come the delta's keys, the NULLs and the model.
+/// The model keeps its leaves up to the one holding the last position kept,
+/// and the rest is trained again over the copied page and the new keys
+/// ([`Trainer::resume`]). Its cost follows the delta, one leaf of the run and
+/// the NULLs, not the run.
 ///
 /// `None`, before anything is written, when the merge path must run: the
 /// delta has a smaller key, the run is empty or a fifth dead (a merge drops
-/// tombstones), the generation's extent list is full, or a new page's keys
-/// would not fit the run's key width.
+/// tombstones), or the generation's extent list is full.
 fn append(
     idx: pg_sys::Relation,
     meta: &Meta,
@@ -318,43 +317,40 @@ fn append(
     next: u32,
     strategy: Strategy,
 ) -> Option<Written> {
-    let run = Section::run(meta);
-    if run.entries == 0 || meta.run_dead * 5 > meta.run_entries {
+    if meta.run_entries == 0 || meta.run_dead * 5 > meta.run_entries {
         return None;
     }
-    let cap = run.cap();
-    let shared = (run.entries / cap) as u32;
-    let head = meta.place.head(shared);
+    let shared = meta.run_pages - 1;
+    let kept = meta.place.head(shared);
     // The new run pages take one more extent, the NULL and model pages at
     // least one (see `allocate`).
-    if head.as_slice().len() + 2 > MAX_EXTENTS {
+    if kept.as_slice().len() + 2 > MAX_EXTENTS {
         return None;
     }
     let (run_max, _) = meta.run_last()?;
     if frozen.iter().any(|d| d.min <= d.max && d.min < run_max) {
         return None;
     }
+    let (model_bytes, starts) = model_pages::read(idx, meta);
+    let run = Section::run(meta).with(Directory::new(&starts));
     // The last entry that stays where it is: the run stays in (key, TID)
     // order, which scans rely on to start over (src/am/scan.rs), so
     // everything written after it must come after it. The copied page's
     // entries, its inserted ones and the frozen entries of the run's largest
-    // key are sorted together.
-    let copy_from = shared as u64 * cap;
-    let (kept_last, mut copied) = if shared < run.pages {
-        let page = run.read_with(idx, shared, strategy);
-        let mut copied: Vec<(u64, Tid, bool)> = (0..page.len())
-            .map(|s| (page.key(s), page.tid(s), page.dead(s)))
-            .collect();
-        copied.extend(page.inserted_all().map(|(k, t)| (k, t, false)));
-        (page.fence(), copied)
-    } else {
-        let page = run.read_with(idx, shared - 1, strategy);
-        (Some(page.last()), Vec::new())
-    };
+    // key are sorted together (`head`).
+    let (copy_from, _) = run.page_span(shared);
+    let page = run.read_with(idx, shared, strategy);
+    let mut copied: Vec<(u64, Tid, bool)> = (0..page.len())
+        .map(|s| {
+            let (key, tid) = page.entry(s);
+            (key, tid, page.dead(s))
+        })
+        .collect();
+    copied.extend(page.inserted_all().map(|(k, t)| (k, t, false)));
+    let kept_last = page.fence();
+    drop(page);
     let inserted = copied.len() as u64 - (run.entries - copy_from);
-    copied.sort_unstable_by_key(|&(key, tid, _)| (key, tid));
 
-    let model_bytes = model_pages::read(idx, meta);
     let old = ModelView::open(&model_bytes).expect("validated by read");
     // Leaves that end before the copied page stay; training resumes at the
     // leaf holding the last position kept.
@@ -365,18 +361,13 @@ fn append(
     };
     let mut trainer = Trainer::resume(meta.target_window, &old, keep);
     let retrain_from = old.leaf_start(keep.min(old.nleaves() - 1));
-    for i in run.page_of(retrain_from)..shared {
+    for i in run.page_of(retrain_from.min(run.entries - 1))..shared {
         let page = run.read_with(idx, i, strategy);
         let (at, _) = run.page_span(i);
         for s in retrain_from.saturating_sub(at) as usize..page.len() {
             trainer.push(page.key(s));
         }
         pgrx::check_for_interrupts!();
-    }
-    let mut width_ok = WidthCheck::new(run.width, cap, copy_from);
-    for &(key, _, _) in &copied {
-        trainer.push(key);
-        width_ok.push(key);
     }
 
     let mut sorter = Sorter::new(maintenance_budget());
@@ -391,41 +382,57 @@ fn append(
         }
     }
     let mut sorted = sorter.finish();
-    let (mut added, mut null_entries) = (0u64, 0u64);
+    // The new entries of the run's largest key join the copied page's.
+    let mut head = copied;
     let mut in_order = true;
+    while sorted.peek_key() == Some(run_max) {
+        let (key, tid) = sorted.next_key().expect("peeked");
+        in_order &= kept_last.is_none_or(|last| (key, tid) > last);
+        head.push((key, tid, false));
+    }
+    head.sort_unstable_by_key(|&(key, tid, _)| (key, tid));
+    // SAFETY: the index is open.
+    let fillfactor = unsafe { crate::am::options::fillfactor(idx, false) };
+    let mut run_counter = PageCounter::new(Some(fillfactor));
+    let mut null_counter = PageCounter::new(None);
+    for &(key, tid, dead) in &head {
+        trainer.push(key);
+        run_counter.push(key, tid, dead);
+    }
+    let (mut added, mut null_entries) = (0u64, 0u64);
     while let Some((key, tid)) = sorted.next_entry() {
         let Some(key) = key else {
+            null_counter.push(0, tid, false);
             null_entries += 1;
             continue;
         };
-        if added == 0 {
-            // Checked here on the keys themselves, not only on the
-            // directory's ranges above.
-            in_order = key >= run_max && kept_last.is_none_or(|last| (key, tid) > last);
-        }
+        // Checked here on the keys themselves, not only on the directory's
+        // ranges above.
+        in_order &= key > run_max;
         trainer.push(key);
-        width_ok.push(key);
+        run_counter.push(key, tid, false);
         added += 1;
         if added.is_multiple_of(65536) {
             pgrx::check_for_interrupts!();
         }
     }
-    if !width_ok.fits || !in_order {
+    if !in_order {
         sorted.end();
         return None;
     }
     let model = trainer.finish_after(&old, keep);
-    let run_entries = run.entries + inserted + added;
-    let run_pages = run_entries.div_ceil(cap) as u32;
-    let null_pages = null_entries.div_ceil(NULL_CAPACITY as u64) as u32;
-    let model_pages = model.len().div_ceil(model_pages::PAYLOAD) as u32;
-    let new_pages = run_pages - shared + null_pages + model_pages;
+    let new_counts = run_counter.finish();
+    let run_entries = copy_from + head.len() as u64 + added;
+    let run_pages = shared + new_counts.len() as u32;
+    let null_pages = null_counter.finish().len() as u32;
+    let model_pages = model_pages::pages_for(model.len(), run_pages);
+    let new_pages = new_counts.len() as u32 + null_pages + model_pages;
 
     // The run pages in one extent, so the next generation's shared pages
     // take one more; the NULL and model pages, which it will not share, in
     // any free blocks.
-    let mut place = head;
-    let run_part = allocate(idx, run_pages - shared, Fit::One);
+    let mut place = kept;
+    let run_part = allocate(idx, new_counts.len() as u32, Fit::One);
     let rest = Fit::UpTo(MAX_EXTENTS - place.as_slice().len() - 1);
     let rest_part = allocate(idx, null_pages + model_pages, rest);
     for e in run_part.as_slice().iter().chain(rest_part.as_slice()) {
@@ -433,42 +440,50 @@ fn append(
         debug_assert!(pushed, "the extents were counted");
     }
     sorted.rewind();
+    while sorted.peek_key() == Some(run_max) {
+        sorted.next_key();
+    }
     let mut writer =
-        SectionWriter::new(idx, (place, shared), run.width, cap as u32, next).after(kept_last);
-    if !copied.is_empty() {
-        while sorted.peek_key() == Some(run_max) {
-            let (key, tid) = sorted.next_key().expect("peeked");
-            copied.push((key, tid, false));
-        }
-        copied.sort_unstable_by_key(|&(key, tid, _)| (key, tid));
-        for (key, tid, dead) in copied {
-            let pushed = if dead {
-                writer.push_dead(key, tid)
-            } else {
-                writer.push(key, tid)
-            };
-            pushed.expect("the width was checked");
+        SectionWriter::new(idx, (place, shared), Some(fillfactor), next).after(kept_last);
+    for &(key, tid, dead) in &head {
+        if dead {
+            writer.push_dead(key, tid);
+        } else {
+            writer.push(key, tid);
         }
     }
     while let Some((key, tid)) = sorted.next_key() {
-        writer.push(key, tid).expect("the width was checked");
+        writer.push(key, tid);
     }
     let last = writer.key_range.map(|r| r.1);
     let run_last = writer.last.or(meta.run_last());
-    let (pages, _) = writer.finish();
-    debug_assert_eq!(shared + pages, run_pages);
+    let written = writer.finish();
+    assert!(
+        written == new_counts,
+        "the first pass packed the pages as they were written"
+    );
     let (written_nulls, _) = write_nulls(idx, (place, run_pages), &mut sorted, next);
     debug_assert_eq!(written_nulls, null_pages);
     sorted.end();
-    let written_model =
-        model_pages::write(idx, (place, run_pages + null_pages), next, &model, true);
+    let mut counts: Vec<u16> = starts
+        .windows(2)
+        .take(shared as usize)
+        .map(|w| (w[1] - w[0]) as u16)
+        .collect();
+    counts.extend_from_slice(&new_counts);
+    let written_model = model_pages::write(
+        idx,
+        (place, run_pages + null_pages),
+        next,
+        (&model, &counts),
+        true,
+    );
     debug_assert_eq!(written_model, model_pages);
     let first = run.read_with(idx, 0, strategy).key(0);
     Some(Written {
         path: Path::Append,
         place,
-        width: run.width,
-        per_page: cap as u32,
+        counts,
         run_last,
         run_pages,
         run_entries,
@@ -484,36 +499,6 @@ fn append(
         merged: merged + inserted,
         dropped,
     })
-}
-
-/// Whether the keys from run position `from` on fit pages of `width`: with
-/// 4-byte keys, no page's keys may span more than 32 bits.
-struct WidthCheck {
-    width: u8,
-    cap: u64,
-    pos: u64,
-    page_first: u64,
-    fits: bool,
-}
-
-impl WidthCheck {
-    fn new(width: u8, cap: u64, from: u64) -> WidthCheck {
-        WidthCheck {
-            width,
-            cap,
-            pos: from,
-            page_first: 0,
-            fits: true,
-        }
-    }
-
-    fn push(&mut self, key: u64) {
-        if self.pos.is_multiple_of(self.cap) {
-            self.page_first = key;
-        }
-        self.fits &= self.width == 8 || key - self.page_first <= u32::MAX as u64;
-        self.pos += 1;
-    }
 }
 
 /// Puts the frozen delta's entries into the sort; returns how many.
@@ -542,12 +527,13 @@ fn write_nulls(
     sorted: &mut Sorted,
     generation: u32,
 ) -> (u32, u64) {
-    let mut nulls = SectionWriter::new(idx, (place, first), 0, 0, generation);
+    let mut nulls = SectionWriter::new(idx, (place, first), None, generation);
     while let Some((key, tid)) = sorted.next_entry() {
         debug_assert!(key.is_none(), "the keys were written before");
-        nulls.push(0, tid).expect("NULL pages have no keys");
+        nulls.push(0, tid);
     }
-    nulls.finish()
+    let entries = nulls.entries;
+    (nulls.finish().len() as u32, entries)
 }
 
 /// Makes the written generation current: one record, the metapage.
@@ -577,7 +563,6 @@ fn switch(
     // absorbed under the lock, so that no insert follows it unabsorbed.
     w.merged += absorb(idx, &m, next, &w, strategy);
     m.prev_generation = m.generation;
-    m.prev_key_width = m.key_width;
     m.prev_place = m.place;
     m.prev_run_base = m.run_base;
     m.prev_run_pages = m.run_pages;
@@ -586,10 +571,7 @@ fn switch(
     m.prev_null_entries = m.null_entries;
     m.prev_model_pages = m.model_pages;
     m.prev_retired = retired_at.value;
-    m.prev_per_page = m.per_page;
     m.generation = next;
-    m.key_width = w.width;
-    m.per_page = w.per_page;
     (m.run_last_key, m.run_last_tid) = w.run_last.unwrap_or((0, 0));
     m.place = w.place;
     (m.run_pages, m.run_entries, m.run_dead) = (w.run_pages, w.run_entries, w.run_dead);
@@ -677,15 +659,16 @@ fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: 
     let Some(last) = w.run_last else {
         return 0;
     };
+    let starts = search::starts(w.counts.iter().copied()).expect("pages hold entries");
     let run = Section {
         place: w.place,
         first: 0,
         pages: w.run_pages,
         entries: w.run_entries,
-        width: w.width,
-        per_page: w.per_page,
+        kind: PageKind::Run,
         generation: next,
         base: w.run_base,
+        dir: Some(Directory::new(&starts)),
     };
     let model = ModelView::open(&w.model).expect("freshly trained model");
     let mut moved = 0;
@@ -751,46 +734,38 @@ fn retired(rel: &Opened, meta: &Meta) -> bool {
 
 /// The new generation's shape, from a first pass over the sorted entries.
 struct Shape {
-    width: u8,
-    per_page: u32,
-    run_pages: u32,
+    /// Each run page's entry count.
+    run_counts: Vec<u16>,
     null_pages: u32,
     model_pages: u32,
     model: Vec<u8>,
 }
 
-/// Trains the model on the keys, and chooses 4-byte keys unless some page's
-/// keys span more than 32 bits.
+/// Trains the model on the keys and packs the run and NULL pages as the
+/// writer will, without writing them.
 fn plan(sorted: &mut Sorted, target_window: u32, fillfactor: u32) -> Shape {
-    let cap4 = per_page(4, fillfactor) as u64;
     let mut trainer = Trainer::new(target_window);
-    let (mut keys, mut nulls) = (0u64, 0u64);
-    let mut fits4 = true;
-    let mut page_first = 0u64;
-    while let Some((key, _)) = sorted.next_entry() {
+    let mut run = PageCounter::new(Some(fillfactor));
+    let mut nulls = PageCounter::new(None);
+    let mut keys = 0u64;
+    while let Some((key, tid)) = sorted.next_entry() {
         let Some(key) = key else {
-            nulls += 1;
+            nulls.push(0, tid, false);
             continue;
         };
-        if keys.is_multiple_of(cap4) {
-            page_first = key;
-        }
-        fits4 &= key - page_first <= u32::MAX as u64;
         trainer.push(key);
+        run.push(key, tid, false);
         keys += 1;
         if keys.is_multiple_of(65536) {
             pgrx::check_for_interrupts!();
         }
     }
-    let width = if fits4 { 4 } else { 8 };
     let model = trainer.finish();
-    let per_page = per_page(width, fillfactor);
+    let run_counts = run.finish();
     Shape {
-        width,
-        per_page,
-        run_pages: keys.div_ceil(per_page as u64) as u32,
-        null_pages: nulls.div_ceil(NULL_CAPACITY as u64) as u32,
-        model_pages: model.len().div_ceil(model_pages::PAYLOAD) as u32,
+        model_pages: model_pages::pages_for(model.len(), run_counts.len() as u32),
+        run_counts,
+        null_pages: nulls.finish().len() as u32,
         model,
     }
 }
@@ -814,7 +789,6 @@ fn retire(idx: pg_sys::Relation, strategy: Strategy) {
     }
     m.prev_generation = 0;
     (m.prev_run_base, m.shared_pages) = (0, 0);
-    m.prev_key_width = 0;
     m.prev_place = Extents::default();
     (m.prev_run_pages, m.prev_run_entries) = (0, 0);
     (m.prev_null_pages, m.prev_null_entries) = (0, 0);

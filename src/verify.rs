@@ -21,6 +21,7 @@ use crate::storage::delta::{self, DeltaPage, DirEntry, DirPage, CLOSED, FREE, OP
 use crate::storage::extents::Extents;
 use crate::storage::meta::META_BLOCK;
 use crate::storage::run::{Section, Tid};
+use crate::storage::search::Directory;
 use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -92,8 +93,9 @@ fn learned_verify(index: PgRelation, heapallindexed: default!(bool, true)) -> bo
             }
         }
     }
-    let model_bytes = model_pages::read(idx, &meta);
+    let (model_bytes, starts) = model_pages::read(idx, &meta);
     let model = ModelView::open(&model_bytes).expect("validated by read");
+    let run = Section::run(&meta).with(Directory::new(&starts));
     let budget = maintenance_budget() / 2;
     let mut index_side = heapallindexed.then(|| Sorter::new(budget));
     let mut put = |tid: Tid, key: Option<u64>| {
@@ -102,7 +104,7 @@ fn learned_verify(index: PgRelation, heapallindexed: default!(bool, true)) -> bo
             s.put(a, b);
         }
     };
-    check_run(idx, &meta, &model, strategy, &mut put);
+    check_run(idx, &meta, (run, &model), strategy, &mut put);
     check_delta(idx, meta.generation, &dir, strategy, &mut put);
     if let (Some(index_side), Some(snapshot)) = (index_side, snapshot) {
         check_heap(&rel, kind, snapshot, index_side, budget);
@@ -180,11 +182,10 @@ fn show(kind: KeyKind, ord: u64) -> String {
 fn check_run(
     idx: pg_sys::Relation,
     meta: &Meta,
-    model: &ModelView,
+    (run, model): (Section, &ModelView),
     strategy: Strategy,
     put: &mut impl FnMut(Tid, Option<u64>),
 ) {
-    let run = Section::run(meta);
     let kind = meta.kind();
     let in_window = |key: u64, pos: u64| {
         let w = model.window(key);
@@ -224,9 +225,9 @@ fn check_run(
             }
             put(tid, Some(key));
         }
+        // Decoding every entry checks every group's encoding.
         for s in 0..page.len() {
-            let key = page.key(s);
-            let tid = page.tid(s);
+            let (key, tid) = page.entry(s);
             let pos = ps + s as u64;
             if !page.dead(s) {
                 put(tid, Some(key));
@@ -252,16 +253,30 @@ fn check_run(
     }
     let nulls = Section::nulls(meta);
     let mut prev_tid = None;
+    let mut entries = 0u64;
     for i in 0..nulls.pages {
         let page = nulls.read_with(idx, i, strategy);
         for s in 0..page.len() {
-            let tid = page.tid(s);
+            let (key, tid) = page.entry(s);
+            if key != 0 {
+                fail(idx, &format!("NULL page {i} holds a key"));
+            }
             if prev_tid.is_some_and(|p| tid < p) {
                 fail(idx, &format!("NULL page {i} is not in TID order"));
             }
             prev_tid = Some(tid);
         }
+        entries += page.len() as u64;
         page.live().for_each(|s| put(page.tid(s), None));
+    }
+    if entries != nulls.entries {
+        fail(
+            idx,
+            &format!(
+                "NULL pages hold {entries} entries, the metapage says {}",
+                nulls.entries
+            ),
+        );
     }
 }
 

@@ -56,7 +56,7 @@ const CASES: &[Damage] = &[
     Damage {
         what: "metapage run length",
         block: Block::Meta,
-        // Meta::run_entries: after magic, version, key kind and width, target
+        // Meta::run_entries: after magic, version, key kind and padding, target
         // window, generations (24 bytes) and run_pages (4), aligned to 8.
         offset: CONTENT + 32,
         bytes: &[0xff, 0xff, 0xff, 0x7f],
@@ -85,26 +85,28 @@ const CASES: &[Damage] = &[
     Damage {
         what: "run page entry count",
         block: Block::FirstRun,
-        // After first_key and the fence (key and TID): 24 bytes.
-        offset: CONTENT + 24,
+        // After the fence (key and TID): 16 bytes.
+        offset: CONTENT + 16,
         bytes: &[0x01, 0x00],
         expect: "entries",
         verify_only: false,
         sqlstate: "XX002",
     },
     Damage {
-        what: "run page key width",
+        what: "run page group table",
         block: Block::FirstRun,
-        offset: CONTENT + 26,
-        bytes: &[0x03],
-        expect: "width",
+        // The second group's first key, after the 24-byte header and the
+        // first group's: larger than the third's.
+        offset: CONTENT + 24 + 8,
+        bytes: &[0xff; 8],
+        expect: "encoding is damaged",
         verify_only: false,
         sqlstate: "XX002",
     },
     Damage {
         what: "run page insert-area count",
         block: Block::FirstRun,
-        offset: CONTENT + 28,
+        offset: CONTENT + 20,
         bytes: &[0x05, 0x00],
         expect: "layout",
         verify_only: false,

@@ -152,15 +152,18 @@ fn index_only_scans_keep_vacuum_off_their_pages() {
 fn backward_steps_read_the_page_again() {
     let cluster = cluster("ios_back");
     let mut admin = cluster.connect();
-    // Run keys are even, 804 to a run page: 2..1608 on the first, 1610.. on
-    // the next. 1000 (heap page 2) is deleted. Odd keys arrive later, into the
-    // delta and onto new heap pages that are not all-visible, so the cursor's
-    // heap fetches, and its heap pin, end up there rather than on page 2.
+    // Run keys are even, 804 to a run page (the testing GUC caps what would
+    // pack into one page): 2..1608 on the first, 1610.. on the next. 1000
+    // (heap page 2) is deleted. Odd keys arrive later, into the delta (the
+    // insert areas take a few) and onto new heap pages that are not
+    // all-visible, so the cursor's heap fetches, and its heap pin, end up
+    // there rather than on page 2.
     run_each(
         &mut admin,
         "CREATE TABLE t (id int, k int8) WITH (autovacuum_enabled = off);
          INSERT INTO t SELECT g, 2 * g FROM generate_series(1, 5000) g;
-         CREATE INDEX t_k ON t USING learned (k);
+         SET learneddb.debug_page_entries = 804;
+         CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 100);
          VACUUM (FREEZE, ANALYZE) t;
          DELETE FROM t WHERE k = 1000;
          INSERT INTO t SELECT g, g FROM generate_series(1001, 2001, 2) g;",
@@ -251,12 +254,14 @@ fn vacuum_accepts_a_directory_that_grew() {
     // 508 entries per delta page and 254 pages per directory page: 250 delta
     // pages fit one directory page; the 100 more inserted below need a second
     // (and would with the 339 entries per directory page of format 1 too).
+    // The keys lie above the run, so that none goes to a run page's insert
+    // area.
     run_each(
         &mut admin,
         "CREATE TABLE t (k int8) WITH (autovacuum_enabled = off);
          INSERT INTO t SELECT g * 10 FROM generate_series(1, 240000) g;
          CREATE INDEX t_k ON t USING learned (k);
-         INSERT INTO t SELECT hashint8(g) & 4194303 FROM generate_series(1, 250 * 508) g;
+         INSERT INTO t SELECT 2400001 + (hashint8(g) & 4194303) FROM generate_series(1, 250 * 508) g;
          VACUUM (FREEZE) t;
          DELETE FROM t WHERE k < 100;",
     );

@@ -3,8 +3,8 @@
 //!
 //! While the heap delivers entries in key order (a serial id, an append-only
 //! timestamp) they go straight to run pages and the trainer: no sort at all. The
-//! first entry out of order (or a page whose keys do not fit 4-byte offsets, or
-//! more NULLs than fit the side buffer) moves everything written so far into an
+//! first entry out of order (or more NULLs than fit the side buffer) moves
+//! everything written so far into an
 //! external sort ([`super::sort`]), which holds memory to `maintenance_work_mem`
 //! and spills beyond it.
 
@@ -63,11 +63,10 @@ impl BuildState {
                         return;
                     }
                     Some(k) => {
-                        if d.run.push(k, tid).is_ok() {
-                            d.trainer.push(k);
-                            d.last = Some((k, tid));
-                            return;
-                        }
+                        d.run.push(k, tid);
+                        d.trainer.push(k);
+                        d.last = Some((k, tid));
+                        return;
                     }
                 }
             }
@@ -86,29 +85,31 @@ impl BuildState {
         let budget = maintenance_budget();
         let held = d.nulls.capacity() * std::mem::size_of::<Tid>();
         let mut sorter = Sorter::new(budget.saturating_sub(held));
+        // The writer's last page goes to disk too, and everything is read
+        // back; the sorted run is written over the same blocks.
+        let entries = d.run.entries;
+        let counts = d.run.finish();
         let written = Section {
             place: after_metapage(),
             first: 0,
-            pages: d.run.pages,
-            entries: d.run.pages as u64 * build_per_page(self.index, 4) as u64,
-            width: 4,
-            per_page: build_per_page(self.index, 4),
+            pages: counts.len() as u32,
+            entries,
+            kind: PageKind::Run,
             generation: FIRST_GENERATION,
             base: FIRST_GENERATION,
+            dir: None,
         };
         for i in 0..written.pages {
             let page = written.read(self.index, i);
             for s in 0..page.len() {
-                sorter.put(page.key(s), page.tid(s));
+                let (k, t) = page.entry(s);
+                sorter.put(k, t);
             }
-        }
-        for (k, t) in d.run.pending() {
-            sorter.put(k, t);
         }
         for &t in &d.nulls {
             sorter.put_entry(None, t);
         }
-        drop(d);
+        drop(d.nulls);
         sorter.set_budget(budget);
         self.sorter = Some(sorter);
     }
@@ -234,15 +235,14 @@ unsafe fn build_serial(
     index_info: *mut pg_sys::IndexInfo,
     target_window: u32,
     meta: &mut Meta,
-) -> (Vec<u8>, f64, f64) {
+) -> (Built, f64, f64) {
     let mut st = BuildState {
         index,
         direct: Some(Direct {
             run: SectionWriter::new(
                 index,
                 (after_metapage(), 0),
-                4,
-                build_per_page(index, 4),
+                Some(build_fillfactor(index)),
                 FIRST_GENERATION,
             ),
             trainer: Trainer::new(target_window),
@@ -276,19 +276,26 @@ unsafe fn build_serial(
 
 /// Writes the model pages and the metapage after the run, and WAL-logs the
 /// whole index.
-unsafe fn finish_build(index: pg_sys::Relation, model: Vec<u8>, meta: &mut Meta) {
+unsafe fn finish_build(index: pg_sys::Relation, (model, counts): Built, meta: &mut Meta) {
     meta.model_bytes = model.len() as u64;
     meta.model_pages = model_pages::write(
         index,
         (after_metapage(), meta.run_pages + meta.null_pages),
         meta.generation,
-        &model,
+        (&model, &counts),
         false,
     );
-    meta.place = Extents::single(
-        META_BLOCK + 1,
-        meta.run_pages + meta.null_pages + meta.model_pages,
-    );
+    let used = meta.run_pages + meta.null_pages + meta.model_pages;
+    meta.place = Extents::single(META_BLOCK + 1, used);
+    // A direct write given up for the sort can leave pages past the end of
+    // the sorted one: they are free blocks.
+    let nblocks = crate::storage::buffer::nblocks(index);
+    if nblocks > META_BLOCK + 1 + used {
+        meta.free.free(crate::storage::extents::Extent {
+            start: META_BLOCK + 1 + used,
+            len: nblocks - (META_BLOCK + 1 + used),
+        });
+    }
     let view = crate::model::ModelView::open(&model).expect("freshly trained model");
     meta.model_leaves = view.nleaves() as u32;
     meta.max_window = view.max_window();
@@ -302,100 +309,84 @@ unsafe fn finish_build(index: pg_sys::Relation, model: Vec<u8>, meta: &mut Meta)
     }
 }
 
-fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Vec<u8> {
+/// A build's model and its run pages' entry counts (the page directory).
+type Built = (Vec<u8>, Vec<u16>);
+
+fn write_direct(index: pg_sys::Relation, d: Direct, meta: &mut Meta) -> Built {
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
-    (meta.key_lo, meta.key_hi) = d.run.key_range.unwrap_or((u64::MAX, 0));
-    (meta.run_last_key, meta.run_last_tid) = d.run.last.unwrap_or((0, 0));
-    let (pages, entries) = d.run.finish();
-    meta.key_width = 4;
-    meta.per_page = build_per_page(index, 4);
-    meta.run_pages = pages;
-    meta.run_entries = entries;
+    let counts = finish_run(d.run, meta);
     let mut nulls = d.nulls;
     nulls.sort_unstable();
-    let mut w = SectionWriter::new(index, (after_metapage(), pages), 0, 0, meta.generation);
-    for t in nulls {
-        w.push(0, t).expect("null pages have no keys");
-    }
-    (meta.null_pages, meta.null_entries) = w.finish();
-    progress(
-        pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE,
-        (meta.run_entries + meta.null_entries) as i64,
+    let mut w = SectionWriter::new(
+        index,
+        (after_metapage(), meta.run_pages),
+        None,
+        meta.generation,
     );
-    d.trainer.finish()
+    for t in nulls {
+        w.push(0, t);
+    }
+    finish_nulls(w, meta);
+    (d.trainer.finish(), counts)
 }
 
-/// Two tries over the sorted entries: 4-byte keys, and 8-byte keys if some page
-/// spans more than 32 bits. The NULLs follow the keys in the sort.
+/// Writes the sorted entries: the run, trained on as it is written, then
+/// the NULLs, which follow the keys in the sort.
 fn write_sorted(
     index: pg_sys::Relation,
     mut sorted: Sorted,
     target_window: u32,
     meta: &mut Meta,
-) -> Vec<u8> {
+) -> Built {
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
-    let mut model = None;
-    for width in [4u8, 8] {
-        sorted.rewind();
-        if let Some(m) = write_run(index, &mut sorted, width, target_window, meta) {
-            model = Some(m);
-            break;
-        }
-    }
-    let mut w = SectionWriter::new(
-        index,
-        (after_metapage(), meta.run_pages),
-        0,
-        0,
-        meta.generation,
-    );
-    while let Some((key, tid)) = sorted.next_entry() {
-        debug_assert!(key.is_none(), "the keys were written before");
-        w.push(0, tid).expect("null pages have no keys");
-    }
-    (meta.null_pages, meta.null_entries) = w.finish();
-    sorted.end();
-    progress(
-        pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE,
-        (meta.run_entries + meta.null_entries) as i64,
-    );
-    model.expect("8-byte keys always fit")
-}
-
-/// Writes the run at `width` and trains on it, stopping before the NULLs;
-/// `None` if a page's keys do not fit the width.
-fn write_run(
-    index: pg_sys::Relation,
-    sorted: &mut Sorted,
-    width: u8,
-    target_window: u32,
-    meta: &mut Meta,
-) -> Option<Vec<u8>> {
-    let per_page = build_per_page(index, width);
     let mut run = SectionWriter::new(
         index,
         (after_metapage(), 0),
-        width,
-        per_page,
+        Some(build_fillfactor(index)),
         meta.generation,
     );
     let mut trainer = Trainer::new(target_window);
     while let Some((key, tid)) = sorted.next_key() {
-        run.push(key, tid).ok()?;
+        run.push(key, tid);
         trainer.push(key);
         if run.entries.is_multiple_of(65536) {
             progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, run.entries as i64);
             pgrx::check_for_interrupts!();
         }
     }
+    let counts = finish_run(run, meta);
+    let mut w = SectionWriter::new(
+        index,
+        (after_metapage(), meta.run_pages),
+        None,
+        meta.generation,
+    );
+    while let Some((key, tid)) = sorted.next_entry() {
+        debug_assert!(key.is_none(), "the keys were written before");
+        w.push(0, tid);
+    }
+    finish_nulls(w, meta);
+    sorted.end();
+    (trainer.finish(), counts)
+}
+
+/// Writes the run's last pages and records the run in `meta`.
+fn finish_run(run: SectionWriter, meta: &mut Meta) -> Vec<u16> {
     (meta.key_lo, meta.key_hi) = run.key_range.unwrap_or((u64::MAX, 0));
     (meta.run_last_key, meta.run_last_tid) = run.last.unwrap_or((0, 0));
-    let (pages, entries) = run.finish();
-    meta.key_width = width;
-    meta.per_page = per_page;
-    meta.run_pages = pages;
-    meta.run_entries = entries;
-    Some(trainer.finish())
+    meta.run_entries = run.entries;
+    let counts = run.finish();
+    meta.run_pages = counts.len() as u32;
+    counts
+}
+
+fn finish_nulls(w: SectionWriter, meta: &mut Meta) {
+    meta.null_entries = w.entries;
+    meta.null_pages = w.finish().len() as u32;
+    progress(
+        pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE,
+        (meta.run_entries + meta.null_entries) as i64,
+    );
 }
 
 fn write_meta(index: pg_sys::Relation, meta: &Meta) {
@@ -407,11 +398,11 @@ fn write_meta(index: pg_sys::Relation, meta: &Meta) {
     }
 }
 
-/// Run entries per page a build writes at `width`: full pages unless the
-/// `fillfactor` reloption asks for room.
-fn build_per_page(index: pg_sys::Relation, width: u8) -> u32 {
+/// How full a build packs its run pages: full unless the `fillfactor`
+/// reloption asks for room.
+fn build_fillfactor(index: pg_sys::Relation) -> u32 {
     // SAFETY: the index being built is open.
-    crate::storage::run::per_page(width, unsafe { super::options::fillfactor(index, false) })
+    unsafe { super::options::fillfactor(index, false) }
 }
 
 /// Every block after the metapage: where a build writes, in order.
@@ -443,7 +434,8 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let model = Trainer::new(target_window).finish();
     let mut meta = Meta::new(kind, target_window);
     meta.model_bytes = model.len() as u64;
-    meta.model_pages = 1;
+    meta.model_pages = model_pages::pages_for(model.len(), 0);
+    debug_assert_eq!(meta.model_pages, 1);
     meta.place = Extents::single(META_BLOCK + 1, 1);
     // The init fork is copied over the main fork at startup after a crash: it
     // must be a whole empty index, always WAL-logged.

@@ -8,7 +8,6 @@
 use super::options::DEFAULT_TARGET_WINDOW;
 use crate::storage::buffer::nblocks;
 use crate::storage::delta::DELTA_CAPACITY;
-use crate::storage::run::capacity;
 use crate::storage::Meta;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -85,12 +84,13 @@ unsafe fn index_shape(info: *mut pg_sys::IndexOptInfo) -> Shape {
     match meta {
         Some(m) => Shape {
             model_leaves: m.model_leaves as f64,
-            run_capacity: m.per_page as f64,
+            run_capacity: (m.run_entries as f64 / m.run_pages.max(1) as f64).max(1.0),
             meta: Some(m),
         },
         None => Shape {
             model_leaves: (*info).tuples / DEFAULT_TARGET_WINDOW as f64,
-            run_capacity: capacity(8) as f64,
+            // Unpacked 4-byte keys: what a page holds when nothing packs.
+            run_capacity: 800.0,
             meta: None,
         },
     }

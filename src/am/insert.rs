@@ -81,12 +81,12 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
 /// Adds `pair` to the insert area of the run page that owns it; false if
 /// that page has no room. The caller holds the metapage share-locked.
 fn add_to_run(rel: pg_sys::Relation, meta: &Meta, pair: (u64, Tid)) -> bool {
-    let run = Section::run(meta);
     // Under the metapage lock the generation is current: its pages cannot
     // have been reused, so `Recycled` would mean damage.
-    let model = model_pages::load(rel, meta).unwrap_or_else(|_| recycled_error(rel));
+    let g = model_pages::load(rel, meta).unwrap_or_else(|_| recycled_error(rel));
+    let run = Section::run(meta).with(g.dir);
     let (pos, page) = run
-        .seek_pair(rel, pair, model.window(pair.0))
+        .seek_pair(rel, pair, g.model.window(pair.0))
         .unwrap_or_else(|_| recycled_error(rel));
     drop(page);
     let i = run.page_of(pos.min(run.entries - 1));

@@ -362,9 +362,9 @@ impl ScanState {
         let Some(k) = at.interval else {
             return self.reposition_nulls(rel, at.tid, forward);
         };
-        let run = Section::run(self.meta());
-        let model = model_pages::load(rel, self.meta())?;
-        let (pos, page) = run.seek_pair(rel, pair, model.window(at.key))?;
+        let g = model_pages::load(rel, self.meta())?;
+        let run = Section::run(self.meta()).with(g.dir);
+        let (pos, page) = run.seek_pair(rel, pair, g.model.window(at.key))?;
         let (dlo, _) = self.delta_range(k);
         if pos < run.entries {
             let page = self.page_at(rel, pos, page)?;
@@ -446,13 +446,13 @@ impl ScanState {
             Some(key) => {
                 // The view lives only inside this callback: rd_amcache may be
                 // rebuilt between callbacks.
-                let model = model_pages::load(rel, self.meta())?;
-                run.seek(rel, key, model.window(key))?
+                let g = model_pages::load(rel, self.meta())?;
+                run.with(g.dir).seek(rel, key, g.model.window(key))?
             }
         };
         if forward {
             self.load_forward(rel, k, pos, page, dlo, true)
-        } else if pos < run.entries && pos.is_multiple_of(run.cap()) {
+        } else if pos < run.entries && self.run(rel)?.starts_page(pos) {
             // The interval's last entries may be inserted ones of the page
             // that begins here, below its first entry: its batch comes last.
             let page = self.page_at(rel, pos, page)?;
@@ -466,6 +466,13 @@ impl ScanState {
         }
     }
 
+    /// The current generation's run with its page directory (cached with
+    /// the model; the view lives only inside this callback).
+    fn run<'a>(&self, rel: pg_sys::Relation) -> Result<Section<'a>, Recycled> {
+        let g = model_pages::load(rel, self.meta())?;
+        Ok(Section::run(self.meta()).with(g.dir))
+    }
+
     /// Reads the run page holding position `pos`, unless `page` is it.
     fn page_at(
         &self,
@@ -473,7 +480,7 @@ impl ScanState {
         pos: u64,
         page: Option<RunPage>,
     ) -> Result<RunPage, Recycled> {
-        let run = Section::run(self.meta());
+        let run = self.run(rel)?;
         let i = run.page_of(pos);
         match page {
             Some(p) if p.buf().blkno() == run.block(rel, i) => Ok(p),
@@ -509,6 +516,7 @@ impl ScanState {
         self.run_items.clear();
         self.ins_items.clear();
         if start < run.entries {
+            let run = self.run(rel)?;
             let lo = self.plan.intervals[k].0;
             let page = self.page_at(rel, start, page)?;
             let (ps, pe) = run.page_span(run.page_of(start));
@@ -516,7 +524,7 @@ impl ScanState {
             // Inserted entries the batch takes: those of the interval above
             // the run entry before the slice (all the page owns, from its
             // first slot).
-            let after = (s > 0).then(|| (page.key(s - 1), page.tid(s - 1)));
+            let after = (s > 0).then(|| page.entry(s - 1));
             self.ins_items
                 .extend(page.inserted_all().filter(|&(key, tid)| {
                     key >= lo && key <= hi && after.is_none_or(|a| (key, tid) > a)
@@ -563,7 +571,6 @@ impl ScanState {
     ) -> Result<(), Recycled> {
         let lo = self.plan.intervals[k].0;
         let (dlo, _) = self.delta_range(k);
-        let run = Section::run(self.meta());
         let mut b = Bounds {
             segment: Segment::Interval(k),
             run_lo: end,
@@ -577,13 +584,14 @@ impl ScanState {
         self.run_items.clear();
         self.ins_items.clear();
         if end > 0 {
+            let run = self.run(rel)?;
             let hi = self.plan.intervals[k].1;
             let page = self.page_at(rel, end - 1, page)?;
             let (ps, _) = run.page_span(run.page_of(end - 1));
             let stop = (end - ps) as usize;
             // Inserted entries the batch takes: those of the interval below
             // the run entry after the slice (all the page owns, to its end).
-            let before = (stop < page.len()).then(|| (page.key(stop), page.tid(stop)));
+            let before = (stop < page.len()).then(|| page.entry(stop));
             self.ins_items
                 .extend(page.inserted_all().filter(|&(key, tid)| {
                     key >= lo && key <= hi && before.is_none_or(|b| (key, tid) < b)
@@ -592,11 +600,8 @@ impl ScanState {
             while s > 0 && page.key(s - 1) >= lo {
                 s -= 1;
             }
-            self.run_items.extend(
-                (s..stop)
-                    .filter(|&i| !page.dead(i))
-                    .map(|i| (page.key(i), page.tid(i))),
-            );
+            self.run_items
+                .extend((s..stop).filter(|&i| !page.dead(i)).map(|i| page.entry(i)));
             b.run_lo = ps + s as u64;
             b.run_end_bwd = s > 0 || ps == 0;
             if !b.run_end_bwd {

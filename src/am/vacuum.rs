@@ -10,6 +10,7 @@
 
 use crate::storage::buffer::{nblocks, Strategy};
 use crate::storage::meta::META_BLOCK;
+use crate::storage::page::PageKind;
 use crate::storage::run::{retain_inserted, set_dead, tid_to_ptr, Section, Tid};
 use crate::storage::wal::Wal;
 use crate::storage::{delta, Buf, Meta};
@@ -52,7 +53,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         let current = section.generation == meta.generation;
         // The run pages the two generations share are visited once, as the
         // current generation's; NULL pages are never shared.
-        let from = if current || section.width == 0 {
+        let from = if current || section.kind == PageKind::Null {
             0
         } else {
             meta.shared_pages.min(section.pages)
@@ -76,7 +77,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 live += (page.live().count() - slots.len()) as u64;
                 live += (page.inserted_len() - ins_dead.len()) as u64;
                 removed += (slots.len() + ins_dead.len()) as u64;
-                if section.width != 0 {
+                if section.kind == PageKind::Run {
                     run_removed += slots.len() as u64;
                 }
             }

@@ -1,7 +1,7 @@
 //! What a backend keeps per index between calls, in the index's relcache entry
 //! (`rd_amcache`, allocated in `rd_indexcxt` and freed by PostgreSQL whenever
 //! the entry is rebuilt, as after `REINDEX`): the current generation's model
-//! and the delta page this backend last inserted into. Both are hints checked
+//! and run page directory, and the delta page this backend last inserted into. Both are hints checked
 //! against the pages they describe before use.
 
 use pgrx::pg_sys;
@@ -26,6 +26,10 @@ pub struct AmCache {
     pub model_generation: u32,
     pub model: *mut u8,
     pub model_len: usize,
+    /// Its run's page directory (`search::Directory`): `starts_len` u64s in
+    /// `rd_indexcxt`, or null.
+    pub starts: *mut u64,
+    pub starts_len: usize,
     /// Where this backend last inserted (`blk` invalid for none).
     pub open: OpenPage,
     /// What this backend last read of the metapage to route inserts.
@@ -58,6 +62,9 @@ pub unsafe fn get<'a>(rel: pg_sys::Relation) -> &'a mut AmCache {
         if !(*c).model.is_null() {
             pg_sys::pfree((*c).model.cast());
         }
+        if !(*c).starts.is_null() {
+            pg_sys::pfree((*c).starts.cast());
+        }
         pg_sys::pfree(c.cast());
         c = std::ptr::null_mut();
     }
@@ -68,6 +75,8 @@ pub unsafe fn get<'a>(rel: pg_sys::Relation) -> &'a mut AmCache {
             model_generation: 0,
             model: std::ptr::null_mut(),
             model_len: 0,
+            starts: std::ptr::null_mut(),
+            starts_len: 0,
             open: OpenPage {
                 blk: pg_sys::InvalidBlockNumber,
                 dir_blk: pg_sys::InvalidBlockNumber,

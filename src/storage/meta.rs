@@ -13,7 +13,9 @@ const META_MAGIC: u32 = 0x4C52_4E44; // "LRND"
 /// 3: generations may share run pages (append retrains); 32 extents per list.
 /// 4: run pages have an insert area and a fence, and a per-generation count
 /// of entries per page; the metapage keeps the run's last entry.
-pub const FORMAT_VERSION: u32 = 4;
+/// 5: run and NULL pages are packed (src/storage/packed.rs), each holding as
+/// many entries as fit; the model pages keep a page directory after the model.
+pub const FORMAT_VERSION: u32 = 5;
 /// The generation a build writes.
 pub const FIRST_GENERATION: u32 = 1;
 /// Delta pages that take inserts at once; more only open under contention.
@@ -26,8 +28,7 @@ pub struct Meta {
     pub magic: u32,
     pub version: u32,
     pub key_kind: u8,
-    pub key_width: u8,
-    pub _pad: u16,
+    pub _pad: [u8; 3],
     pub target_window: u32,
     /// The current generation: its run, NULL and model pages carry this number,
     /// and it includes every delta page whose generation is smaller.
@@ -80,8 +81,6 @@ pub struct Meta {
     /// before the switch may still read its run and NULL pages, so VACUUM
     /// keeps them free of dead entries until no snapshot is that old.
     pub prev_generation: u32,
-    pub prev_key_width: u8,
-    pub _pad3: [u8; 3],
     pub prev_run_base: u32,
     pub prev_run_pages: u32,
     pub prev_run_entries: u64,
@@ -90,15 +89,11 @@ pub struct Meta {
     pub prev_model_pages: u32,
     /// The transaction that switched away from it.
     pub prev_retired: u64,
-    /// Run entries per run page, in the current and previous generation.
-    pub per_page: u32,
-    pub prev_per_page: u32,
     /// Nonzero once an entry whose place is inside the run went to the delta
     /// in this generation (its page had no room, or a retrain was running):
     /// scans then read the delta pages for every key, not only for keys above
     /// the run's last entry.
     pub spilled: u32,
-    pub _pad4: u32,
     /// The run's last (key, TID), when it has entries: inserts above it go
     /// to the delta, those at or below it to the run page that owns them.
     pub run_last_key: u64,
@@ -120,8 +115,7 @@ impl Meta {
             magic: META_MAGIC,
             version: FORMAT_VERSION,
             key_kind: kind as u8,
-            key_width: 8,
-            _pad: 0,
+            _pad: [0; 3],
             target_window,
             generation: FIRST_GENERATION,
             insert_generation: FIRST_GENERATION,
@@ -154,8 +148,6 @@ impl Meta {
             retrain_count: 0,
             retrain_us: 0,
             prev_generation: 0,
-            prev_key_width: 0,
-            _pad3: [0; 3],
             prev_run_base: 0,
             prev_run_pages: 0,
             prev_run_entries: 0,
@@ -163,10 +155,7 @@ impl Meta {
             prev_null_entries: 0,
             prev_model_pages: 0,
             prev_retired: 0,
-            per_page: super::run::capacity(8),
-            prev_per_page: 0,
             spilled: 0,
-            _pad4: 0,
             run_last_key: 0,
             run_last_tid: 0,
             place: Extents::default(),
@@ -263,24 +252,20 @@ impl Meta {
         if KeyKind::from_u8(self.key_kind).is_none() {
             bad(&format!("unknown key type {}", self.key_kind));
         }
-        if self.key_width != 4 && self.key_width != 8 {
-            bad(&format!("key width {} is invalid", self.key_width));
-        }
-        if self.per_page == 0 || self.per_page > super::run::capacity(self.key_width) {
-            bad("entries per run page is out of range");
-        }
-        if self.run_pages as u64 != self.run_entries.div_ceil(self.per_page as u64) {
-            bad("run page count does not match its entry count");
+        // Every page holds at least one entry and at most MAX_COUNT.
+        let plausible = |pages: u32, entries: u64| {
+            pages as u64 <= entries && entries <= pages as u64 * super::packed::MAX_COUNT as u64
+        };
+        if !plausible(self.run_pages, self.run_entries)
+            || !plausible(self.null_pages, self.null_entries)
+        {
+            bad("a section's page count does not match its entry count");
         }
         if self.prev_generation != 0
-            && (self.prev_per_page == 0
-                || self.prev_run_pages as u64
-                    != self.prev_run_entries.div_ceil(self.prev_per_page as u64))
+            && (!plausible(self.prev_run_pages, self.prev_run_entries)
+                || !plausible(self.prev_null_pages, self.prev_null_entries))
         {
-            bad("the previous generation's run page count does not match its entry count");
-        }
-        if self.null_pages as u64 != self.null_entries.div_ceil(super::run::NULL_CAPACITY as u64) {
-            bad("null page count does not match its entry count");
+            bad("the previous generation's page counts do not match its entry counts");
         }
         for list in [&self.place, &self.prev_place, &self.free] {
             if list.n as usize > MAX_EXTENTS
@@ -296,8 +281,8 @@ impl Meta {
         if self.place.blocks() < pages {
             bad("the current generation has more pages than its extents hold");
         }
-        if self.model_pages == 0
-            || self.model_bytes > self.model_pages as u64 * super::model_pages::PAYLOAD as u64
+        if self.model_pages
+            != super::model_pages::pages_for(self.model_bytes as usize, self.run_pages)
         {
             bad("model size does not match its pages");
         }

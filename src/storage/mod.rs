@@ -8,6 +8,7 @@ pub mod delta;
 pub mod extents;
 pub mod meta;
 pub mod model_pages;
+pub mod packed;
 pub mod page;
 pub mod run;
 pub mod search;

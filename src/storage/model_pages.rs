@@ -1,9 +1,12 @@
-//! The model's bytes, split over consecutive pages, and the per-backend cache of
-//! them in `rd_amcache`, keyed by the index generation.
+//! The model's bytes and the run's page directory (each run page's entry
+//! count, a little-endian `u16`, after the model), split over consecutive
+//! pages, and the per-backend cache of both in `rd_amcache`, keyed by the
+//! index generation.
 
 use super::extents::Extents;
 use super::meta::META_BLOCK;
 use super::page::{self, corrupt, recycled_error, PageKind, Recycled, CONTENT};
+use super::search::{self, Directory};
 use super::{amcache, Buf, Meta};
 use crate::model::ModelView;
 use pgrx::pg_sys;
@@ -19,15 +22,29 @@ const HEADER: usize = std::mem::size_of::<ModelHeader>();
 const _: () = assert!(HEADER == 8);
 pub const PAYLOAD: usize = CONTENT - HEADER;
 
-/// Writes `bytes` into pages `first..` of `place` (a build or a retrain, before
-/// anything points at them); returns the number of pages.
+/// Pages a model of `model_len` bytes and the directory of `run_pages` take.
+pub fn pages_for(model_len: usize, run_pages: u32) -> u32 {
+    model_len
+        .saturating_add(2 * run_pages as usize)
+        .div_ceil(PAYLOAD)
+        .min(u32::MAX as usize) as u32
+}
+
+/// Writes the model and the directory of run pages holding `counts` entries
+/// into pages `first..` of `place` (a build or a retrain, before anything
+/// points at them); returns the number of pages.
 pub fn write(
     rel: pg_sys::Relation,
     (place, first): (Extents, u32),
     generation: u32,
-    bytes: &[u8],
+    (model, counts): (&[u8], &[u16]),
     need_lock: bool,
 ) -> u32 {
+    let mut bytes = Vec::with_capacity(model.len() + 2 * counts.len());
+    bytes.extend_from_slice(model);
+    for c in counts {
+        bytes.extend_from_slice(&c.to_le_bytes());
+    }
     let mut pages = 0;
     for chunk in bytes.chunks(PAYLOAD) {
         let blk = place
@@ -55,6 +72,7 @@ pub fn write(
         }
         pages += 1;
     }
+    debug_assert_eq!(pages, pages_for(model.len(), counts.len() as u32));
     pages
 }
 
@@ -75,45 +93,69 @@ pub unsafe fn init_page(page: pg_sys::Page, generation: u32, chunk: &[u8]) {
     std::ptr::copy_nonoverlapping(chunk.as_ptr(), page::content(page).add(HEADER), chunk.len());
 }
 
-/// The model of generation `meta.generation`, from this backend's cache or
-/// read from the model pages (and then cached). The returned bytes live in the
-/// index's relcache memory and stay valid until the relcache entry is rebuilt,
-/// which cannot happen while the caller holds the index open and locked
-/// without processing invalidations, or the next generation's model is
-/// loaded; callers copy nothing out of it across such points. `Err` when a
-/// model page was reused by a newer generation.
-pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> Result<ModelView<'a>, Recycled> {
+/// The current generation's model and run page directory.
+pub struct Loaded<'a> {
+    pub model: ModelView<'a>,
+    pub dir: Directory<'a>,
+}
+
+/// The model and directory of generation `meta.generation`, from this
+/// backend's cache or read from the model pages (and then cached). The
+/// returned views live in the index's relcache memory and stay valid until
+/// the relcache entry is rebuilt, which cannot happen while the caller holds
+/// the index open and locked without processing invalidations, or the next
+/// generation's model is loaded; callers copy nothing out of them across
+/// such points. `Err` when a model page was reused by a newer generation.
+pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> Result<Loaded<'a>, Recycled> {
     // SAFETY: the cache reference is used only inside this function; `model`
-    // is null or `model_len` bytes allocated below in `rd_indexcxt`.
+    // and `starts` are null or allocated below in `rd_indexcxt` with the
+    // lengths recorded beside them.
     unsafe {
         let cache = amcache::get(rel);
         if !cache.model.is_null() && cache.model_generation == meta.generation {
-            let bytes = std::slice::from_raw_parts(cache.model, cache.model_len);
-            return Ok(ModelView::open(bytes).expect("cached model was validated when loaded"));
+            return Ok(cached(cache));
         }
-        let bytes = try_read(rel, meta)?;
+        let (bytes, starts) = try_read(rel, meta)?;
         let mem = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, bytes.len().max(1)) as *mut u8;
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem, bytes.len());
+        let dir = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, 8 * starts.len()) as *mut u64;
+        std::ptr::copy_nonoverlapping(starts.as_ptr(), dir, starts.len());
         let cache = amcache::get(rel);
-        if !cache.model.is_null() {
-            pg_sys::pfree(cache.model.cast());
+        for old in [cache.model.cast::<std::ffi::c_void>(), cache.starts.cast()] {
+            if !old.is_null() {
+                pg_sys::pfree(old);
+            }
         }
         cache.model = mem;
         cache.model_len = bytes.len();
+        cache.starts = dir;
+        cache.starts_len = starts.len();
         cache.model_generation = meta.generation;
-        let slice = std::slice::from_raw_parts(mem, bytes.len());
-        Ok(ModelView::open(slice).expect("validated by read"))
+        Ok(cached(cache))
     }
 }
 
-/// Reads and validates the model's bytes from its pages.
-pub fn read(rel: pg_sys::Relation, meta: &Meta) -> Vec<u8> {
+/// # Safety
+/// The cache's model and directory must be set.
+unsafe fn cached<'a>(cache: &amcache::AmCache) -> Loaded<'a> {
+    let bytes = std::slice::from_raw_parts(cache.model, cache.model_len);
+    let starts = std::slice::from_raw_parts(cache.starts, cache.starts_len);
+    Loaded {
+        model: ModelView::open(bytes).expect("cached model was validated when loaded"),
+        dir: Directory::new(starts),
+    }
+}
+
+/// Reads and validates the model's bytes and the directory's starts from
+/// the model pages.
+pub fn read(rel: pg_sys::Relation, meta: &Meta) -> (Vec<u8>, Vec<u64>) {
     try_read(rel, meta).unwrap_or_else(|_| recycled_error(rel))
 }
 
 /// As [`read`], for a scan that starts over when a model page was reused.
-fn try_read(rel: pg_sys::Relation, meta: &Meta) -> Result<Vec<u8>, Recycled> {
-    let mut bytes = Vec::with_capacity(meta.model_bytes as usize);
+fn try_read(rel: pg_sys::Relation, meta: &Meta) -> Result<(Vec<u8>, Vec<u64>), Recycled> {
+    let total = meta.model_bytes as usize + 2 * meta.run_pages as usize;
+    let mut bytes = Vec::with_capacity(total);
     for i in 0..meta.model_pages {
         let Some(blk) = meta.model_block(i) else {
             corrupt(rel, META_BLOCK, "a model page lies beyond its extents");
@@ -138,17 +180,29 @@ fn try_read(rel: pg_sys::Relation, meta: &Meta) -> Result<Vec<u8>, Recycled> {
             bytes.extend_from_slice(std::slice::from_raw_parts(base.add(HEADER), len));
         }
     }
-    if bytes.len() as u64 != meta.model_bytes {
+    if bytes.len() != total {
         corrupt(
             rel,
             META_BLOCK,
             &format!(
-                "model is {} bytes, the metapage says {}",
+                "model pages hold {} bytes, the metapage says {total}",
                 bytes.len(),
-                meta.model_bytes
             ),
         );
     }
+    let counts = bytes[meta.model_bytes as usize..]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]));
+    let starts = search::starts(counts)
+        .filter(|s| s[s.len() - 1] == meta.run_entries)
+        .unwrap_or_else(|| {
+            corrupt(
+                rel,
+                META_BLOCK,
+                "the run page directory does not add up to the run's entries",
+            )
+        });
+    bytes.truncate(meta.model_bytes as usize);
     let view = ModelView::open(&bytes).and_then(|v| v.verify_checksum().map(|_| v));
     match view {
         Ok(v) if v.nkeys() == meta.run_entries => {}
@@ -163,5 +217,5 @@ fn try_read(rel: pg_sys::Relation, meta: &Meta) -> Result<Vec<u8>, Recycled> {
         ),
         Err(e) => corrupt(rel, META_BLOCK, &e.to_string()),
     }
-    Ok(bytes)
+    Ok((bytes, starts))
 }

@@ -1,9 +1,9 @@
-//! Run pages: the sorted (ordinal, TID) entries, structure-of-arrays, the same
-//! number per page (`per_page`, chosen per generation) so that position `p`
-//! lives at block `start + p / per_page`, slot `p % per_page`. Keys are stored
-//! as 4-byte offsets from the page's first key when every page of the run
-//! allows it, else as full 8-byte ordinals. Each page has a tombstone bitmap:
-//! VACUUM marks dead run entries there and they never move.
+//! Run pages: the sorted (ordinal, TID) entries, packed ([`super::packed`]):
+//! groups of encoded entries behind a group table, with a tombstone bitmap
+//! (VACUUM marks dead run entries there and they never move). Pages hold as
+//! many entries as their bytes allow, so each generation's model pages keep
+//! a page directory ([`Directory`]): how many entries each run page holds,
+//! which turns a run position into a page.
 //!
 //! The space a page's run entries leave free is its **insert area**: entries
 //! inserted after the run was written whose place in the run is on this page
@@ -13,71 +13,77 @@
 //! last entry, so a lookup reads one page for run and inserted entries alike.
 //!
 //! Null pages hold the TIDs of rows whose key is NULL, in the same format
-//! without keys and without an insert area.
+//! with every key 0 (which packs to nothing) and without an insert area.
 
 use super::buffer::{nblocks, Strategy};
+use super::codec::GROUP;
 use super::extents::Extents;
 use super::meta::META_BLOCK;
+use super::packed::{self, PackedPage, Packer, Region};
 use super::page::{self, corrupt, recycled_error, PageKind, Recycled, CONTENT, PAGE_HEADER};
-use super::search::{self, SortedPage};
+use super::search::{self, Directory, SortedPage};
 use super::Buf;
 use crate::model::Window;
-use pgrx::pg_sys;
+use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
+use std::cell::UnsafeCell;
 
-/// Header of a run or NULL page; then the tombstone bitmap, the keys (none on
-/// NULL pages) and the TIDs, each array sized for the page's `count`. The
-/// insert area (`ins` entries) ends at the special space.
+/// Header of a run or NULL page; then the packed region, whose length
+/// `pd_lower` gives. The insert area (`ins` entries) ends at the special
+/// space.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct RunHeader {
-    /// Keys are stored as offsets from this one when `width` is 4.
-    first_key: u64,
     /// The last (key, TID) of the page before, when `has_fence`.
     fence_key: u64,
     fence_tid: u64,
     count: u16,
-    /// 4 or 8 on run pages, 0 on NULL pages.
-    width: u8,
     has_fence: u8,
+    _pad: u8,
     /// Entries in the insert area.
     ins: u16,
-    _pad: u16,
+    _pad2: u16,
 }
 const HEADER: usize = std::mem::size_of::<RunHeader>();
-const _: () = assert!(HEADER == 32);
+const _: () = assert!(HEADER == 24);
 
 /// One insert-area entry: the key and the heap TID.
 pub const INSERTED: usize = 8 + 6;
 
-/// Most entries a run page holds for a key width.
-pub const fn capacity(width: u8) -> u32 {
-    match width {
-        4 => 802,
-        _ => 575,
+/// Bytes a page's packed region may take.
+const REGION: usize = CONTENT - HEADER;
+const _: () = assert!(REGION >= packed::MIN_BUDGET && packed::MAX_COUNT <= u16::MAX as usize);
+
+/// A packer of run pages filled to `fillfactor` percent, or of NULL pages
+/// (`None`). A packed page holds as many entries as its data allows, so the
+/// room it leaves for inserts is sized by its entries, not its bytes: at
+/// fill factor `f`, room for `(100 - f) / f` more entries (80: a quarter
+/// more), each a raw insert-area entry.
+fn packer(fillfactor: Option<u32>) -> Packer {
+    let reserve = fillfactor.map_or(0, |f| {
+        let f = f.clamp(10, 100) as usize;
+        INSERTED * 100 * (100 - f) / f
+    });
+    let packer = Packer::new(REGION, reserve);
+    match DEBUG_PAGE_ENTRIES.get() {
+        n if n > 0 => packer.at_most(n as usize),
+        _ => packer,
     }
 }
-pub const NULL_CAPACITY: u32 = 1326;
 
-const fn bitmap_len(count: u32) -> usize {
-    (count as usize).div_ceil(64) * 8
-}
+static DEBUG_PAGE_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(0);
 
-/// Bytes the header and `count` entries of `width` take.
-const fn used(count: u32, width: u8) -> usize {
-    HEADER + bitmap_len(count) + count as usize * (width as usize + 6)
-}
-
-const _: () = {
-    assert!(used(802, 4) <= CONTENT && used(803, 4) > CONTENT);
-    assert!(used(575, 8) <= CONTENT && used(576, 8) > CONTENT);
-    assert!(used(NULL_CAPACITY, 0) <= CONTENT);
-    assert!(std::mem::size_of::<pg_sys::ItemPointerData>() == 6);
-};
-
-/// Run entries per page for a key width and a fill factor (percent): the rest
-/// of each page is its insert area.
-pub fn per_page(width: u8, fillfactor: u32) -> u32 {
-    (capacity(width) * fillfactor.clamp(10, 100) / 100).max(1)
+/// Defines the testing GUC. Called from `_PG_init`.
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"learneddb.debug_page_entries",
+        c"Testing aid: the most entries a run or NULL page written by this session takes (0: as many as fit).",
+        c"Tests that need entries on given pages set it before CREATE INDEX or learned_retrain; packed pages otherwise hold however many their data allows.",
+        &DEBUG_PAGE_ENTRIES,
+        0,
+        packed::MAX_COUNT as i32,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
+    );
 }
 
 /// A heap TID as a sortable integer: block in the high bits, offset in the low.
@@ -99,97 +105,104 @@ pub fn tid_to_ptr(t: Tid) -> pg_sys::ItemPointerData {
     }
 }
 
-/// A section of same-format pages of one generation: the run (`width` 4 or 8)
-/// or the NULL TIDs (`width` 0).
-#[derive(Clone, Copy, Debug)]
-pub struct Section {
+/// A section of one generation's pages: the run or the NULL TIDs. With the
+/// run's [`Directory`] it also knows which positions each page holds.
+#[derive(Clone, Copy)]
+pub struct Section<'a> {
     /// The generation's extents, and where in them this section begins.
     pub place: Extents,
     pub first: u32,
     pub pages: u32,
     pub entries: u64,
-    pub width: u8,
-    /// Entries per page.
-    pub per_page: u32,
+    pub kind: PageKind,
     pub generation: u32,
     /// The oldest generation whose pages the section holds (see
     /// [`super::Meta::run_base`]).
     pub base: u32,
+    /// Where each page begins in the run (run sections, for positions).
+    pub dir: Option<Directory<'a>>,
 }
 
-impl Section {
-    pub fn run(m: &super::Meta) -> Section {
+impl<'a> Section<'a> {
+    pub fn run(m: &super::Meta) -> Section<'a> {
         Section {
             place: m.place,
             first: 0,
             pages: m.run_pages,
             entries: m.run_entries,
-            width: m.key_width,
-            per_page: m.per_page,
+            kind: PageKind::Run,
             generation: m.generation,
             base: m.run_base,
+            dir: None,
+        }
+    }
+
+    /// The section with its directory, for lookups by position.
+    pub fn with(self, dir: Directory<'a>) -> Section<'a> {
+        debug_assert_eq!(dir.pages(), self.pages);
+        Section {
+            dir: Some(dir),
+            ..self
         }
     }
 
     /// The previous generation's run and NULL sections, while scans may read them.
-    pub fn previous(m: &super::Meta) -> Option<[Section; 2]> {
+    pub fn previous(m: &super::Meta) -> Option<[Section<'a>; 2]> {
         (m.prev_generation != 0).then_some([
             Section {
                 place: m.prev_place,
                 first: 0,
                 pages: m.prev_run_pages,
                 entries: m.prev_run_entries,
-                width: m.prev_key_width,
-                per_page: m.prev_per_page,
+                kind: PageKind::Run,
                 generation: m.prev_generation,
                 base: m.prev_run_base,
+                dir: None,
             },
             Section {
                 place: m.prev_place,
                 first: m.prev_run_pages,
                 pages: m.prev_null_pages,
                 entries: m.prev_null_entries,
-                width: 0,
-                per_page: NULL_CAPACITY,
+                kind: PageKind::Null,
                 generation: m.prev_generation,
                 base: m.prev_generation,
+                dir: None,
             },
         ])
     }
 
-    pub fn nulls(m: &super::Meta) -> Section {
+    pub fn nulls(m: &super::Meta) -> Section<'a> {
         Section {
             place: m.place,
             first: m.run_pages,
             pages: m.null_pages,
             entries: m.null_entries,
-            width: 0,
-            per_page: NULL_CAPACITY,
+            kind: PageKind::Null,
             generation: m.generation,
             base: m.generation,
+            dir: None,
         }
     }
 
-    pub fn cap(&self) -> u64 {
-        self.per_page as u64
-    }
-
-    fn kind(&self) -> PageKind {
-        if self.width == 0 {
-            PageKind::Null
-        } else {
-            PageKind::Run
-        }
+    fn dir(&self) -> Directory<'a> {
+        self.dir
+            .expect("positions are looked up in a run section with its directory")
     }
 
     /// Positions `[first, end)` held by page `i`.
     pub fn page_span(&self, i: u32) -> (u64, u64) {
-        let first = i as u64 * self.cap();
-        (first, (first + self.cap()).min(self.entries))
+        self.dir().span(i)
     }
 
+    /// The page holding position `pos` (`pos` below `entries`).
     pub fn page_of(&self, pos: u64) -> u32 {
-        (pos / self.cap()) as u32
+        self.dir().page_of(pos)
+    }
+
+    /// Whether position `pos` is the first of a page.
+    pub fn starts_page(&self, pos: u64) -> bool {
+        pos < self.entries && self.page_span(self.page_of(pos)).0 == pos
     }
 
     /// Share-locks page `i` and checks that it is what the metapage says.
@@ -239,9 +252,7 @@ impl Section {
         key: u64,
         hint: Window,
     ) -> Result<(u64, Option<RunPage>), Recycled> {
-        search::lower_bound(self.entries, self.cap(), key, hint, |i| {
-            self.try_read(rel, i)
-        })
+        search::lower_bound(self.dir(), key, hint, |i| self.try_read(rel, i))
     }
 
     /// As [`Section::seek`], for the pair (key, TID): the position of the
@@ -259,7 +270,7 @@ impl Section {
         while let Some(p) = page.as_ref() {
             let (ps, _) = self.page_span(self.page_of(pos));
             let mut s = (pos - ps) as usize;
-            while s < p.len() && (p.key(s), p.tid(s)) < (key, tid) {
+            while s < p.len() && p.entry(s) < (key, tid) {
                 s += 1;
             }
             pos = ps + s as u64;
@@ -277,27 +288,47 @@ impl Section {
 
 impl SortedPage for RunPage {
     fn count(&self) -> usize {
-        self.count
+        self.region.count()
     }
     fn key(&self, slot: usize) -> u64 {
         RunPage::key(self, slot)
     }
+    /// The group table says which group holds the answer; one group is
+    /// decoded. The window is not needed inside a page.
+    fn lower_bound_near(&self, key: u64, _lo: usize, _hi: usize) -> usize {
+        let g = self.region.group_of(key);
+        let group = self.group(g);
+        g * GROUP + group.keys[..self.region.group_len(g)].partition_point(|&k| k < key)
+    }
+}
+
+/// The decoded entries of one group of a page.
+struct Group {
+    /// Which group, or `usize::MAX` before the first is decoded.
+    at: usize,
+    keys: [u64; GROUP],
+    tids: [Tid; GROUP],
 }
 
 /// A validated view of one run or NULL page. It owns the pinned buffer, so it
 /// cannot outlive the pin; it is read while the buffer is locked.
 pub struct RunPage {
     buf: Buf,
-    base: *const u8,
-    count: usize,
-    width: u8,
-    first_key: u64,
+    rel: pg_sys::Relation,
+    /// The packed entries, inside the locked page `buf` holds.
+    region: Region<'static>,
+    kind: PageKind,
     fence: Option<(u64, Tid)>,
-    keys_at: usize,
-    tids_at: usize,
+    base: *const u8,
+    /// End of the packed region, in the page's content.
+    used: usize,
     ins: usize,
-    /// Offset in the page of the insert area's lowest entry (`pd_upper`).
+    /// Offset in the page's content of the insert area's lowest entry
+    /// (`pd_upper`).
     ins_at: usize,
+    /// The group last decoded: a scan walks a page's entries in order, a
+    /// lookup reads one group.
+    cache: UnsafeCell<Box<Group>>,
 }
 
 impl RunPage {
@@ -311,109 +342,107 @@ impl RunPage {
     ) -> Result<RunPage, Recycled> {
         let blk = buf.blkno();
         let page = buf.page();
-        page::check_current(rel, blk, page, s.kind(), s.base..=s.generation)?;
+        page::check_current(rel, blk, page, s.kind, s.base..=s.generation)?;
         let h: RunHeader = page::read_header(page);
-        let (ps, pe) = s.page_span(i);
-        if h.width != s.width {
-            corrupt(
-                rel,
-                blk,
-                &format!(
-                    "page key width {} differs from the metapage's {}",
-                    h.width, s.width
-                ),
-            );
-        }
-        if h.count as u64 != pe - ps {
-            corrupt(
-                rel,
-                blk,
-                &format!(
-                    "page holds {} entries, the metapage says {}",
-                    h.count,
-                    pe - ps
-                ),
-            );
+        if let Some(dir) = s.dir {
+            let (ps, pe) = dir.span(i);
+            if h.count as u64 != pe - ps {
+                corrupt(
+                    rel,
+                    blk,
+                    &format!(
+                        "page holds {} entries, the page directory says {}",
+                        h.count,
+                        pe - ps
+                    ),
+                );
+            }
         }
         let header = &*(page as *const pg_sys::PageHeaderData);
         let (lower, upper) = (header.pd_lower as usize, header.pd_upper as usize);
-        let end = PAGE_HEADER + used(h.count as u32, h.width);
         let special = PAGE_HEADER + CONTENT;
-        if lower != end
+        let run = s.kind == PageKind::Run;
+        if lower < PAGE_HEADER + HEADER
             || upper < lower
             || upper + h.ins as usize * INSERTED != special
-            || (h.width == 0 && h.ins != 0)
-            || (h.width != 0 && (h.has_fence != 0) != (i > 0))
+            || (!run && (h.ins != 0 || h.has_fence != 0))
+            || (run && (h.has_fence != 0) != (i > 0))
         {
             corrupt(rel, blk, "run page layout does not match its header");
         }
-        let keys_at = HEADER + bitmap_len(h.count as u32);
+        let base = page::content(page) as *const u8;
+        let used = lower - PAGE_HEADER;
+        // The region lies between the header and pd_lower, inside the page
+        // (pd_lower was checked against the special space above).
+        let raw = std::slice::from_raw_parts(base.add(HEADER), used - HEADER);
+        let region = Region::parse(raw, h.count as usize)
+            .unwrap_or_else(|e| corrupt(rel, blk, &e.to_string()));
         Ok(RunPage {
-            base: page::content(page) as *const u8,
             buf,
-            count: h.count as usize,
-            width: h.width,
-            first_key: h.first_key,
+            rel,
+            region,
+            kind: s.kind,
             fence: (h.has_fence != 0).then_some((h.fence_key, h.fence_tid)),
-            keys_at,
-            tids_at: keys_at + h.count as usize * h.width as usize,
+            base,
+            used,
             ins: h.ins as usize,
             ins_at: upper - PAGE_HEADER,
+            cache: UnsafeCell::new(Box::new(Group {
+                at: usize::MAX,
+                keys: [0; GROUP],
+                tids: [0; GROUP],
+            })),
         })
+    }
+
+    /// Group `g`, decoded.
+    #[inline]
+    fn group(&self, g: usize) -> &Group {
+        // SAFETY: the cache is private to this view, which is not Sync (the
+        // cell makes it so), and no reference into it is alive while it is
+        // refilled: every caller copies out of the group before calling
+        // another method of the view.
+        let c = unsafe { &mut *self.cache.get() };
+        if c.at != g {
+            c.at = usize::MAX;
+            if let Err(e) = self.region.decode(g, &mut c.keys, &mut c.tids) {
+                corrupt(self.rel, self.buf.blkno(), &e.to_string());
+            }
+            c.at = g;
+        }
+        c
     }
 
     #[allow(clippy::len_without_is_empty)] // a run page always holds entries
     pub fn len(&self) -> usize {
-        self.count
+        self.region.count()
+    }
+
+    /// Entry `i`'s (key, TID).
+    #[inline]
+    pub fn entry(&self, i: usize) -> (u64, Tid) {
+        let g = self.group(i / GROUP);
+        (g.keys[i % GROUP], g.tids[i % GROUP])
     }
 
     #[inline]
     pub fn key(&self, i: usize) -> u64 {
-        debug_assert!(i < self.count);
-        // SAFETY: i < count, so the read stays inside the keys array, which
-        // `open` checked lies below pd_lower.
-        unsafe {
-            match self.width {
-                4 => {
-                    self.first_key
-                        + self
-                            .base
-                            .add(self.keys_at + 4 * i)
-                            .cast::<u32>()
-                            .read_unaligned() as u64
-                }
-                _ => self
-                    .base
-                    .add(self.keys_at + 8 * i)
-                    .cast::<u64>()
-                    .read_unaligned(),
-            }
-        }
+        self.group(i / GROUP).keys[i % GROUP]
     }
 
     #[inline]
     pub fn tid(&self, i: usize) -> Tid {
-        debug_assert!(i < self.count);
-        // SAFETY: as in `key`, the TID array lies inside the page.
-        let p = unsafe {
-            self.base
-                .add(self.tids_at + 6 * i)
-                .cast::<pg_sys::ItemPointerData>()
-                .read_unaligned()
-        };
-        tid_from_ptr(&p)
+        self.group(i / GROUP).tids[i % GROUP]
     }
 
     #[inline]
     pub fn dead(&self, i: usize) -> bool {
-        debug_assert!(i < self.count);
-        // SAFETY: the bitmap holds count bits rounded up and i < count.
-        unsafe { self.base.add(HEADER + i / 8).read() & (1 << (i % 8)) != 0 }
+        self.region.dead(i)
     }
 
     /// The slots not tombstoned, in order.
     pub fn live(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.count).filter(|&s| !self.dead(s))
+        (0..self.len()).filter(|&s| !self.dead(s))
     }
 
     /// The last (key, TID) of the page before; `None` on the first page.
@@ -424,7 +453,7 @@ impl RunPage {
 
     /// The last run entry's (key, TID).
     pub fn last(&self) -> (u64, Tid) {
-        (self.key(self.count - 1), self.tid(self.count - 1))
+        self.entry(self.len() - 1)
     }
 
     /// Entries in the insert area.
@@ -457,10 +486,10 @@ impl RunPage {
 
     /// How many more entries the insert area has room for.
     pub fn room(&self) -> usize {
-        if self.width == 0 {
+        if self.kind != PageKind::Run {
             return 0;
         }
-        (self.ins_at - (self.tids_at + 6 * self.count)) / INSERTED
+        (self.ins_at - self.used) / INSERTED
     }
 
     pub fn buf(&self) -> &Buf {
@@ -550,32 +579,64 @@ pub unsafe fn retain_inserted(page: pg_sys::Page, mut keep: impl FnMut(Tid) -> b
 /// Marks slots dead on a writable page image.
 ///
 /// # Safety
-/// `page` must be a writable image of a page of this format and every slot
-/// below the page's capacity.
+/// `page` must be a writable image of a valid page of this format and every
+/// slot below its count.
 pub unsafe fn set_dead(page: pg_sys::Page, slots: &[usize]) {
-    let base = page::content(page);
+    let h: RunHeader = page::read_header(page);
+    let bitmap = page::content(page).add(HEADER + Region::bitmap_at(h.count as usize));
     for &i in slots {
-        *base.add(HEADER + i / 8) |= 1 << (i % 8);
+        debug_assert!(i < h.count as usize);
+        *bitmap.add(i / 8) |= 1 << (i % 8);
     }
 }
 
-/// Writes a section page by page during a build. Pages go through shared
-/// buffers unlogged; the build WAL-logs the whole index at the end.
+/// Counts the pages a section of sorted entries takes, packing them as
+/// [`SectionWriter`] will, without writing: a retrain places a generation
+/// before it writes it.
+pub struct PageCounter {
+    packer: Packer,
+    /// Entries of each page counted so far.
+    pub counts: Vec<u16>,
+}
+
+impl PageCounter {
+    /// For run pages filled to `fillfactor`, or NULL pages (`None`).
+    pub fn new(fillfactor: Option<u32>) -> PageCounter {
+        PageCounter {
+            packer: packer(fillfactor),
+            counts: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, key: u64, tid: Tid, dead: bool) {
+        self.packer.push(key, tid, dead);
+        self.counts
+            .extend(self.packer.ready().map(|p| p.count as u16));
+    }
+
+    /// Each page's entry count.
+    pub fn finish(mut self) -> Vec<u16> {
+        let last = self.packer.finish();
+        self.counts.extend(last.iter().map(|p| p.count as u16));
+        self.counts
+    }
+}
+
+/// Writes a section page by page (a build or a retrain, before anything
+/// points at its pages). Pages go through shared buffers unlogged; the
+/// caller WAL-logs them before it publishes them.
 pub struct SectionWriter {
     rel: pg_sys::Relation,
-    width: u8,
+    kind: PageKind,
     generation: u32,
-    per_page: usize,
     /// Where the pages go: page `first + pages` of `place` is written next.
     place: Extents,
     first: u32,
-    keys: Vec<u64>,
-    tids: Vec<Tid>,
-    /// Slots of the page being filled that are written tombstoned.
-    dead: Vec<usize>,
+    packer: Option<Packer>,
     /// The last entry written before the page being filled.
     fence: Option<(u64, Tid)>,
-    pub pages: u32,
+    /// Entries of each page written.
+    pub counts: Vec<u16>,
     pub entries: u64,
     /// Smallest and largest key pushed (keys arrive sorted).
     pub key_range: Option<(u64, u64)>,
@@ -583,37 +644,28 @@ pub struct SectionWriter {
     pub last: Option<(u64, Tid)>,
 }
 
-/// A width-4 run page whose keys span more than 32 bits.
-#[derive(Debug)]
-pub struct TooWide;
-
 impl SectionWriter {
-    /// A writer of `per_page` entries a page (ignored for NULL pages, which
-    /// are always full).
+    /// A writer of run pages filled to `fillfactor` percent, or of NULL
+    /// pages (`None`, always full).
     pub fn new(
         rel: pg_sys::Relation,
         (place, first): (Extents, u32),
-        width: u8,
-        per_page: u32,
+        fillfactor: Option<u32>,
         generation: u32,
     ) -> SectionWriter {
-        let per_page = if width == 0 {
-            NULL_CAPACITY
-        } else {
-            per_page.clamp(1, capacity(width))
-        } as usize;
         SectionWriter {
             rel,
-            width,
+            kind: if fillfactor.is_some() {
+                PageKind::Run
+            } else {
+                PageKind::Null
+            },
             generation,
-            per_page,
             place,
             first,
-            keys: Vec::with_capacity(per_page),
-            tids: Vec::with_capacity(per_page),
-            dead: Vec::new(),
+            packer: Some(packer(fillfactor)),
             fence: None,
-            pages: 0,
+            counts: Vec::new(),
             entries: 0,
             key_range: None,
             last: None,
@@ -627,44 +679,37 @@ impl SectionWriter {
         self
     }
 
-    pub fn push(&mut self, key: u64, tid: Tid) -> Result<(), TooWide> {
-        if self.width == 4 && !self.keys.is_empty() && key - self.keys[0] > u32::MAX as u64 {
-            return Err(TooWide);
-        }
-        self.keys.push(key);
-        self.tids.push(tid);
-        self.entries += 1;
-        self.key_range = Some((self.key_range.map_or(key, |r| r.0), key));
-        self.last = Some((key, tid));
-        if self.keys.len() == self.per_page {
-            self.flush();
-        }
-        Ok(())
+    /// Pages written so far.
+    pub fn pages(&self) -> u32 {
+        self.counts.len() as u32
+    }
+
+    pub fn push(&mut self, key: u64, tid: Tid) {
+        self.push_as(key, tid, false)
     }
 
     /// Pushes an entry VACUUM has tombstoned, keeping its position: an append
     /// retrain copies the run's last page with its tombstones.
-    pub fn push_dead(&mut self, key: u64, tid: Tid) -> Result<(), TooWide> {
-        let slot = self.keys.len();
-        if self.width == 4 && slot > 0 && key - self.keys[0] > u32::MAX as u64 {
-            return Err(TooWide);
-        }
-        self.dead.push(slot);
-        self.push(key, tid)
+    pub fn push_dead(&mut self, key: u64, tid: Tid) {
+        self.push_as(key, tid, true)
     }
 
-    /// The entries not yet written to a page.
-    pub fn pending(&self) -> impl Iterator<Item = (u64, Tid)> + '_ {
-        self.keys.iter().copied().zip(self.tids.iter().copied())
+    fn push_as(&mut self, key: u64, tid: Tid, dead: bool) {
+        self.entries += 1;
+        self.key_range = Some((self.key_range.map_or(key, |r| r.0), key));
+        self.last = Some((key, tid));
+        let packer = self.packer.as_mut().expect("not finished");
+        packer.push(key, tid, dead);
+        let done: Vec<PackedPage> = packer.ready().collect();
+        for p in done {
+            self.write(p);
+        }
     }
 
-    fn flush(&mut self) {
-        if self.keys.is_empty() {
-            return;
-        }
+    fn write(&mut self, p: PackedPage) {
         let blk = self
             .place
-            .block(self.first + self.pages)
+            .block(self.first + self.pages())
             .expect("the writer's extents hold its pages");
         let buf = if blk < nblocks(self.rel) {
             Buf::read_exclusive(self.rel, blk)
@@ -676,65 +721,38 @@ impl SectionWriter {
             blk,
             "extents past the end are written in order"
         );
-        let kind = if self.width == 0 {
-            PageKind::Null
-        } else {
-            PageKind::Run
-        };
-        let n = self.keys.len();
-        let keys_at = HEADER + bitmap_len(n as u32);
-        let tids_at = keys_at + n * self.width as usize;
-        // SAFETY: the page is pinned and exclusive-locked; all writes stay
-        // below `used(n) <= CONTENT` (const assertions above).
+        let fence = self.fence.filter(|_| self.kind == PageKind::Run);
+        // SAFETY: the page is pinned and exclusive-locked; the region fits
+        // the page (the packer's budget is at most REGION).
         unsafe {
             let page = buf.page();
-            page::init(page, kind, self.generation, used(n as u32, self.width));
-            let base = page::content(page);
-            let first = self.keys[0];
-            let (fence_key, fence_tid) = self.fence.unwrap_or((0, 0));
+            page::init(page, self.kind, self.generation, HEADER + p.len());
+            let (fence_key, fence_tid) = fence.unwrap_or((0, 0));
             page::write_header(
                 page,
                 &RunHeader {
-                    first_key: first,
                     fence_key,
                     fence_tid,
-                    count: n as u16,
-                    width: self.width,
-                    has_fence: (self.width != 0 && self.fence.is_some()) as u8,
-                    ins: 0,
+                    count: p.count as u16,
+                    has_fence: fence.is_some() as u8,
                     _pad: 0,
+                    ins: 0,
+                    _pad2: 0,
                 },
             );
-            for (i, &k) in self.keys.iter().enumerate() {
-                match self.width {
-                    4 => base
-                        .add(keys_at + 4 * i)
-                        .cast::<u32>()
-                        .write_unaligned((k - first) as u32),
-                    8 => base.add(keys_at + 8 * i).cast::<u64>().write_unaligned(k),
-                    _ => {}
-                }
-            }
-            for (i, &t) in self.tids.iter().enumerate() {
-                base.add(tids_at + 6 * i)
-                    .cast::<pg_sys::ItemPointerData>()
-                    .write_unaligned(tid_to_ptr(t));
-            }
-            set_dead(page, &self.dead);
+            let region = std::slice::from_raw_parts_mut(page::content(page).add(HEADER), p.len());
+            p.write(region);
             pg_sys::MarkBufferDirty(buf.buffer());
         }
-        if self.width != 0 {
-            self.fence = self.last;
-        }
-        self.keys.clear();
-        self.tids.clear();
-        self.dead.clear();
-        self.pages += 1;
+        self.fence = Some(p.last);
+        self.counts.push(p.count as u16);
     }
 
-    /// Writes the last partial page; returns (pages, entries).
-    pub fn finish(mut self) -> (u32, u64) {
-        self.flush();
-        (self.pages, self.entries)
+    /// Writes the last pages; returns each page's entry count.
+    pub fn finish(mut self) -> Vec<u16> {
+        for p in self.packer.take().expect("not finished").finish() {
+            self.write(p);
+        }
+        std::mem::take(&mut self.counts)
     }
 }

@@ -1,4 +1,4 @@
-//! The last-mile search over a run split into fixed-capacity pages, free of
+//! The last-mile search over a run split into pages, free of
 //! pgrx so that it is tested with plain `cargo test` against arbitrary, also
 //! wrong, model windows.
 //!
@@ -45,28 +45,81 @@ fn search<P: SortedPage + ?Sized>(page: &P, key: u64, mut lo: usize, mut hi: usi
     lo
 }
 
+/// Where each page of a run begins: page `i` holds positions
+/// `[starts[i], starts[i + 1])`, and the last element is the run's length.
+/// Pages hold different numbers of entries (they are packed), so this, not
+/// arithmetic, turns a position into a page: a binary search over a few
+/// thousand integers, cached with the model.
+#[derive(Clone, Copy, Debug)]
+pub struct Directory<'a> {
+    starts: &'a [u64],
+}
+
+impl<'a> Directory<'a> {
+    /// `starts` must begin at 0, grow strictly and hold one more element
+    /// than there are pages ([`starts`] builds it).
+    pub fn new(starts: &'a [u64]) -> Directory<'a> {
+        debug_assert!(starts.first() == Some(&0) && starts.windows(2).all(|w| w[0] < w[1]));
+        Directory { starts }
+    }
+
+    pub fn pages(&self) -> u32 {
+        (self.starts.len() - 1) as u32
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.starts[self.starts.len() - 1]
+    }
+
+    /// Positions `[first, end)` held by page `i`.
+    pub fn span(&self, i: u32) -> (u64, u64) {
+        (self.starts[i as usize], self.starts[i as usize + 1])
+    }
+
+    /// The page holding position `pos`; the last page for positions past
+    /// the end.
+    pub fn page_of(&self, pos: u64) -> u32 {
+        let after = self.starts[1..].partition_point(|&s| s <= pos);
+        after.min(self.starts.len().saturating_sub(2)) as u32
+    }
+}
+
+/// A directory's starts from each page's entry count (each at least 1);
+/// `None` if a count is 0.
+pub fn starts(counts: impl IntoIterator<Item = u16>) -> Option<Vec<u64>> {
+    let mut out = vec![0u64];
+    let mut at = 0u64;
+    for c in counts {
+        if c == 0 {
+            return None;
+        }
+        at += c as u64;
+        out.push(at);
+    }
+    Some(out)
+}
+
 /// Finds the lower bound of `key` (the position of the first entry `>= key`)
-/// in a run of `n` entries stored `cap` to a page, starting at the page of the
-/// model's prediction. `read(i)` reads page `i`, or fails, which ends the
-/// search. Returns the answer and, when it lies on a page, that page as read.
+/// in a run laid out as `dir` says, starting at the page of the model's
+/// prediction. `read(i)` reads page `i`, or fails, which ends the search.
+/// Returns the answer and, when it lies on a page, that page as read.
 pub fn lower_bound<P: SortedPage, E>(
-    n: u64,
-    cap: u64,
+    dir: Directory,
     key: u64,
     hint: Window,
     mut read: impl FnMut(u32) -> Result<P, E>,
 ) -> Result<(u64, Option<P>), E> {
+    let n = dir.entries();
     if n == 0 {
         return Ok((0, None));
     }
-    let span = |i: u32| (i as u64 * cap, ((i as u64 + 1) * cap).min(n));
     let (mut lo, mut hi) = (0u64, n); // the answer lies in [lo, hi]
     let mut target = hint.pred.min(n - 1);
     let mut reads = 0;
     loop {
-        let i = (target / cap) as u32;
+        let i = dir.page_of(target);
         let page = read(i)?;
-        let (ps, pe) = span(i);
+        let (ps, pe) = dir.span(i);
         let (wl, wh) = (hint.lo.clamp(ps, pe) - ps, hint.hi.clamp(ps, pe) - ps);
         let r = ps + page.lower_bound_near(key, wl as usize, wh as usize) as u64;
         if r > ps {
@@ -82,7 +135,7 @@ pub fn lower_bound<P: SortedPage, E>(
                 (n, None)
             } else {
                 drop(page);
-                (lo, Some(read((lo / cap) as u32)?))
+                (lo, Some(read(dir.page_of(lo))?))
             });
         }
         drop(page);
@@ -121,18 +174,33 @@ mod tests {
         }
     }
 
-    fn run(keys: &[u64], cap: usize, key: u64, hint: Window) -> (u64, usize) {
+    /// Pages of the sizes `sizes` repeat (the last one shorter).
+    fn layout(n: usize, sizes: &[usize]) -> Vec<u64> {
+        let mut counts = Vec::new();
+        let mut left = n;
+        for &c in sizes.iter().cycle() {
+            if left == 0 {
+                break;
+            }
+            counts.push(c.min(left) as u16);
+            left -= c.min(left);
+        }
+        starts(counts).unwrap()
+    }
+
+    fn run(keys: &[u64], starts: &[u64], key: u64, hint: Window) -> (u64, usize) {
+        let dir = Directory::new(starts);
         let mut reads = 0;
-        let found = lower_bound(keys.len() as u64, cap as u64, key, hint, |i| {
+        let found = lower_bound(dir, key, hint, |i| {
             reads += 1;
-            let s = i as usize * cap;
-            Ok::<_, std::convert::Infallible>(VecPage(&keys[s..(s + cap).min(keys.len())]))
+            let (s, e) = dir.span(i);
+            Ok::<_, std::convert::Infallible>(VecPage(&keys[s as usize..e as usize]))
         });
         let Ok((pos, page)) = found;
         if let Some(p) = page {
             // The page returned holds the answer.
-            let first = pos as usize / cap * cap;
-            assert_eq!(p.0.as_ptr(), keys[first..].as_ptr());
+            let (first, _) = dir.span(dir.page_of(pos));
+            assert_eq!(p.0.as_ptr(), keys[first as usize..].as_ptr());
         } else {
             assert_eq!(pos as usize, keys.len());
         }
@@ -144,11 +212,11 @@ mod tests {
 
         /// Any window, however wrong, still gives the exact lower bound.
         #[test]
-        fn exact_for_any_hint(mut keys in vec(0u64..200, 0..300), cap in 1usize..20, probe in 0u64..210,
-                              lo in 0u64..400, width in 0u64..400, pred in 0u64..400) {
+        fn exact_for_any_hint(mut keys in vec(0u64..200, 0..300), sizes in vec(1usize..20, 1..5),
+                              probe in 0u64..210, lo in 0u64..400, width in 0u64..400, pred in 0u64..400) {
             keys.sort_unstable();
             let hint = Window { lo, hi: lo + width, pred };
-            let (pos, _) = run(&keys, cap, probe, hint);
+            let (pos, _) = run(&keys, &layout(keys.len(), &sizes), probe, hint);
             prop_assert_eq!(pos as usize, keys.partition_point(|&k| k < probe));
         }
 
@@ -156,13 +224,15 @@ mod tests {
         /// entry of a page: proving that takes the entry before it, on the
         /// previous page, and the answer's page is read again.
         #[test]
-        fn one_read_with_a_true_window(mut keys in vec(0u64..1000, 1..500), cap in 8usize..64, probe in 0u64..1000) {
+        fn one_read_with_a_true_window(mut keys in vec(0u64..1000, 1..500), sizes in vec(8usize..64, 1..5),
+                                       probe in 0u64..1000) {
             keys.sort_unstable();
+            let starts = layout(keys.len(), &sizes);
             let lb = keys.partition_point(|&k| k < probe) as u64;
             let hint = Window { lo: lb, hi: lb, pred: lb.min(keys.len() as u64 - 1) };
-            let (pos, reads) = run(&keys, cap, probe, hint);
+            let (pos, reads) = run(&keys, &starts, probe, hint);
             prop_assert_eq!(pos, lb);
-            let at_page_start = lb.is_multiple_of(cap as u64) && lb > 0 && lb < keys.len() as u64;
+            let at_page_start = starts.contains(&lb) && lb > 0 && lb < keys.len() as u64;
             prop_assert!(reads == 1 || (at_page_start && reads == 3), "{} reads", reads);
         }
     }
