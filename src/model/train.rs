@@ -5,9 +5,11 @@
 //! Keys are collected per distinct value ("groups": first position and count),
 //! cut into segments of at most [`SEGMENT_POSITIONS`] positions, and each segment
 //! is fitted by least squares and split in halves until its error window is
-//! within the target. A value repeated more than the target window gets a leaf of
-//! its own, so a long run of duplicates does not widen its neighbours' windows.
-//! Routing is by key, so all copies of one value always land in one leaf.
+//! within the target, or the leaf holds one value. Long runs of duplicates
+//! get a leaf of their own only where they bend the fit: evenly repeated
+//! values (a hundred rows a key) fit one line, and a leaf per value would make
+//! the model as large as the packed run. Routing is by key, so all copies of
+//! one value always land in one leaf.
 
 use super::layout::{encode, leaf_predict, root_predict, Leaf, Root};
 use super::ModelView;
@@ -64,17 +66,7 @@ impl Trainer {
             Some(g) if g.key == key => g.count += 1,
             Some(g) => {
                 assert!(g.key < key, "keys must be pushed in sorted order");
-                let (big, full) = (
-                    g.count > self.target_window,
-                    self.segment_positions >= SEGMENT_POSITIONS,
-                );
-                if big {
-                    // The finished group is a long duplicate run: isolate it.
-                    let g = self.segment.pop().unwrap();
-                    self.flush();
-                    self.segment.push(g);
-                    self.flush();
-                } else if full {
+                if self.segment_positions >= SEGMENT_POSITIONS {
                     self.flush();
                 }
                 self.segment.push(Group {
@@ -175,7 +167,9 @@ fn fit(groups: &[Group]) -> Leaf {
     let end = groups.last().map(|g| g.first + g.count).unwrap();
     let x = |g: &Group| (g.key - first_key) as f64;
     let n = groups.len() as f64;
-    let (mut slope, mut intercept) = (0.0, start as f64);
+    // One value: a step from its first position to the position after its
+    // copies at the next ordinal, so both lower bounds are exact.
+    let (mut slope, mut intercept) = (groups[0].count as f64, start as f64);
     if groups.len() > 1 {
         let mx = groups.iter().map(x).sum::<f64>() / n;
         let my = groups.iter().map(|g| g.first as f64).sum::<f64>() / n;
@@ -190,12 +184,15 @@ fn fit(groups: &[Group]) -> Leaf {
             slope = 0.0;
         }
         intercept = my - slope * mx;
-        // Balance: the window must cover [first, first + count] of every group.
+        // Balance the window between the two sides it must reach (see the
+        // error bounds below).
         let (mut above, mut below) = (f64::MIN, f64::MIN);
         for g in groups {
             let p = intercept + slope * x(g);
             below = below.max(p - g.first as f64);
-            above = above.max((g.first + g.count) as f64 - p);
+            above = above
+                .max(g.first as f64 - p)
+                .max((g.first + g.count) as f64 - (p + slope));
         }
         intercept += (above - below) / 2.0;
     }
@@ -207,11 +204,22 @@ fn fit(groups: &[Group]) -> Leaf {
         err_lo: 0,
         err_hi: 0,
     };
+    // Ordinals are integers: a key of the run has its first position as
+    // lower bound, and every absent key above it, up to the next one, the
+    // position after its copies. Predictions grow with the key, so the window
+    // must reach `first` from the key's prediction, and `first + count` from
+    // the prediction of the next ordinal, the smallest of those absent keys.
+    // (Measuring both from the key's own prediction would make the window of
+    // a value repeated n times at least n wide, and a leaf per such value.)
     let (mut lo, mut hi) = (0u64, 0u64);
     for g in groups {
         let p = leaf_predict(&leaf, end, g.key);
         lo = lo.max(p.saturating_sub(g.first));
-        hi = hi.max((g.first + g.count).saturating_sub(p));
+        hi = hi.max(g.first.saturating_sub(p));
+        if let Some(next) = g.key.checked_add(1) {
+            let q = leaf_predict(&leaf, end, next);
+            hi = hi.max((g.first + g.count).saturating_sub(q));
+        }
     }
     leaf.err_lo = lo.min(u32::MAX as u64) as u32;
     leaf.err_hi = hi.min(u32::MAX as u64) as u32;
