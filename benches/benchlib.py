@@ -28,7 +28,7 @@ def explain(sql, drop=None):
     index scans; returns the JSON plan."""
     dropping = f"DROP INDEX {drop};" if drop else ""
     out = psql(f"BEGIN; {dropping} SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
-               f" SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
+               f" SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_memoize = off;"
                f" SET LOCAL max_parallel_workers_per_gather = 0;"
                f" EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {sql}; ROLLBACK;")
     return json.loads(out)[0]

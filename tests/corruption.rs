@@ -104,6 +104,18 @@ const CASES: &[Damage] = &[
         sqlstate: "XX002",
     },
     Damage {
+        what: "run page group bytes",
+        block: Block::FirstRun,
+        // The first group's mode byte. The 5000 keys pack into one page:
+        // after the 24-byte header come 40 groups' first keys and ends (400
+        // bytes) and the tombstone bitmap (79 words, 632 bytes).
+        offset: CONTENT + 24 + 400 + 632,
+        bytes: &[0xff],
+        expect: "encoding is damaged",
+        verify_only: false,
+        sqlstate: "XX002",
+    },
+    Damage {
         what: "run page insert-area count",
         block: Block::FirstRun,
         offset: CONTENT + 20,
