@@ -254,6 +254,8 @@ impl ParallelBuild {
             );
             sorted.add_file_run(file);
         }
+        // The merge starts over with the workers' runs in it.
+        sorted.rewind();
         (
             sorted,
             f64::from_bits((*shared).heap_tuples.load(Ordering::Acquire)),
