@@ -301,27 +301,53 @@ impl<'a> Reader<'a> {
             .get(self.at..self.at + len)
             .ok_or(Malformed("truncated"))?;
         self.at += len;
-        let mask = if w == 64 { u64::MAX } else { (1u64 << w) - 1 };
-        let (mut acc, mut bits, mut i) = (0u128, 0u32, 0usize);
-        for v in out.iter_mut() {
-            while bits < w {
-                // Eight bytes at a time while they last, then one.
-                if let Some(chunk) = src.get(i..i + 8) {
-                    let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-                    acc |= (word as u128) << bits;
-                    i += 8;
-                    bits += 64;
-                } else {
-                    acc |= (src[i] as u128) << bits;
-                    i += 1;
-                    bits += 8;
-                }
-            }
-            *v = (acc as u64 & mask).wrapping_add(min);
-            acc >>= w;
-            bits -= w;
-        }
+        unpack_bits(src, w as usize, min, out);
         Ok(())
+    }
+}
+
+/// `out.len()` values of `w` bits each (1 to 64), least significant bit
+/// first, plus `min`, from `src`, which holds exactly their bytes. Each width
+/// has its own loop, so that shifts and masks are constants: this is the
+/// inner loop of every lookup.
+fn unpack_bits(src: &[u8], w: usize, min: u64, out: &mut [u64]) {
+    macro_rules! widths {
+        ($($n:literal)*) => {
+            match w {
+                $($n => unpack_width::<$n>(src, min, out),)*
+                _ => unreachable!("widths are checked to be 1..=64"),
+            }
+        };
+    }
+    widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+            32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59
+            60 61 62 63 64)
+}
+
+#[inline(always)]
+fn unpack_width<const W: usize>(src: &[u8], min: u64, out: &mut [u64]) {
+    let mask = if W == 64 { u64::MAX } else { (1u64 << W) - 1 };
+    // Values that start nine or more bytes before the end are read with one
+    // unaligned 8-byte load (and the ninth byte when they straddle it:
+    // widths over 56 bits); the last few byte by byte.
+    let fast = (src.len().saturating_sub(8) * 8).div_ceil(W).min(out.len());
+    for (j, v) in out[..fast].iter_mut().enumerate() {
+        let bit = j * W;
+        let (byte, shift) = (bit / 8, (bit % 8) as u32);
+        let word = u64::from_le_bytes(src[byte..byte + 8].try_into().expect("8 bytes"));
+        let mut x = word >> shift;
+        if W > 56 && shift > 0 && W + shift as usize > 64 {
+            x |= (src[byte + 8] as u64) << (64 - shift);
+        }
+        *v = (x & mask).wrapping_add(min);
+    }
+    for (j, v) in out.iter_mut().enumerate().skip(fast) {
+        let bit = j * W;
+        let mut x = 0u128;
+        for (k, &b) in src[bit / 8..(bit + W).div_ceil(8)].iter().enumerate() {
+            x |= (b as u128) << (8 * k);
+        }
+        *v = ((x >> (bit % 8)) as u64 & mask).wrapping_add(min);
     }
 }
 

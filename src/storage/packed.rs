@@ -230,8 +230,9 @@ impl Packer {
     }
 }
 
-/// A packed region as read from a page, checked for its structure (not for
-/// its groups' contents, which [`Region::decode`] checks one at a time).
+/// A packed region as read from a page, checked for its size (each group's
+/// bounds and contents are checked by [`Region::decode`] when it is read: a
+/// lookup reads one group, and should not pay for checking all of them).
 #[derive(Clone, Copy)]
 pub struct Region<'a> {
     raw: &'a [u8],
@@ -248,21 +249,7 @@ impl<'a> Region<'a> {
         }
         let groups = count.div_ceil(GROUP);
         let r = Region { raw, count, groups };
-        if raw.len() < region_len(count, 0) {
-            return Err(Malformed("region shorter than its group table"));
-        }
-        let mut prev_end = 0;
-        for g in 0..groups {
-            let end = r.end(g);
-            if end <= prev_end {
-                return Err(Malformed("group offsets out of order"));
-            }
-            prev_end = end;
-            if g > 0 && r.first_key(g) < r.first_key(g - 1) {
-                return Err(Malformed("group keys out of order"));
-            }
-        }
-        if region_len(count, prev_end) != raw.len() {
+        if raw.len() < region_len(count, 0) || region_len(count, r.end(groups - 1)) != raw.len() {
             return Err(Malformed("region length does not match its groups"));
         }
         Ok(r)
@@ -296,13 +283,24 @@ impl<'a> Region<'a> {
     pub fn decode(&self, g: usize, keys: &mut [u64], tids: &mut [Tid]) -> Result<(), Malformed> {
         let at = self.groups * TABLE + bitmap_len(self.count);
         let start = if g == 0 { 0 } else { self.end(g - 1) };
+        let end = self.end(g);
+        if start >= end || at + end > self.raw.len() {
+            return Err(Malformed("group offsets out of order"));
+        }
+        if g > 0 && self.first_key(g) < self.first_key(g - 1) {
+            return Err(Malformed("group keys out of order"));
+        }
         let n = self.group_len(g);
         codec::decode(
-            &self.raw[at + start..at + self.end(g)],
+            &self.raw[at + start..at + end],
             self.first_key(g),
             &mut keys[..n],
             &mut tids[..n],
-        )
+        )?;
+        if g + 1 < self.groups && keys[n - 1] > self.first_key(g + 1) {
+            return Err(Malformed("group keys out of order"));
+        }
+        Ok(())
     }
 
     /// Offset of the tombstone bitmap in the region.
