@@ -367,7 +367,7 @@ impl ScanState {
         let (pos, page) = run.seek_pair(rel, pair, g.model.window(at.key))?;
         let (dlo, _) = self.delta_range(k);
         if pos < run.entries {
-            let page = self.page_at(rel, pos, page)?;
+            let page = self.page_at(rel, &run, pos, page)?;
             let (ps, _) = run.page_span(run.page_of(pos));
             let d0 = self.delta_after(dlo, page.fence());
             self.load_forward(rel, k, ps, Some(page), d0, ps == 0)?;
@@ -451,11 +451,17 @@ impl ScanState {
             }
         };
         if forward {
-            self.load_forward(rel, k, pos, page, dlo, true)
-        } else if pos < run.entries && self.run(rel)?.starts_page(pos) {
+            return self.load_forward(rel, k, pos, page, dlo, true);
+        }
+        let run = if pos < run.entries {
+            self.run(rel)?
+        } else {
+            run
+        };
+        if pos < run.entries && run.starts_page(pos) {
             // The interval's last entries may be inserted ones of the page
             // that begins here, below its first entry: its batch comes last.
-            let page = self.page_at(rel, pos, page)?;
+            let page = self.page_at(rel, &run, pos, page)?;
             let d0 = self.delta_after(dlo, page.fence()).min(dhi);
             self.load_forward(rel, k, pos, Some(page), d0, pos == 0)?;
             let b = self.batch.as_mut().expect("just loaded");
@@ -473,14 +479,14 @@ impl ScanState {
         Ok(Section::run(self.meta()).with(g.dir))
     }
 
-    /// Reads the run page holding position `pos`, unless `page` is it.
+    /// Reads the page of `run` holding position `pos`, unless `page` is it.
     fn page_at(
         &self,
         rel: pg_sys::Relation,
+        run: &Section,
         pos: u64,
         page: Option<RunPage>,
     ) -> Result<RunPage, Recycled> {
-        let run = self.run(rel)?;
         let i = run.page_of(pos);
         match page {
             Some(p) if p.buf().blkno() == run.block(rel, i) => Ok(p),
@@ -518,7 +524,7 @@ impl ScanState {
         if start < run.entries {
             let run = self.run(rel)?;
             let lo = self.plan.intervals[k].0;
-            let page = self.page_at(rel, start, page)?;
+            let page = self.page_at(rel, &run, start, page)?;
             let (ps, pe) = run.page_span(run.page_of(start));
             let mut s = (start - ps) as usize;
             // Inserted entries the batch takes: those of the interval above
@@ -586,7 +592,7 @@ impl ScanState {
         if end > 0 {
             let run = self.run(rel)?;
             let hi = self.plan.intervals[k].1;
-            let page = self.page_at(rel, end - 1, page)?;
+            let page = self.page_at(rel, &run, end - 1, page)?;
             let (ps, _) = run.page_span(run.page_of(end - 1));
             let stop = (end - ps) as usize;
             // Inserted entries the batch takes: those of the interval below

@@ -290,12 +290,9 @@ impl SortedPage for RunPage {
     fn count(&self) -> usize {
         self.region.count()
     }
-    fn key(&self, slot: usize) -> u64 {
-        RunPage::key(self, slot)
-    }
     /// The group table says which group holds the answer; one group is
-    /// decoded. The window is not needed inside a page.
-    fn lower_bound_near(&self, key: u64, _lo: usize, _hi: usize) -> usize {
+    /// decoded.
+    fn lower_bound(&self, key: u64) -> usize {
         let g = self.region.group_of(key);
         let group = self.group(g);
         g * GROUP + group.keys[..self.region.group_len(g)].partition_point(|&k| k < key)

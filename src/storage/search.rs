@@ -2,47 +2,19 @@
 //! pgrx so that it is tested with plain `cargo test` against arbitrary, also
 //! wrong, model windows.
 //!
-//! The window only guides which page to read and where in it to look: every
+//! The window only guides which page to read (inside a page, the page's own
+//! group table finds the key): every
 //! answer is proven from the keys themselves (the entry before is smaller, the
 //! entry at it is not smaller, or the run ends). A wrong or damaged model
 //! costs page reads, never rows.
 
 use crate::model::Window;
 
-/// Sorted keys of one page.
+/// One page of a run, as the search reads it.
 pub trait SortedPage {
     fn count(&self) -> usize;
-    fn key(&self, slot: usize) -> u64;
-
-    /// First slot whose key is `>= key`, searching `[lo, hi)` first and the
-    /// rest of the page only if the keys just outside that range show the
-    /// answer is not in it.
-    fn lower_bound_near(&self, key: u64, lo: usize, hi: usize) -> usize {
-        let n = self.count();
-        let lo = lo.min(n);
-        let hi = hi.clamp(lo, n);
-        let r = search(self, key, lo, hi);
-        if r == lo && lo > 0 && self.key(lo - 1) >= key {
-            search(self, key, 0, lo)
-        } else if r == hi && hi < n && self.key(hi) < key {
-            search(self, key, hi, n)
-        } else {
-            r
-        }
-    }
-}
-
-/// First slot in `[lo, hi)` whose key is `>= key`, or `hi`.
-fn search<P: SortedPage + ?Sized>(page: &P, key: u64, mut lo: usize, mut hi: usize) -> usize {
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if page.key(mid) < key {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
+    /// The first slot whose key is `>= key`, or `count()`.
+    fn lower_bound(&self, key: u64) -> usize;
 }
 
 /// Where each page of a run begins: page `i` holds positions
@@ -120,8 +92,7 @@ pub fn lower_bound<P: SortedPage, E>(
         let i = dir.page_of(target);
         let page = read(i)?;
         let (ps, pe) = dir.span(i);
-        let (wl, wh) = (hint.lo.clamp(ps, pe) - ps, hint.hi.clamp(ps, pe) - ps);
-        let r = ps + page.lower_bound_near(key, wl as usize, wh as usize) as u64;
+        let r = ps + page.lower_bound(key) as u64;
         if r > ps {
             lo = lo.max(r);
         }
@@ -169,8 +140,8 @@ mod tests {
         fn count(&self) -> usize {
             self.0.len()
         }
-        fn key(&self, slot: usize) -> u64 {
-            self.0[slot]
+        fn lower_bound(&self, key: u64) -> usize {
+            self.0.partition_point(|&k| k < key)
         }
     }
 
@@ -234,24 +205,6 @@ mod tests {
             prop_assert_eq!(pos, lb);
             let at_page_start = starts.contains(&lb) && lb > 0 && lb < keys.len() as u64;
             prop_assert!(reads == 1 || (at_page_start && reads == 3), "{} reads", reads);
-        }
-    }
-
-    #[test]
-    fn page_search_checks_the_window_edges() {
-        let keys = [1, 2, 2, 2, 5, 9, 9, 12];
-        let p = VecPage(&keys);
-        for probe in 0..14 {
-            let want = keys.partition_point(|&k| k < probe);
-            for lo in 0..=keys.len() {
-                for hi in 0..=keys.len() + 2 {
-                    assert_eq!(
-                        p.lower_bound_near(probe, lo, hi),
-                        want,
-                        "probe {probe} window [{lo}, {hi})"
-                    );
-                }
-            }
         }
     }
 }
