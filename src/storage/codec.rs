@@ -34,6 +34,10 @@
 /// Entries in a full group.
 pub const GROUP: usize = 128;
 
+/// Entries a lookup decodes at a time: it stops at the chunk that holds its
+/// key, and a scan goes on chunk by chunk.
+const CHUNK: usize = 32;
+
 /// A heap TID as a sortable integer: block in the high bits, offset in the
 /// low 16 (as `run::Tid`).
 pub type Tid = u64;
@@ -256,19 +260,21 @@ fn encode_tids(tids: &[Tid], out: &mut Vec<u8>) -> u8 {
     best.1
 }
 
-/// Reads what [`encode`] wrote, checking every bound.
+/// Reads the parameters [`encode`] wrote, checking every bound.
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn byte(&mut self) -> Result<u8, Malformed> {
         let b = *self.bytes.get(self.at).ok_or(Malformed("truncated"))?;
         self.at += 1;
         Ok(b)
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, Malformed> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -283,38 +289,104 @@ impl<'a> Reader<'a> {
         }
         Err(Malformed("a parameter overflows"))
     }
+}
 
-    /// Unpacks `out.len()` values of a [`Packed`] array, adding its minimum.
-    fn unpack(&mut self, out: &mut [u64]) -> Result<(), Malformed> {
-        let min = self.varint()?;
-        let w = self.byte()? as u32;
-        if w > 64 {
+/// Where a [`Packed`] array lies: its values are read one at a time, by
+/// position, so a lookup decodes only what it reads.
+#[derive(Clone, Copy, Default)]
+struct Array {
+    /// Byte offset of the first value in the bytes the group was opened in.
+    at: usize,
+    width: u32,
+    mask: u64,
+    min: u64,
+}
+
+impl Array {
+    /// The parameters of an array of `n` values at the reader's position;
+    /// steps over its values, which must lie inside the reader's bytes.
+    fn parse(r: &mut Reader, n: usize) -> Result<Array, Malformed> {
+        let min = r.varint()?;
+        let width = r.byte()? as u32;
+        if width > 64 {
             return Err(Malformed("a width exceeds 64 bits"));
         }
-        if w == 0 {
-            out.fill(min);
-            return Ok(());
+        let len = (n * width as usize).div_ceil(8);
+        if r.bytes.len() - r.at < len {
+            return Err(Malformed("truncated"));
         }
-        let len = (out.len() * w as usize).div_ceil(8);
-        let src = self
-            .bytes
-            .get(self.at..self.at + len)
-            .ok_or(Malformed("truncated"))?;
-        self.at += len;
-        unpack_bits(src, w as usize, min, out);
-        Ok(())
+        let at = r.at;
+        r.at += len;
+        let mask = if width == 64 {
+            u64::MAX
+        } else {
+            (1 << width) - 1
+        };
+        Ok(Array {
+            at,
+            width,
+            mask,
+            min,
+        })
+    }
+
+    /// Value `i`, which must be below the `n` the array was parsed with,
+    /// from the bytes it was parsed in (or a longer slice starting at the
+    /// same place: an 8-byte load may then read past the array's end, and
+    /// only its own bits are kept).
+    #[inline]
+    fn get(&self, bytes: &[u8], i: usize) -> u64 {
+        let w = self.width as usize;
+        if w == 0 {
+            return self.min;
+        }
+        let bit = i * w;
+        let (byte, shift) = (self.at + bit / 8, (bit % 8) as u32);
+        let x = match bytes.get(byte..byte + 8) {
+            Some(word) => {
+                let mut x = u64::from_le_bytes(word.try_into().expect("8 bytes")) >> shift;
+                // Widths over 56 bits may straddle a ninth byte, which is
+                // then the array's own.
+                if w + shift as usize > 64 {
+                    x |= (bytes[byte + 8] as u64) << (64 - shift);
+                }
+                x
+            }
+            None => {
+                let mut x = 0u128;
+                let end = self.at + (bit + w).div_ceil(8);
+                for (k, &b) in bytes[byte..end].iter().enumerate() {
+                    x |= (b as u128) << (8 * k);
+                }
+                (x >> shift) as u64
+            }
+        };
+        (x & self.mask).wrapping_add(self.min)
+    }
+}
+
+impl Array {
+    /// Values `start..start + out.len()` into `out` (as [`Array::get`],
+    /// with a loop per width: this is the inner loop of every lookup).
+    #[inline]
+    fn unpack(&self, bytes: &[u8], start: usize, out: &mut [u64]) {
+        if self.width == 0 {
+            out.fill(self.min);
+            return;
+        }
+        unpack_bits(&bytes[self.at..], self.width as usize, start, self.min, out);
     }
 }
 
 /// `out.len()` values of `w` bits each (1 to 64), least significant bit
-/// first, plus `min`, from `src`, which holds exactly their bytes. Each width
-/// has its own loop, so that shifts and masks are constants: this is the
-/// inner loop of every lookup.
-fn unpack_bits(src: &[u8], w: usize, min: u64, out: &mut [u64]) {
+/// first, from value `start` of `src`, plus `min`. `src` holds at least
+/// their bytes. Each width has its own loop, so that shifts and masks are
+/// constants.
+fn unpack_bits(src: &[u8], w: usize, start: usize, min: u64, out: &mut [u64]) {
     macro_rules! widths {
         ($($n:literal)*) => {
             match w {
-                $($n => unpack_width::<$n>(src, min, out),)*
+                $($n => unpack_width::<$n>(src, start, min, out),)*
                 _ => unreachable!("widths are checked to be 1..=64"),
             }
         };
@@ -325,14 +397,17 @@ fn unpack_bits(src: &[u8], w: usize, min: u64, out: &mut [u64]) {
 }
 
 #[inline(always)]
-fn unpack_width<const W: usize>(src: &[u8], min: u64, out: &mut [u64]) {
+fn unpack_width<const W: usize>(src: &[u8], start: usize, min: u64, out: &mut [u64]) {
     let mask = if W == 64 { u64::MAX } else { (1u64 << W) - 1 };
     // Values that start nine or more bytes before the end are read with one
     // unaligned 8-byte load (and the ninth byte when they straddle it:
     // widths over 56 bits); the last few byte by byte.
-    let fast = (src.len().saturating_sub(8) * 8).div_ceil(W).min(out.len());
+    let fast = (src.len().saturating_sub(8) * 8)
+        .div_ceil(W)
+        .saturating_sub(start)
+        .min(out.len());
     for (j, v) in out[..fast].iter_mut().enumerate() {
-        let bit = j * W;
+        let bit = (start + j) * W;
         let (byte, shift) = (bit / 8, (bit % 8) as u32);
         let word = u64::from_le_bytes(src[byte..byte + 8].try_into().expect("8 bytes"));
         let mut x = word >> shift;
@@ -342,85 +417,13 @@ fn unpack_width<const W: usize>(src: &[u8], min: u64, out: &mut [u64]) {
         *v = (x & mask).wrapping_add(min);
     }
     for (j, v) in out.iter_mut().enumerate().skip(fast) {
-        let bit = j * W;
+        let bit = (start + j) * W;
         let mut x = 0u128;
         for (k, &b) in src[bit / 8..(bit + W).div_ceil(8)].iter().enumerate() {
             x |= (b as u128) << (8 * k);
         }
         *v = ((x >> (bit % 8)) as u64 & mask).wrapping_add(min);
     }
-}
-
-/// Decodes a group of `keys.len()` entries whose first key is `first` from
-/// exactly `bytes`, into `keys` and `tids`.
-pub fn decode(
-    bytes: &[u8],
-    first: u64,
-    keys: &mut [u64],
-    tids: &mut [Tid],
-) -> Result<(), Malformed> {
-    let n = keys.len();
-    if n == 0 || n > GROUP || tids.len() != n {
-        return Err(Malformed("group size out of range"));
-    }
-    let mut r = Reader { bytes, at: 0 };
-    let mode = r.byte()?;
-    if mode & !MODE_BITS != 0 || mode >> TIDS_SHIFT > TIDS_LINE {
-        return Err(Malformed("unknown mode"));
-    }
-    decode_keys(&mut r, mode & KEYS_RUNS != 0, first, keys)?;
-    decode_tids(&mut r, mode >> TIDS_SHIFT, tids)?;
-    if r.at != bytes.len() {
-        return Err(Malformed("group length does not match its contents"));
-    }
-    Ok(())
-}
-
-fn decode_keys(r: &mut Reader, runs: bool, first: u64, keys: &mut [u64]) -> Result<(), Malformed> {
-    let n = keys.len();
-    keys[0] = first;
-    let mut overflow = false;
-    if !runs {
-        r.unpack(&mut keys[1..])?;
-        for i in 1..n {
-            let (k, o) = keys[i - 1].overflowing_add(keys[i]);
-            keys[i] = k;
-            overflow |= o;
-        }
-    } else {
-        let m = r.byte()? as usize;
-        if m >= n {
-            return Err(Malformed("more key runs than entries"));
-        }
-        let mut gaps = [0u64; GROUP];
-        let mut lens = [0u64; GROUP];
-        r.unpack(&mut gaps[..m])?;
-        r.unpack(&mut lens[..m])?;
-        let (mut at, mut key) = (0usize, first);
-        for j in 0..=m {
-            if j > 0 {
-                let (k, o) = key.overflowing_add(gaps[j - 1]);
-                key = k;
-                overflow |= o;
-            }
-            let len = if j < m {
-                lens[j]
-                    .checked_add(1)
-                    .map_or(usize::MAX, |l| l.min(n as u64) as usize)
-            } else {
-                n.saturating_sub(at)
-            };
-            if len == 0 || at + len > n {
-                return Err(Malformed("key runs do not add up to the group"));
-            }
-            keys[at..at + len].fill(key);
-            at += len;
-        }
-    }
-    if overflow {
-        return Err(Malformed("a key overflows"));
-    }
-    Ok(())
 }
 
 fn check_tid(block: u64, offset: u64) -> Result<Tid, Malformed> {
@@ -430,54 +433,298 @@ fn check_tid(block: u64, offset: u64) -> Result<Tid, Malformed> {
     Ok(block << 16 | offset)
 }
 
-fn decode_tids(r: &mut Reader, mode: u8, tids: &mut [Tid]) -> Result<(), Malformed> {
-    let n = tids.len();
-    let mut a = [0u64; GROUP];
-    match mode {
-        TIDS_FRAME => {
-            r.unpack(&mut a[..n])?;
-            r.unpack(&mut tids[..])?;
-            for i in 0..n {
-                tids[i] = check_tid(a[i], tids[i])?;
-            }
+/// One group, decoded as far as it is read. Opening it checks its layout
+/// (modes, parameters, and that its arrays fill its bytes exactly) without
+/// decoding a value; keys and TIDs are then decoded on demand, in order (the
+/// frame mode's TIDs by position), and each is checked as it is decoded: a
+/// lookup that needs one entry of a group decodes the keys up to it and its
+/// TID, and a damaged value is an error when it is read, never a wrong entry.
+///
+/// Every method that reads values takes the bytes the group was opened in,
+/// or a longer slice starting at the same place.
+pub struct Group {
+    n: usize,
+    /// The next group's first key: no key of this one may exceed it.
+    bound: u64,
+    keys: [u64; GROUP],
+    /// `keys[..kn]` are decoded.
+    kn: usize,
+    /// The delta mode's gaps (unused in the runs mode, which is decoded
+    /// whole on opening).
+    gaps: Array,
+    tids: [Tid; GROUP],
+    /// `tids[..tn]` are decoded (always 0 in the frame mode, read by
+    /// position instead).
+    tn: usize,
+    tid_mode: u8,
+    /// Frame: blocks and offsets. Ascending: block gaps and offsets (or
+    /// offset gaps). Line: `a` holds the positions' zigzag gaps.
+    a: Array,
+    b: Array,
+    /// The line mode's slots a block.
+    line: u64,
+    /// The last decoded TID's block and offset (ascending and line).
+    block: u64,
+    offset: u64,
+}
+
+impl Default for Group {
+    fn default() -> Group {
+        Group {
+            n: 0,
+            bound: 0,
+            keys: [0; GROUP],
+            kn: 0,
+            gaps: Array::default(),
+            tids: [0; GROUP],
+            tn: 0,
+            tid_mode: TIDS_FRAME,
+            a: Array::default(),
+            b: Array::default(),
+            line: 0,
+            block: 0,
+            offset: 0,
         }
-        TIDS_ASCENDING => {
-            let (mut b, mut o) = (r.varint()?, r.varint()?);
-            r.unpack(&mut a[..n - 1])?;
-            r.unpack(&mut tids[1..])?;
-            tids[0] = check_tid(b, o)?;
-            for i in 1..n {
-                let gap = a[i - 1];
-                b = b.checked_add(gap).ok_or(Malformed("a block overflows"))?;
-                o = if gap == 0 {
-                    o.checked_add(tids[i])
-                        .ok_or(Malformed("an offset overflows"))?
-                } else {
-                    tids[i]
-                };
-                tids[i] = check_tid(b, o)?;
-            }
+    }
+}
+
+impl Group {
+    /// Opens the group of `n` entries encoded in `bytes[range]`, whose first
+    /// key is `first` and whose keys may not exceed `bound`.
+    pub fn open(
+        &mut self,
+        bytes: &[u8],
+        range: std::ops::Range<usize>,
+        first: u64,
+        n: usize,
+        bound: u64,
+    ) -> Result<(), Malformed> {
+        self.n = 0;
+        if n == 0 || n > GROUP {
+            return Err(Malformed("group size out of range"));
         }
-        _ => {
-            let (b0, o0, k) = (r.varint()?, r.varint()?, r.varint()?);
-            if k == 0 || k > 0xFFFF || b0 > u32::MAX as u64 {
-                return Err(Malformed("a line parameter is out of range"));
+        if first > bound {
+            return Err(Malformed("group keys out of order"));
+        }
+        let end = range.end;
+        let mut r = Reader {
+            bytes: bytes.get(..end).ok_or(Malformed("truncated"))?,
+            at: range.start,
+        };
+        let mode = r.byte()?;
+        if mode & !MODE_BITS != 0 || mode >> TIDS_SHIFT > TIDS_LINE {
+            return Err(Malformed("unknown mode"));
+        }
+        self.bound = bound;
+        self.keys[0] = first;
+        self.kn = 1;
+        if mode & KEYS_RUNS != 0 {
+            self.decode_runs(&mut r, n)?;
+        } else {
+            self.gaps = Array::parse(&mut r, n - 1)?;
+        }
+        self.tid_mode = mode >> TIDS_SHIFT;
+        self.tn = 0;
+        match self.tid_mode {
+            TIDS_FRAME => {
+                self.a = Array::parse(&mut r, n)?;
+                self.b = Array::parse(&mut r, n)?;
             }
-            r.unpack(&mut a[..n - 1])?;
-            tids[0] = check_tid(b0, o0)?;
-            // Position on the line relative to block b0; stays within i128.
-            let mut pos = o0 as i128;
-            for i in 1..n {
-                pos += unzigzag(a[i - 1]) as i128;
-                let rel = (pos - 1).div_euclid(k as i128);
-                let off = (pos - 1).rem_euclid(k as i128) + 1;
-                let blk = b0 as i128 + rel;
-                if !(0..=u32::MAX as i128).contains(&blk) {
-                    return Err(Malformed("a block is out of range"));
+            TIDS_ASCENDING => {
+                (self.block, self.offset) = (r.varint()?, r.varint()?);
+                self.a = Array::parse(&mut r, n - 1)?;
+                self.b = Array::parse(&mut r, n - 1)?;
+                self.tids[0] = check_tid(self.block, self.offset)?;
+                self.tn = 1;
+            }
+            _ => {
+                let (b0, o0, k) = (r.varint()?, r.varint()?, r.varint()?);
+                if k == 0 || k > 0xFFFF || b0 > u32::MAX as u64 || o0 == 0 || o0 > k {
+                    return Err(Malformed("a line parameter is out of range"));
                 }
-                tids[i] = check_tid(blk as u64, off as u64)?;
+                self.a = Array::parse(&mut r, n - 1)?;
+                self.tids[0] = check_tid(b0, o0)?;
+                (self.line, self.block, self.offset) = (k, b0, o0);
+                self.tn = 1;
             }
         }
+        if r.at != end {
+            return Err(Malformed("group length does not match its contents"));
+        }
+        self.n = n;
+        Ok(())
+    }
+
+    /// The runs mode: each run of equal keys once, decoded whole.
+    fn decode_runs(&mut self, r: &mut Reader, n: usize) -> Result<(), Malformed> {
+        let m = r.byte()? as usize;
+        if m >= n {
+            return Err(Malformed("more key runs than entries"));
+        }
+        let gaps = Array::parse(r, m)?;
+        let lens = Array::parse(r, m)?;
+        let (mut at, mut key) = (0usize, self.keys[0]);
+        for j in 0..=m {
+            if j > 0 {
+                key = key
+                    .checked_add(gaps.get(r.bytes, j - 1))
+                    .ok_or(Malformed("a key overflows"))?;
+                if key > self.bound {
+                    return Err(Malformed("group keys out of order"));
+                }
+            }
+            let len = if j < m {
+                lens.get(r.bytes, j)
+                    .checked_add(1)
+                    .map_or(usize::MAX, |l| l.min(n as u64) as usize)
+            } else {
+                n.saturating_sub(at)
+            };
+            if len == 0 || at + len > n {
+                return Err(Malformed("key runs do not add up to the group"));
+            }
+            self.keys[at..at + len].fill(key);
+            at += len;
+        }
+        self.kn = n;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    #[allow(clippy::len_without_is_empty)] // a group holds at least an entry
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Decodes keys until `upto` are (at most the group's length), a chunk
+    /// at a time.
+    fn decode_keys(&mut self, bytes: &[u8], upto: usize) -> Result<(), Malformed> {
+        while self.kn < upto {
+            let (from, to) = (self.kn, (self.kn + CHUNK).min(self.n));
+            let mut gaps = [0u64; CHUNK];
+            let gaps = &mut gaps[..to - from];
+            self.gaps.unpack(bytes, from - 1, gaps);
+            let mut key = self.keys[from - 1];
+            let mut overflow = false;
+            for (k, &g) in self.keys[from..to].iter_mut().zip(gaps.iter()) {
+                let (next, o) = key.overflowing_add(g);
+                overflow |= o;
+                key = next;
+                *k = key;
+            }
+            if overflow {
+                return Err(Malformed("a key overflows"));
+            }
+            if key > self.bound {
+                return Err(Malformed("group keys out of order"));
+            }
+            self.kn = to;
+        }
+        Ok(())
+    }
+
+    /// Key `i` (below the group's length).
+    #[inline]
+    pub fn key(&mut self, bytes: &[u8], i: usize) -> Result<u64, Malformed> {
+        if i >= self.kn {
+            self.decode_keys(bytes, i + 1)?;
+        }
+        Ok(self.keys[i])
+    }
+
+    /// The first slot whose key is at least `key`, or the group's length:
+    /// keys are decoded only until one reaches `key`.
+    pub fn lower_bound(&mut self, bytes: &[u8], key: u64) -> Result<usize, Malformed> {
+        while self.keys[self.kn - 1] < key {
+            if self.kn == self.n {
+                return Ok(self.n);
+            }
+            self.decode_keys(bytes, self.kn + 1)?;
+        }
+        Ok(self.keys[..self.kn].partition_point(|&k| k < key))
+    }
+
+    /// TID `i` (below the group's length).
+    #[inline]
+    pub fn tid(&mut self, bytes: &[u8], i: usize) -> Result<Tid, Malformed> {
+        if self.tid_mode == TIDS_FRAME {
+            return check_tid(self.a.get(bytes, i), self.b.get(bytes, i));
+        }
+        if i >= self.tn {
+            self.decode_tids(bytes, i + 1)?;
+        }
+        Ok(self.tids[i])
+    }
+
+    /// Decodes ascending or line TIDs until `upto` are, a chunk at a time.
+    fn decode_tids(&mut self, bytes: &[u8], upto: usize) -> Result<(), Malformed> {
+        while self.tn < upto {
+            let (from, to) = (self.tn, (self.tn + CHUNK).min(self.n));
+            let (mut a, mut b) = ([0u64; CHUNK], [0u64; CHUNK]);
+            let a = &mut a[..to - from];
+            self.a.unpack(bytes, from - 1, a);
+            if self.tid_mode == TIDS_ASCENDING {
+                let b = &mut b[..to - from];
+                self.b.unpack(bytes, from - 1, b);
+                for (i, (&gap, &o)) in (from..to).zip(a.iter().zip(b.iter())) {
+                    self.block = self
+                        .block
+                        .checked_add(gap)
+                        .ok_or(Malformed("a block overflows"))?;
+                    self.offset = if gap == 0 {
+                        self.offset
+                            .checked_add(o)
+                            .ok_or(Malformed("an offset overflows"))?
+                    } else {
+                        o
+                    };
+                    self.tids[i] = check_tid(self.block, self.offset)?;
+                }
+            } else {
+                let k = self.line as i64;
+                let (mut blk, mut off) = (self.block as i64, self.offset as i64);
+                for (i, &z) in (from..to).zip(a.iter()) {
+                    // Along the line of k slots a block: most steps stay on
+                    // the block; the others divide (in 64 bits, checked).
+                    let o = off
+                        .checked_add(unzigzag(z))
+                        .ok_or(Malformed("a block is out of range"))?;
+                    if (1..=k).contains(&o) {
+                        off = o;
+                    } else {
+                        blk = blk
+                            .checked_add((o - 1).div_euclid(k))
+                            .filter(|b| (0..=u32::MAX as i64).contains(b))
+                            .ok_or(Malformed("a block is out of range"))?;
+                        off = (o - 1).rem_euclid(k) + 1;
+                    }
+                    self.tids[i] = check_tid(blk as u64, off as u64)?;
+                }
+                (self.block, self.offset) = (blk as u64, off as u64);
+            }
+            self.tn = to;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a whole group of `keys.len()` entries whose first key is `first`
+/// from exactly `bytes`, into `keys` and `tids`.
+#[cfg(test)]
+pub fn decode(
+    bytes: &[u8],
+    first: u64,
+    keys: &mut [u64],
+    tids: &mut [Tid],
+) -> Result<(), Malformed> {
+    let mut g = Group::default();
+    if tids.len() != keys.len() {
+        return Err(Malformed("group size out of range"));
+    }
+    g.open(bytes, 0..bytes.len(), first, keys.len(), u64::MAX)?;
+    for i in 0..keys.len() {
+        keys[i] = g.key(bytes, i)?;
+        tids[i] = g.tid(bytes, i)?;
     }
     Ok(())
 }
@@ -551,6 +798,39 @@ mod tests {
                 .map(|i| tid(b0 + i / per_block * (1 + skip), 1 + i % per_block))
                 .collect();
             roundtrip(&keys, &tids);
+        }
+
+        /// Reading a group lazily, in any order and after any search, gives
+        /// the entries that were encoded, and its lower bound is exact.
+        #[test]
+        fn lazy_reads_are_exact(pairs in vec((any_key(), any_tid()), 1..=GROUP),
+                                reads in vec((any::<prop::sample::Index>(), any::<bool>()), 0..40),
+                                probe in any_key()) {
+            let (keys, tids) = sorted(pairs);
+            let mut out = Vec::new();
+            encode(&keys, &tids, &mut out);
+            // A longer slice after the group, as a page has.
+            let len = out.len();
+            out.extend_from_slice(&[0xA5; 16]);
+            let mut g = Group::default();
+            g.open(&out, 0..len, keys[0], keys.len(), u64::MAX).expect("opens");
+            prop_assert_eq!(g.lower_bound(&out, probe).unwrap(), keys.partition_point(|&k| k < probe));
+            for (i, tid_first) in reads {
+                let i = i.index(keys.len());
+                if tid_first {
+                    prop_assert_eq!(g.tid(&out, i).unwrap(), tids[i]);
+                }
+                prop_assert_eq!(g.key(&out, i).unwrap(), keys[i]);
+                prop_assert_eq!(g.tid(&out, i).unwrap(), tids[i]);
+            }
+            prop_assert_eq!(g.lower_bound(&out, probe).unwrap(), keys.partition_point(|&k| k < probe));
+            // A bound below the group's last key is damage, found on opening
+            // (runs of keys are decoded then) or when the key is read.
+            if keys[0] < keys[keys.len() - 1] {
+                let bound = keys[keys.len() - 1] - 1;
+                prop_assert!(g.open(&out, 0..len, keys[0], keys.len(), bound).is_err()
+                             || (0..keys.len()).any(|i| g.key(&out, i).is_err()));
+            }
         }
 
         /// Changing any byte never panics and never decodes past the slice.

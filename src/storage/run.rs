@@ -16,7 +16,7 @@
 //! with every key 0 (which packs to nothing) and without an insert area.
 
 use super::buffer::{nblocks, Strategy};
-use super::codec::GROUP;
+use super::codec::{Group, Malformed, GROUP};
 use super::extents::Extents;
 use super::meta::META_BLOCK;
 use super::packed::{self, PackedPage, Packer, Region};
@@ -25,7 +25,7 @@ use super::search::{self, Directory, SortedPage};
 use super::Buf;
 use crate::model::Window;
 use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 
 /// Header of a run or NULL page; then the packed region, whose length
 /// `pd_lower` gives. The insert area (`ins` entries) ends at the special
@@ -292,19 +292,51 @@ impl SortedPage for RunPage {
     }
     /// The group table says which group holds the answer; one group is
     /// decoded.
-    fn lower_bound(&self, key: u64) -> usize {
-        let g = self.region.group_of(key);
-        let group = self.group(g);
-        g * GROUP + group.keys[..self.region.group_len(g)].partition_point(|&k| k < key)
+    fn lower_bound(&self, key: u64, near: usize) -> usize {
+        let g = self.region.group_of(key, near / GROUP);
+        let slot = self.group(g).lower_bound(self.region.bytes(), key);
+        g * GROUP + self.check(slot)
     }
 }
 
-/// The decoded entries of one group of a page.
-struct Group {
-    /// Which group, or `usize::MAX` before the first is decoded.
+/// The group of a page being read, decoded as far as it was read.
+struct Cached {
+    /// Which group, or `usize::MAX` before one is opened.
     at: usize,
-    keys: [u64; GROUP],
-    tids: [Tid; GROUP],
+    group: Group,
+}
+
+thread_local! {
+    /// The buffers of the last page view dropped: a lookup opens a page per
+    /// probe, and allocating and zeroing 2 kB each time showed in its profile.
+    static SPARE: Cell<Option<Box<Cached>>> = const { Cell::new(None) };
+}
+
+/// A page view's group buffers, taken from [`SPARE`] and given back.
+struct GroupCache(Option<Box<Cached>>);
+
+impl GroupCache {
+    fn take() -> GroupCache {
+        let mut c = SPARE.take().unwrap_or_else(|| {
+            Box::new(Cached {
+                at: usize::MAX,
+                group: Group::default(),
+            })
+        });
+        c.at = usize::MAX;
+        GroupCache(Some(c))
+    }
+
+    #[inline]
+    fn get(&mut self) -> &mut Cached {
+        self.0.as_mut().expect("taken until dropped")
+    }
+}
+
+impl Drop for GroupCache {
+    fn drop(&mut self) {
+        SPARE.set(self.0.take());
+    }
 }
 
 /// A validated view of one run or NULL page. It owns the pinned buffer, so it
@@ -323,9 +355,9 @@ pub struct RunPage {
     /// Offset in the page's content of the insert area's lowest entry
     /// (`pd_upper`).
     ins_at: usize,
-    /// The group last decoded: a scan walks a page's entries in order, a
+    /// The group last read: a scan walks a page's entries in order, a
     /// lookup reads one group.
-    cache: UnsafeCell<Box<Group>>,
+    cache: UnsafeCell<GroupCache>,
 }
 
 impl RunPage {
@@ -384,30 +416,31 @@ impl RunPage {
             used,
             ins: h.ins as usize,
             ins_at: upper - PAGE_HEADER,
-            cache: UnsafeCell::new(Box::new(Group {
-                at: usize::MAX,
-                keys: [0; GROUP],
-                tids: [0; GROUP],
-            })),
+            cache: UnsafeCell::new(GroupCache::take()),
         })
     }
 
-    /// Group `g`, decoded.
+    /// Group `g`, opened.
     #[inline]
-    fn group(&self, g: usize) -> &Group {
+    #[allow(clippy::mut_from_ref)] // the cell is private to this view
+    fn group(&self, g: usize) -> &mut Group {
         // SAFETY: the cache is private to this view, which is not Sync (the
-        // cell makes it so), and no reference into it is alive while it is
-        // refilled: every caller copies out of the group before calling
-        // another method of the view.
-        let c = unsafe { &mut *self.cache.get() };
+        // cell makes it so), and no reference into it outlives the method
+        // of the view that took it: each reads a value and returns.
+        let c = unsafe { &mut *self.cache.get() }.get();
         if c.at != g {
             c.at = usize::MAX;
-            if let Err(e) = self.region.decode(g, &mut c.keys, &mut c.tids) {
-                corrupt(self.rel, self.buf.blkno(), &e.to_string());
-            }
+            let opened = self.region.open(g, &mut c.group);
+            self.check(opened);
             c.at = g;
         }
-        c
+        &mut c.group
+    }
+
+    /// A value read from the page, or the ERROR that it is damaged.
+    #[inline]
+    fn check<T>(&self, read: Result<T, Malformed>) -> T {
+        read.unwrap_or_else(|e| corrupt(self.rel, self.buf.blkno(), &e.to_string()))
     }
 
     #[allow(clippy::len_without_is_empty)] // a run page always holds entries
@@ -418,18 +451,19 @@ impl RunPage {
     /// Entry `i`'s (key, TID).
     #[inline]
     pub fn entry(&self, i: usize) -> (u64, Tid) {
-        let g = self.group(i / GROUP);
-        (g.keys[i % GROUP], g.tids[i % GROUP])
+        (self.key(i), self.tid(i))
     }
 
     #[inline]
     pub fn key(&self, i: usize) -> u64 {
-        self.group(i / GROUP).keys[i % GROUP]
+        let key = self.group(i / GROUP).key(self.region.bytes(), i % GROUP);
+        self.check(key)
     }
 
     #[inline]
     pub fn tid(&self, i: usize) -> Tid {
-        self.group(i / GROUP).tids[i % GROUP]
+        let tid = self.group(i / GROUP).tid(self.region.bytes(), i % GROUP);
+        self.check(tid)
     }
 
     #[inline]

@@ -13,8 +13,9 @@ use crate::model::Window;
 /// One page of a run, as the search reads it.
 pub trait SortedPage {
     fn count(&self) -> usize;
-    /// The first slot whose key is `>= key`, or `count()`.
-    fn lower_bound(&self, key: u64) -> usize;
+    /// The first slot whose key is `>= key`, or `count()`; `near` is where
+    /// the model expects it (any slot: a wrong one costs time, not rows).
+    fn lower_bound(&self, key: u64, near: usize) -> usize;
 }
 
 /// Where each page of a run begins: page `i` holds positions
@@ -51,8 +52,22 @@ impl<'a> Directory<'a> {
     /// The page holding position `pos`; the last page for positions past
     /// the end.
     pub fn page_of(&self, pos: u64) -> u32 {
-        let after = self.starts[1..].partition_point(|&s| s <= pos);
-        after.min(self.starts.len().saturating_sub(2)) as u32
+        let s = self.starts;
+        let last = s.len().saturating_sub(2);
+        if pos >= self.entries() {
+            return last as u32;
+        }
+        // Pages hold similar numbers of entries: look near where an even
+        // split puts `pos` first (a few cache lines, not the whole array).
+        const NEAR: usize = 8;
+        let guess = (pos as u128 * (last as u128 + 1) / self.entries() as u128) as usize;
+        let (a, b) = (guess.saturating_sub(NEAR), (guess + NEAR).min(last));
+        let (a, b) = if s[a] <= pos && pos < s[b + 1] {
+            (a, b)
+        } else {
+            (0, last)
+        };
+        (a + s[a + 1..=b + 1].partition_point(|&x| x <= pos)) as u32
     }
 }
 
@@ -92,7 +107,8 @@ pub fn lower_bound<P: SortedPage, E>(
         let i = dir.page_of(target);
         let page = read(i)?;
         let (ps, pe) = dir.span(i);
-        let r = ps + page.lower_bound(key) as u64;
+        let near = target.saturating_sub(ps) as usize;
+        let r = ps + page.lower_bound(key, near) as u64;
         if r > ps {
             lo = lo.max(r);
         }
@@ -132,7 +148,7 @@ pub fn lower_bound<P: SortedPage, E>(
 mod tests {
     use super::*;
     use proptest::collection::vec;
-    use proptest::prelude::{prop_assert, prop_assert_eq, proptest, ProptestConfig};
+    use proptest::prelude::{prop_assert, prop_assert_eq, prop_oneof, proptest, ProptestConfig};
 
     struct VecPage<'a>(&'a [u64]);
 
@@ -140,7 +156,7 @@ mod tests {
         fn count(&self) -> usize {
             self.0.len()
         }
-        fn lower_bound(&self, key: u64) -> usize {
+        fn lower_bound(&self, key: u64, _near: usize) -> usize {
             self.0.partition_point(|&k| k < key)
         }
     }
@@ -180,6 +196,23 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A position's page is the one whose span holds it, however uneven
+        /// the pages (the even-split guess is only where the search starts).
+        #[test]
+        fn page_of_finds_the_span(counts in prop_oneof![vec(1u16..3000, 1..200), vec(1000u16..1010, 1..200)],
+                                  at in 0u64..700_000) {
+            let starts = starts(counts).unwrap();
+            let dir = Directory::new(&starts);
+            let pos = at % (dir.entries() + 5);
+            let i = dir.page_of(pos);
+            if pos < dir.entries() {
+                let (a, b) = dir.span(i);
+                prop_assert!(a <= pos && pos < b, "{} not in page {} [{}, {})", pos, i, a, b);
+            } else {
+                prop_assert_eq!(i, dir.pages() - 1);
+            }
+        }
 
         /// Any window, however wrong, still gives the exact lower bound.
         #[test]
