@@ -315,3 +315,107 @@ fn rows_inserted_during_a_merge_move_into_the_new_run() {
     }
     assert_verified(&mut c, "t_k");
 }
+
+/// A forward batch stops after about 512 run slots, mid-page; the next one
+/// goes on from there. Inserted entries of the page and delta entries on
+/// both sides of each cut, walked by a scroll cursor that turns around
+/// across the cuts, come back once each and in order.
+#[test]
+fn batches_cut_mid_page_keep_inserted_and_delta_entries_once() {
+    let cluster = Cluster::start("insert_area_cuts", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g * 10 FROM generate_series(0, 29999) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70);
+         INSERT INTO t SELECT g * 10 + 5 FROM generate_series(0, 29999, 3) g;
+         INSERT INTO t SELECT g * 10 + 5 FROM generate_series(1, 29999, 97) g;
+         INSERT INTO t SELECT 150005 + g % 3 FROM generate_series(1, 3000) g;
+         ANALYZE t",
+    );
+    // `entries` counts the run and the delta, not the insert areas (a
+    // known gap of the statistics).
+    let (entries, delta) = {
+        let r = c
+            .query_one(
+                "SELECT entries, delta_entries FROM pg_stat_learned_indexes WHERE index_name = 't_k'",
+                &[],
+            )
+            .unwrap();
+        (r.get::<_, i64>(0), r.get::<_, i64>(1))
+    };
+    let rows = one(&mut c, "SELECT count(*) FROM t");
+    assert_eq!(entries - delta, 30000);
+    assert!(delta > 0, "some inserts spilled to the delta");
+    assert!(rows > entries, "the run pages took inserted entries");
+    let sql = "SELECT k FROM t WHERE k >= 1234 ORDER BY k";
+    let expected: Vec<i64> = {
+        c.batch_execute("SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off")
+            .unwrap();
+        let rows = c
+            .query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        c.batch_execute("RESET ALL").unwrap();
+        rows
+    };
+    run_each(
+        &mut c,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off",
+    );
+    assert_index_matches_table(&mut c, "t_k", sql, "a long forward scan");
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("DECLARE cur SCROLL CURSOR FOR {sql}"))
+        .unwrap();
+    let n = expected.len() as i64;
+    let mut pos = 0i64; // before the first row
+    for (forward, k) in [
+        (true, 600),
+        (false, 100),
+        (true, 700),
+        (false, 650),
+        (true, 1300),
+        (false, 3),
+        (true, 5000),
+        (false, 2500),
+        (true, 100_000),
+    ] {
+        let got: Vec<i64> = tx
+            .query(
+                &format!(
+                    "FETCH {} {k} FROM cur",
+                    if forward { "FORWARD" } else { "BACKWARD" }
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let want: Vec<i64> = if forward {
+            let rows = ((pos + 1)..=(pos + k).min(n))
+                .map(|i| expected[i as usize - 1])
+                .collect();
+            pos = (pos + k).min(n + 1);
+            rows
+        } else {
+            let rows = ((pos - k).max(1)..pos.min(n + 1))
+                .rev()
+                .map(|i| expected[i as usize - 1])
+                .collect();
+            pos = (pos - k).max(0);
+            rows
+        };
+        assert_eq!(
+            got,
+            want,
+            "FETCH {} {k}",
+            if forward { "FORWARD" } else { "BACKWARD" }
+        );
+    }
+    tx.commit().unwrap();
+    assert_verified(&mut c, "t_k");
+}

@@ -60,6 +60,11 @@ enum Segment {
 /// gives up with a serialization failure.
 const MAX_RESTARTS: u32 = 8;
 
+/// Run slots a forward batch reads at most (then up to its group's end): a
+/// packed page holds up to 16,384 entries, and a scan that stops early (a
+/// LIMIT) should not decode them all.
+const BATCH: usize = 512;
+
 /// The entry a scan returned last: where it starts over from.
 #[derive(Clone, Copy, Debug)]
 struct Position {
@@ -370,10 +375,12 @@ impl ScanState {
             let page = self.page_at(rel, &run, pos, page)?;
             let (ps, _) = run.page_span(run.page_of(pos));
             let d0 = self.delta_after(dlo, page.fence());
-            self.load_forward(rel, k, ps, Some(page), d0, ps == 0)?;
+            // The whole page, whose entries (and inserted ones) the pair
+            // may lie anywhere among.
+            self.load_forward(rel, k, ps, Some(page), d0, ps == 0, usize::MAX)?;
         } else {
             let d0 = self.delta_after(dlo, self.meta().run_last());
-            self.load_forward(rel, k, run.entries, None, d0, false)?;
+            self.load_forward(rel, k, run.entries, None, d0, false, usize::MAX)?;
         }
         let cur = if forward {
             self.items
@@ -451,7 +458,7 @@ impl ScanState {
             }
         };
         if forward {
-            return self.load_forward(rel, k, pos, page, dlo, true);
+            return self.load_forward(rel, k, pos, page, dlo, true, BATCH);
         }
         let run = if pos < run.entries {
             self.run(rel)?
@@ -463,7 +470,7 @@ impl ScanState {
             // that begins here, below its first entry: its batch comes last.
             let page = self.page_at(rel, &run, pos, page)?;
             let d0 = self.delta_after(dlo, page.fence()).min(dhi);
-            self.load_forward(rel, k, pos, Some(page), d0, pos == 0)?;
+            self.load_forward(rel, k, pos, Some(page), d0, pos == 0, BATCH)?;
             let b = self.batch.as_mut().expect("just loaded");
             b.cur = self.items.len() as isize;
             Ok(())
@@ -495,8 +502,10 @@ impl ScanState {
     }
 
     /// Loads the batch of interval `k` that begins at run position `start`
-    /// and delta entry `d0`, reading forward. `end_bwd`: nothing of the
-    /// interval lies before it.
+    /// and delta entry `d0`, reading forward at most `max` run slots (then
+    /// to its group's end). `end_bwd`: nothing of the interval lies before
+    /// it.
+    #[allow(clippy::too_many_arguments)]
     fn load_forward(
         &mut self,
         rel: pg_sys::Relation,
@@ -505,6 +514,7 @@ impl ScanState {
         page: Option<RunPage>,
         d0: usize,
         end_bwd: bool,
+        max: usize,
     ) -> Result<(), Recycled> {
         let hi = self.plan.intervals[k].1;
         let (_, dhi) = self.delta_range(k);
@@ -526,36 +536,39 @@ impl ScanState {
             let lo = self.plan.intervals[k].0;
             let page = self.page_at(rel, &run, start, page)?;
             let (ps, pe) = run.page_span(run.page_of(start));
-            let mut s = (start - ps) as usize;
-            // Inserted entries the batch takes: those of the interval above
-            // the run entry before the slice (all the page owns, from its
-            // first slot).
-            let after = (s > 0).then(|| page.entry(s - 1));
+            let s = (start - ps) as usize;
+            let f = page.collect_forward(s, (lo, hi), max, &mut self.run_items);
+            // A batch cut short of the page's end on its size owns the
+            // inserted and delta entries below the next run entry, as a
+            // backward batch ending there does; the next batch takes those
+            // above that entry. (At the page's end, the next page owns what
+            // lies above this one's last entry.)
+            let cut = (!f.above && f.stop < page.len()).then(|| page.entry(f.stop));
+            // Inserted entries the batch takes: all the page owns (from its
+            // first slot), or those of the interval above the run entry
+            // before the slice (at the interval's start), or those from its
+            // first entry on (going on from a cut: an inserted pair can equal
+            // a tombstoned run entry whose heap TID was reused); below `cut`.
+            let from = (s > 0).then(|| {
+                if end_bwd {
+                    (page.entry(s - 1), false)
+                } else {
+                    (page.entry(s), true)
+                }
+            });
             self.ins_items
                 .extend(page.inserted_all().filter(|&(key, tid)| {
-                    key >= lo && key <= hi && after.is_none_or(|a| (key, tid) > a)
+                    key >= lo
+                        && key <= hi
+                        && from.is_none_or(|(a, equal)| (key, tid) > a || equal && (key, tid) == a)
+                        && cut.is_none_or(|c| (key, tid) < c)
                 }));
-            let mut last = None;
-            while s < page.len() {
-                let key = page.key(s);
-                if key > hi {
-                    break;
-                }
-                let tid = page.tid(s);
-                // Only a scan that starts over from a page's first slot
-                // meets keys below the interval.
-                if !page.dead(s) && key >= lo {
-                    self.run_items.push((key, tid));
-                }
-                last = Some((key, tid));
-                s += 1;
-            }
-            b.run_hi = ps + s as u64;
-            b.run_end_fwd = s < page.len() || pe == run.entries;
-            if let (false, Some(last)) = (b.run_end_fwd, last) {
-                // Delta entries below the slice's last entry fall among it;
-                // the rest come after it.
-                b.d1 = d0 + self.delta[d0..dhi].partition_point(|e| (e.key, e.tid) < last);
+            b.run_hi = ps + f.stop as u64;
+            b.run_end_fwd = f.above || (f.stop == page.len() && pe == run.entries);
+            if let (false, Some(bound)) = (b.run_end_fwd, cut.or(f.last)) {
+                // Delta entries below the bound fall among the batch; the
+                // rest come after it.
+                b.d1 = d0 + self.delta[d0..dhi].partition_point(|e| (e.key, e.tid) < bound);
             }
             pin = self.keep_pins.then(|| page.into_pin().into_held());
         }
@@ -757,7 +770,7 @@ impl ScanState {
                 // also took the interval's remaining delta entries.
                 debug_assert!(!b.run_end_fwd || b.d1 == self.delta_range(k).1);
                 if !b.run_end_fwd {
-                    self.load_forward(rel, k, b.run_hi, None, b.d1, false)?;
+                    self.load_forward(rel, k, b.run_hi, None, b.d1, false, BATCH)?;
                 } else if k + 1 < n {
                     self.start_interval(rel, k + 1, true)?;
                 } else if self.plan.nulls {

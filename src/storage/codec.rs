@@ -647,6 +647,9 @@ impl Group {
     /// TID `i` (below the group's length).
     #[inline]
     pub fn tid(&mut self, bytes: &[u8], i: usize) -> Result<Tid, Malformed> {
+        if i < self.tn {
+            return Ok(self.tids[i]);
+        }
         if self.tid_mode == TIDS_FRAME {
             return check_tid(self.a.get(bytes, i), self.b.get(bytes, i));
         }
@@ -654,6 +657,24 @@ impl Group {
             self.decode_tids(bytes, i + 1)?;
         }
         Ok(self.tids[i])
+    }
+
+    /// The whole group, decoded: what a scan that reads every entry wants
+    /// (in bulk, with the unpacking loop per width).
+    pub fn decoded(&mut self, bytes: &[u8]) -> Result<(&[u64], &[Tid]), Malformed> {
+        self.decode_keys(bytes, self.n)?;
+        if self.tid_mode == TIDS_FRAME && self.tn < self.n {
+            let n = self.n;
+            let mut offsets = [0u64; GROUP];
+            self.a.unpack(bytes, 0, &mut self.tids[..n]);
+            self.b.unpack(bytes, 0, &mut offsets[..n]);
+            for (t, &o) in self.tids[..n].iter_mut().zip(offsets.iter()) {
+                *t = check_tid(*t, o)?;
+            }
+            self.tn = n;
+        }
+        self.decode_tids(bytes, self.n)?;
+        Ok((&self.keys[..self.n], &self.tids[..self.n]))
     }
 
     /// Decodes ascending or line TIDs until `upto` are, a chunk at a time.
@@ -824,6 +845,13 @@ mod tests {
                 prop_assert_eq!(g.tid(&out, i).unwrap(), tids[i]);
             }
             prop_assert_eq!(g.lower_bound(&out, probe).unwrap(), keys.partition_point(|&k| k < probe));
+            // The rest in bulk, after whatever was read one at a time.
+            let (k, t) = g.decoded(&out).unwrap();
+            prop_assert_eq!(k, &keys[..]);
+            prop_assert_eq!(t, &tids[..]);
+            for (i, &t) in tids.iter().enumerate() {
+                prop_assert_eq!(g.tid(&out, i).unwrap(), t);
+            }
             // A bound below the group's last key is damage, found on opening
             // (runs of keys are decoded then) or when the key is read.
             if keys[0] < keys[keys.len() - 1] {

@@ -299,6 +299,16 @@ impl SortedPage for RunPage {
     }
 }
 
+/// Where [`RunPage::collect_forward`] stopped.
+pub struct Forward {
+    /// The slot after the last one read.
+    pub stop: usize,
+    /// The last entry read, live or not.
+    pub last: Option<(u64, Tid)>,
+    /// It stopped at a key above the bound.
+    pub above: bool,
+}
+
 /// The group of a page being read, decoded as far as it was read.
 struct Cached {
     /// Which group, or `usize::MAX` before one is opened.
@@ -464,6 +474,55 @@ impl RunPage {
     pub fn tid(&self, i: usize) -> Tid {
         let tid = self.group(i / GROUP).tid(self.region.bytes(), i % GROUP);
         self.check(tid)
+    }
+
+    /// Reads forward from slot `from` to the first key above `hi`, the
+    /// page's end, or the first group boundary at least `max` slots on,
+    /// appending the live entries with keys from `lo` to `out`. What a
+    /// scan's batch does, a group at a time.
+    pub fn collect_forward(
+        &self,
+        from: usize,
+        (lo, hi): (u64, u64),
+        max: usize,
+        out: &mut Vec<(u64, Tid)>,
+    ) -> Forward {
+        let mut s = from;
+        let mut last = None;
+        while s < self.len() && s - from < max {
+            let g = s / GROUP;
+            let base = g * GROUP;
+            let group = self.group(g);
+            // The slices point into this view's cache, and nothing below
+            // calls a method of the view that uses it (`dead` reads the
+            // region) until they are dropped.
+            let (keys, tids) = match group.decoded(self.region.bytes()) {
+                Ok(d) => d,
+                Err(e) => corrupt(self.rel, self.buf.blkno(), &e.to_string()),
+            };
+            for j in s - base..keys.len() {
+                let (key, tid) = (keys[j], tids[j]);
+                if key > hi {
+                    return Forward {
+                        stop: base + j,
+                        last,
+                        above: true,
+                    };
+                }
+                // Only a scan that starts over from a page's first slot
+                // meets keys below the interval.
+                if key >= lo && !self.region.dead(base + j) {
+                    out.push((key, tid));
+                }
+                last = Some((key, tid));
+            }
+            s = base + keys.len();
+        }
+        Forward {
+            stop: s,
+            last,
+            above: false,
+        }
     }
 
     #[inline]
