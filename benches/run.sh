@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 benches/install_release.sh
 dir=/tmp/learneddb-bench-$$
 port=$((45000 + $$ % 10000))
-tools/cluster.sh start "$dir" "$port" "shared_buffers = 3GB" "max_wal_size = 8GB" "checkpoint_timeout = 1h" "jit = off"
+tools/cluster.sh start "$dir" "$port" "shared_buffers = 3GB" "max_wal_size = 8GB" "checkpoint_timeout = 1h"
 trap 'tools/cluster.sh stop "$dir"; rm -rf "$dir"' EXIT
 python3 benches/bench.py "$dir/sock" "$port" "$@"

@@ -60,9 +60,11 @@ enum Segment {
 /// gives up with a serialization failure.
 const MAX_RESTARTS: u32 = 8;
 
-/// Run slots a forward batch reads at most (then up to its group's end): a
-/// packed page holds up to 16,384 entries, and a scan that stops early (a
-/// LIMIT) should not decode them all.
+/// Run slots the first forward batch of an interval reads at most (then up
+/// to its group's end): a packed page holds up to 16,384 entries, and a scan
+/// that stops early (a LIMIT) should not decode them all. Each batch after
+/// it may read twice as many, so that a long scan reads a page a few times
+/// at most.
 const BATCH: usize = 512;
 
 /// The entry a scan returned last: where it starts over from.
@@ -119,6 +121,9 @@ struct ScanState {
     hints: Option<Hints>,
     plan: Plan,
     keep_pins: bool,
+    /// Run slots the next forward batch reads at most: [`BATCH`] at an
+    /// interval's start, doubled for each batch that goes on from there.
+    batch_max: usize,
     /// Memory for what a rescan allocates through PostgreSQL (array keys),
     /// reset at every rescan.
     rescan_cxt: pg_sys::MemoryContext,
@@ -163,6 +168,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         hints: None,
         plan: Plan::default(),
         keep_pins: false,
+        batch_max: BATCH,
         rescan_cxt,
         gathered: false,
         delta: Vec::new(),
@@ -458,6 +464,7 @@ impl ScanState {
             }
         };
         if forward {
+            self.batch_max = BATCH;
             return self.load_forward(rel, k, pos, page, dlo, true, BATCH);
         }
         let run = if pos < run.entries {
@@ -770,7 +777,8 @@ impl ScanState {
                 // also took the interval's remaining delta entries.
                 debug_assert!(!b.run_end_fwd || b.d1 == self.delta_range(k).1);
                 if !b.run_end_fwd {
-                    self.load_forward(rel, k, b.run_hi, None, b.d1, false, BATCH)?;
+                    self.batch_max = self.batch_max.saturating_mul(2);
+                    self.load_forward(rel, k, b.run_hi, None, b.d1, false, self.batch_max)?;
                 } else if k + 1 < n {
                     self.start_interval(rel, k + 1, true)?;
                 } else if self.plan.nulls {
