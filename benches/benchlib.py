@@ -23,6 +23,11 @@ def timed(sql):
     return time.perf_counter() - t
 
 
+def size(index):
+    """The relation size of `index`, in bytes."""
+    return int(psql(f"SELECT pg_relation_size('{index}')"))
+
+
 def explain(sql, drop=None):
     """Runs sql (with index `drop` dropped, rolled back) as a nested loop of
     index scans; returns the JSON plan."""

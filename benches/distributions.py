@@ -11,7 +11,7 @@ learned and btree; hash cannot return keys, so it is an index scan).
 
 Prints a Markdown table for benches/README.md."""
 import sys
-from benchlib import connect, psql, timed, probe
+from benchlib import connect, psql, timed, probe, size
 
 # Uniform in [0, 1) from row g and a salt, by hashing (deterministic).
 U = "((hashint8(g::int8 * 7919 + {s}) & 4294967295) + 0.5) / 4294967296.0"
@@ -31,10 +31,6 @@ DISTRIBUTIONS = [
     ("adversarial steps: runs of 64, jumps of 2^0..2^31",
      "sum(CASE WHEN g % 64 = 0 THEN 1::int8 << (hashint8(g) & 31)::int ELSE 1 END) OVER (ORDER BY g)"),
 ]
-
-
-def size(index):
-    return int(psql(f"SELECT pg_relation_size('{index}')"))
 
 
 def main():

@@ -7,7 +7,7 @@ key with 100 rows returns all of them, through an index-only scan).
 
 Prints a Markdown table for benches/README.md."""
 import sys
-from benchlib import connect, psql, timed, probe
+from benchlib import connect, psql, timed, probe, size
 
 # (name, SQL for the key of row g, heap in key order, BRIN meaningful)
 COLUMNS = [
@@ -37,10 +37,6 @@ def load(rows, key_sql, ordered):
     # Distinct keys: a probe of a key with 100 rows returns all of them.
     psql("CREATE TABLE probes AS SELECT k FROM (SELECT DISTINCT k FROM t) d ORDER BY hashint8(k) LIMIT 100000")
     psql("ANALYZE probes")
-
-
-def size(index):
-    return int(psql(f"SELECT pg_relation_size('{index}')"))
 
 
 def main():

@@ -419,3 +419,48 @@ fn batches_cut_mid_page_keep_inserted_and_delta_entries_once() {
     tx.commit().unwrap();
     assert_verified(&mut c, "t_k");
 }
+
+/// At a batch's cut, an inserted entry can equal the tombstoned run entry
+/// the next batch starts at: VACUUM freed the heap TID and a new row with
+/// the same key took it. The next batch returns it, once.
+#[test]
+fn an_inserted_pair_equal_to_a_tombstone_at_a_cut_is_returned_once() {
+    let cluster = Cluster::start("insert_area_reused_tid", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    // 226 rows a heap page, every page full; keys g * 10 at run slot g. A
+    // scan from 1234 starts at slot 124 and its first batch stops at 640,
+    // the first group boundary 512 slots on: slot 640 holds key 6400.
+    // INDEX_CLEANUP ON: VACUUM would otherwise skip the index for so few
+    // dead rows and leave their heap TIDs unusable.
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8) WITH (autovacuum_enabled = off);
+         INSERT INTO t SELECT g * 10 FROM generate_series(0, 226 * 133 - 1) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70);
+         CREATE TEMP TABLE gone AS SELECT ctid AS tid FROM t WHERE k = 6400;
+         DELETE FROM t WHERE k IN (6400, 6420, 6440, 6460, 6480, 6500, 6520, 6540);
+         VACUUM (INDEX_CLEANUP ON) t;
+         INSERT INTO t VALUES (6400);
+         ANALYZE t",
+    );
+    let reused: bool = c
+        .query_one(
+            "SELECT (SELECT ctid FROM t WHERE k = 6400) = (SELECT tid FROM gone)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(reused, "the new row took the deleted row's heap TID");
+    run_each(
+        &mut c,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off",
+    );
+    let rows = assert_index_matches_table(
+        &mut c,
+        "t_k",
+        "SELECT k FROM t WHERE k >= 1234 ORDER BY k",
+        "a scan across the cut",
+    );
+    assert_eq!(rows.iter().filter(|k| *k == "6400").count(), 1);
+    assert_verified(&mut c, "t_k");
+}

@@ -363,9 +363,7 @@ impl Array {
         };
         (x & self.mask).wrapping_add(self.min)
     }
-}
 
-impl Array {
     /// Values `start..start + out.len()` into `out` (as [`Array::get`],
     /// with a loop per width: this is the inner loop of every lookup).
     #[inline]
@@ -590,12 +588,6 @@ impl Group {
         Ok(())
     }
 
-    #[cfg(test)]
-    #[allow(clippy::len_without_is_empty)] // a group holds at least an entry
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
     /// Decodes keys until `upto` are (at most the group's length), a chunk
     /// at a time.
     fn decode_keys(&mut self, bytes: &[u8], upto: usize) -> Result<(), Malformed> {
@@ -743,10 +735,9 @@ pub fn decode(
         return Err(Malformed("group size out of range"));
     }
     g.open(bytes, 0..bytes.len(), first, keys.len(), u64::MAX)?;
-    for i in 0..keys.len() {
-        keys[i] = g.key(bytes, i)?;
-        tids[i] = g.tid(bytes, i)?;
-    }
+    let (k, t) = g.decoded(bytes)?;
+    keys.copy_from_slice(k);
+    tids.copy_from_slice(t);
     Ok(())
 }
 

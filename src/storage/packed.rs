@@ -231,8 +231,9 @@ impl Packer {
 }
 
 /// A packed region as read from a page, checked for its size (each group's
-/// bounds and contents are checked by [`Region::decode`] when it is read: a
-/// lookup reads one group, and should not pay for checking all of them).
+/// bounds are checked by [`Region::open`], and its values as they are
+/// decoded: a lookup reads part of one group, and should not pay for
+/// checking all of them).
 #[derive(Clone, Copy)]
 pub struct Region<'a> {
     raw: &'a [u8],
@@ -319,10 +320,9 @@ impl<'a> Region<'a> {
     pub fn decode(&self, g: usize, keys: &mut [u64], tids: &mut [Tid]) -> Result<(), Malformed> {
         let mut group = Group::default();
         self.open(g, &mut group)?;
-        for i in 0..group.len() {
-            keys[i] = group.key(self.raw, i)?;
-            tids[i] = group.tid(self.raw, i)?;
-        }
+        let (k, t) = group.decoded(self.raw)?;
+        keys[..k.len()].copy_from_slice(k);
+        tids[..t.len()].copy_from_slice(t);
         Ok(())
     }
 

@@ -290,8 +290,8 @@ impl SortedPage for RunPage {
     fn count(&self) -> usize {
         self.region.count()
     }
-    /// The group table says which group holds the answer; one group is
-    /// decoded.
+    /// The group table says which group holds the answer; its keys are
+    /// decoded up to the answer.
     fn lower_bound(&self, key: u64, near: usize) -> usize {
         let g = self.region.group_of(key, near / GROUP);
         let slot = self.group(g).lower_bound(self.region.bytes(), key);
@@ -496,10 +496,7 @@ impl RunPage {
             // The slices point into this view's cache, and nothing below
             // calls a method of the view that uses it (`dead` reads the
             // region) until they are dropped.
-            let (keys, tids) = match group.decoded(self.region.bytes()) {
-                Ok(d) => d,
-                Err(e) => corrupt(self.rel, self.buf.blkno(), &e.to_string()),
-            };
+            let (keys, tids) = self.check(group.decoded(self.region.bytes()));
             for j in s - base..keys.len() {
                 let (key, tid) = (keys[j], tids[j]);
                 if key > hi {
