@@ -54,21 +54,31 @@ def index_blocks(index):
     return int(psql(f"SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = '{index}'"))
 
 
-def probe(table, index, probes, drop=None, runs=3, keys="probes"):
-    """Best of `runs` nested-loop joins of the `probes` keys in table `keys`
-    against `index`: (microseconds per probe, buffer hits per probe, index
-    pages per probe)."""
+def probe_once(table, index, probes, drop=None, keys="probes"):
+    """One nested-loop join of the `probes` keys in table `keys` against
+    `index`: microseconds, buffer accesses and buffer reads (misses of
+    shared_buffers) per probe of the inner scan, index pages per probe, and
+    the milliseconds the whole join spent reading (with track_io_timing)."""
     sql = f"SELECT count(*) FROM {keys} p JOIN {table} t ON t.k = p.k"
+    before = index_blocks(index)
+    plan = explain(sql, drop)
+    pages = (index_blocks(index) - before) / probes
+    inner = find(plan["Plan"], lambda n: n.get("Index Name") == index)
+    assert inner, f"{index} not used: {json.dumps(plan)[:500]}"
+    loops = inner["Actual Loops"]
+    return {"us": plan["Execution Time"] * 1000 / loops,
+            "hits": (inner["Shared Hit Blocks"] + inner["Shared Read Blocks"]) / loops,
+            "reads": inner["Shared Read Blocks"] / loops,
+            "pages": pages,
+            "io_ms": plan["Plan"].get("I/O Read Time", plan["Plan"].get("Shared I/O Read Time", 0.0))}
+
+
+def probe(table, index, probes, drop=None, runs=3, keys="probes"):
+    """Best of `runs` nested-loop joins (see probe_once): (microseconds per
+    probe, buffer hits per probe, index pages per probe)."""
     best = None
     for _ in range(runs):
-        before = index_blocks(index)
-        plan = explain(sql, drop)
-        pages = (index_blocks(index) - before) / probes
-        inner = find(plan["Plan"], lambda n: n.get("Index Name") == index)
-        assert inner, f"{index} not used: {json.dumps(plan)[:500]}"
-        loops = inner["Actual Loops"]
-        hits = (inner["Shared Hit Blocks"] + inner["Shared Read Blocks"]) / loops
-        us = plan["Execution Time"] * 1000 / loops
-        if best is None or us < best[0]:
-            best = (us, hits, pages)
+        r = probe_once(table, index, probes, drop, keys)
+        if best is None or r["us"] < best[0]:
+            best = (r["us"], r["hits"], r["pages"])
     return best

@@ -11,7 +11,7 @@ learned and btree; hash cannot return keys, so it is an index scan).
 
 Prints a Markdown table for benches/README.md."""
 import sys
-from benchlib import connect, psql, timed, probe, size
+from benchlib import connect, psql, timed, probe_once, size
 
 # Uniform in [0, 1) from row g and a salt, by hashing (deterministic).
 U = "((hashint8(g::int8 * 7919 + {s}) & 4294967295) + 0.5) / 4294967296.0"
@@ -33,10 +33,11 @@ DISTRIBUTIONS = [
 ]
 
 
-def main():
-    sock, port = sys.argv[1], sys.argv[2]
-    rows = int(sys.argv[3]) if len(sys.argv) > 3 else 1_000_000
-    connect(sock, port)
+def measure(rows, rounds=4, log=sys.stderr):
+    """Builds each distribution at `rows` rows and measures it; returns one
+    dict per distribution. The first of `rounds` interleaved rounds only
+    warms; the probe figures are the fastest of the others, with the slowest
+    as the spread."""
     psql("CREATE EXTENSION IF NOT EXISTS learneddb")
     out = []
     for name, key_sql in DISTRIBUTIONS:
@@ -52,31 +53,52 @@ def main():
         timed(setup + "CREATE INDEX t_learned ON t USING learned (k)")
         timed(setup + "CREATE INDEX t_hash ON t USING hash (k)")
         psql("VACUUM ANALYZE t")
-        sizes = [size(i) for i in ("t_btree", "t_learned", "t_hash")]
-        err = psql("SELECT max_error || ' ' || round(mean_error::numeric, 1) || ' ' || model_leaves"
-                   " FROM pg_stat_learned_indexes WHERE index_name = 't_learned'").split()
+        sizes = {i: size(f"t_{i}") for i in ("btree", "learned", "hash")}
+        max_err, mean_err, leaves = psql(
+            "SELECT max_error || ' ' || round(mean_error::numeric, 1) || ' ' || model_leaves"
+            " FROM pg_stat_learned_indexes WHERE index_name = 't_learned'").split()
         distinct = int(psql("SELECT count(*) FROM probes"))
         psql("SELECT count(*) FROM t")  # warm the heap
-        others = {"t_btree": "t_learned, t_hash", "t_learned": "t_btree, t_hash", "t_hash": "t_btree, t_learned"}
-        best = {}
-        for run in range(4):  # interleaved; the first round only warms
+        others = {"btree": "t_learned, t_hash", "learned": "t_btree, t_hash", "hash": "t_btree, t_learned"}
+        runs = {i: [] for i in others}
+        for run in range(rounds):
             for index, drop in others.items():
-                r = probe("t", index, distinct, drop=drop, runs=1)
-                if run > 0 and (index not in best or r[0] < best[index][0]):
-                    best[index] = r
-        out.append((name, distinct, sizes, err, best))
-        b, ln, h = best["t_btree"], best["t_learned"], best["t_hash"]
-        print(f"{name}: probe btree {b[0]:.2f} learned {ln[0]:.2f} ({ln[0] / b[0]:.2f}x) hash {h[0]:.2f} us;"
-              f" pages {b[2]:.2f} / {ln[2]:.2f}; error max {err[0]} mean {err[1]}", file=sys.stderr, flush=True)
+                r = probe_once("t", f"t_{index}", distinct, drop=drop)
+                if run > 0:
+                    runs[index].append(r)
+        probes = {i: {"us": min(r["us"] for r in rs), "us_max": max(r["us"] for r in rs),
+                      "pages": min(r["pages"] for r in rs)} for i, rs in runs.items()}
+        out.append({"name": name, "rows": rows, "distinct": distinct, "size": sizes,
+                    "max_error": int(max_err), "mean_error": float(mean_err), "model_leaves": int(leaves),
+                    "probe": probes})
+        b, ln, h = probes["btree"], probes["learned"], probes["hash"]
+        print(f"{name}: probe btree {b['us']:.2f} learned {ln['us']:.2f} ({ln['us'] / b['us']:.2f}x) hash {h['us']:.2f} us;"
+              f" pages {b['pages']:.2f} / {ln['pages']:.2f}; error max {max_err} mean {mean_err}", file=log, flush=True)
         psql("DROP TABLE t, probes")
-    print(f"| {rows:,} rows | distinct keys | size btree | learned | hash | probe btree | learned | ratio | hash"
-          " | index pages/probe btree | learned | max error | mean error | model leaves |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, distinct, (sb, sl, sh), err, best in out:
-        b, ln, h = best["t_btree"], best["t_learned"], best["t_hash"]
-        print(f"| {name} | {distinct:,} | {sb / 1e6:.1f} MB | {sl / 1e6:.2f} MB | {sh / 1e6:.1f} MB"
-              f" | {b[0]:.2f} us | {ln[0]:.2f} us | **{ln[0] / b[0]:.2f}** | {h[0]:.2f} us"
-              f" | {b[2]:.2f} | {ln[2]:.2f} | {err[0]} | {err[1]} | {err[2]} |")
+    return out
+
+
+def table(out):
+    """The Markdown table of benches/README.md."""
+    rows = out[0]["rows"]
+    lines = [f"| {rows:,} rows | distinct keys | size btree | learned | hash | probe btree | learned | ratio | hash"
+             " | index pages/probe btree | learned | max error | mean error | model leaves |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for d in out:
+        s, p = d["size"], d["probe"]
+        b, ln, h = p["btree"], p["learned"], p["hash"]
+        lines.append(f"| {d['name']} | {d['distinct']:,} | {s['btree'] / 1e6:.1f} MB | {s['learned'] / 1e6:.2f} MB"
+                     f" | {s['hash'] / 1e6:.1f} MB | {b['us']:.2f} us | {ln['us']:.2f} us | **{ln['us'] / b['us']:.2f}**"
+                     f" | {h['us']:.2f} us | {b['pages']:.2f} | {ln['pages']:.2f} | {d['max_error']} | {d['mean_error']}"
+                     f" | {d['model_leaves']} |")
+    return "\n".join(lines)
+
+
+def main():
+    sock, port = sys.argv[1], sys.argv[2]
+    rows = int(sys.argv[3]) if len(sys.argv) > 3 else 1_000_000
+    connect(sock, port)
+    print(table(measure(rows)))
 
 
 if __name__ == "__main__":
