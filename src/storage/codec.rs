@@ -451,8 +451,8 @@ pub struct Group {
     /// whole on opening).
     gaps: Array,
     tids: [Tid; GROUP],
-    /// `tids[..tn]` are decoded (always 0 in the frame mode, read by
-    /// position instead).
+    /// `tids[..tn]` are decoded in order (0 in the frame mode; TIDs of
+    /// equal steps are read by position too).
     tn: usize,
     tid_mode: u8,
     /// Frame: blocks and offsets. Ascending: block gaps and offsets (or
@@ -645,6 +645,13 @@ impl Group {
         if self.tid_mode == TIDS_FRAME {
             return check_tid(self.a.get(bytes, i), self.b.get(bytes, i));
         }
+        if self.tid_mode == TIDS_LINE && self.a.width == 0 {
+            let (blk, off) = self.line_at(i)?;
+            return check_tid(blk as u64, off as u64);
+        }
+        if self.equal_ascending() {
+            return self.ascending_at(i);
+        }
         if i >= self.tn {
             self.decode_tids(bytes, i + 1)?;
         }
@@ -654,19 +661,118 @@ impl Group {
     /// The whole group, decoded: what a scan that reads every entry wants
     /// (in bulk, with the unpacking loop per width).
     pub fn decoded(&mut self, bytes: &[u8]) -> Result<(&[u64], &[Tid]), Malformed> {
-        self.decode_keys(bytes, self.n)?;
-        if self.tid_mode == TIDS_FRAME && self.tn < self.n {
-            let n = self.n;
+        self.entries(bytes, 0, self.n)
+    }
+
+    /// Entries `from..to` (`to` at most the group's length), decoded in
+    /// bulk: what a scan that starts or stops inside the group wants. Keys
+    /// are decoded from the group's start (each is a sum of gaps); TIDs read
+    /// by position (the frame mode, and a line whose steps are all equal:
+    /// a heap in key order) are decoded from `from` only.
+    pub fn entries(
+        &mut self,
+        bytes: &[u8],
+        from: usize,
+        to: usize,
+    ) -> Result<(&[u64], &[Tid]), Malformed> {
+        let to = to.min(self.n);
+        let from = from.min(to);
+        self.decode_keys(bytes, to)?;
+        if self.tid_mode == TIDS_FRAME {
             let mut offsets = [0u64; GROUP];
-            self.a.unpack(bytes, 0, &mut self.tids[..n]);
-            self.b.unpack(bytes, 0, &mut offsets[..n]);
-            for (t, &o) in self.tids[..n].iter_mut().zip(offsets.iter()) {
+            self.a.unpack(bytes, from, &mut self.tids[from..to]);
+            self.b.unpack(bytes, from, &mut offsets[from..to]);
+            for (t, &o) in self.tids[from..to].iter_mut().zip(&offsets[from..to]) {
                 *t = check_tid(*t, o)?;
             }
-            self.tn = n;
+        } else if self.tn >= to {
+            // Decoded in order already.
+        } else if self.tid_mode == TIDS_LINE && self.a.width == 0 {
+            let step = unzigzag(self.a.min);
+            let (mut blk, mut off) = self.line_at(from)?;
+            for i in from..to {
+                if i > from {
+                    (blk, off) = self.line_step(blk, off, step)?;
+                }
+                self.tids[i] = check_tid(blk as u64, off as u64)?;
+            }
+        } else if self.equal_ascending() {
+            for i in from..to {
+                self.tids[i] = self.ascending_at(i)?;
+            }
+        } else {
+            self.decode_tids(bytes, to)?;
         }
-        self.decode_tids(bytes, self.n)?;
-        Ok((&self.keys[..self.n], &self.tids[..self.n]))
+        Ok((&self.keys[from..to], &self.tids[from..to]))
+    }
+
+    /// Slot `i`'s (block, offset) on a line whose steps all equal the
+    /// array's minimum: the line's position moves by the step each slot.
+    fn line_at(&self, i: usize) -> Result<(i64, i64), Malformed> {
+        let k = self.line as i128;
+        let first = self.tids[0];
+        let p = (first >> 16) as i128 * k + (first & 0xFFFF) as i128 - 1
+            + i as i128 * unzigzag(self.a.min) as i128;
+        let blk = p.div_euclid(k);
+        if !(0..=u32::MAX as i128).contains(&blk) {
+            return Err(Malformed("a block is out of range"));
+        }
+        Ok((blk as i64, (p.rem_euclid(k) + 1) as i64))
+    }
+
+    /// Ascending TIDs whose block gaps are all equal and whose offsets (or
+    /// offset gaps) are too: a heap in key order inside one block, or one
+    /// row a block.
+    #[inline]
+    fn equal_ascending(&self) -> bool {
+        self.tid_mode == TIDS_ASCENDING && self.a.width == 0 && self.b.width == 0
+    }
+
+    /// TID `i` of [`Group::equal_ascending`] TIDs: each step adds the block
+    /// gap, then adds the offset gap on the same block or sets the offset.
+    fn ascending_at(&self, i: usize) -> Result<Tid, Malformed> {
+        let (b0, o0) = (self.tids[0] >> 16, self.tids[0] & 0xFFFF);
+        let (gap, o) = (self.a.min as u128, self.b.min as u128);
+        if i == 0 {
+            return Ok(self.tids[0]);
+        }
+        let block = b0 as u128 + i as u128 * gap;
+        let offset = if gap == 0 {
+            o0 as u128 + i as u128 * o
+        } else {
+            o
+        };
+        if block > u32::MAX as u128 || offset > 0xFFFF {
+            return Err(Malformed("a TID is out of range"));
+        }
+        Ok((block as u64) << 16 | offset as u64)
+    }
+
+    /// One step of `z` slots along the line of `line` slots a block: most
+    /// steps stay on the block; the others divide (in 64 bits, checked).
+    #[inline]
+    fn line_step(&self, blk: i64, off: i64, z: i64) -> Result<(i64, i64), Malformed> {
+        let k = self.line as i64;
+        let o = off
+            .checked_add(z)
+            .ok_or(Malformed("a block is out of range"))?;
+        if (1..=k).contains(&o) {
+            return Ok((blk, o));
+        }
+        let blk = blk
+            .checked_add((o - 1).div_euclid(k))
+            .filter(|b| (0..=u32::MAX as i64).contains(b))
+            .ok_or(Malformed("a block is out of range"))?;
+        Ok((blk, (o - 1).rem_euclid(k) + 1))
+    }
+
+    /// The first slot whose key is above `key`, or the group's length: keys
+    /// are decoded only until one passes it.
+    pub fn upper_bound(&mut self, bytes: &[u8], key: u64) -> Result<usize, Malformed> {
+        match key.checked_add(1) {
+            Some(next) => self.lower_bound(bytes, next),
+            None => Ok(self.n),
+        }
     }
 
     /// Decodes ascending or line TIDs until `upto` are, a chunk at a time.
@@ -694,23 +800,9 @@ impl Group {
                     self.tids[i] = check_tid(self.block, self.offset)?;
                 }
             } else {
-                let k = self.line as i64;
                 let (mut blk, mut off) = (self.block as i64, self.offset as i64);
                 for (i, &z) in (from..to).zip(a.iter()) {
-                    // Along the line of k slots a block: most steps stay on
-                    // the block; the others divide (in 64 bits, checked).
-                    let o = off
-                        .checked_add(unzigzag(z))
-                        .ok_or(Malformed("a block is out of range"))?;
-                    if (1..=k).contains(&o) {
-                        off = o;
-                    } else {
-                        blk = blk
-                            .checked_add((o - 1).div_euclid(k))
-                            .filter(|b| (0..=u32::MAX as i64).contains(b))
-                            .ok_or(Malformed("a block is out of range"))?;
-                        off = (o - 1).rem_euclid(k) + 1;
-                    }
+                    (blk, off) = self.line_step(blk, off, unzigzag(z))?;
                     self.tids[i] = check_tid(blk as u64, off as u64)?;
                 }
                 (self.block, self.offset) = (blk as u64, off as u64);
@@ -850,6 +942,52 @@ mod tests {
                 prop_assert!(g.open(&out, 0..len, keys[0], keys.len(), bound).is_err()
                              || (0..keys.len()).any(|i| g.key(&out, i).is_err()));
             }
+        }
+
+        /// Slices of a group read in bulk (as scans read them), and single
+        /// TIDs by position, are exact on every TID shape: a random heap (the
+        /// frame mode), a heap in key order with full blocks (a line of equal
+        /// steps, read by position), with rows moved (a line of unequal
+        /// steps) and with gaps (ascending).
+        #[test]
+        fn slices_are_exact(n in 1..=GROUP, gaps in vec(0u64..5, GROUP), shape in 0..4u8,
+                            start in (0u64..1000, 1u64..=60), k in 1u64..=60, seed in any::<u64>(),
+                            ranges in vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 1..8),
+                            probe in 0u64..700) {
+            let keys: Vec<u64> = gaps[..n].iter().scan(100, |k, &g| { *k += g; Some(*k) }).collect();
+            let (b0, o0) = (start.0, start.1.min(k));
+            let mix = |i: u64| seed.wrapping_mul(i | 1).rotate_left(i as u32 % 64);
+            let tids: Vec<Tid> = (0..n as u64).map(|i| match shape {
+                0 => tid(mix(i) % 100_000, 1 + mix(i + 7) % 300),
+                1 => { let p = b0 * k + o0 - 1 + i; tid(p / k, p % k + 1) }
+                2 => { let p = b0 * k + o0 - 1 + i * 2 + mix(i) % 2; tid(p / k, p % k + 1) }
+                _ => tid(b0 + i * (mix(i) % 3), 1 + i % 7),
+            }).collect();
+            let (keys, tids) = sorted(keys.into_iter().zip(tids).collect());
+            let mut out = Vec::new();
+            encode(&keys, &tids, &mut out);
+            let len = out.len();
+            out.extend_from_slice(&[0x5A; 16]);
+            let mut g = Group::default();
+            g.open(&out, 0..len, keys[0], keys.len(), u64::MAX).expect("opens");
+            if shape == 1 && n > 16 {
+                // Full blocks in key order: TIDs read by position.
+                prop_assert!(g.tid_mode == TIDS_LINE && g.a.width == 0 || g.equal_ascending());
+            }
+            prop_assert_eq!(g.upper_bound(&out, probe).unwrap(), keys.partition_point(|&k| k <= probe));
+            for (a, b) in ranges {
+                let (a, b) = (a.index(n + 1), b.index(n + 1));
+                let (from, to) = (a.min(b), a.max(b));
+                let (sk, st) = g.entries(&out, from, to).unwrap();
+                prop_assert_eq!(sk, &keys[from..to]);
+                prop_assert_eq!(st, &tids[from..to]);
+                if from < n {
+                    prop_assert_eq!(g.tid(&out, from).unwrap(), tids[from]);
+                }
+            }
+            let (sk, st) = g.decoded(&out).unwrap();
+            prop_assert_eq!(sk, &keys[..]);
+            prop_assert_eq!(st, &tids[..]);
         }
 
         /// Changing any byte never panics and never decodes past the slice.

@@ -493,19 +493,15 @@ impl RunPage {
             let g = s / GROUP;
             let base = g * GROUP;
             let group = self.group(g);
+            // Decode only up to the first key above the interval: a probe
+            // of one key reads a few dozen entries of its group, not 128.
+            let end = self.check(group.upper_bound(self.region.bytes(), hi));
             // The slices point into this view's cache, and nothing below
             // calls a method of the view that uses it (`dead` reads the
             // region) until they are dropped.
-            let (keys, tids) = self.check(group.decoded(self.region.bytes()));
-            for j in s - base..keys.len() {
-                let (key, tid) = (keys[j], tids[j]);
-                if key > hi {
-                    return Forward {
-                        stop: base + j,
-                        last,
-                        above: true,
-                    };
-                }
+            let first = (s - base).min(end);
+            let (keys, tids) = self.check(group.entries(self.region.bytes(), first, end));
+            for (j, (&key, &tid)) in (first..end).zip(keys.iter().zip(tids)) {
                 // Only a scan that starts over from a page's first slot
                 // meets keys below the interval.
                 if key >= lo && !self.region.dead(base + j) {
@@ -513,7 +509,14 @@ impl RunPage {
                 }
                 last = Some((key, tid));
             }
-            s = base + keys.len();
+            if end < (self.len() - base).min(GROUP) {
+                return Forward {
+                    stop: base + end.max(s - base),
+                    last,
+                    above: true,
+                };
+            }
+            s = base + end;
         }
         Forward {
             stop: s,
