@@ -236,16 +236,21 @@ def table_tpch(t):
         bt = f"li_{col[2:]}_btree"
         out.append(f"| `{col}` {kind} | {mb(t['size'][n])} | {t['size'][n] / t['size'][bt]:.3f}"
                    f" | {t['build_s'][n]:.2f} s | {t['build_s'][n] / t['build_s'][bt]:.2f} |")
-    out += ["", "| query | btree | learned | learned/btree | BRIN | seq scan | same answers | plans |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += ["", "| query | btree | learned | learned/btree | BRIN | seq scan | same answers"
+            " | first run of a connection: btree | learned | plans |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for q in t["queries"]:
         ms = q["ms"]
 
         def cell(k):
-            return f"{med(ms[k]):.1f} ms ({rng(ms[k], '{:.1f}')})" if k in ms else "-"
+            return f"{med(ms[k]):.2f} ms ({rng(ms[k], '{:.2f}')})" if k in ms else "-"
+
+        def first(k):
+            return f"{med(q['first_ms'][k]):.2f} ms" if k in q.get("first_ms", {}) else "-"
         plans = ", ".join(f"{k}: {v}" for k, v in q["plans"].items())
         out.append(f"| {q['query']} | {cell('btree')} | {cell('learned')} | **{med(ms['learned']) / med(ms['btree']):.2f}**"
-                   f" | {cell('brin')} | {cell('seq scan')} | {'yes' if q['same_answers'] else '**NO**'} | {plans} |")
+                   f" | {cell('brin')} | {cell('seq scan')} | {'yes' if q['same_answers'] else '**NO**'}"
+                   f" | {first('btree')} | {first('learned')} | {plans} |")
     return "\n".join(out)
 
 
