@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole benchmark in one command (about 25 minutes here): installs what is
+# The whole benchmark in one command (about 15 minutes here): installs what is
 # missing (the release build, matplotlib in a virtualenv, tpchgen-cli from
 # crates.io), starts a private PostgreSQL 15 cluster, runs suite.py (results in
 # benches/results/results.json), draws the plots and rewrites benches/README.md's
