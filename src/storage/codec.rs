@@ -667,8 +667,8 @@ impl Group {
     /// Entries `from..to` (`to` at most the group's length), decoded in
     /// bulk: what a scan that starts or stops inside the group wants. Keys
     /// are decoded from the group's start (each is a sum of gaps); TIDs read
-    /// by position (the frame mode, and a line whose steps are all equal:
-    /// a heap in key order) are decoded from `from` only.
+    /// by position (the frame mode, and TIDs of equal steps: a heap in key
+    /// order) are decoded from `from` only.
     pub fn entries(
         &mut self,
         bytes: &[u8],
