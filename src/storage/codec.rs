@@ -678,7 +678,9 @@ impl Group {
         let to = to.min(self.n);
         let from = from.min(to);
         self.decode_keys(bytes, to)?;
-        if self.tid_mode == TIDS_FRAME {
+        if from == to {
+            // Nothing to read (and no slot `from` to place on a line).
+        } else if self.tid_mode == TIDS_FRAME {
             let mut offsets = [0u64; GROUP];
             self.a.unpack(bytes, from, &mut self.tids[from..to]);
             self.b.unpack(bytes, from, &mut offsets[from..to]);
