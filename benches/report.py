@@ -53,18 +53,14 @@ def plot_scaling(res):
             if i != "hash" or heap == "shuffled":
                 ax2.plot(x, [r["probe"][i]["pages"] for r in pts], style + "o", color=COLORS[i], markersize=4,
                          label=f"{i}, heap {heap}")
-    ax1.set_xscale("log")
-    ax1.set_xlabel("rows")
-    ax1.set_ylabel("microseconds per probe (median, min-max)")
-    ax1.set_title("Point lookup, nested loop, cached")
-    ax1.set_ylim(bottom=0)
-    ax1.legend(fontsize=7)
-    ax2.set_xscale("log")
-    ax2.set_xlabel("rows")
-    ax2.set_ylabel("index pages read per probe")
-    ax2.set_title("Index pages per probe")
-    ax2.set_ylim(bottom=0)
-    ax2.legend(fontsize=7)
+    for ax, ylabel, title in ((ax1, "microseconds per probe (median, min-max)", "Point lookup, nested loop, cached"),
+                              (ax2, "index pages read per probe", "Index pages per probe")):
+        ax.set_xscale("log")
+        ax.set_xlabel("rows")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(RESULTS_DIR, "latency_vs_rows.png"), dpi=110)
     plt.close(fig)

@@ -201,17 +201,17 @@ PGBENCH_SCRIPTS = {
 }
 
 
-def pgbench_once(script, mode, clients, seconds, host, port):
+def pgbench_once(args, script, mode, clients):
     out = subprocess.run(
-        [os.path.join(PG_BIN, "pgbench"), "-h", host, "-p", port, "-U", "postgres", "-n", "-f", script,
-         "-M", mode, "-c", str(clients), "-j", str(clients), "-T", str(seconds), "postgres"],
+        [os.path.join(PG_BIN, "pgbench"), "-h", args.host, "-p", args.port, "-U", "postgres", "-n", "-f", script,
+         "-M", mode, "-c", str(clients), "-j", str(clients), "-T", str(args.pgbench_seconds), "postgres"],
         capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"pgbench failed: {out.stderr}")
     return float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))
 
 
-def pgbench(args, results, host, port):
+def pgbench(args, results):
     rows = 100_000 if args.quick else 1_000_000
     indexes = {"btree": "", "learned": "USING learned"}
     for i, using in indexes.items():
@@ -246,8 +246,7 @@ def pgbench(args, results, host, port):
                         # Alternate which index goes first, so drift over a
                         # run does not favour one of them.
                         for i in (list(indexes) if r % 2 == 0 else list(indexes)[::-1]):
-                            tps[i].append(pgbench_once(files[name, i], mode, clients, args.pgbench_seconds,
-                                                       args.host, args.port))
+                            tps[i].append(pgbench_once(args, files[name, i], mode, clients))
                     out.append({"script": name, "mode": mode, "clients": clients,
                                 "tps": {i: spread(v) for i, v in tps.items()}})
                     log(f"pgbench {name}, {mode}, {clients} client(s): btree {sorted(tps['btree'])}"
@@ -326,6 +325,17 @@ def tpch(args, results):
     # Into shared_buffers (a sequential scan of a large table uses a small
     # ring of buffers and would not).
     psql("CREATE EXTENSION IF NOT EXISTS pg_prewarm; SELECT pg_prewarm('lineitem')")
+
+    def session(name, body):
+        """Runs `body` in one connection with only index `name` (none: no
+        index) on lineitem, the others dropped in a rolled-back transaction."""
+        drop = ", ".join(n for n, _, _ in indexes if n != name)
+        # Index scans of every kind allowed; the sequential scan only in
+        # its own row, as the reference.
+        seq = "on" if name is None else "off"
+        return psql(f"BEGIN; DROP INDEX {drop}; SET LOCAL enable_seqscan = {seq};"
+                    f" SET LOCAL max_parallel_workers_per_gather = 0; {body} ROLLBACK")
+
     out = []
     for qname, col, sql in TPCH_QUERIES:
         answers, times, plans, first = {}, {}, {}, {}
@@ -333,15 +343,6 @@ def tpch(args, results):
         # once (in a nested loop it would scan the table per outer row).
         seq_ref = [] if "p JOIN" in sql or "LATERAL" in sql else [(None, col, "seq scan")]
         kinds = [x for x in indexes if x[1] == col] + seq_ref
-
-        def session(name, body):
-            drop = ", ".join(n for n, _, _ in indexes if n != name)
-            # Index scans of every kind allowed; the sequential scan only in
-            # its own row, as the reference.
-            seq = "on" if name is None else "off"
-            return psql(f"BEGIN; DROP INDEX {drop}; SET LOCAL enable_seqscan = {seq};"
-                        f" SET LOCAL max_parallel_workers_per_gather = 0; {body} ROLLBACK")
-
         for name, _, kind in kinds:
             answers[kind] = session(name, f"{sql};")
         # Rounds interleaved between the indexes, each in a new connection
@@ -418,7 +419,7 @@ def main():
         elif part == "distributions":
             distributions_part(args, results)
         elif part == "pgbench":
-            pgbench(args, results, args.host, args.port)
+            pgbench(args, results)
         elif part == "tpch":
             tpch(args, results)
         else:

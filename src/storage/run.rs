@@ -509,7 +509,7 @@ impl RunPage {
                 }
                 last = Some((key, tid));
             }
-            if end < (self.len() - base).min(GROUP) {
+            if end < self.region.group_len(g) {
                 return Forward {
                     stop: base + end.max(s - base),
                     last,
