@@ -83,6 +83,11 @@ struct Batch {
     /// Index in `items` of the entry returned last; -1 or `items.len()` when
     /// none of this batch has been returned yet.
     cur: isize,
+    /// Whether an entry of this batch has been returned (a repositioned
+    /// batch's `cur` may point at an entry before the one returned last).
+    returned: bool,
+    /// A batch of NULLs (their `items` keys are 0).
+    nulls: bool,
     /// The batch's page, kept pinned when the scan must keep pins.
     pin: Option<HeldPin>,
 }
@@ -134,10 +139,12 @@ struct ScanState {
     delta_nulls: Vec<Tid>,
     delta_pins: Vec<HeldPin>,
     batch: Option<Batch>,
-    /// The entry returned last, while the scan is positioned.
+    /// The entry returned last before the current batch, while the scan is
+    /// positioned (see [`ScanState::last_returned`]: it is not written per
+    /// row).
     at: Option<Position>,
-    /// The entries of the current batch, ascending.
-    items: Vec<(Option<u64>, Tid)>,
+    /// The entries of the current batch, ascending (key 0 in a NULL batch).
+    items: Vec<(u64, Tid)>,
     /// Scratch: a run page's slice of live entries.
     run_items: Vec<(u64, Tid)>,
     /// Scratch: the page's inserted entries the batch takes.
@@ -389,12 +396,9 @@ impl ScanState {
             self.load_forward(rel, k, run.entries, None, d0, false, usize::MAX)?;
         }
         let cur = if forward {
-            self.items
-                .partition_point(|&(key, tid)| (key.unwrap_or(0), tid) <= pair) as isize
-                - 1
+            self.items.partition_point(|&e| e <= pair) as isize - 1
         } else {
-            self.items
-                .partition_point(|&(key, tid)| (key.unwrap_or(0), tid) < pair) as isize
+            self.items.partition_point(|&e| e < pair) as isize
         };
         self.batch.as_mut().expect("just loaded").cur = cur;
         Ok(())
@@ -666,18 +670,22 @@ impl ScanState {
             }
             self.ins_items.clear();
         }
-        self.items.clear();
         let delta = &self.delta[b.d0..b.d1];
-        let mut d = 0;
-        for &(key, tid) in &self.run_items {
-            while d < delta.len() && (delta[d].key, delta[d].tid) < (key, tid) {
-                self.items.push((Some(delta[d].key), delta[d].tid));
-                d += 1;
+        if delta.is_empty() {
+            // The common case: the run slice is the batch, no copy.
+            std::mem::swap(&mut self.items, &mut self.run_items);
+        } else {
+            self.items.clear();
+            let mut d = 0;
+            for &e in &self.run_items {
+                while d < delta.len() && (delta[d].key, delta[d].tid) < e {
+                    self.items.push((delta[d].key, delta[d].tid));
+                    d += 1;
+                }
+                self.items.push(e);
             }
-            self.items.push((Some(key), tid));
+            self.items.extend(delta[d..].iter().map(|e| (e.key, e.tid)));
         }
-        self.items
-            .extend(delta[d..].iter().map(|e| (Some(e.key), e.tid)));
         let cur = if forward {
             -1
         } else {
@@ -686,6 +694,8 @@ impl ScanState {
         self.set_batch(Batch {
             bounds: b,
             cur,
+            returned: false,
+            nulls: false,
             pin,
         });
     }
@@ -740,12 +750,12 @@ impl ScanState {
         let mut d = 0;
         for &(_, t) in &self.run_items {
             while d < delta.len() && delta[d] < t {
-                self.items.push((None, delta[d]));
+                self.items.push((0, delta[d]));
                 d += 1;
             }
-            self.items.push((None, t));
+            self.items.push((0, t));
         }
-        self.items.extend(delta[d..].iter().map(|&t| (None, t)));
+        self.items.extend(delta[d..].iter().map(|&t| (0, t)));
         self.set_batch(Batch {
             bounds: Bounds {
                 segment: Segment::Nulls(i),
@@ -761,6 +771,8 @@ impl ScanState {
             } else {
                 self.items.len() as isize
             },
+            returned: false,
+            nulls: true,
             pin,
         });
         Ok(())
@@ -835,12 +847,38 @@ impl ScanState {
             match self.try_step(rel, forward) {
                 Ok(next) => return next,
                 Err(Recycled) => {
+                    self.at = self.last_returned();
                     self.release_pages();
                     self.hints = None;
                 }
             }
         }
         recycled_error(rel)
+    }
+
+    /// The entry returned last: in the current batch at `cur` (or next to
+    /// it, once `cur` has stepped off the batch's end), else `at`. Kept this
+    /// way so that returning a row writes nothing but `cur`.
+    fn last_returned(&self) -> Option<Position> {
+        let Some(b) = &self.batch else {
+            return self.at;
+        };
+        let n = self.items.len() as isize;
+        if !b.returned || n == 0 {
+            return self.at;
+        }
+        // `cur` moves one entry a step, and a step off the batch leaves it:
+        // off its end, the entry before was returned last; off its start,
+        // the one after.
+        let (key, tid) = self.items[b.cur.clamp(0, n - 1) as usize];
+        Some(Position {
+            interval: match b.bounds.segment {
+                Segment::Interval(k) => Some(k),
+                Segment::Nulls(_) => None,
+            },
+            key,
+            tid,
+        })
     }
 
     fn try_step(
@@ -863,18 +901,13 @@ impl ScanState {
         loop {
             let b = self.batch.as_mut().unwrap();
             b.cur += if forward { 1 } else { -1 };
-            if b.cur >= 0 && (b.cur as usize) < self.items.len() {
-                let (key, tid) = self.items[b.cur as usize];
-                self.at = Some(Position {
-                    interval: match b.bounds.segment {
-                        Segment::Interval(k) => Some(k),
-                        Segment::Nulls(_) => None,
-                    },
-                    key: key.unwrap_or(0),
-                    tid,
-                });
-                return Ok(Some((key, tid)));
+            if let Some(&(key, tid)) = usize::try_from(b.cur).ok().and_then(|c| self.items.get(c)) {
+                b.returned = true;
+                return Ok(Some((if b.nulls { None } else { Some(key) }, tid)));
             }
+            // Leaving the batch: what it returned last is where a restart
+            // would begin.
+            self.at = self.last_returned();
             let moved = if forward {
                 self.next_batch(rel)?
             } else {
