@@ -9,6 +9,7 @@
 
 use super::datum::{index_kind, ordinal};
 use crate::storage::amcache::{self, Route};
+use crate::storage::delta::Placement;
 use crate::storage::meta::META_BLOCK;
 use crate::storage::page::recycled_error;
 use crate::storage::run::{tid_from_ptr, Section, Tid};
@@ -33,7 +34,7 @@ pub unsafe extern "C-unwind" fn aminsert(
     // and a valid heap TID.
     let tid = tid_from_ptr(&*heap_tid);
     if *isnull {
-        delta::insert(index, None, tid);
+        delta::insert(index, None, tid, Placement::Spread);
     } else {
         insert_key(index, (ordinal(index_kind(index), *values), tid));
     }
@@ -74,7 +75,12 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
     if spill {
         mark_spilled(rel, meta.generation);
     }
-    let blk = delta::insert(rel, Some(pair.0), pair.1);
+    let placement = if inside {
+        Placement::Spread
+    } else {
+        Placement::Append
+    };
+    let blk = delta::insert(rel, Some(pair.0), pair.1, placement);
     settle(rel, pair, blk, meta.generation);
 }
 

@@ -16,6 +16,12 @@ pub struct OpenPage {
     pub slot: u32,
 }
 
+const NO_PAGE: OpenPage = OpenPage {
+    blk: pg_sys::InvalidBlockNumber,
+    dir_blk: pg_sys::InvalidBlockNumber,
+    slot: 0,
+};
+
 #[repr(C)]
 pub struct AmCache {
     /// The storage these hints describe (checked as well as relied on being
@@ -30,7 +36,9 @@ pub struct AmCache {
     /// `rd_indexcxt`, or null.
     pub starts: *mut u64,
     pub starts_len: usize,
-    /// Where this backend last inserted (`blk` invalid for none).
+    /// Where this backend last inserted a key above the run, and where it
+    /// last inserted anything else (`blk` invalid for none).
+    pub append: OpenPage,
     pub open: OpenPage,
     /// What this backend last read of the metapage to route inserts.
     pub route: Route,
@@ -77,11 +85,8 @@ pub unsafe fn get<'a>(rel: pg_sys::Relation) -> &'a mut AmCache {
             model_len: 0,
             starts: std::ptr::null_mut(),
             starts_len: 0,
-            open: OpenPage {
-                blk: pg_sys::InvalidBlockNumber,
-                dir_blk: pg_sys::InvalidBlockNumber,
-                slot: 0,
-            },
+            append: NO_PAGE,
+            open: NO_PAGE,
             route: Route {
                 valid: false,
                 generation: 0,

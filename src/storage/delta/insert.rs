@@ -1,7 +1,13 @@
 //! `aminsert`'s part: add an entry to one of a few open delta pages.
 //!
-//! Contended inserters spread over more open pages (up to `MAX_OPEN`) instead
-//! of queueing on one buffer. Only filling a page takes the metapage lock,
+//! Keys above the run (appended timestamps and serial ids) all go to the
+//! first open page, and concurrent appenders queue on its lock as btree's
+//! queue on the rightmost leaf: pages filled side by side from one sequence
+//! would each cover the same keys, and a lookup of a recent key would read
+//! one page per inserter. Other entries (keys that spilled from the run,
+//! NULLs) go anywhere, so contended inserters spread over more open pages
+//! (up to `MAX_OPEN`) instead of queueing. Only filling a page takes the
+//! metapage lock,
 //! and then two WAL records each leave the index consistent on their own:
 //! closing the full page (the page, its directory entry and the metapage that
 //! stops listing it as open), then opening another (the metapage, the new
@@ -17,31 +23,72 @@ use crate::storage::wal::Wal;
 use crate::storage::{Buf, Meta};
 use pgrx::pg_sys;
 
+/// Which open page an insert takes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Placement {
+    /// A key above the run: the first open page, waiting for its lock.
+    Append,
+    /// Any open page that is not busy.
+    Spread,
+}
+
 enum Added {
     Yes,
     /// The page is full or no longer open: a new one is needed.
     NeedsPage(pg_sys::BlockNumber),
 }
 
+/// The page this backend last inserted into with `placement` (kept in
+/// `rd_amcache`, as btree keeps its rightmost leaf).
+fn last_page(rel: pg_sys::Relation, placement: Placement) -> OpenPage {
+    // SAFETY: the reference does not outlive this statement.
+    let c = unsafe { amcache::get(rel) };
+    match placement {
+        Placement::Append => c.append,
+        Placement::Spread => c.open,
+    }
+}
+
+fn remember(rel: pg_sys::Relation, placement: Placement, p: OpenPage) {
+    // SAFETY: the reference does not outlive this statement.
+    let c = unsafe { amcache::get(rel) };
+    match placement {
+        Placement::Append => c.append = p,
+        Placement::Spread => c.open = p,
+    }
+}
+
 /// Adds one entry to an open delta page, WAL-logged.
 ///
-/// A backend inserts into the page it used last (kept in `rd_amcache`, as
-/// btree keeps its rightmost leaf) while that page, checked under its lock,
-/// is still open and has room: a page is open exactly while the metapage lists
-/// it, and a page closed by a retrain's freeze says so. Only when it is not,
-/// or another backend holds it, does the insert read the metapage.
+/// A backend inserts into the page it used last for the same placement
+/// while that page, checked under its lock, is still open and has room: a
+/// page is open exactly while the metapage lists it, and a page closed by a
+/// retrain's freeze says so. Only when it is not (or, spreading, another
+/// backend holds it) does the insert read the metapage. An appender's cached
+/// page is the first open one whenever it is open at all: pages are only
+/// ever listed after those already open, so appenders never part ways.
 /// Returns the page the entry went to.
-pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) -> pg_sys::BlockNumber {
+pub fn insert(
+    rel: pg_sys::Relation,
+    key: Option<u64>,
+    tid: Tid,
+    placement: Placement,
+) -> pg_sys::BlockNumber {
     let e = DeltaEntry {
         key: key.unwrap_or(0),
         tid,
         null: key.is_none(),
     };
-    // SAFETY: the reference does not outlive this statement.
-    let last = unsafe { amcache::get(rel).open };
+    let last = last_page(rel, placement);
     if last.blk != pg_sys::InvalidBlockNumber {
-        let mut buf = Buf::read(rel, last.blk);
-        if buf.try_lock_exclusive() {
+        let buf = match placement {
+            Placement::Append => Some(Buf::read_exclusive(rel, last.blk)),
+            Placement::Spread => {
+                let mut buf = Buf::read(rel, last.blk);
+                buf.try_lock_exclusive().then_some(buf)
+            }
+        };
+        if let Some(buf) = buf {
             if let Added::Yes = add(rel, buf, last, &e) {
                 return last.blk;
             }
@@ -54,13 +101,24 @@ pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) -> pg_sys::Bloc
             open_page(rel, None);
             continue;
         }
-        // SAFETY: reads a process-global set at backend start.
-        let first = unsafe { pg_sys::MyProcPid } as usize % n;
         let listed = |i: usize| OpenPage {
             blk: meta.open[i],
             dir_blk: meta.open_dir[i],
             slot: meta.open_slot[i],
         };
+        if placement == Placement::Append {
+            let p = listed(0);
+            match add(rel, Buf::read_exclusive(rel, p.blk), p, &e) {
+                Added::Yes => {
+                    remember(rel, placement, p);
+                    return p.blk;
+                }
+                Added::NeedsPage(blk) => open_page(rel, Some(blk)),
+            }
+            continue;
+        }
+        // SAFETY: reads a process-global set at backend start.
+        let first = unsafe { pg_sys::MyProcPid } as usize % n;
         let mut outcome = None;
         for k in 0..n {
             let p = listed((first + k) % n);
@@ -84,8 +142,7 @@ pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) -> pg_sys::Bloc
         };
         match outcome {
             Added::Yes => {
-                // SAFETY: the reference does not outlive this statement.
-                unsafe { amcache::get(rel).open = p };
+                remember(rel, placement, p);
                 return p.blk;
             }
             Added::NeedsPage(blk) => open_page(rel, Some(blk)),
@@ -100,15 +157,11 @@ pub fn insert(rel: pg_sys::Relation, key: Option<u64>, tid: Tid) -> pg_sys::Bloc
 /// (both close every open page, and pages opened while a retrain runs carry
 /// the next number), so what the caller read of that generation still holds.
 pub fn insert_into_open(rel: pg_sys::Relation, key: u64, tid: Tid, generation: u32) -> bool {
-    // SAFETY: the reference does not outlive this statement.
-    let last = unsafe { amcache::get(rel).open };
+    let last = last_page(rel, Placement::Append);
     if last.blk == pg_sys::InvalidBlockNumber {
         return false;
     }
-    let mut buf = Buf::read(rel, last.blk);
-    if !buf.try_lock_exclusive() {
-        return false;
-    }
+    let buf = Buf::read_exclusive(rel, last.blk);
     // SAFETY: the page is pinned and locked; `DeltaPage::open` below
     // validates it before anything else is read.
     let tag = unsafe { crate::storage::page::opaque(buf.page()).generation };

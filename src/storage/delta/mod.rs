@@ -14,7 +14,7 @@ mod insert;
 mod vacuum;
 
 pub use directory::{directory, DirEntry, DirPage};
-pub use insert::{close_open, freeze, insert, insert_into_open};
+pub use insert::{close_open, freeze, insert, insert_into_open, Placement};
 pub use vacuum::{bulk_delete, discard, retag};
 
 use super::buffer::Strategy;
