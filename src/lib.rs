@@ -12,6 +12,7 @@ pub mod am;
 pub mod error;
 pub mod key;
 pub mod model;
+pub mod pause;
 pub mod retrain;
 pub mod stats;
 pub mod storage;
@@ -25,7 +26,7 @@ pgrx::extension_sql_file!("../sql/learneddb.sql", name = "access_method", finali
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     am::options::init();
-    retrain::init();
+    pause::init();
     storage::run::init();
     worker::init();
 }

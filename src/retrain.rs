@@ -29,6 +29,7 @@
 use crate::am::build::relation_needs_wal;
 use crate::am::sort::{maintenance_budget, Sorted, Sorter};
 use crate::model::{ModelView, Trainer};
+use crate::pause::pause_point;
 use crate::stats::Opened;
 use crate::storage::buffer::{nblocks, BulkRead, Strategy};
 use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, FREE};
@@ -41,38 +42,7 @@ use crate::storage::wal::{self, Wal};
 use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgRelation};
-use std::ffi::CString;
-
-static PAUSE_AT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-/// The advisory lock a retrain waits for at `learneddb.debug_retrain_pause`.
-pub const PAUSE_LOCK: i64 = 7_390_001;
-
-/// Defines the testing GUC. Called from `_PG_init`.
-pub fn init() {
-    GucRegistry::define_string_guc(
-        c"learneddb.debug_retrain_pause",
-        c"Testing aid: the stage at which a retrain waits for an advisory lock.",
-        c"One of freeze, write, switch, switched, recycle: the retrain takes pg_advisory_xact_lock(7390001) there, so a test holding that lock stops it at that stage.",
-        &PAUSE_AT,
-        GucContext::Suset,
-        GucFlags::NO_SHOW_ALL,
-    );
-}
-
-/// Waits for [`PAUSE_LOCK`] if `learneddb.debug_retrain_pause` names `stage`.
-/// Called where the retrain holds no buffer lock.
-fn pause_point(stage: &str) {
-    if PAUSE_AT
-        .get()
-        .is_some_and(|s| s.to_bytes() == stage.as_bytes())
-    {
-        let sql = format!("SELECT pg_advisory_xact_lock({PAUSE_LOCK})");
-        if let Err(e) = Spi::run(&sql) {
-            error!("learneddb: pausing the retrain at {stage} failed: {e}");
-        }
-    }
-}
+use pgrx::PgRelation;
 
 /// What a retrain did.
 pub struct Report {

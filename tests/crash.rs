@@ -240,7 +240,7 @@ fn committed_rows_survive_crashes() {
 
 /// SIGKILL during a retrain, at each of its stages, for a retrain that
 /// merges (random keys) and one that appends (increasing keys). The retrain
-/// is stopped at the stage by `learneddb.debug_retrain_pause`, which makes it
+/// is stopped at the stage by `learneddb.debug_pause`, which makes it
 /// wait for an advisory lock this test holds; rows committed while it waits
 /// must survive too. After recovery `learned_verify` passes, the index and
 /// the table agree, and the next retrain completes.
@@ -289,7 +289,7 @@ fn retrains_survive_a_crash_at_each_stage() {
                 .unwrap();
             let mut r = cluster.connect();
             let pid = common::backend_pid(&mut r);
-            r.batch_execute(&format!("SET learneddb.debug_retrain_pause = '{stage}'"))
+            r.batch_execute(&format!("SET learneddb.debug_pause = '{stage}'"))
                 .unwrap();
             let index = format!("{table}_v");
             let retrainer = thread::spawn(move || {

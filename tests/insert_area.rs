@@ -262,7 +262,7 @@ fn rows_inserted_during_a_merge_move_into_the_new_run() {
         .unwrap();
     let mut r = cluster.connect();
     let pid = common::backend_pid(&mut r);
-    r.batch_execute("SET learneddb.debug_retrain_pause = 'write'")
+    r.batch_execute("SET learneddb.debug_pause = 'write'")
         .unwrap();
     let retrainer = std::thread::spawn(move || -> (String, i64) {
         let row = r

@@ -72,6 +72,7 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
     }
     let spill = inside && meta.spilled == 0;
     drop(meta_buf);
+    crate::pause::pause_point("insert_routed");
     if spill {
         mark_spilled(rel, meta.generation);
     }

@@ -311,11 +311,11 @@ pub fn index_blocks(c: &mut postgres::Client, index: &str, sql: &str) -> i64 {
     read(c) - before
 }
 
-/// The advisory lock a retrain waits for at `learneddb.debug_retrain_pause`.
+/// The advisory lock a retrain waits for at `learneddb.debug_pause`.
 pub const PAUSE_LOCK: i64 = 7_390_001;
 
 /// Waits until backend `pid` waits for an advisory lock: a retrain stopped
-/// at the stage `learneddb.debug_retrain_pause` names.
+/// at the stage `learneddb.debug_pause` names.
 pub fn wait_for_pause(c: &mut postgres::Client, pid: i32, what: &str) {
     wait_for(what, 30, || {
         c.query_one(
