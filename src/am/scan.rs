@@ -31,7 +31,7 @@ use super::datum::{datum, index_kind};
 use super::scankey::{self, Plan};
 use crate::key::KeyKind;
 use crate::storage::buffer::{HeldPin, Strategy};
-use crate::storage::delta::{self, DeltaEntry, DeltaPage, DirEntry};
+use crate::storage::delta::{self, DeltaEntry, DeltaPage, DirEntry, Summary};
 use crate::storage::page::{recycled_error, Recycled};
 use crate::storage::run::{tid_to_ptr, RunPage, Section, Tid};
 use crate::storage::{model_pages, Meta};
@@ -46,6 +46,7 @@ use pgrx::PgMemoryContexts;
 struct Hints {
     meta: Meta,
     dir: Vec<DirEntry>,
+    summary: Summary,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -245,7 +246,8 @@ impl ScanState {
         self.hints.get_or_insert_with(|| {
             let meta = Meta::read(rel);
             let dir = delta::directory(rel, &meta, Strategy::DEFAULT);
-            Hints { meta, dir }
+            let summary = Summary::new(&dir, meta.generation);
+            Hints { meta, dir, summary }
         })
     }
 
@@ -289,21 +291,21 @@ impl ScanState {
     fn gather(&mut self, rel: pg_sys::Relation) {
         self.hints(rel);
         let hints = self.hints.as_ref().unwrap();
-        let hull = self.plan.hull();
         let plan = &self.plan;
-        // Delta pages of earlier generations are merged into this one's run.
-        let current = hints
-            .dir
-            .iter()
-            .filter(|d| d.generation >= hints.meta.generation);
         // Unless the generation spilled, the delta holds keys only above the
         // run's last entry: the others are in the run pages' insert areas.
         let floor = match hints.meta.run_last() {
             Some((key, _)) if hints.meta.spilled == 0 => key,
             _ => 0,
         };
+        let hull = self.plan.hull().map(|(lo, hi)| (lo.max(floor), hi));
+        let blocks = hints.summary.candidates(hull, plan.nulls);
+        // Delta pages of earlier generations are merged into this one's run.
+        let current = blocks
+            .flat_map(|r| &hints.dir[r.start..r.end.min(hints.dir.len())])
+            .filter(|d| d.generation >= hints.meta.generation);
         for d in current {
-            let keys = hull.is_some_and(|(lo, hi)| d.may_hold(lo.max(floor), hi));
+            let keys = hull.is_some_and(|(lo, hi)| d.may_hold(lo, hi));
             let nulls = plan.nulls && d.may_hold_nulls();
             if !(keys || nulls) {
                 continue;

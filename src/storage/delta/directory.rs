@@ -69,6 +69,61 @@ impl DirEntry {
     }
 }
 
+/// Entries a [`Summary`] block covers.
+const SUMMARY_BLOCK: usize = 64;
+
+/// The directory in blocks of [`SUMMARY_BLOCK`] entries, each with what its
+/// entries of the current generation may hold, so that a scan rescanned for
+/// every outer row of a nested loop looks only at the blocks that may matter:
+/// time-ordered inserts fill pages with rising, disjoint key ranges, and all
+/// but a block or two of them lie outside a probe's key. (Checking every
+/// entry at every rescan cost a probe 5 us by a million rows in the delta.)
+pub struct Summary {
+    /// Per block: the smallest `min`, the largest key (`u64::MAX` once an
+    /// entry is open) and whether an entry may hold NULLs; an empty block
+    /// has `min > max` and no NULLs.
+    blocks: Vec<(u64, u64, bool)>,
+}
+
+impl Summary {
+    /// Summarizes `dir`'s entries of generation `generation` and later (the
+    /// earlier ones were merged into the run).
+    pub fn new(dir: &[DirEntry], generation: u32) -> Summary {
+        let blocks = dir
+            .chunks(SUMMARY_BLOCK)
+            .map(|chunk| {
+                chunk.iter().filter(|d| d.generation >= generation).fold(
+                    (u64::MAX, 0, false),
+                    |(min, max, nulls), d| match d.state {
+                        OPEN => (min.min(d.min), u64::MAX, true),
+                        CLOSED => (min.min(d.min), max.max(d.max), nulls || d.has_nulls),
+                        _ => (min, max, nulls),
+                    },
+                )
+            })
+            .collect();
+        Summary { blocks }
+    }
+
+    /// The ranges of directory positions whose entries may hold a key in
+    /// `[lo, hi]` (none for `None`) or, with `nulls`, a NULL: every entry
+    /// [`DirEntry::may_hold`] or [`DirEntry::may_hold_nulls`] accepts is in
+    /// one (the last range may run past the directory's end).
+    pub fn candidates(
+        &self,
+        keys: Option<(u64, u64)>,
+        nulls: bool,
+    ) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        self.blocks
+            .iter()
+            .enumerate()
+            .filter(move |&(_, &(min, max, has_nulls))| {
+                keys.is_some_and(|(lo, hi)| min <= hi && lo <= max) || nulls && has_nulls
+            })
+            .map(|(b, _)| b * SUMMARY_BLOCK..(b + 1) * SUMMARY_BLOCK)
+    }
+}
+
 /// A validated view of one directory page, owning its locked buffer.
 pub struct DirPage {
     buf: Buf,
@@ -237,4 +292,61 @@ pub fn directory(rel: pg_sys::Relation, meta: &Meta, strategy: Strategy) -> Vec<
         blk = page.next();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DirEntry, Summary, CLOSED, FREE, OPEN};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn entry() -> impl Strategy<Value = DirEntry> {
+        (0u8..12, 1u32..4, any::<bool>(), 0u64..40, 0u64..5).prop_map(
+            |(state, generation, has_nulls, min, width)| DirEntry {
+                blk: 1,
+                generation,
+                // Mostly closed: an open entry makes its block's range unbounded.
+                state: match state {
+                    0 => OPEN,
+                    1 => FREE,
+                    _ => CLOSED,
+                },
+                has_nulls,
+                min,
+                max: min + width,
+                dir_blk: 1,
+                slot: 0,
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Every entry a scan would read lies in a candidate block (few keys,
+        /// so that bounds often meet).
+        #[test]
+        fn candidates_cover_every_entry_that_may_hold(
+            dir in vec(entry(), 0..200),
+            generation in 1u32..4,
+            lo in 0u64..50,
+            width in 0u64..8,
+            keys in any::<bool>(),
+            nulls in any::<bool>(),
+        ) {
+            let summary = Summary::new(&dir, generation);
+            // Sometimes an empty interval (`lo > hi`), as a floor above the
+            // scan's keys makes it.
+            let keys = keys.then_some((lo, (lo + width).saturating_sub(2)));
+            let mut covered = vec![false; dir.len()];
+            for r in summary.candidates(keys, nulls) {
+                let end = r.end.min(dir.len());
+                covered[r.start..end].iter_mut().for_each(|c| *c = true);
+            }
+            for (i, d) in dir.iter().enumerate() {
+                let wanted = d.generation >= generation
+                    && (keys.is_some_and(|(lo, hi)| d.may_hold(lo, hi)) || nulls && d.may_hold_nulls());
+                prop_assert!(!wanted || covered[i], "entry {i} {d:?} missed");
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@ mod directory;
 mod insert;
 mod vacuum;
 
-pub use directory::{directory, DirEntry, DirPage};
+pub use directory::{directory, DirEntry, DirPage, Summary};
 pub use insert::{close_open, freeze, insert, insert_into_open, Placement};
 pub use vacuum::{bulk_delete, discard, retag};
 
