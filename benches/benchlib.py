@@ -30,9 +30,11 @@ def size(index):
 
 def explain(sql, drop=None):
     """Runs sql (with index `drop` dropped, rolled back) as a nested loop of
-    index scans; returns the JSON plan."""
+    index scans; returns the JSON plan. JIT is off: compiling the query takes
+    tens of milliseconds, the same whichever index it uses, and would count
+    in every probe's time."""
     dropping = f"DROP INDEX {drop};" if drop else ""
-    out = psql(f"BEGIN; {dropping} SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+    out = psql(f"BEGIN; {dropping} SET LOCAL jit = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
                f" SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_memoize = off;"
                f" SET LOCAL max_parallel_workers_per_gather = 0;"
                f" EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {sql}; ROLLBACK;")

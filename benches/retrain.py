@@ -7,9 +7,9 @@ against it. The background worker retrains the learned index on its own.
 The stream is pgbench with two clients, each transaction either inserting 20
 rows or selecting one key (weights 1:1), logged per transaction (--log), run
 in chunks of STEP inserted rows. After each chunk, on the quiet table: probe
-time and index pages per probe (a nested loop
-of 2,000 keys of the table before the stream), index pages per probe of 2,000
-keys the stream inserted, index size, WAL bytes per inserted row since the
+time and index pages per probe (a nested loop of 20,000 keys of the table
+before the stream, JIT off), index pages per probe of 20,000 keys the stream
+inserted, index size, WAL bytes per inserted row since the
 stream began (pg_stat_wal, retrains and autovacuum included), and the
 learned index's retrains. At the end: insert and select latency percentiles
 of transactions that overlapped a retrain against all the others, with the
@@ -27,7 +27,7 @@ ROWS = int(sys.argv[5]) if len(sys.argv) > 5 else 10_000_000
 STREAM = int(sys.argv[6]) if len(sys.argv) > 6 else 2_000_000
 STEP = STREAM // 10
 BATCH = 20
-PROBES = 2_000
+PROBES = 20_000
 
 
 def build(table, kind):
