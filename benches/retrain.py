@@ -11,7 +11,8 @@ time and index pages per probe (a nested loop of 20,000 keys of the table
 before the stream, JIT off), index pages per probe of 20,000 keys the stream
 inserted, index size, WAL bytes per inserted row since the
 stream began (pg_stat_wal, retrains and autovacuum included), and the
-learned index's retrains. At the end: insert and select latency percentiles
+learned index's retrains. After each stream, the index's size against a
+fresh build (CREATE INDEX) on the same rows. At the end: insert and select latency percentiles
 of transactions that overlapped a retrain against all the others, with the
 retrain intervals taken from the worker's LOG lines.
 
@@ -100,8 +101,13 @@ def stream(order, kind, maxkey):
               f"{recent_pages:.2f} for inserted keys, {hits:.2f} buffer hits, "
               f"{size} bytes, {wal / max(inserted, 1):.0f} WAL bytes/row, {count} retrains, skipped: {skipped}",
               file=sys.stderr)
+    # The index after the stream against a fresh build of the same rows.
+    psql(f"CREATE INDEX {table}_fresh ON {table} {'USING learned' if kind == 'learned' else ''} (k)")
+    fresh = int(psql(f"SELECT pg_relation_size('{table}_fresh')"))
+    print(f"{order} {kind}: {samples[-1][3]} bytes after the stream, {fresh} for a fresh build",
+          file=sys.stderr)
     psql(f"DROP TABLE {table} CASCADE")
-    return samples
+    return samples, fresh
 
 
 def append_cost(maxkey):
@@ -155,10 +161,10 @@ def main():
          f"FROM generate_series(1, {ROWS}) g")
     maxkey = int(psql("SELECT max(k) FROM base"))
     appended, reindex, retrain, path, pages = append_cost(maxkey)
-    results = {}
+    results, fresh = {}, {}
     for order in ["time-ordered", "random"]:
         for kind in ["btree", "learned"]:
-            results[(order, kind)] = stream(order, kind, maxkey)
+            results[(order, kind)], fresh[(order, kind)] = stream(order, kind, maxkey)
     intervals = retrain_intervals()
     mb = lambda b: f"{b / 1048576:.1f} MB"
     print(f"Retrain after {appended:,} appended rows on {ROWS:,}: {retrain:.3f} s ({path}, "
@@ -176,6 +182,14 @@ def main():
                   f"| {b[2]:.2f} | {l[2]:.2f} | {b[8]:.2f} | {l[8]:.2f} | {b[7]:.2f} | {l[7]:.2f} "
                   f"| {mb(b[3])} | {mb(l[3])} | {l[3] / b[3]:.2f} "
                   f"| {b[4]:.0f} B | {l[4]:.0f} B | {l[4] / b[4]:.2f} | {l[5]} | {l[6]:.2f} s |")
+    print()
+    print("| keys | index | size after the stream | a fresh build of the same rows | ratio |")
+    print("|" + "---|" * 5)
+    for order in ["time-ordered", "random"]:
+        for kind in ["btree", "learned"]:
+            after = results[(order, kind)][-1][3]
+            print(f"| {order} | {kind} | {mb(after)} | {mb(fresh[(order, kind)])} "
+                  f"| {after / fresh[(order, kind)]:.2f} |")
     print()
     print("| keys | index | transactions | during a retrain | p50 | p99 | p99.9 | max |")
     print("|" + "---|" * 8)

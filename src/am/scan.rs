@@ -570,10 +570,8 @@ impl ScanState {
                 }
             });
             self.ins_items
-                .extend(page.inserted_all().filter(|&(key, tid)| {
-                    key >= lo
-                        && key <= hi
-                        && from.is_none_or(|(a, equal)| (key, tid) > a || equal && (key, tid) == a)
+                .extend(page.inserted_in(lo, hi).filter(|&(key, tid)| {
+                    from.is_none_or(|(a, equal)| (key, tid) > a || equal && (key, tid) == a)
                         && cut.is_none_or(|c| (key, tid) < c)
                 }));
             b.run_hi = ps + f.stop as u64;
@@ -624,10 +622,10 @@ impl ScanState {
             // Inserted entries the batch takes: those of the interval below
             // the run entry after the slice (all the page owns, to its end).
             let before = (stop < page.len()).then(|| page.entry(stop));
-            self.ins_items
-                .extend(page.inserted_all().filter(|&(key, tid)| {
-                    key >= lo && key <= hi && before.is_none_or(|b| (key, tid) < b)
-                }));
+            self.ins_items.extend(
+                page.inserted_in(lo, hi)
+                    .filter(|&(key, tid)| before.is_none_or(|b| (key, tid) < b)),
+            );
             let mut s = stop;
             while s > 0 && page.key(s - 1) >= lo {
                 s -= 1;

@@ -553,20 +553,45 @@ impl RunPage {
 
     /// Insert-area entry `i` (unsorted).
     pub fn inserted(&self, i: usize) -> (u64, Tid) {
+        (self.inserted_key(i), self.inserted_tid(i))
+    }
+
+    fn inserted_key(&self, i: usize) -> u64 {
         debug_assert!(i < self.ins);
         // SAFETY: `open` checked that the insert area's `ins` entries end at
         // the special space and begin at pd_upper, inside the page.
         unsafe {
-            let at = self.base.add(self.ins_at + INSERTED * i);
-            let key = at.cast::<u64>().read_unaligned();
-            let tid = at.add(8).cast::<pg_sys::ItemPointerData>().read_unaligned();
-            (key, tid_from_ptr(&tid))
+            self.base
+                .add(self.ins_at + INSERTED * i)
+                .cast::<u64>()
+                .read_unaligned()
         }
+    }
+
+    fn inserted_tid(&self, i: usize) -> Tid {
+        debug_assert!(i < self.ins);
+        // SAFETY: as in `inserted_key`; the TID follows the key.
+        let tid = unsafe {
+            self.base
+                .add(self.ins_at + INSERTED * i + 8)
+                .cast::<pg_sys::ItemPointerData>()
+                .read_unaligned()
+        };
+        tid_from_ptr(&tid)
     }
 
     /// Every insert-area entry.
     pub fn inserted_all(&self) -> impl Iterator<Item = (u64, Tid)> + '_ {
         (0..self.ins).map(|i| self.inserted(i))
+    }
+
+    /// The insert-area entries with a key in `[lo, hi]`: a lookup compares
+    /// every key of the area and decodes the TIDs of those alone.
+    pub fn inserted_in(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, Tid)> + '_ {
+        (0..self.ins).filter_map(move |i| {
+            let key = self.inserted_key(i);
+            (lo <= key && key <= hi).then(|| (key, self.inserted_tid(i)))
+        })
     }
 
     /// Whether the insert area has room for one more entry.
