@@ -279,7 +279,8 @@ fn merge(
 ///
 /// `None`, before anything is written, when the merge path must run: the
 /// delta has a smaller key, the run is empty or a fifth dead (a merge drops
-/// tombstones), or the generation's extent list is full.
+/// tombstones), or the generation's extents are many and cannot be
+/// consolidated within the memory budget.
 fn append(
     idx: pg_sys::Relation,
     meta: &Meta,
@@ -290,35 +291,34 @@ fn append(
     if meta.run_entries == 0 || meta.run_dead * 5 > meta.run_entries {
         return None;
     }
-    let shared = meta.run_pages - 1;
-    let kept = meta.place.head(shared);
-    // The new run pages take one more extent, the NULL and model pages at
-    // least one (see `allocate`).
-    if kept.as_slice().len() + 2 > MAX_EXTENTS {
-        return None;
-    }
     let (run_max, _) = meta.run_last()?;
     if frozen.iter().any(|d| d.min <= d.max && d.min < run_max) {
         return None;
     }
     let (model_bytes, starts) = model_pages::read(idx, meta);
+    let shared = kept_pages(meta, &starts, frozen.len())?;
+    let kept = meta.place.head(shared);
     let run = Section::run(meta).with(Directory::new(&starts));
     // The last entry that stays where it is: the run stays in (key, TID)
     // order, which scans rely on to start over (src/am/scan.rs), so
-    // everything written after it must come after it. The copied page's
-    // entries, its inserted ones and the frozen entries of the run's largest
-    // key are sorted together (`head`).
+    // everything written after it must come after it. The copied pages'
+    // entries, their inserted ones and the frozen entries of the run's
+    // largest key are sorted together (`head`).
     let (copy_from, _) = run.page_span(shared);
-    let page = run.read_with(idx, shared, strategy);
-    let mut copied: Vec<(u64, Tid, bool)> = (0..page.len())
-        .map(|s| {
+    let mut copied: Vec<(u64, Tid, bool)> = Vec::new();
+    let mut kept_last = None;
+    for i in shared..meta.run_pages {
+        let page = run.read_with(idx, i, strategy);
+        if i == shared {
+            kept_last = page.fence();
+        }
+        copied.extend((0..page.len()).map(|s| {
             let (key, tid) = page.entry(s);
             (key, tid, page.dead(s))
-        })
-        .collect();
-    copied.extend(page.inserted_all().map(|(k, t)| (k, t, false)));
-    let kept_last = page.fence();
-    drop(page);
+        }));
+        copied.extend(page.inserted_all().map(|(k, t)| (k, t, false)));
+        pgrx::check_for_interrupts!();
+    }
     let inserted = copied.len() as u64 - (run.entries - copy_from);
 
     let old = ModelView::open(&model_bytes).expect("validated by read");
@@ -469,6 +469,45 @@ fn append(
         merged: merged + inserted,
         dropped,
     })
+}
+
+/// The run pages an append keeps where they are, shared with the previous
+/// generation: all but the last, which it copies. Each append adds an extent
+/// (its new run pages), so when the kept pages lie on many extents the last
+/// ones are copied too, into the new pages' extent. An extent is taken in
+/// while it is no longer than what is written after it anyway (the new pages,
+/// estimated from the frozen delta, and the extents taken in so far), so an
+/// extent taken in at least doubles, a page is copied a logarithmic number
+/// of times as the run grows, and the extents stay few. What is copied is
+/// held in memory, within `maintenance_work_mem`. `None` when the extents
+/// cannot be brought down: the retrain merges instead.
+fn kept_pages(meta: &Meta, starts: &[u64], frozen_pages: usize) -> Option<u32> {
+    /// Kept extents past which an append consolidates: the new run pages
+    /// take one more extent, the NULL and model pages at least one, and a
+    /// few spare let appends go on while consolidation would copy too much.
+    const CONSOLIDATE_AT: usize = MAX_EXTENTS - 8;
+    let mut shared = meta.run_pages - 1;
+    let kept = meta.place.head(shared);
+    let mut n = kept.as_slice().len();
+    if n <= CONSOLIDATE_AT {
+        return Some(shared);
+    }
+    let per_page = meta.run_entries / meta.run_pages.max(1) as u64;
+    let new_entries = frozen_pages as u64 * delta::DELTA_CAPACITY as u64;
+    let mut written = 1 + new_entries.div_ceil(per_page.max(1));
+    // (key, TID, dead) triples, and room for the rows inserted into them.
+    let most = (maintenance_budget() / 48) as u64;
+    let entries = |from: u32| starts[meta.run_pages as usize] - starts[from as usize];
+    while n > 1 {
+        let e = kept.as_slice()[n - 1];
+        if e.len as u64 > written || entries(shared - e.len) > most {
+            break;
+        }
+        shared -= e.len;
+        written += e.len as u64;
+        n -= 1;
+    }
+    (n + 2 <= MAX_EXTENTS).then_some(shared)
 }
 
 /// Puts the frozen delta's entries into the sort; returns how many.
