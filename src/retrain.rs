@@ -223,7 +223,10 @@ fn merge(
 
     let run_pages = shape.run_counts.len() as u32;
     let total = run_pages + shape.null_pages + shape.model_pages;
-    let place = allocate(idx, total, Fit::UpTo(MAX_EXTENTS));
+    // At most half the extent list: the appends that follow add an extent
+    // each, and consolidating them (`kept_pages`) takes in only extents as
+    // small as what it writes, not a merge's large ones.
+    let place = allocate(idx, total, Fit::UpTo(MAX_EXTENTS / 2));
     sorted.rewind();
     let mut run = SectionWriter::new(idx, (place, 0), Some(fillfactor), next);
     while let Some((key, tid)) = sorted.next_key() {
