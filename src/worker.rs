@@ -344,7 +344,11 @@ fn visit(oid: pg_sys::Oid) {
 }
 
 /// Whether the index takes part in retraining and its delta passed its
-/// threshold. Once entries inside the run spilled to the delta (their pages
+/// threshold, as a fraction of the run's entries or of its pages, whichever
+/// comes first: a delta row takes 16 bytes where a packed run of a table in
+/// key order takes about one, so counting entries alone let the delta of
+/// time-ordered rows grow to several times the run before the (cheap)
+/// append. Once entries inside the run spilled to the delta (their pages
 /// were full), every lookup reads the delta pages, so a couple of pages of
 /// them, or a tenth of the threshold, are enough: the merge gives the run
 /// pages room again.
@@ -357,17 +361,23 @@ fn due(index: pg_sys::Relation) -> bool {
     let threshold = threshold.unwrap_or_else(|| THRESHOLD.get());
     let meta = Meta::read(index);
     let ring = BulkRead::new();
-    let (delta_entries, _) = delta::count(index, &meta, ring.get());
+    let (delta_entries, delta_pages) = delta::count(index, &meta, ring.get());
     let fraction = delta_entries as f64 / (meta.run_entries + meta.null_entries).max(1) as f64;
     if meta.spilled != 0 {
         return delta_entries >= SPILLED_ENTRIES || fraction >= threshold / 10.0;
     }
-    delta_entries > 0 && fraction >= threshold
+    let size = delta_pages as f64 / (meta.run_pages + meta.null_pages).max(1) as f64;
+    let by_size = delta_pages >= MIN_DELTA_PAGES && size >= threshold;
+    delta_entries > 0 && (fraction >= threshold || by_size)
 }
 
 /// Delta entries past which a spilled index is retrained whatever its size:
 /// about two delta pages.
 const SPILLED_ENTRIES: u64 = 1024;
+
+/// Delta pages below which the delta's size alone does not call for a
+/// retrain: a small index would otherwise be retrained for every page.
+const MIN_DELTA_PAGES: u32 = 8;
 
 /// Notes a skip for an index its table's lock kept from being retrained, if
 /// it was due (read under a share lock on the index alone; if even that is

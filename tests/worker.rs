@@ -143,3 +143,50 @@ fn the_worker_retrains_indexes_past_their_threshold() {
     });
     wait_for("the skip to clear", 60, || skipped(&mut c).is_none());
 }
+
+/// Time-ordered rows: the delta's entries stay far below the threshold
+/// (packed, the run takes about a byte a row, a delta row 16), but its pages
+/// pass the threshold of the run's pages, and the worker appends them.
+#[test]
+fn the_worker_retrains_when_the_delta_outgrows_the_run_in_pages() {
+    let cluster = Cluster::start(
+        "worker_pages",
+        &[
+            "shared_preload_libraries = 'learneddb'",
+            "learneddb.retrain_naptime = 1",
+            "learneddb.retrain_threshold = 0.05",
+        ],
+    );
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g FROM generate_series(1, 1000000) g;
+         CREATE INDEX t_k ON t USING learned (k);",
+    );
+    c.batch_execute("INSERT INTO t SELECT 1000000 + g FROM generate_series(1, 6000) g")
+        .unwrap();
+    let (entries, pages, run_pages): (f64, i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT delta_fraction, delta_pages, run_pages FROM learned_index_stats('t_k')",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert!(
+        entries < 0.05 && pages * 20 >= run_pages && pages >= 8,
+        "delta {entries} of the run's entries, {pages} pages against {run_pages}"
+    );
+    wait_for("the worker to retrain t_k", 60, || {
+        generation(&mut c, "t_k") > 1
+    });
+    assert!(
+        cluster
+            .log()
+            .contains("learneddb: retrained index \"t_k\" (append)"),
+        "no append in the log"
+    );
+    assert_verified(&mut c, "t_k");
+}
