@@ -5,8 +5,9 @@
 //! answers must be identical. Every type, every distribution, extreme values
 //! and NULLs; `learned_verify` at the end of each run. The background worker
 //! runs too (preloaded, visiting every second, with a low threshold), so
-//! indexes are also retrained on their own, at moments the test does not
-//! choose, racing its operations, REINDEX and DROP TABLE included.
+//! indexes may also be retrained on their own, at moments the test does not
+//! choose, racing its operations, REINDEX and DROP TABLE included (how often
+//! is printed, not asserted).
 
 mod common;
 
@@ -711,12 +712,12 @@ fn run_type(ty_name: &str) {
     assert!(plan_checks > 20, "too few plans checked: {plan_checks}");
     assert!(cursor_walks > 20, "too few cursor walks: {cursor_walks}");
     assert!(retrains > 10, "too few retrains: {retrains}");
+    // Not asserted: the test's own DDL often holds the table (a worker that
+    // cannot lock it at once moves on) and its own retrains keep the delta
+    // small, so the worker retrains 0 to 7 times a type. tests/worker.rs
+    // makes it retrain deterministically.
     let by_worker = cluster.log().matches("learneddb: retrained index").count();
     eprintln!("{ty_name}: {retrains} retrains asked for, {by_worker} by the worker");
-    // The test's own DDL often holds the table (a worker that cannot lock
-    // it at once moves on), so the worker retrains a few times a type: 2 to
-    // 7 here.
-    assert!(by_worker >= 1, "the worker never retrained an index");
 }
 
 #[test]
