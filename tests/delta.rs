@@ -110,6 +110,66 @@ fn probes_below_the_open_pages_read_only_the_run() {
     assert_verified(&mut c, "t_k");
 }
 
+/// A scan reads the delta directory only when its keys may lie in the delta:
+/// with rows appended above the run (and none spilled), a point select of an
+/// older key reads the metapage and its run page, not a directory that grows
+/// a page per 125,000 appended rows; selects of appended keys, and ranges
+/// that reach them, still read it and find them.
+#[test]
+fn selects_below_the_appended_rows_read_no_directory() {
+    let cluster = Cluster::start("delta_lazy_dir", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g * 3 FROM generate_series(1, 100000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t SELECT 1000000 + g FROM generate_series(1, 400000) g;
+         VACUUM ANALYZE t;
+         SET enable_seqscan = off; SET enable_bitmapscan = off",
+    );
+    // A directory page lists 254 delta pages of 508 entries.
+    let delta_pages = count(&mut c, "SELECT delta_pages FROM learned_index_stats('t_k')");
+    let dir_pages = (delta_pages + 253) / 254;
+    // 100 statements, each planned and scanned anew.
+    let selects = |lo: i64, step: i64| {
+        format!(
+            "DO $$ DECLARE r int8; BEGIN FOR i IN 1..100 LOOP
+               EXECUTE 'SELECT k FROM t WHERE k = $1' INTO STRICT r USING {lo} + i * {step};
+             END LOOP; END $$"
+        )
+    };
+    let below = index_blocks(&mut c, "t_k", &selects(0, 2997));
+    let above = index_blocks(&mut c, "t_k", &selects(1000000, 3989));
+    eprintln!(
+        "index blocks for 100 selects with {dir_pages} directory pages: {below} below the \
+         appended rows, {above} of appended keys"
+    );
+    assert!(
+        dir_pages >= 3,
+        "too few directory pages to tell: {dir_pages}"
+    );
+    // The planner's and the scan's metapage reads and the run page: three a
+    // statement; with the directory, three more.
+    assert!(
+        below <= 100 * 3 + 10,
+        "selects below the appended rows read the directory: {below} blocks"
+    );
+    assert!(
+        above >= below + 100 * (dir_pages - 1),
+        "selects of appended keys must read the directory: {above} blocks against {below}"
+    );
+    for q in [
+        "SELECT string_agg(k::text, ',' ORDER BY k) FROM t WHERE k BETWEEN 299990 AND 1000020",
+        "SELECT string_agg(k::text, ',' ORDER BY k DESC) FROM t WHERE k > 1399990",
+        "SELECT count(*)::text FROM t WHERE k <= 300000",
+        "SELECT count(*)::text FROM t WHERE k IN (3, 300000, 1000001, 1400000, 1400001)",
+    ] {
+        assert_index_matches_table(&mut c, "t_k", q, q);
+    }
+    assert_verified(&mut c, "t_k");
+}
+
 /// A key above the run's last entry can only be in the delta: a probe for
 /// it reads the delta page that holds it and no run page.
 #[test]

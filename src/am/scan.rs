@@ -45,8 +45,11 @@ use pgrx::PgMemoryContexts;
 /// pages under a cleanup lock.
 struct Hints {
     meta: Meta,
-    dir: Vec<DirEntry>,
-    summary: Summary,
+    /// The delta directory and its summary, read by the first rescan whose
+    /// keys the delta may hold: a lookup of a key at or below the run's last
+    /// one, in a generation that has not spilled, reads neither (a delta of
+    /// a million appended rows has nine directory pages).
+    delta: Option<(Vec<DirEntry>, Summary)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -243,11 +246,9 @@ pub unsafe extern "C-unwind" fn amrescan(
 
 impl ScanState {
     fn hints(&mut self, rel: pg_sys::Relation) -> &Hints {
-        self.hints.get_or_insert_with(|| {
-            let meta = Meta::read(rel);
-            let dir = delta::directory(rel, &meta, Strategy::DEFAULT);
-            let summary = Summary::new(&dir, meta.generation);
-            Hints { meta, dir, summary }
+        self.hints.get_or_insert_with(|| Hints {
+            meta: Meta::read(rel),
+            delta: None,
         })
     }
 
@@ -290,7 +291,7 @@ impl ScanState {
     /// whose directory entry says they may hold some.
     fn gather(&mut self, rel: pg_sys::Relation) {
         self.hints(rel);
-        let hints = self.hints.as_ref().unwrap();
+        let hints = self.hints.as_mut().unwrap();
         let plan = &self.plan;
         // Unless the generation spilled, the delta holds keys only above the
         // run's last entry: the others are in the run pages' insert areas.
@@ -298,12 +299,25 @@ impl ScanState {
             Some((key, _)) if hints.meta.spilled == 0 => key,
             _ => 0,
         };
-        let hull = self.plan.hull().map(|(lo, hi)| (lo.max(floor), hi));
-        let blocks = hints.summary.candidates(hull, plan.nulls);
+        let hull = plan
+            .hull()
+            .map(|(lo, hi)| (lo.max(floor), hi))
+            .filter(|(lo, hi)| lo <= hi);
+        if hull.is_none() && !plan.nulls {
+            self.gathered = true;
+            return;
+        }
+        let meta = &hints.meta;
+        let (dir, summary) = hints.delta.get_or_insert_with(|| {
+            let dir = delta::directory(rel, meta, Strategy::DEFAULT);
+            let summary = Summary::new(&dir, meta.generation);
+            (dir, summary)
+        });
+        let blocks = summary.candidates(hull, plan.nulls);
         // Delta pages of earlier generations are merged into this one's run.
         let current = blocks
-            .flat_map(|r| &hints.dir[r.start..r.end.min(hints.dir.len())])
-            .filter(|d| d.generation >= hints.meta.generation);
+            .flat_map(|r| &dir[r.start..r.end.min(dir.len())])
+            .filter(|d| d.generation >= meta.generation);
         for d in current {
             let keys = hull.is_some_and(|(lo, hi)| d.may_hold(lo, hi));
             let nulls = plan.nulls && d.may_hold_nulls();
