@@ -21,9 +21,9 @@ use pgrx::bgworkers::{
 };
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
-use pgrx::{PGRXSharedMemory, PgLwLock};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use pgrx::{PGRXSharedMemory, PgAtomic, PgLwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 static RETRAIN: GucSetting<bool> = GucSetting::<bool>::new(true);
 static NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(60);
@@ -32,8 +32,27 @@ static THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.1);
 /// Why the worker last left an index past its threshold alone, per index, in
 /// shared memory (which exists only with the preload, as the worker does).
 static SKIPS: PgLwLock<Skips> = unsafe { PgLwLock::new(c"learneddb retrain skips") };
-/// Set in the postmaster when `SKIPS` is set up; backends inherit it.
-static SKIPS_READY: AtomicBool = AtomicBool::new(false);
+/// Set in the postmaster when `SKIPS` and `WAKE` are set up; backends
+/// inherit it.
+static SHMEM_READY: AtomicBool = AtomicBool::new(false);
+/// How an inserter whose index spilled calls the launcher before its naptime
+/// is up: until a retrain, every lookup of a spilled index reads the delta
+/// pages the spilled rows went to (with random keys, all of them).
+static WAKE: PgAtomic<Wake> = unsafe { PgAtomic::new(c"learneddb launcher wake") };
+/// The launcher visits a database it was called to at most this often.
+const WAKE_GAP: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Wake {
+    /// The launcher's latch (`MyLatch`, an address in shared memory, the same
+    /// in every process), 0 while no launcher has started.
+    latch: AtomicUsize,
+    /// The database a spilled index asked the launcher to visit, 0 for none.
+    database: AtomicU32,
+}
+
+// SAFETY: atomics only; the latch address points into shared memory.
+unsafe impl PGRXSharedMemory for Wake {}
 const SKIP_SLOTS: usize = 256;
 
 /// Why a retrain the threshold called for did not happen.
@@ -83,7 +102,7 @@ unsafe impl PGRXSharedMemory for Skips {}
 /// Records (or with `None` clears) why the worker skipped `index` of this
 /// database. The oldest entry makes room when the table is full.
 fn note_skip(index: pg_sys::Oid, skip: Option<Skip>) {
-    if !SKIPS_READY.load(Ordering::Relaxed) {
+    if !SHMEM_READY.load(Ordering::Relaxed) {
         return;
     }
     // SAFETY: reads this backend's database id and the clock.
@@ -114,7 +133,7 @@ fn note_skip(index: pg_sys::Oid, skip: Option<Skip>) {
 /// Why the worker last skipped `index` (of this database) and when, unless
 /// it retrained it since; `None` without the preload.
 pub fn last_skip(index: pg_sys::Oid) -> Option<(&'static str, i64)> {
-    if !SKIPS_READY.load(Ordering::Relaxed) {
+    if !SHMEM_READY.load(Ordering::Relaxed) {
         return None;
     }
     // SAFETY: reads this backend's database id.
@@ -130,6 +149,30 @@ pub fn last_skip(index: pg_sys::Oid) -> Option<(&'static str, i64)> {
         _ => Skip::OldSnapshots,
     };
     Some((reason.describe(), slot.at))
+}
+
+/// Calls the launcher to this database soon, for an index whose rows began
+/// to spill: the worker retrains it once it is due (see [`due`]) rather than
+/// a naptime later. Costs an atomic read while a call is pending; does
+/// nothing without the preload.
+pub fn call_launcher() {
+    if !SHMEM_READY.load(Ordering::Relaxed) {
+        return;
+    }
+    let wake = WAKE.get();
+    // SAFETY: reads this backend's database id.
+    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    if wake.database.load(Ordering::Relaxed) == database
+        || wake.database.swap(database, Ordering::AcqRel) == database
+    {
+        return;
+    }
+    let latch = wake.latch.load(Ordering::Acquire);
+    if latch != 0 {
+        // SAFETY: the launcher's latch, in shared memory for the life of the
+        // cluster; setting the latch of a process that has exited is harmless.
+        unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+    }
 }
 
 /// Defines the GUCs and, when loaded by `shared_preload_libraries`, registers
@@ -166,7 +209,8 @@ pub fn init() {
     // SAFETY: reads a flag the postmaster sets while loading preloaded libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         pg_shmem_init!(SKIPS);
-        SKIPS_READY.store(true, Ordering::Relaxed);
+        pg_shmem_init!(WAKE);
+        SHMEM_READY.store(true, Ordering::Relaxed);
         BackgroundWorkerBuilder::new("learneddb launcher")
             .set_type("learneddb launcher")
             .set_library("learneddb")
@@ -188,15 +232,44 @@ pub extern "C-unwind" fn learneddb_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     // No database: the launcher reads only the shared catalog pg_database.
     BackgroundWorker::connect_worker_to_spi(None, None);
-    while BackgroundWorker::wait_latch(Some(naptime())) {
-        if BackgroundWorker::sighup_received() {
-            // SAFETY: reloads the configuration file, as any backend does on SIGHUP.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+    let wake = WAKE.get();
+    // SAFETY: reads this process's latch pointer, set before bgworker code runs.
+    wake.latch
+        .store(unsafe { pg_sys::MyLatch } as usize, Ordering::Release);
+    let (mut last_round, mut last_visit) = (Instant::now(), Instant::now());
+    loop {
+        let called = wake.database.load(Ordering::Acquire) != 0;
+        let wait = naptime().saturating_sub(last_round.elapsed());
+        let wait = if called {
+            wait.min(WAKE_GAP.saturating_sub(last_visit.elapsed()))
+        } else {
+            wait
+        };
+        if !wait.is_zero() {
+            if !BackgroundWorker::wait_latch(Some(wait)) {
+                return;
+            }
+            if BackgroundWorker::sighup_received() {
+                // SAFETY: reloads the configuration file, as any backend does on SIGHUP.
+                unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            }
+            continue;
+        }
+        // Every database once the naptime is up, else the one that called.
+        let every = last_round.elapsed() >= naptime();
+        let called = wake.database.swap(0, Ordering::AcqRel);
+        last_visit = Instant::now();
+        if every {
+            last_round = last_visit;
         }
         if !RETRAIN.get() {
             continue;
         }
-        for db in databases() {
+        let visit = databases()
+            .into_iter()
+            .filter(|&(oid, _)| every || oid == called)
+            .map(|(_, name)| name);
+        for db in visit {
             if BackgroundWorker::sigterm_received() {
                 return;
             }
@@ -220,8 +293,8 @@ pub extern "C-unwind" fn learneddb_launcher_main(_arg: pg_sys::Datum) {
     }
 }
 
-/// Databases that accept connections, from the shared catalog.
-fn databases() -> Vec<String> {
+/// Databases that accept connections (OID and name), from the shared catalog.
+fn databases() -> Vec<(u32, String)> {
     let mut names = Vec::new();
     // SAFETY: the autovacuum launcher's recipe (get_database_list): a catalog
     // scan of pg_database in a transaction of its own; the names are copied
@@ -239,7 +312,7 @@ fn databases() -> Vec<String> {
             let form = pg_sys::GETSTRUCT(tup) as *const pg_sys::FormData_pg_database;
             if (*form).datallowconn && !(*form).datistemplate {
                 let name = std::ffi::CStr::from_ptr((*form).datname.data.as_ptr());
-                names.push(name.to_string_lossy().into_owned());
+                names.push(((*form).oid.to_u32(), name.to_string_lossy().into_owned()));
             }
         }
         pg_sys::table_endscan(scan);

@@ -190,3 +190,60 @@ fn the_worker_retrains_when_the_delta_outgrows_the_run_in_pages() {
     );
     assert_verified(&mut c, "t_k");
 }
+
+/// Rows that spill from a run (random keys, pages without room) cost every
+/// lookup until a retrain, so the inserter calls the launcher to its database
+/// instead of leaving them for a naptime (an hour here): the worker merges
+/// them within seconds, in a database other than the first, while an index
+/// of another database that asked for nothing is left to the naptime.
+#[test]
+fn spilled_rows_call_the_worker_before_its_naptime() {
+    let cluster = Cluster::start(
+        "worker_called",
+        &[
+            "shared_preload_libraries = 'learneddb'",
+            "learneddb.retrain_naptime = 3600",
+        ],
+    );
+    let mut c = cluster.connect();
+    let setup = "CREATE TABLE t (k int8);
+                 INSERT INTO t SELECT g * 4 FROM generate_series(1, 100000) g;
+                 CREATE INDEX t_k ON t USING learned (k);";
+    run_each(&mut c, setup);
+    c.batch_execute("CREATE DATABASE spills").unwrap();
+    let mut s = postgres::Config::new()
+        .host_path(cluster.dir.join("sock"))
+        .port(cluster.port)
+        .user("postgres")
+        .dbname("spills")
+        .connect(postgres::NoTls)
+        .unwrap();
+    run_each(&mut s, &format!("CREATE EXTENSION learneddb; {setup}"));
+    // Time-ordered rows in the first database do not call the launcher,
+    // though they pass the threshold.
+    c.batch_execute("INSERT INTO t SELECT 400000 + g FROM generate_series(1, 20000) g")
+        .unwrap();
+    // Keys between the run's, into full pages: they spill.
+    s.batch_execute("INSERT INTO t SELECT g * 4 + 1 FROM generate_series(1, 3000) g")
+        .unwrap();
+    wait_for("the worker to merge the spilled rows", 30, || {
+        generation(&mut s, "t_k") > 1
+    });
+    assert!(
+        cluster
+            .log()
+            .contains("learneddb: retrained index \"t_k\" (merge)"),
+        "no merge in the log"
+    );
+    assert_eq!(
+        generation(&mut c, "t_k"),
+        1,
+        "the index of the database that did not call was retrained"
+    );
+    assert_verified(&mut s, "t_k");
+    let found: i64 = s
+        .query_one("SELECT count(*) FROM t WHERE k % 4 = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(found, 3000);
+}

@@ -83,6 +83,10 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
     };
     let blk = delta::insert(rel, Some(pair.0), pair.1, placement);
     settle(rel, pair, blk, meta.generation);
+    if inside && !retraining {
+        // Every lookup reads spilled rows' delta pages until a retrain.
+        crate::worker::call_launcher();
+    }
 }
 
 /// Adds `pair` to the insert area of the run page that owns it; false if
