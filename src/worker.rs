@@ -236,6 +236,13 @@ pub extern "C-unwind" fn learneddb_launcher_main(_arg: pg_sys::Datum) {
     // SAFETY: reads this process's latch pointer, set before bgworker code runs.
     wake.latch
         .store(unsafe { pg_sys::MyLatch } as usize, Ordering::Release);
+    rounds(wake);
+    // The latch may go to another process once this one exits.
+    wake.latch.store(0, Ordering::Release);
+}
+
+/// The launcher's rounds, until SIGTERM or the postmaster's death.
+fn rounds(wake: &Wake) {
     let (mut last_round, mut last_visit) = (Instant::now(), Instant::now());
     loop {
         let called = wake.database.load(Ordering::Acquire) != 0;
