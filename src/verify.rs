@@ -313,6 +313,19 @@ fn check_delta(
         let mut has_nulls = false;
         // Pages of earlier generations are in the run already.
         let current = entry.generation >= generation;
+        if page.is_sorted() {
+            let mut prev = None;
+            for e in page.entries() {
+                let at = (e.key, e.tid);
+                if h.state == OPEN || prev.is_some_and(|p| p > at) {
+                    fail(
+                        idx,
+                        &format!("delta page {} is marked sorted but is not", d.blk),
+                    );
+                }
+                prev = Some(at);
+            }
+        }
         for e in page.entries() {
             has_nulls |= e.null;
             if !e.null && (e.key < h.min || e.key > h.max) {

@@ -163,6 +163,16 @@ const CASES: &[Damage] = &[
         sqlstate: "XX002",
     },
     Damage {
+        what: "open delta page marked sorted",
+        block: Block::FirstDelta,
+        // After the header's min, max, count, state and NULL flag.
+        offset: CONTENT + 20,
+        bytes: &[1],
+        expect: "marked sorted",
+        verify_only: true,
+        sqlstate: "XX002",
+    },
+    Damage {
         what: "delta directory count",
         block: Block::DeltaDir,
         offset: CONTENT,
@@ -259,10 +269,10 @@ fn damaged_pages_raise_errors_naming_the_index() {
             .unwrap();
         // Every query that reads the damaged block must fail. A lookup of 6000,
         // above the run's last key, reads only the delta, so it survives damage
-        // to the run and the model; a lookup of 10..20 skips the delta page,
-        // whose keys are all above it.
+        // to the run and the model; a lookup of 10..20 reads neither the
+        // delta page nor its directory, whose keys are all above it.
         let mut queries = vec!["SELECT learned_verify('dmg')"];
-        if !case.verify_only && !matches!(case.block, Block::FirstDelta) {
+        if !case.verify_only && !matches!(case.block, Block::FirstDelta | Block::DeltaDir) {
             queries.push("SELECT count(*) FROM t WHERE k BETWEEN 10 AND 20");
         }
         if !case.verify_only && !matches!(case.block, Block::FirstRun | Block::Model) {

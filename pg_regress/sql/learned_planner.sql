@@ -38,7 +38,8 @@ EXPLAIN (COSTS OFF) SELECT * FROM p WHERE ts = '2025-01-01 10:00+00';
 -- Rows appended in time order fill delta pages with narrow, disjoint key
 -- ranges: a lookup reads the directory and at most one closed page, not all of
 -- them, and the open page only if its keys reach down to the lookup's (compare
--- the buffers with the unsorted case above).
+-- the buffers with the unsorted case above). A lookup of a key older than the
+-- appended rows reads neither the directory nor a delta page.
 -- That is still a few pages more than btree's descent, and the planner says so.
 INSERT INTO p SELECT 200000 + g, TIMESTAMPTZ '2025-01-03 00:00+00' + g * INTERVAL '1 second', 'z'
 FROM generate_series(1, 60000) g;

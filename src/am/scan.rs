@@ -326,14 +326,17 @@ impl ScanState {
             }
             let page = DeltaPage::read(rel, d.blk, Strategy::DEFAULT);
             let before = self.delta.len() + self.delta_nulls.len();
-            for e in page.entries() {
-                if e.null {
-                    if plan.nulls {
+            if plan.nulls {
+                for e in page.entries() {
+                    if e.null {
                         self.delta_nulls.push(e.tid);
+                    } else if plan.contains(e.key) {
+                        self.delta.push(e);
                     }
-                } else if plan.contains(e.key) {
-                    self.delta.push(e);
                 }
+            } else if let Some((lo, hi)) = plan.hull() {
+                self.delta
+                    .extend(page.keys_in(lo, hi).filter(|e| plan.contains(e.key)));
             }
             if self.keep_pins && self.delta.len() + self.delta_nulls.len() > before {
                 self.delta_pins.push(page.into_pin().into_held());

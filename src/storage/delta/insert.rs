@@ -14,7 +14,9 @@
 //! page, and the directory pages that list it).
 
 use super::directory::{self, DirPage, DIR_CAPACITY};
-use super::{append_entry, init_page, set_header, DeltaEntry, DeltaPage, CLOSED, FREE, OPEN};
+use super::{
+    append_entry, init_page, set_header, sort_entries, DeltaEntry, DeltaPage, CLOSED, FREE, OPEN,
+};
 use crate::storage::amcache::{self, OpenPage};
 use crate::storage::buffer::Strategy;
 use crate::storage::meta::{MAX_OPEN, META_BLOCK};
@@ -282,6 +284,9 @@ fn close(
         // SAFETY: WAL images of pages locked here; the slot was checked above.
         unsafe {
             set_header(image, &h);
+            // Lookups binary-search a closed page; the order costs this
+            // record the page's entries, once per page.
+            sort_entries(image);
             directory::set_entry(
                 dimage,
                 slot,

@@ -33,7 +33,10 @@ pub struct DeltaHeader {
     pub count: u16,
     pub state: u8,
     pub has_nulls: u8,
-    pub _pad: u32,
+    /// 1 once the page is closed: its entries are in (key, TID) order, so a
+    /// lookup binary-searches them (0 on pages closed by earlier builds).
+    pub sorted: u8,
+    pub _pad: [u8; 3],
 }
 
 /// One entry as stored.
@@ -72,7 +75,8 @@ impl DeltaHeader {
             count: 0,
             state: OPEN,
             has_nulls: 0,
-            _pad: 0,
+            sorted: 0,
+            _pad: [0; 3],
         }
     }
 }
@@ -146,6 +150,50 @@ impl DeltaPage {
         (0..self.len()).map(|i| self.entry(i))
     }
 
+    fn key(&self, i: usize) -> u64 {
+        assert!(i < self.len());
+        // SAFETY: as in `entry`; the key is the entry's first field.
+        unsafe {
+            page::content(self.buf.page())
+                .add(HEADER + i * ENTRY)
+                .cast::<u64>()
+                .read_unaligned()
+        }
+    }
+
+    /// Whether the page's entries are in (key, TID) order.
+    pub fn is_sorted(&self) -> bool {
+        self.h.sorted != 0
+    }
+
+    /// The non-null entries with a key in `[lo, hi]`, in (key, TID) order on
+    /// a sorted page. A lookup reads every page spilled rows may be on and
+    /// takes few entries of each: a sorted page is binary-searched, and on
+    /// the others each key is compared before the rest of its entry is
+    /// decoded.
+    pub fn keys_in(&self, lo: u64, hi: u64) -> impl Iterator<Item = DeltaEntry> + '_ {
+        let (from, sorted) = if self.is_sorted() {
+            let (mut a, mut b) = (0, self.len());
+            while a < b {
+                let mid = (a + b) / 2;
+                if self.key(mid) < lo {
+                    a = mid + 1;
+                } else {
+                    b = mid;
+                }
+            }
+            (a, true)
+        } else {
+            (0, false)
+        };
+        (from..self.len())
+            .map(move |i| (i, self.key(i)))
+            .take_while(move |&(_, key)| !sorted || key <= hi)
+            .filter(move |&(_, key)| lo <= key && key <= hi)
+            .map(|(i, _)| self.entry(i))
+            .filter(|e| !e.null)
+    }
+
     pub fn buf(&self) -> &Buf {
         &self.buf
     }
@@ -180,7 +228,8 @@ fn append_entry(rel: pg_sys::Relation, page: &DeltaPage, e: &DeltaEntry) {
     };
     let lower = (PAGE_HEADER + HEADER + h.count as usize * ENTRY) as u16;
     // The header from its first changed field through count, state and
-    // has_nulls (which end at byte 20; the padding after them never changes).
+    // has_nulls (which end at byte 20; an open page is never sorted, and the
+    // padding never changes).
     let from = if h.min != old.min {
         std::mem::offset_of!(DeltaHeader, min)
     } else if h.max != old.max {
@@ -188,7 +237,7 @@ fn append_entry(rel: pg_sys::Relation, page: &DeltaPage, e: &DeltaEntry) {
     } else {
         std::mem::offset_of!(DeltaHeader, count)
     };
-    let to = std::mem::offset_of!(DeltaHeader, _pad);
+    let to = std::mem::offset_of!(DeltaHeader, sorted);
     // SAFETY: both are #[repr(C)] structs of plain integers without padding
     // (sizes asserted above), so every byte is initialized.
     let (hb, eb) = unsafe {
@@ -216,6 +265,25 @@ fn append_entry(rel: pg_sys::Relation, page: &DeltaPage, e: &DeltaEntry) {
 unsafe fn set_header(image: pg_sys::Page, h: &DeltaHeader) {
     page::write_header(image, h);
     page::set_content_len(image, HEADER + h.count as usize * ENTRY);
+}
+
+/// Puts the `count` entries of a writable delta page image in (key, TID)
+/// order (NULLs, whose key is 0, first) and marks the header sorted.
+///
+/// # Safety
+/// `image` must be a writable image of a valid delta page.
+pub(super) unsafe fn sort_entries(image: pg_sys::Page) {
+    let mut h: DeltaHeader = page::read_header(image);
+    let base = page::content(image).add(HEADER).cast::<RawEntry>();
+    let mut raw: Vec<RawEntry> = (0..h.count as usize)
+        .map(|i| base.add(i).read_unaligned())
+        .collect();
+    raw.sort_unstable_by_key(|r| (r.key, tid_from_ptr(&r.tid)));
+    for (i, r) in raw.iter().enumerate() {
+        base.add(i).write_unaligned(*r);
+    }
+    h.sorted = 1;
+    page::write_header(image, &h);
 }
 
 /// # Safety
