@@ -314,16 +314,12 @@ fn check_delta(
         // Pages of earlier generations are in the run already.
         let current = entry.generation >= generation;
         if page.is_sorted() {
-            let mut prev = None;
-            for e in page.entries() {
-                let at = (e.key, e.tid);
-                if h.state == OPEN || prev.is_some_and(|p| p > at) {
-                    fail(
-                        idx,
-                        &format!("delta page {} is marked sorted but is not", d.blk),
-                    );
-                }
-                prev = Some(at);
+            let entries: Vec<(u64, Tid)> = page.entries().map(|e| (e.key, e.tid)).collect();
+            if h.state != CLOSED || entries.windows(2).any(|w| w[0] > w[1]) {
+                fail(
+                    idx,
+                    &format!("delta page {} is marked sorted but is not", d.blk),
+                );
             }
         }
         for e in page.entries() {

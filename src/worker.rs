@@ -42,13 +42,16 @@ static WAKE: PgAtomic<Wake> = unsafe { PgAtomic::new(c"learneddb launcher wake")
 /// The launcher visits a database it was called to at most this often.
 const WAKE_GAP: Duration = Duration::from_secs(1);
 
+/// Databases that can call the launcher at once; more wait for a free slot.
+const CALL_SLOTS: usize = 8;
+
 #[derive(Default)]
 struct Wake {
     /// The launcher's latch (`MyLatch`, an address in shared memory, the same
     /// in every process), 0 while no launcher has started.
     latch: AtomicUsize,
-    /// The database a spilled index asked the launcher to visit, 0 for none.
-    database: AtomicU32,
+    /// Databases whose spilled indexes called the launcher, 0 for a free slot.
+    called: [AtomicU32; CALL_SLOTS],
 }
 
 // SAFETY: atomics only; the latch address points into shared memory.
@@ -151,20 +154,36 @@ pub fn last_skip(index: pg_sys::Oid) -> Option<(&'static str, i64)> {
     Some((reason.describe(), slot.at))
 }
 
-/// Calls the launcher to this database soon, for an index whose rows began
-/// to spill: the worker retrains it once it is due (see [`due`]) rather than
-/// a naptime later. Costs an atomic read while a call is pending; does
-/// nothing without the preload.
-pub fn call_launcher() {
-    if !SHMEM_READY.load(Ordering::Relaxed) {
+/// Calls the launcher to this database soon, for `index` whose rows spill:
+/// the worker retrains it once it is due (see [`due`]) rather than a naptime
+/// later. Only for an index the worker would retrain (the preload, the GUC
+/// and the reloption on, not temporary). While this database's call is
+/// pending, a spilled row costs a few relaxed reads.
+pub fn call_launcher(index: pg_sys::Relation) {
+    if !SHMEM_READY.load(Ordering::Relaxed) || !RETRAIN.get() {
         return;
     }
     let wake = WAKE.get();
     // SAFETY: reads this backend's database id.
     let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
-    if wake.database.load(Ordering::Relaxed) == database
-        || wake.database.swap(database, Ordering::AcqRel) == database
+    if wake
+        .called
+        .iter()
+        .any(|c| c.load(Ordering::Relaxed) == database)
     {
+        return;
+    }
+    // SAFETY: `index` is an open learned index (the caller inserts into it).
+    let eligible = unsafe {
+        retrain_settings(index).0
+            && (*(*index).rd_rel).relpersistence != pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
+    };
+    let taken = eligible
+        && wake.called.iter().any(|c| {
+            c.compare_exchange(0, database, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        });
+    if !taken {
         return;
     }
     let latch = wake.latch.load(Ordering::Acquire);
@@ -245,7 +264,11 @@ pub extern "C-unwind" fn learneddb_launcher_main(_arg: pg_sys::Datum) {
 fn rounds(wake: &Wake) {
     let (mut last_round, mut last_visit) = (Instant::now(), Instant::now());
     loop {
-        let called = wake.database.load(Ordering::Acquire) != 0;
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: reloads the configuration file, as any backend does on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let called = wake.called.iter().any(|c| c.load(Ordering::Acquire) != 0);
         let wait = naptime().saturating_sub(last_round.elapsed());
         let wait = if called {
             wait.min(WAKE_GAP.saturating_sub(last_visit.elapsed()))
@@ -253,48 +276,62 @@ fn rounds(wake: &Wake) {
             wait
         };
         if !wait.is_zero() {
-            if !BackgroundWorker::wait_latch(Some(wait)) {
+            // Rounded up: a timeout below a millisecond would be none.
+            if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(1)))) {
                 return;
-            }
-            if BackgroundWorker::sighup_received() {
-                // SAFETY: reloads the configuration file, as any backend does on SIGHUP.
-                unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             }
             continue;
         }
         // Every database once the naptime is up, else the one that called.
         let every = last_round.elapsed() >= naptime();
-        let called = wake.database.swap(0, Ordering::AcqRel);
-        last_visit = Instant::now();
         if every {
-            last_round = last_visit;
+            last_round = Instant::now();
         }
-        if !RETRAIN.get() {
-            continue;
+        // Calls made from here on (rows spilled while the visit runs) are
+        // served a gap after it ends, so the launcher always waits (and
+        // reloads its settings) between visits, however long they take.
+        let called: Vec<u32> = wake
+            .called
+            .iter()
+            .map(|c| c.swap(0, Ordering::AcqRel))
+            .filter(|&d| d != 0)
+            .collect();
+        visit_databases(every, &called);
+        last_visit = Instant::now();
+        if BackgroundWorker::sigterm_received() {
+            return;
         }
-        let visit = databases()
-            .into_iter()
-            .filter(|&(oid, _)| every || oid == called)
-            .map(|(_, name)| name);
-        for db in visit {
-            if BackgroundWorker::sigterm_received() {
-                return;
-            }
-            // SAFETY: reads this process's pid.
-            let me = unsafe { pg_sys::MyProcPid };
-            let started = BackgroundWorkerBuilder::new("learneddb retrain")
-                .set_type("learneddb retrain")
-                .set_library("learneddb")
-                .set_function("learneddb_database_main")
-                .enable_spi_access()
-                .set_extra(&db)
-                .set_notify_pid(me)
-                .load_dynamic();
-            // No free worker slot: try again next round.
-            if let Ok(worker) = started {
-                if worker.wait_for_startup().is_ok() {
-                    let _ = worker.wait_for_shutdown();
-                }
+    }
+}
+
+/// Starts a retrain worker in every database (`every`), else in the
+/// databases that `called`, one after the other.
+fn visit_databases(every: bool, called: &[u32]) {
+    if !RETRAIN.get() {
+        return;
+    }
+    let visit = databases()
+        .into_iter()
+        .filter(|(oid, _)| every || called.contains(oid))
+        .map(|(_, name)| name);
+    for db in visit {
+        if BackgroundWorker::sigterm_received() {
+            return;
+        }
+        // SAFETY: reads this process's pid.
+        let me = unsafe { pg_sys::MyProcPid };
+        let started = BackgroundWorkerBuilder::new("learneddb retrain")
+            .set_type("learneddb retrain")
+            .set_library("learneddb")
+            .set_function("learneddb_database_main")
+            .enable_spi_access()
+            .set_extra(&db)
+            .set_notify_pid(me)
+            .load_dynamic();
+        // No free worker slot: try again next round.
+        if let Ok(worker) = started {
+            if worker.wait_for_startup().is_ok() {
+                let _ = worker.wait_for_shutdown();
             }
         }
     }

@@ -194,8 +194,9 @@ fn the_worker_retrains_when_the_delta_outgrows_the_run_in_pages() {
 /// Rows that spill from a run (random keys, pages without room) cost every
 /// lookup until a retrain, so the inserter calls the launcher to its database
 /// instead of leaving them for a naptime (an hour here): the worker merges
-/// them within seconds, in a database other than the first, while an index
-/// of another database that asked for nothing is left to the naptime.
+/// them within seconds, in two databases that spill one right after the
+/// other, while an index of a database that asked for nothing is left to the
+/// naptime.
 #[test]
 fn spilled_rows_call_the_worker_before_its_naptime() {
     let cluster = Cluster::start(
@@ -210,25 +211,42 @@ fn spilled_rows_call_the_worker_before_its_naptime() {
                  INSERT INTO t SELECT g * 4 FROM generate_series(1, 100000) g;
                  CREATE INDEX t_k ON t USING learned (k);";
     run_each(&mut c, setup);
-    c.batch_execute("CREATE DATABASE spills").unwrap();
-    let mut s = postgres::Config::new()
-        .host_path(cluster.dir.join("sock"))
-        .port(cluster.port)
-        .user("postgres")
-        .dbname("spills")
-        .connect(postgres::NoTls)
-        .unwrap();
-    run_each(&mut s, &format!("CREATE EXTENSION learneddb; {setup}"));
+    let mut spilling: Vec<postgres::Client> = ["spills", "spills_too"]
+        .iter()
+        .map(|db| {
+            c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+            let mut s = postgres::Config::new()
+                .host_path(cluster.dir.join("sock"))
+                .port(cluster.port)
+                .user("postgres")
+                .dbname(db)
+                .connect(postgres::NoTls)
+                .unwrap();
+            run_each(&mut s, &format!("CREATE EXTENSION learneddb; {setup}"));
+            s
+        })
+        .collect();
     // Time-ordered rows in the first database do not call the launcher,
     // though they pass the threshold.
     c.batch_execute("INSERT INTO t SELECT 400000 + g FROM generate_series(1, 20000) g")
         .unwrap();
-    // Keys between the run's, into full pages: they spill.
-    s.batch_execute("INSERT INTO t SELECT g * 4 + 1 FROM generate_series(1, 3000) g")
-        .unwrap();
-    wait_for("the worker to merge the spilled rows", 30, || {
-        generation(&mut s, "t_k") > 1
-    });
+    // Keys between the run's, into full pages: they spill, in one database
+    // and right after in the other.
+    for s in spilling.iter_mut() {
+        s.batch_execute("INSERT INTO t SELECT g * 4 + 1 FROM generate_series(1, 3000) g")
+            .unwrap();
+    }
+    for s in spilling.iter_mut() {
+        wait_for("the worker to merge the spilled rows", 30, || {
+            generation(s, "t_k") > 1
+        });
+        assert_verified(s, "t_k");
+        let found: i64 = s
+            .query_one("SELECT count(*) FROM t WHERE k % 4 = 1", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(found, 3000);
+    }
     assert!(
         cluster
             .log()
@@ -240,10 +258,4 @@ fn spilled_rows_call_the_worker_before_its_naptime() {
         1,
         "the index of the database that did not call was retrained"
     );
-    assert_verified(&mut s, "t_k");
-    let found: i64 = s
-        .query_one("SELECT count(*) FROM t WHERE k % 4 = 1", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(found, 3000);
 }

@@ -85,7 +85,7 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
     settle(rel, pair, blk, meta.generation);
     if inside && !retraining {
         // Every lookup reads spilled rows' delta pages until a retrain.
-        crate::worker::call_launcher();
+        crate::worker::call_launcher(rel);
     }
 }
 

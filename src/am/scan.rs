@@ -46,8 +46,8 @@ use pgrx::PgMemoryContexts;
 struct Hints {
     meta: Meta,
     /// The delta directory and its summary, read by the first rescan whose
-    /// keys the delta may hold: a lookup of a key at or below the run's last
-    /// one, in a generation that has not spilled, reads neither (a delta of
+    /// keys the delta may hold: a lookup of a key below the run's last one,
+    /// in a generation that has not spilled, reads neither (a delta of
     /// a million appended rows has nine directory pages).
     delta: Option<(Vec<DirEntry>, Summary)>,
 }
