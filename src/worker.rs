@@ -154,12 +154,15 @@ pub fn last_skip(index: pg_sys::Oid) -> Option<(&'static str, i64)> {
     Some((reason.describe(), slot.at))
 }
 
-/// Calls the launcher to this database soon, for `index` whose rows spill:
-/// the worker retrains it once it is due (see [`due`]) rather than a naptime
-/// later. Only for an index the worker would retrain (the preload, the GUC
-/// and the reloption on, not temporary). While this database's call is
-/// pending, a spilled row costs a few relaxed reads.
-pub fn call_launcher(index: pg_sys::Relation) {
+/// Calls the launcher to this database soon if `index`, whose metapage an
+/// inserter read as `meta`, looks due (see [`looks_due`]), so that the worker
+/// retrains it then rather than a naptime later: a fast stream of appended
+/// rows would otherwise grow the delta (16 bytes a row) to several times the
+/// packed run, and rows that spill cost every lookup until a retrain. Only
+/// for an index the worker would retrain (the preload, the GUC and the
+/// reloption on, not temporary). While this database's call is pending, it
+/// costs a few relaxed reads.
+pub fn call_launcher(index: pg_sys::Relation, meta: &Meta) {
     if !SHMEM_READY.load(Ordering::Relaxed) || !RETRAIN.get() {
         return;
     }
@@ -174,10 +177,13 @@ pub fn call_launcher(index: pg_sys::Relation) {
         return;
     }
     // SAFETY: `index` is an open learned index (the caller inserts into it).
-    let eligible = unsafe {
-        retrain_settings(index).0
-            && (*(*index).rd_rel).relpersistence != pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
+    let (enabled, threshold) = unsafe { retrain_settings(index) };
+    // SAFETY: as above.
+    let temporary = unsafe {
+        (*(*index).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
     };
+    let eligible =
+        enabled && !temporary && looks_due(meta, threshold.unwrap_or_else(|| THRESHOLD.get()));
     let taken = eligible
         && wake.called.iter().any(|c| {
             c.compare_exchange(0, database, Ordering::AcqRel, Ordering::Relaxed)
@@ -486,6 +492,20 @@ fn due(index: pg_sys::Relation) -> bool {
     let size = delta_pages as f64 / (meta.run_pages + meta.null_pages).max(1) as f64;
     let by_size = delta_pages >= MIN_DELTA_PAGES && size >= threshold;
     delta_entries > 0 && (fraction >= threshold || by_size)
+}
+
+/// [`due`] from the metapage's counts alone, for an inserter: the closed
+/// delta pages of the current generation, each taken as full. (VACUUM can
+/// empty some; the worker counts exactly.)
+fn looks_due(meta: &Meta, threshold: f64) -> bool {
+    let pages = meta.closed_pages as u64 + meta.n_open as u64;
+    let entries = meta.closed_pages as u64 * delta::DELTA_CAPACITY as u64;
+    let fraction = entries as f64 / (meta.run_entries + meta.null_entries).max(1) as f64;
+    if meta.spilled != 0 {
+        return entries >= SPILLED_ENTRIES || fraction >= threshold / 10.0;
+    }
+    let size = pages as f64 / (meta.run_pages + meta.null_pages).max(1) as f64;
+    entries > 0 && (fraction >= threshold || (pages >= MIN_DELTA_PAGES as u64 && size >= threshold))
 }
 
 /// Delta entries past which a spilled index is retrained whatever its size:

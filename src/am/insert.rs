@@ -83,9 +83,9 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
     };
     let blk = delta::insert(rel, Some(pair.0), pair.1, placement);
     settle(rel, pair, blk, meta.generation);
-    if inside && !retraining {
-        // Every lookup reads spilled rows' delta pages until a retrain.
-        crate::worker::call_launcher(rel);
+    if !retraining {
+        // The slow path: a spilled row, or (once a page) an appended one.
+        crate::worker::call_launcher(rel, &meta);
     }
 }
 
