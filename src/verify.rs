@@ -313,16 +313,16 @@ fn check_delta(
         let mut has_nulls = false;
         // Pages of earlier generations are in the run already.
         let current = entry.generation >= generation;
-        if page.is_sorted() {
-            let entries: Vec<(u64, Tid)> = page.entries().map(|e| (e.key, e.tid)).collect();
-            if h.state != CLOSED || entries.windows(2).any(|w| w[0] > w[1]) {
+        let sorted = page.is_sorted();
+        let mut prev = None;
+        for e in page.entries() {
+            if sorted && (h.state != CLOSED || prev > Some((e.key, e.tid))) {
                 fail(
                     idx,
                     &format!("delta page {} is marked sorted but is not", d.blk),
                 );
             }
-        }
-        for e in page.entries() {
+            prev = Some((e.key, e.tid));
             has_nulls |= e.null;
             if !e.null && (e.key < h.min || e.key > h.max) {
                 fail(

@@ -35,9 +35,8 @@ static SKIPS: PgLwLock<Skips> = unsafe { PgLwLock::new(c"learneddb retrain skips
 /// Set in the postmaster when `SKIPS` and `WAKE` are set up; backends
 /// inherit it.
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
-/// How an inserter whose index spilled calls the launcher before its naptime
-/// is up: until a retrain, every lookup of a spilled index reads the delta
-/// pages the spilled rows went to (with random keys, all of them).
+/// How an inserter whose index looks due calls the launcher before its
+/// naptime is up (see [`call_launcher`]).
 static WAKE: PgAtomic<Wake> = unsafe { PgAtomic::new(c"learneddb launcher wake") };
 /// The launcher visits a database it was called to at most this often.
 const WAKE_GAP: Duration = Duration::from_secs(1);
@@ -50,7 +49,7 @@ struct Wake {
     /// The launcher's latch (`MyLatch`, an address in shared memory, the same
     /// in every process), 0 while no launcher has started.
     latch: AtomicUsize,
-    /// Databases whose spilled indexes called the launcher, 0 for a free slot.
+    /// Databases whose due indexes called the launcher, 0 for a free slot.
     called: [AtomicU32; CALL_SLOTS],
 }
 
@@ -288,12 +287,12 @@ fn rounds(wake: &Wake) {
             }
             continue;
         }
-        // Every database once the naptime is up, else the one that called.
+        // Every database once the naptime is up, else the ones that called.
         let every = last_round.elapsed() >= naptime();
         if every {
             last_round = Instant::now();
         }
-        // Calls made from here on (rows spilled while the visit runs) are
+        // Calls made from here on (rows inserted while the visit runs) are
         // served a gap after it ends, so the launcher always waits (and
         // reloads its settings) between visits, however long they take.
         let called: Vec<u32> = wake
@@ -481,31 +480,36 @@ fn due(index: pg_sys::Relation) -> bool {
     if !enabled || crate::storage::buffer::nblocks(index) == 0 {
         return false;
     }
-    let threshold = threshold.unwrap_or_else(|| THRESHOLD.get());
     let meta = Meta::read(index);
     let ring = BulkRead::new();
     let (delta_entries, delta_pages) = delta::count(index, &meta, ring.get());
-    let fraction = delta_entries as f64 / (meta.run_entries + meta.null_entries).max(1) as f64;
-    if meta.spilled != 0 {
-        return delta_entries >= SPILLED_ENTRIES || fraction >= threshold / 10.0;
-    }
-    let size = delta_pages as f64 / (meta.run_pages + meta.null_pages).max(1) as f64;
-    let by_size = delta_pages >= MIN_DELTA_PAGES && size >= threshold;
-    delta_entries > 0 && (fraction >= threshold || by_size)
+    past_threshold(
+        &meta,
+        delta_entries,
+        delta_pages as u64,
+        threshold.unwrap_or_else(|| THRESHOLD.get()),
+    )
 }
 
 /// [`due`] from the metapage's counts alone, for an inserter: the closed
 /// delta pages of the current generation, each taken as full. (VACUUM can
 /// empty some; the worker counts exactly.)
 fn looks_due(meta: &Meta, threshold: f64) -> bool {
-    let pages = meta.closed_pages as u64 + meta.n_open as u64;
     let entries = meta.closed_pages as u64 * delta::DELTA_CAPACITY as u64;
+    let pages = meta.closed_pages as u64 + meta.n_open as u64;
+    past_threshold(meta, entries, pages, threshold)
+}
+
+/// Whether a delta of `entries` in `pages` passed `threshold` for the
+/// generation `meta` describes (see [`due`]).
+fn past_threshold(meta: &Meta, entries: u64, pages: u64, threshold: f64) -> bool {
     let fraction = entries as f64 / (meta.run_entries + meta.null_entries).max(1) as f64;
     if meta.spilled != 0 {
         return entries >= SPILLED_ENTRIES || fraction >= threshold / 10.0;
     }
     let size = pages as f64 / (meta.run_pages + meta.null_pages).max(1) as f64;
-    entries > 0 && (fraction >= threshold || (pages >= MIN_DELTA_PAGES as u64 && size >= threshold))
+    let by_size = pages >= MIN_DELTA_PAGES && size >= threshold;
+    entries > 0 && (fraction >= threshold || by_size)
 }
 
 /// Delta entries past which a spilled index is retrained whatever its size:
@@ -514,7 +518,7 @@ const SPILLED_ENTRIES: u64 = 1024;
 
 /// Delta pages below which the delta's size alone does not call for a
 /// retrain: a small index would otherwise be retrained for every page.
-const MIN_DELTA_PAGES: u32 = 8;
+const MIN_DELTA_PAGES: u64 = 8;
 
 /// Notes a skip for an index its table's lock kept from being retrained, if
 /// it was due (read under a share lock on the index alone; if even that is

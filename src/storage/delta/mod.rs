@@ -127,16 +127,21 @@ impl DeltaPage {
         self.len() >= DELTA_CAPACITY
     }
 
-    pub fn entry(&self, i: usize) -> DeltaEntry {
+    /// Where entry `i` is stored.
+    fn at(&self, i: usize) -> *const RawEntry {
         assert!(i < self.len());
-        // SAFETY: i < count <= DELTA_CAPACITY keeps the read inside the page,
-        // which is locked while the view exists.
-        let raw = unsafe {
+        // SAFETY: i < count <= DELTA_CAPACITY keeps the address inside the
+        // page, which is locked while the view exists.
+        unsafe {
             page::content(self.buf.page())
                 .add(HEADER + i * ENTRY)
-                .cast::<RawEntry>()
-                .read_unaligned()
-        };
+                .cast()
+        }
+    }
+
+    pub fn entry(&self, i: usize) -> DeltaEntry {
+        // SAFETY: `at` checked the index; the page is locked.
+        let raw = unsafe { self.at(i).read_unaligned() };
         DeltaEntry {
             key: raw.key,
             tid: tid_from_ptr(&raw.tid),
@@ -151,14 +156,8 @@ impl DeltaPage {
     }
 
     fn key(&self, i: usize) -> u64 {
-        assert!(i < self.len());
         // SAFETY: as in `entry`; the key is the entry's first field.
-        unsafe {
-            page::content(self.buf.page())
-                .add(HEADER + i * ENTRY)
-                .cast::<u64>()
-                .read_unaligned()
-        }
+        unsafe { self.at(i).cast::<u64>().read_unaligned() }
     }
 
     /// Whether the page says its entries are in (key, TID) order.
