@@ -156,7 +156,7 @@ fn read_meta_and_directory(idx: pg_sys::Relation, strategy: Strategy) -> (Meta, 
     }
     if let Some(d) = dir
         .iter()
-        .find(|d| d.state == OPEN && !open.contains(&d.blk))
+        .find(|d| d.state == OPEN && !d.bounded && !open.contains(&d.blk))
     {
         fail(
             idx,
@@ -345,6 +345,20 @@ fn check_delta(
                         d.blk
                     ),
                 )
+            }
+            OPEN if (h.bounded != 0) != entry.bounded
+                || entry.bounded && (entry.min, entry.max) != (h.min, h.max) =>
+            {
+                fail(
+                    idx,
+                    &format!(
+                        "open delta page {} has other bounds than its directory entry",
+                        d.blk
+                    ),
+                )
+            }
+            OPEN if h.bounded != 0 && h.has_nulls != 0 => {
+                fail(idx, &format!("bounded delta page {} holds NULLs", d.blk))
             }
             OPEN if h.min <= h.max && entry.min > h.min => fail(
                 idx,

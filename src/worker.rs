@@ -154,14 +154,16 @@ pub fn last_skip(index: pg_sys::Oid) -> Option<(&'static str, i64)> {
 }
 
 /// Calls the launcher to this database soon if `index`, whose metapage an
-/// inserter read as `meta`, looks due (see [`looks_due`]), so that the worker
+/// inserter read as `meta`, looks due (see [`looks_due`]) or `spilled` (the
+/// inserter opened a page for spilled rows, which the metapage does not
+/// count until it closes: the worker counts them), so that the worker
 /// retrains it then rather than a naptime later: a fast stream of appended
 /// rows would otherwise grow the delta (16 bytes a row) to several times the
 /// packed run, and rows that spill cost every lookup until a retrain. Only
 /// for an index the worker would retrain (the preload, the GUC and the
 /// reloption on, not temporary). While this database's call is pending, it
 /// costs a few relaxed reads.
-pub fn call_launcher(index: pg_sys::Relation, meta: &Meta) {
+pub fn call_launcher(index: pg_sys::Relation, meta: &Meta, spilled: bool) {
     if !SHMEM_READY.load(Ordering::Relaxed) || !RETRAIN.get() {
         return;
     }
@@ -181,8 +183,9 @@ pub fn call_launcher(index: pg_sys::Relation, meta: &Meta) {
     let temporary = unsafe {
         (*(*index).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
     };
-    let eligible =
-        enabled && !temporary && looks_due(meta, threshold.unwrap_or_else(|| THRESHOLD.get()));
+    let eligible = enabled
+        && !temporary
+        && (spilled || looks_due(meta, threshold.unwrap_or_else(|| THRESHOLD.get())));
     let taken = eligible
         && wake.called.iter().any(|c| {
             c.compare_exchange(0, database, Ordering::AcqRel, Ordering::Relaxed)

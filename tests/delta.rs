@@ -170,6 +170,84 @@ fn selects_below_the_appended_rows_read_no_directory() {
     assert_verified(&mut c, "t_k");
 }
 
+/// Rows that spill from full run pages go to delta pages bounded to the
+/// slice of 16 run pages their key falls in, so a lookup reads the spilled
+/// pages of its own slice, not every page the spilled rows of the whole key
+/// range went to; ranges across slices, NULLs and appended keys still find
+/// every row.
+#[test]
+fn spilled_rows_cost_a_lookup_only_its_slice() {
+    let cluster = Cluster::start("delta_slices", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         SELECT setseed(0.25);
+         INSERT INTO t SELECT (random() * 1e12)::int8 FROM generate_series(1, 400000);
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t SELECT (random() * 1e12)::int8 FROM generate_series(1, 60000);
+         INSERT INTO t SELECT NULL FROM generate_series(1, 100);
+         INSERT INTO t SELECT 1e12::int8 + g FROM generate_series(1, 1000) g;
+         VACUUM ANALYZE t;
+         SET enable_seqscan = off; SET enable_bitmapscan = off",
+    );
+    let run_pages = count(&mut c, "SELECT run_pages FROM learned_index_stats('t_k')");
+    let delta_pages = count(&mut c, "SELECT delta_pages FROM learned_index_stats('t_k')");
+    let slices = (run_pages + 15) / 16;
+    // 100 statements, each planned and scanned anew, over the whole range.
+    let blocks = index_blocks(
+        &mut c,
+        "t_k",
+        "DO $$ DECLARE r int8; BEGIN FOR i IN 1..100 LOOP
+           EXECUTE 'SELECT count(*) FROM t WHERE k = $1' INTO STRICT r USING i * 9999999937;
+         END LOOP; END $$",
+    );
+    eprintln!(
+        "{blocks} index blocks for 100 selects: {run_pages} run pages in {slices} slices, \
+         {delta_pages} delta pages"
+    );
+    assert!(
+        slices >= 12 && delta_pages >= 100,
+        "too few slices or spilled pages to tell: {slices}, {delta_pages}"
+    );
+    // Two metapage reads, the directory, the run page, and the spilled pages
+    // of one slice (some fill more than others): far below every page.
+    let dir_pages = (delta_pages + 253) / 254;
+    let per_select = 3 + dir_pages + 3 * delta_pages / slices;
+    assert!(
+        blocks <= 100 * per_select,
+        "selects read more than their slice: {blocks} blocks, {per_select} a select allowed"
+    );
+    assert!(
+        blocks * 3 < 100 * delta_pages,
+        "selects read nearly every delta page: {blocks} blocks"
+    );
+    for q in [
+        "SELECT count(*)::text FROM t WHERE k BETWEEN 1e11::int8 AND 4e11::int8",
+        "SELECT string_agg(k::text, ',' ORDER BY k) FROM t WHERE k BETWEEN 5e11::int8 AND 5e11::int8 + 3e7::int8",
+        "SELECT string_agg(k::text, ',' ORDER BY k DESC) FROM t WHERE k > 1e12::int8 - 1e8::int8",
+        "SELECT count(*)::text FROM t WHERE k IS NULL",
+        "SELECT count(*)::text FROM t WHERE k < 2e10::int8 OR k > 9.9e11::int8",
+    ] {
+        assert_index_matches_table(&mut c, "t_k", q, q);
+    }
+    assert_verified(&mut c, "t_k");
+    // A retrain's freeze closes the bounded pages with the others; what
+    // spills afterwards opens new ones.
+    run_each(
+        &mut c,
+        "SELECT learned_retrain('t_k');
+         INSERT INTO t SELECT (random() * 1e12)::int8 FROM generate_series(1, 30000)",
+    );
+    assert_index_matches_table(
+        &mut c,
+        "t_k",
+        "SELECT count(*)::text FROM t WHERE k BETWEEN 3e11::int8 AND 6e11::int8",
+        "SELECT count(*)::text FROM t WHERE k BETWEEN 3e11::int8 AND 6e11::int8",
+    );
+    assert_verified(&mut c, "t_k");
+}
+
 /// A key above the run's last entry can only be in the delta: a probe for
 /// it reads the delta page that holds it and no run page.
 #[test]

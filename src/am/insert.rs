@@ -5,7 +5,9 @@
 //! retrain appends to the run), as do NULLs, entries whose page is full, and
 //! entries that arrive while a retrain runs; an entry of the run's range
 //! that goes to the delta first marks the generation `spilled`, so that
-//! scans read the delta for every key until the next retrain.
+//! scans read the delta for every key until the next retrain. Such entries go
+//! to delta pages bounded to the slice of [`SLICE_PAGES`] run pages their
+//! page lies in, so a lookup reads the delta pages of its slice only.
 
 use super::datum::{index_kind, ordinal};
 use crate::storage::amcache::{self, Route};
@@ -65,10 +67,16 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
         }
     };
     let inside = meta.run_last().is_some_and(|last| pair <= last);
-    // The metapage's share lock keeps a retrain from freezing the run pages
-    // (it takes the lock exclusive) until the entry is in.
-    if inside && !retraining && add_to_run(rel, &meta, pair) {
-        return;
+    let mut bounds = None;
+    if inside {
+        // SAFETY: the reference does not outlive this statement.
+        let known = unsafe { amcache::get(rel).bounded_for(pair.0).is_some() };
+        // The metapage's share lock keeps a retrain from freezing the run
+        // pages (it takes the lock exclusive) until the entry is in.
+        match add_to_run(rel, &meta, pair, !retraining, !known) {
+            Ok(()) => return,
+            Err(b) => bounds = b,
+        }
     }
     let spill = inside && meta.spilled == 0;
     drop(meta_buf);
@@ -76,22 +84,50 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
     if spill {
         mark_spilled(rel, meta.generation);
     }
-    let placement = if inside {
-        Placement::Spread
-    } else {
-        Placement::Append
+    let (blk, opened) = match inside
+        .then(|| delta::insert_bounded(rel, pair.0, pair.1, bounds))
+        .flatten()
+    {
+        Some(went) => went,
+        None => {
+            let placement = if inside {
+                Placement::Spread
+            } else {
+                Placement::Append
+            };
+            (delta::insert(rel, Some(pair.0), pair.1, placement), false)
+        }
     };
-    let blk = delta::insert(rel, Some(pair.0), pair.1, placement);
     settle(rel, pair, blk, meta.generation);
     if !retraining {
         // The slow path: a spilled row, or (once a page) an appended one.
-        crate::worker::call_launcher(rel, &meta);
+        crate::worker::call_launcher(rel, &meta, opened);
     }
 }
 
-/// Adds `pair` to the insert area of the run page that owns it; false if
-/// that page has no room. The caller holds the metapage share-locked.
-fn add_to_run(rel: pg_sys::Relation, meta: &Meta, pair: (u64, Tid)) -> bool {
+/// Run pages in one slice of the run: its spilled entries share delta pages
+/// bounded to its key range. Fewer make a lookup read fewer delta pages
+/// once many entries spilled, more waste less room in open pages while few
+/// did (each slice keeps one open; a run of 10M random keys has about 430
+/// slices).
+pub const SLICE_PAGES: u32 = 16;
+
+/// Adds `pair` to the insert area of the run page that owns it, if `try_page`
+/// and the page has room. Otherwise, with `want_bounds`, returns the key range
+/// of that page's slice (the fence of its first page, the first page's none
+/// counting as 0, through the fence of the page after its last, or the run's
+/// last key). Reads nothing when neither is asked. The caller holds the
+/// metapage share-locked.
+fn add_to_run(
+    rel: pg_sys::Relation,
+    meta: &Meta,
+    pair: (u64, Tid),
+    try_page: bool,
+    want_bounds: bool,
+) -> Result<(), Option<(u64, u64)>> {
+    if !(try_page || want_bounds) {
+        return Err(None);
+    }
     // Under the metapage lock the generation is current: its pages cannot
     // have been reused, so `Recycled` would mean damage.
     let g = model_pages::load(rel, meta).unwrap_or_else(|_| recycled_error(rel));
@@ -101,12 +137,26 @@ fn add_to_run(rel: pg_sys::Relation, meta: &Meta, pair: (u64, Tid)) -> bool {
         .unwrap_or_else(|_| recycled_error(rel));
     drop(page);
     let i = run.page_of(pos.min(run.entries - 1));
-    let mut page = run.open(rel, Buf::read_exclusive(rel, run.block(rel, i)), i);
-    if !page.has_room() {
-        return false;
+    if try_page {
+        let mut page = run.open(rel, Buf::read_exclusive(rel, run.block(rel, i)), i);
+        if page.has_room() {
+            page.add_inserted(rel, pair);
+            return Ok(());
+        }
     }
-    page.add_inserted(rel, pair);
-    true
+    if !want_bounds {
+        return Err(None);
+    }
+    let first = i - i % SLICE_PAGES;
+    let end = first + SLICE_PAGES;
+    let fence = |p: u32| run.read(rel, p).fence().map_or(0, |(key, _)| key);
+    let lo = fence(first);
+    let hi = if end < run.pages {
+        fence(end)
+    } else {
+        meta.run_last_key
+    };
+    Err(Some((lo, hi)))
 }
 
 /// Marks generation `generation` spilled, if it is still current: one WAL

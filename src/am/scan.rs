@@ -31,7 +31,7 @@ use super::datum::{datum, index_kind};
 use super::scankey::{self, Plan};
 use crate::key::KeyKind;
 use crate::storage::buffer::{HeldPin, Strategy};
-use crate::storage::delta::{self, DeltaEntry, DeltaPage, DirEntry, Summary};
+use crate::storage::delta::{self, DeltaEntry, DeltaPage, Summary};
 use crate::storage::page::{recycled_error, Recycled};
 use crate::storage::run::{tid_to_ptr, RunPage, Section, Tid};
 use crate::storage::{model_pages, Meta};
@@ -45,11 +45,11 @@ use pgrx::PgMemoryContexts;
 /// pages under a cleanup lock.
 struct Hints {
     meta: Meta,
-    /// The delta directory and its summary, read by the first rescan whose
-    /// keys the delta may hold: a lookup of a key below the run's last one,
-    /// in a generation that has not spilled, reads neither (a delta of
-    /// a million appended rows has nine directory pages).
-    delta: Option<(Vec<DirEntry>, Summary)>,
+    /// The delta directory's summary, read by the first rescan whose keys
+    /// the delta may hold: a lookup of a key below the run's last one, in a
+    /// generation that has not spilled, does not read the directory (a delta
+    /// of a million appended rows has nine directory pages).
+    delta: Option<Summary>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -308,22 +308,14 @@ impl ScanState {
             return;
         }
         let meta = &hints.meta;
-        let (dir, summary) = hints.delta.get_or_insert_with(|| {
-            let dir = delta::directory(rel, meta, Strategy::DEFAULT);
-            let summary = Summary::new(&dir, meta.generation);
-            (dir, summary)
-        });
-        let blocks = summary.candidates(hull, plan.nulls);
         // Delta pages of earlier generations are merged into this one's run.
-        let current = blocks
-            .flat_map(|r| &dir[r.start..r.end.min(dir.len())])
-            .filter(|d| d.generation >= meta.generation);
-        for d in current {
-            let keys = hull.is_some_and(|(lo, hi)| d.may_hold(lo, hi));
-            let nulls = plan.nulls && d.may_hold_nulls();
-            if !(keys || nulls) {
-                continue;
-            }
+        let summary = hints.delta.get_or_insert_with(|| {
+            Summary::new(
+                delta::directory(rel, meta, Strategy::DEFAULT),
+                meta.generation,
+            )
+        });
+        for d in summary.candidates(hull, plan.nulls) {
             let page = DeltaPage::read(rel, d.blk, Strategy::DEFAULT);
             let before = self.delta.len() + self.delta_nulls.len();
             if plan.nulls {

@@ -1,7 +1,8 @@
 //! What a backend keeps per index between calls, in the index's relcache entry
 //! (`rd_amcache`, allocated in `rd_indexcxt` and freed by PostgreSQL whenever
 //! the entry is rebuilt, as after `REINDEX`): the current generation's model
-//! and run page directory, and the delta page this backend last inserted into. Both are hints checked
+//! and run page directory, the delta page this backend last inserted into,
+//! and the open pages for spilled keys it knows of. All are hints checked
 //! against the pages they describe before use.
 
 use pgrx::pg_sys;
@@ -14,6 +15,15 @@ pub struct OpenPage {
     pub blk: pg_sys::BlockNumber,
     pub dir_blk: pg_sys::BlockNumber,
     pub slot: u32,
+}
+
+/// An open delta page for spilled keys within `[lo, hi]`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BoundedPage {
+    pub page: OpenPage,
+    pub lo: u64,
+    pub hi: u64,
 }
 
 const NO_PAGE: OpenPage = OpenPage {
@@ -40,6 +50,10 @@ pub struct AmCache {
     /// last inserted anything else (`blk` invalid for none).
     pub append: OpenPage,
     pub open: OpenPage,
+    /// The open bounded pages as this backend last read the directory, by
+    /// `lo`: `bounded_len` of them in `rd_indexcxt`, or null.
+    bounded: *mut BoundedPage,
+    bounded_len: usize,
     /// What this backend last read of the metapage to route inserts.
     pub route: Route,
 }
@@ -73,6 +87,9 @@ pub unsafe fn get<'a>(rel: pg_sys::Relation) -> &'a mut AmCache {
         if !(*c).starts.is_null() {
             pg_sys::pfree((*c).starts.cast());
         }
+        if !(*c).bounded.is_null() {
+            pg_sys::pfree((*c).bounded.cast());
+        }
         pg_sys::pfree(c.cast());
         c = std::ptr::null_mut();
     }
@@ -87,6 +104,8 @@ pub unsafe fn get<'a>(rel: pg_sys::Relation) -> &'a mut AmCache {
             starts_len: 0,
             append: NO_PAGE,
             open: NO_PAGE,
+            bounded: std::ptr::null_mut(),
+            bounded_len: 0,
             route: Route {
                 valid: false,
                 generation: 0,
@@ -96,6 +115,47 @@ pub unsafe fn get<'a>(rel: pg_sys::Relation) -> &'a mut AmCache {
         (*rel).rd_amcache = c.cast();
     }
     &mut *c
+}
+
+impl AmCache {
+    /// A known open bounded page whose bounds hold `key`.
+    pub fn bounded_for(&self, key: u64) -> Option<BoundedPage> {
+        let pages = self.bounded_pages();
+        // Bounds of different slices of the run meet at most in one key; two
+        // pages opened for one slice by backends racing have the same.
+        let after = pages.partition_point(|b| b.lo <= key);
+        pages[..after].iter().rev().find(|b| key <= b.hi).copied()
+    }
+
+    fn bounded_pages(&self) -> &[BoundedPage] {
+        if self.bounded.is_null() {
+            return &[];
+        }
+        // SAFETY: `bounded` holds `bounded_len` initialized entries,
+        // allocated in `rd_indexcxt` with this cache.
+        unsafe { std::slice::from_raw_parts(self.bounded, self.bounded_len) }
+    }
+
+    /// Replaces the known bounded pages with `pages`.
+    ///
+    /// # Safety
+    /// `rel` must be the index this cache belongs to.
+    pub unsafe fn set_bounded(&mut self, rel: pg_sys::Relation, mut pages: Vec<BoundedPage>) {
+        pages.sort_by_key(|b| b.lo);
+        if !self.bounded.is_null() {
+            pg_sys::pfree(self.bounded.cast());
+            self.bounded = std::ptr::null_mut();
+            self.bounded_len = 0;
+        }
+        if pages.is_empty() {
+            return;
+        }
+        let bytes = std::mem::size_of_val(pages.as_slice());
+        let p: *mut BoundedPage = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, bytes).cast();
+        std::ptr::copy_nonoverlapping(pages.as_ptr(), p, pages.len());
+        self.bounded = p;
+        self.bounded_len = pages.len();
+    }
 }
 
 /// # Safety

@@ -12,12 +12,20 @@
 //! closing the full page (the page, its directory entry and the metapage that
 //! stops listing it as open), then opening another (the metapage, the new
 //! page, and the directory pages that list it).
+//!
+//! Keys inside the run that find no room on their run page (spilled keys) go
+//! to *bounded* pages instead: each open for one slice of the run's key range
+//! (`insert_bounded`), so that a lookup reads only the pages of its slice,
+//! not every page the spilled keys of the whole range went to. The metapage
+//! does not list them (there is one per slice); the directory does, with
+//! their bounds.
 
 use super::directory::{self, DirPage, DIR_CAPACITY};
 use super::{
-    append_entry, init_page, set_header, sort_entries, DeltaEntry, DeltaPage, CLOSED, FREE, OPEN,
+    append_entry, init_page, set_header, sort_entries, DeltaEntry, DeltaHeader, DeltaPage, CLOSED,
+    FREE, OPEN,
 };
-use crate::storage::amcache::{self, OpenPage};
+use crate::storage::amcache::{self, BoundedPage, OpenPage};
 use crate::storage::buffer::Strategy;
 use crate::storage::meta::{MAX_OPEN, META_BLOCK};
 use crate::storage::run::Tid;
@@ -178,13 +186,103 @@ pub fn insert_into_open(rel: pg_sys::Relation, key: u64, tid: Tid, generation: u
     matches!(add(rel, buf, last, &e), Added::Yes)
 }
 
+/// Adds a spilled entry (a key inside the run whose run page has no room,
+/// or any key inside it while a retrain runs) to an open page bounded to
+/// keys that hold it: one this backend knows of (checked on the page), else
+/// one the directory lists, else a new one bounded to `bounds` (the slice of
+/// the run the key falls in) or to those of the known page that filled up.
+/// Returns the page and whether this call opened one; `None` when it has no
+/// bounds to open a page with (the caller then spreads the entry over the
+/// unbounded pages).
+pub fn insert_bounded(
+    rel: pg_sys::Relation,
+    key: u64,
+    tid: Tid,
+    mut bounds: Option<(u64, u64)>,
+) -> Option<(pg_sys::BlockNumber, bool)> {
+    let e = DeltaEntry {
+        key,
+        tid,
+        null: false,
+    };
+    let mut opened = false;
+    loop {
+        // SAFETY: the reference does not outlive this statement.
+        let known = unsafe { amcache::get(rel).bounded_for(key) };
+        let mut full = None;
+        if let Some(b) = known {
+            let page = DeltaPage::open(rel, Buf::read_exclusive(rel, b.page.blk));
+            let h = page.header();
+            if h.state == OPEN && h.bounded != 0 && h.min <= key && key <= h.max {
+                if !page.is_full() {
+                    append_entry(rel, &page, &e);
+                    return Some((b.page.blk, opened));
+                }
+                full = Some(b.page);
+            }
+            bounds = bounds.or(Some((b.lo, b.hi)));
+        }
+        opened |= open_bounded(rel, key, bounds?, full);
+    }
+}
+
+/// Under the metapage's exclusive lock: closes `full` if it still is open
+/// and full, reads the directory's open bounded pages into this backend's
+/// cache and, if none holds `key`, opens one for `bounds` (which hold it).
+/// Returns whether it opened one.
+fn open_bounded(
+    rel: pg_sys::Relation,
+    key: u64,
+    bounds: (u64, u64),
+    full: Option<OpenPage>,
+) -> bool {
+    debug_assert!(bounds.0 <= key && key <= bounds.1);
+    let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
+    if let Some(p) = full {
+        let page = DeltaPage::open(rel, Buf::read_exclusive(rel, p.blk));
+        if page.header().state == OPEN && page.is_full() {
+            close(rel, &mut meta, &meta_buf, page, p.dir_blk, p.slot as usize);
+        }
+    }
+    let dir = directory::directory(rel, &meta, Strategy::DEFAULT);
+    let mut pages: Vec<BoundedPage> = dir
+        .iter()
+        .filter(|d| d.state == OPEN && d.bounded)
+        .map(|d| BoundedPage {
+            page: OpenPage {
+                blk: d.blk,
+                dir_blk: d.dir_blk,
+                slot: d.slot as u32,
+            },
+            lo: d.min,
+            hi: d.max,
+        })
+        .collect();
+    let found = pages.iter().any(|b| b.lo <= key && key <= b.hi);
+    if !found {
+        let page = reuse_free_page(rel, &mut meta, &meta_buf, &dir, Some(bounds))
+            .unwrap_or_else(|| new_page(rel, &mut meta, &meta_buf, Some(bounds)));
+        pages.push(BoundedPage {
+            page,
+            lo: bounds.0,
+            hi: bounds.1,
+        });
+    }
+    // SAFETY: the reference does not outlive this statement.
+    unsafe { amcache::get(rel).set_bounded(rel, pages) };
+    !found
+}
+
 /// Adds `e` to open page `p`, whose buffer is exclusive-locked, after lowering
 /// the page's key bound in its directory entry if `e` is below it (a record of
 /// its own, first: a bound lower than needed is harmless).
 fn add(rel: pg_sys::Relation, buf: Buf, p: OpenPage, e: &DeltaEntry) -> Added {
     let page = DeltaPage::open(rel, buf);
     let h = page.header();
-    if h.state != OPEN || page.is_full() {
+    // A cached page may have been freed and reopened for spilled keys since.
+    if h.state != OPEN || h.bounded != 0 || page.is_full() {
         return Added::NeedsPage(p.blk);
     }
     // The page's own min is never below its directory bound, so only a key
@@ -210,7 +308,7 @@ fn add(rel: pg_sys::Relation, buf: Buf, p: OpenPage, e: &DeltaEntry) -> Added {
                     p.slot as usize,
                     (entry.blk, entry.generation),
                     OPEN,
-                    entry.has_nulls,
+                    (entry.has_nulls, false),
                     (e.key, entry.max),
                 )
             };
@@ -243,13 +341,16 @@ fn open_page(rel: pg_sys::Relation, stale: Option<pg_sys::BlockNumber>) {
         None if n < MAX_OPEN => {}
         None => return,
     }
-    if !reuse_free_page(rel, &mut meta, &meta_buf) {
-        new_page(rel, &mut meta, &meta_buf);
+    let dir = directory::directory(rel, &meta, Strategy::DEFAULT);
+    if reuse_free_page(rel, &mut meta, &meta_buf, &dir, None).is_none() {
+        new_page(rel, &mut meta, &meta_buf, None);
     }
 }
 
 /// One WAL record: the full page is marked closed with its key range in the
-/// directory, and the metapage stops listing it as open and counts it.
+/// directory, and the metapage stops listing it as open and counts it. A
+/// bounded page's header held its bounds: its range becomes its keys', and
+/// one left empty becomes free instead.
 fn close(
     rel: pg_sys::Relation,
     meta: &mut Meta,
@@ -272,84 +373,130 @@ fn close(
                 "metapage points to the wrong delta directory entry",
             );
         }
-        h.state = CLOSED;
-        meta.closed_pages += 1;
-        if h.min <= h.max {
-            meta.closed_width += (h.max - h.min) as f64;
-            meta.key_lo = meta.key_lo.min(h.min);
-            meta.key_hi = meta.key_hi.max(h.max);
+        if h.bounded != 0 {
+            (h.min, h.max) = page
+                .entries()
+                .filter(|e| !e.null)
+                .fold((u64::MAX, 0), |(lo, hi), e| (lo.min(e.key), hi.max(e.key)));
+        }
+        h.state = if h.bounded != 0 && page.is_empty() {
+            FREE
+        } else {
+            CLOSED
+        };
+        if h.state == CLOSED {
+            meta.closed_pages += 1;
+            if h.min <= h.max {
+                meta.closed_width += (h.max - h.min) as f64;
+                meta.key_lo = meta.key_lo.min(h.min);
+                meta.key_hi = meta.key_hi.max(h.max);
+            }
         }
         let image = wal.page(page.buf(), false);
         let dimage = wal.page(dir.buf(), false);
         // SAFETY: WAL images of pages locked here; the slot was checked above.
         unsafe {
-            set_header(image, &h);
-            // Lookups binary-search a closed page; the order costs this
-            // record the page's entries, once per page.
-            sort_entries(image);
-            directory::set_entry(
-                dimage,
-                slot,
-                (blk, entry.generation),
-                CLOSED,
-                h.has_nulls != 0,
-                (h.min, h.max),
-            );
+            if h.state == FREE {
+                set_header(
+                    image,
+                    &DeltaHeader {
+                        state: FREE,
+                        ..DeltaHeader::empty()
+                    },
+                );
+                directory::set_entry(
+                    dimage,
+                    slot,
+                    (blk, entry.generation),
+                    FREE,
+                    (false, false),
+                    (0, 0),
+                );
+            } else {
+                set_header(image, &h);
+                // Lookups binary-search a closed page; the order costs this
+                // record the page's entries, once per page.
+                sort_entries(image);
+                directory::set_entry(
+                    dimage,
+                    slot,
+                    (blk, entry.generation),
+                    CLOSED,
+                    (h.has_nulls != 0, false),
+                    (h.min, h.max),
+                );
+            }
         }
     }
     meta.write(&mut wal, meta_buf);
     wal.finish();
 }
 
-fn install(meta: &mut Meta, delta_blk: u32, dir_blk: u32, dir_slot: usize) {
+fn install(meta: &mut Meta, p: OpenPage) {
     let s = meta.n_open as usize;
     debug_assert!(s < MAX_OPEN);
-    meta.open[s] = delta_blk;
-    meta.open_dir[s] = dir_blk;
-    meta.open_slot[s] = dir_slot as u32;
+    meta.open[s] = p.blk;
+    meta.open_dir[s] = p.dir_blk;
+    meta.open_slot[s] = p.slot;
     meta.n_open += 1;
 }
 
-/// Reopens a page VACUUM emptied, if there is one. One WAL record: metapage,
-/// delta page, directory page.
-fn reuse_free_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) -> bool {
-    let Some(free) = directory::directory(rel, meta, Strategy::DEFAULT)
-        .into_iter()
-        .find(|e| e.state == FREE)
-    else {
-        return false;
-    };
+/// Reopens a page VACUUM emptied, if `dir` lists one: open for any entry,
+/// or bounded to `bounds`. One WAL record: metapage, delta page, directory
+/// page.
+fn reuse_free_page(
+    rel: pg_sys::Relation,
+    meta: &mut Meta,
+    meta_buf: &Buf,
+    dir: &[directory::DirEntry],
+    bounds: Option<(u64, u64)>,
+) -> Option<OpenPage> {
+    let free = dir.iter().find(|e| e.state == FREE)?;
     let page = DeltaPage::open(rel, Buf::read_exclusive(rel, free.blk));
-    let dir = DirPage::read_exclusive(rel, free.dir_blk);
-    // Only VACUUM frees pages and only this path (under the metapage lock)
-    // reuses them, so the entry is still free; check rather than assume.
-    if dir.entry(rel, free.slot).state != FREE || page.header().state != FREE {
-        return false;
+    let dpage = DirPage::read_exclusive(rel, free.dir_blk);
+    // Only VACUUM and closing an empty bounded page free pages, and only
+    // this path (under the metapage lock) reuses them, so the entry is still
+    // free; check rather than assume.
+    if dpage.entry(rel, free.slot).state != FREE || page.header().state != FREE {
+        return None;
     }
-    install(meta, free.blk, free.dir_blk, free.slot);
+    let p = OpenPage {
+        blk: free.blk,
+        dir_blk: free.dir_blk,
+        slot: free.slot as u32,
+    };
+    if bounds.is_none() {
+        install(meta, p);
+    }
     let mut wal = Wal::start(rel);
     meta.write(&mut wal, meta_buf);
     let image = wal.page(page.buf(), true);
-    let dimage = wal.page(dir.buf(), false);
+    let dimage = wal.page(dpage.buf(), false);
     // SAFETY: WAL images of pages locked above; the slot came from the directory.
     unsafe {
-        init_page(image, meta.insert_generation);
+        init_page(image, meta.insert_generation, bounds);
         directory::set_entry(
             dimage,
             free.slot,
             (free.blk, meta.insert_generation),
             OPEN,
-            false,
-            directory::OPEN_RANGE,
+            (false, bounds.is_some()),
+            bounds.unwrap_or(directory::OPEN_RANGE),
         );
     }
     wal.finish();
-    true
+    Some(p)
 }
 
-/// Extends the index by a delta page, and by a directory page when the last
-/// one is full. One WAL record: metapage, delta page, up to two directory pages.
-fn new_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
+/// Extends the index by a delta page, open for any entry or bounded to
+/// `bounds`, and by a directory page when the last one is full. One WAL
+/// record: metapage, delta page, up to two directory pages.
+fn new_page(
+    rel: pg_sys::Relation,
+    meta: &mut Meta,
+    meta_buf: &Buf,
+    bounds: Option<(u64, u64)>,
+) -> OpenPage {
     let delta = Buf::extend(rel, true);
     let tail = (meta.dir_tail != pg_sys::InvalidBlockNumber)
         .then(|| DirPage::read_exclusive(rel, meta.dir_tail));
@@ -360,8 +507,8 @@ fn new_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
     let mut wal = Wal::start(rel);
     // SAFETY: every page written below is a WAL image of a buffer locked here,
     // and the directory slot is below DIR_CAPACITY.
-    unsafe {
-        init_page(wal.page(&delta, true), meta.insert_generation);
+    let p = unsafe {
+        init_page(wal.page(&delta, true), meta.insert_generation, bounds);
         let (dir_blk, dir_slot, image) = match (&new_dir, &tail) {
             (None, Some(t)) => (t.buf().blkno(), t.len(), wal.page(t.buf(), false)),
             (Some(d), _) => {
@@ -376,12 +523,26 @@ fn new_page(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
             }
             (None, None) => unreachable!("no tail directory page means a new one"),
         };
-        directory::append(image, dir_slot, delta.blkno(), meta.insert_generation);
-        install(meta, delta.blkno(), dir_blk, dir_slot);
-        meta.delta_pages += 1;
-        meta.write(&mut wal, meta_buf);
+        directory::append(
+            image,
+            dir_slot,
+            delta.blkno(),
+            meta.insert_generation,
+            bounds,
+        );
+        OpenPage {
+            blk: delta.blkno(),
+            dir_blk,
+            slot: dir_slot as u32,
+        }
+    };
+    if bounds.is_none() {
+        install(meta, p);
     }
+    meta.delta_pages += 1;
+    meta.write(&mut wal, meta_buf);
     wal.finish();
+    p
 }
 
 /// Freezes the delta for a retrain (DESIGN.md section 3b): from now on new
@@ -403,12 +564,20 @@ pub fn freeze(rel: pg_sys::Relation, next: u32) -> Meta {
     meta
 }
 
-/// Closes every open delta page, one WAL record each. The caller holds the
-/// metapage exclusive-locked in `meta_buf`, and `meta` is its content.
+/// Closes every open delta page, one WAL record each: those the metapage
+/// lists, then the bounded ones the directory lists. The caller holds the
+/// metapage exclusive-locked in `meta_buf` (so no page opens meanwhile), and
+/// `meta` is its content.
 pub fn close_open(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
     while meta.n_open > 0 {
         let (blk, dir_blk, slot) = (meta.open[0], meta.open_dir[0], meta.open_slot[0]);
         let page = DeltaPage::open(rel, Buf::read_exclusive(rel, blk));
         close(rel, meta, meta_buf, page, dir_blk, slot as usize);
+    }
+    for d in directory::directory(rel, meta, Strategy::DEFAULT) {
+        if d.state == OPEN && d.bounded {
+            let page = DeltaPage::open(rel, Buf::read_exclusive(rel, d.blk));
+            close(rel, meta, meta_buf, page, d.dir_blk, d.slot);
+        }
     }
 }

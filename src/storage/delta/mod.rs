@@ -14,7 +14,7 @@ mod insert;
 mod vacuum;
 
 pub use directory::{directory, DirEntry, DirPage, Summary};
-pub use insert::{close_open, freeze, insert, insert_into_open, Placement};
+pub use insert::{close_open, freeze, insert, insert_bounded, insert_into_open, Placement};
 pub use vacuum::{bulk_delete, discard, retag};
 
 use super::buffer::Strategy;
@@ -27,7 +27,8 @@ use pgrx::pg_sys;
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct DeltaHeader {
-    /// Smallest and largest non-null key on the page (`u64::MAX`, 0 if none).
+    /// Smallest and largest non-null key on the page (`u64::MAX`, 0 if none);
+    /// on an open bounded page, the bounds its keys must lie within.
     pub min: u64,
     pub max: u64,
     pub count: u16,
@@ -36,7 +37,11 @@ pub struct DeltaHeader {
     /// 1 once the page is closed: its entries are in (key, TID) order, so a
     /// lookup binary-searches them (0 on pages closed by earlier builds).
     pub sorted: u8,
-    pub _pad: [u8; 3],
+    /// 1 on a page for spilled keys of one key range (see [`insert`]): while
+    /// open, it takes only keys within `[min, max]`, which its directory
+    /// entry gives as well (0 on pages of earlier versions).
+    pub bounded: u8,
+    pub _pad: [u8; 2],
 }
 
 /// One entry as stored.
@@ -76,7 +81,8 @@ impl DeltaHeader {
             state: OPEN,
             has_nulls: 0,
             sorted: 0,
-            _pad: [0; 3],
+            bounded: 0,
+            _pad: [0; 2],
         }
     }
 }
@@ -301,11 +307,22 @@ unsafe fn set_entry(image: pg_sys::Page, i: usize, d: &DeltaEntry) {
         });
 }
 
+/// Formats an empty open delta page, bounded to `bounds` or not.
+///
 /// # Safety
 /// `image` must be a writable page image.
-unsafe fn init_page(image: pg_sys::Page, generation: u32) {
+unsafe fn init_page(image: pg_sys::Page, generation: u32, bounds: Option<(u64, u64)>) {
     page::init(image, PageKind::Delta, generation, HEADER);
-    set_header(image, &DeltaHeader::empty());
+    let h = match bounds {
+        Some((min, max)) => DeltaHeader {
+            min,
+            max,
+            bounded: 1,
+            ..DeltaHeader::empty()
+        },
+        None => DeltaHeader::empty(),
+    };
+    set_header(image, &h);
 }
 
 /// Delta entries and pages in use by the current generation, for statistics.

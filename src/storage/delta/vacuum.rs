@@ -60,7 +60,14 @@ pub fn bulk_delete(
             }
             let nh = if free {
                 let dimage = wal.page(dir.as_ref().unwrap().buf(), false);
-                directory::set_entry(dimage, d.slot, (d.blk, d.generation), FREE, false, (0, 0));
+                directory::set_entry(
+                    dimage,
+                    d.slot,
+                    (d.blk, d.generation),
+                    FREE,
+                    (false, false),
+                    (0, 0),
+                );
                 DeltaHeader {
                     state: FREE,
                     ..DeltaHeader::empty()
@@ -102,7 +109,14 @@ pub fn discard(rel: pg_sys::Relation, d: &directory::DirEntry) {
                 ..DeltaHeader::empty()
             },
         );
-        directory::set_entry(dimage, d.slot, (d.blk, d.generation), FREE, false, (0, 0));
+        directory::set_entry(
+            dimage,
+            d.slot,
+            (d.blk, d.generation),
+            FREE,
+            (false, false),
+            (0, 0),
+        );
     }
     wal.finish();
 }
@@ -131,7 +145,7 @@ pub fn retag(rel: pg_sys::Relation, d: &directory::DirEntry, generation: u32) {
             d.slot,
             (d.blk, generation),
             CLOSED,
-            entry.has_nulls,
+            (entry.has_nulls, false),
             (entry.min, entry.max),
         );
     }
