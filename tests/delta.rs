@@ -248,6 +248,59 @@ fn spilled_rows_cost_a_lookup_only_its_slice() {
     assert_verified(&mut c, "t_k");
 }
 
+/// A bounded page that fills is replaced by two, each bounded to half its
+/// keys (split at their median), so the spilled pages of one slice cost a
+/// lookup about the log of their number: here 100,000 rows spill into the one
+/// slice of a small run.
+#[test]
+fn a_bounded_page_that_fills_halves_its_bounds() {
+    let cluster = Cluster::start("delta_halves", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         SELECT setseed(0.5);
+         INSERT INTO t SELECT g * 3 FROM generate_series(1, 100000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t SELECT (random() * 300000)::int8 FROM generate_series(1, 100000);
+         VACUUM ANALYZE t;
+         SET enable_seqscan = off; SET enable_bitmapscan = off",
+    );
+    let run_pages = count(&mut c, "SELECT run_pages FROM learned_index_stats('t_k')");
+    let delta_pages = count(&mut c, "SELECT delta_pages FROM learned_index_stats('t_k')");
+    let blocks = index_blocks(
+        &mut c,
+        "t_k",
+        "DO $$ DECLARE r int8; BEGIN FOR i IN 1..100 LOOP
+           EXECUTE 'SELECT count(*) FROM t WHERE k = $1' INTO STRICT r USING i * 2999;
+         END LOOP; END $$",
+    );
+    eprintln!(
+        "{blocks} index blocks for 100 selects: {run_pages} run pages, {delta_pages} delta pages"
+    );
+    assert!(
+        run_pages <= 16 && delta_pages >= 150,
+        "not one slice with many spilled pages: {run_pages} run pages, {delta_pages} delta pages"
+    );
+    // Two metapage reads, the directory, the run page, and a closed page per
+    // halving (eight for 256 pages) with the open one, and some slack: far
+    // below a page per spilled page.
+    let dir_pages = (delta_pages + 253) / 254;
+    let per_select = 3 + dir_pages + 12;
+    assert!(
+        blocks <= 100 * per_select,
+        "selects read more than a page per halving: {blocks} blocks, {per_select} a select allowed"
+    );
+    for q in [
+        "SELECT count(*)::text FROM t WHERE k BETWEEN 1000 AND 200000",
+        "SELECT string_agg(k::text, ',' ORDER BY k) FROM t WHERE k BETWEEN 150000 AND 150300",
+        "SELECT count(*)::text FROM t WHERE k IN (0, 3, 150000, 299999, 300000)",
+    ] {
+        assert_index_matches_table(&mut c, "t_k", q, q);
+    }
+    assert_verified(&mut c, "t_k");
+}
+
 /// A key above the run's last entry can only be in the delta: a probe for
 /// it reads the delta page that holds it and no run page.
 #[test]

@@ -227,9 +227,14 @@ pub fn insert_bounded(
 }
 
 /// Under the metapage's exclusive lock: closes `full` if it still is open
-/// and full, reads the directory's open bounded pages into this backend's
-/// cache and, if none holds `key`, opens one for `bounds` (which hold it).
-/// Returns whether it opened one.
+/// and full, opening a page for each half of its bounds (split at its median
+/// key) in its place; reads the directory's open bounded pages into this
+/// backend's cache and, if none holds `key`, opens one for `bounds` (which
+/// hold it). Returns whether it opened a page.
+///
+/// Halving the bounds of a page that filled keeps a lookup's cost in the log
+/// of the spilled rows of its slice rather than in their number: a key lies
+/// in the range of one closed page per halving, as in a tree of that depth.
 fn open_bounded(
     rel: pg_sys::Relation,
     key: u64,
@@ -240,13 +245,18 @@ fn open_bounded(
     let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
     // SAFETY: block 0, pinned and exclusive-locked.
     let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
+    let mut halves = vec![];
     if let Some(p) = full {
         let page = DeltaPage::open(rel, Buf::read_exclusive(rel, p.blk));
-        if page.header().state == OPEN && page.is_full() {
+        let h = page.header();
+        if h.state == OPEN && page.is_full() {
+            if h.bounded != 0 {
+                halves = halve(&page, (h.min, h.max));
+            }
             close(rel, &mut meta, &meta_buf, page, p.dir_blk, p.slot as usize);
         }
     }
-    let dir = directory::directory(rel, &meta, Strategy::DEFAULT);
+    let mut dir = directory::directory(rel, &meta, Strategy::DEFAULT);
     let mut pages: Vec<BoundedPage> = dir
         .iter()
         .filter(|d| d.state == OPEN && d.bounded)
@@ -261,18 +271,40 @@ fn open_bounded(
         })
         .collect();
     let found = pages.iter().any(|b| b.lo <= key && key <= b.hi);
-    if !found {
-        let page = reuse_free_page(rel, &mut meta, &meta_buf, &dir, Some(bounds))
-            .unwrap_or_else(|| new_page(rel, &mut meta, &meta_buf, Some(bounds)));
+    let wanted = if found {
+        halves
+    } else if halves.is_empty() {
+        vec![bounds]
+    } else {
+        halves
+    };
+    let opened = !wanted.is_empty();
+    for b in wanted {
+        let page = reuse_free_page(rel, &mut meta, &meta_buf, &mut dir, Some(b))
+            .unwrap_or_else(|| new_page(rel, &mut meta, &meta_buf, Some(b)));
         pages.push(BoundedPage {
             page,
-            lo: bounds.0,
-            hi: bounds.1,
+            lo: b.0,
+            hi: b.1,
         });
     }
     // SAFETY: the reference does not outlive this statement.
     unsafe { amcache::get(rel).set_bounded(rel, pages) };
-    !found
+    opened
+}
+
+/// The two halves of the bounds `(lo, hi)` of a full bounded page, split at
+/// its median key (the upper half from it): none if every key but the
+/// smallest is one value, which no split would part.
+fn halve(page: &DeltaPage, (lo, hi): (u64, u64)) -> Vec<(u64, u64)> {
+    let mut keys: Vec<u64> = page.entries().map(|e| e.key).collect();
+    let mid = keys.len() / 2;
+    let (_, &mut median, _) = keys.select_nth_unstable(mid);
+    if lo < median && median <= hi {
+        vec![(lo, median - 1), (median, hi)]
+    } else {
+        vec![]
+    }
 }
 
 /// Adds `e` to open page `p`, whose buffer is exclusive-locked, after lowering
@@ -341,8 +373,8 @@ fn open_page(rel: pg_sys::Relation, stale: Option<pg_sys::BlockNumber>) {
         None if n < MAX_OPEN => {}
         None => return,
     }
-    let dir = directory::directory(rel, &meta, Strategy::DEFAULT);
-    if reuse_free_page(rel, &mut meta, &meta_buf, &dir, None).is_none() {
+    let mut dir = directory::directory(rel, &meta, Strategy::DEFAULT);
+    if reuse_free_page(rel, &mut meta, &meta_buf, &mut dir, None).is_none() {
         new_page(rel, &mut meta, &meta_buf, None);
     }
 }
@@ -448,10 +480,12 @@ fn reuse_free_page(
     rel: pg_sys::Relation,
     meta: &mut Meta,
     meta_buf: &Buf,
-    dir: &[directory::DirEntry],
+    dir: &mut [directory::DirEntry],
     bounds: Option<(u64, u64)>,
 ) -> Option<OpenPage> {
-    let free = dir.iter().find(|e| e.state == FREE)?;
+    let free = dir.iter_mut().find(|e| e.state == FREE)?;
+    // Taken, whether or not it can be reused: the caller may open another.
+    free.state = OPEN;
     let page = DeltaPage::open(rel, Buf::read_exclusive(rel, free.blk));
     let dpage = DirPage::read_exclusive(rel, free.dir_blk);
     // Only VACUUM and closing an empty bounded page free pages, and only
