@@ -309,12 +309,17 @@ impl ScanState {
         }
         let meta = &hints.meta;
         // Delta pages of earlier generations are merged into this one's run.
-        let summary = hints.delta.get_or_insert_with(|| {
-            Summary::new(
+        let summary = match &mut hints.delta {
+            Some(summary) => {
+                // Rescanned: ordered once for every rescan to come.
+                summary.order();
+                summary
+            }
+            None => hints.delta.insert(Summary::new(
                 delta::directory(rel, meta, Strategy::DEFAULT),
                 meta.generation,
-            )
-        });
+            )),
+        };
         for d in summary.candidates(hull, plan.nulls) {
             let page = DeltaPage::read(rel, d.blk, Strategy::DEFAULT);
             let before = self.delta.len() + self.delta_nulls.len();

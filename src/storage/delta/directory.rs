@@ -82,31 +82,45 @@ impl DirEntry {
 /// Entries a [`Summary`] block covers.
 const SUMMARY_BLOCK: usize = 64;
 
-/// The directory entries a generation reads, ordered by the smallest key each
-/// may hold and in blocks of [`SUMMARY_BLOCK`], each with the largest key its
-/// entries may hold, so that a scan rescanned for every outer row of a nested
-/// loop looks only at the blocks that may matter. Pages keep apart in key
-/// order what they hold: time-ordered inserts fill pages with rising,
-/// disjoint key ranges, and spilled keys fill pages bounded to a slice of the
-/// run; a probe's key lies in a block or two. (Checking every entry at every
-/// rescan cost a probe 5 us by a million rows in the delta.)
+/// The directory entries a generation reads. A scan rescanned for every
+/// outer row of a nested loop orders them ([`Summary::order`]) by the
+/// smallest key each may hold, in blocks of [`SUMMARY_BLOCK`] with the
+/// largest key each block's entries may hold, so that a probe looks only at
+/// the blocks that may matter. Pages keep apart in key order what they hold:
+/// time-ordered inserts fill pages with rising, disjoint key ranges, spilled
+/// keys fill pages bounded to ever smaller parts of the run; a probe's key
+/// lies in a block or two. (Checking every entry at every rescan cost a probe
+/// 5 us by a million rows in the delta.) A scan that looks once filters them
+/// as they are: ordering would cost it more than it saves.
 pub struct Summary {
     entries: Vec<DirEntry>,
-    /// Per block: the largest key an entry may hold, and whether one may
-    /// hold NULLs.
-    blocks: Vec<(u64, bool)>,
+    /// Once ordered, per block: the largest key an entry may hold, and
+    /// whether one may hold NULLs.
+    blocks: Option<Vec<(u64, bool)>>,
 }
 
 impl Summary {
-    /// Summarizes `dir`'s entries of generation `generation` and later (the
-    /// earlier ones were merged into the run) that are not free.
+    /// `dir`'s entries of generation `generation` and later (the earlier ones
+    /// were merged into the run) that are not free.
     pub fn new(dir: Vec<DirEntry>, generation: u32) -> Summary {
-        let mut entries: Vec<DirEntry> = dir
+        let entries = dir
             .into_iter()
             .filter(|d| d.generation >= generation && d.state != FREE)
             .collect();
-        entries.sort_by_key(|d| d.range().0);
-        let blocks = entries
+        Summary {
+            entries,
+            blocks: None,
+        }
+    }
+
+    /// Orders the entries for repeated lookups (once).
+    pub fn order(&mut self) {
+        if self.blocks.is_some() {
+            return;
+        }
+        self.entries.sort_unstable_by_key(|d| d.range().0);
+        let blocks = self
+            .entries
             .chunks(SUMMARY_BLOCK)
             .map(|chunk| {
                 chunk.iter().fold((0, false), |(max, nulls), d| {
@@ -114,7 +128,7 @@ impl Summary {
                 })
             })
             .collect();
-        Summary { entries, blocks }
+        self.blocks = Some(blocks);
     }
 
     /// The entries that may hold a key in `[lo, hi]` (none for `None`)
@@ -125,16 +139,24 @@ impl Summary {
         keys: Option<(u64, u64)>,
         nulls: bool,
     ) -> impl Iterator<Item = &DirEntry> + '_ {
+        let block = match self.blocks {
+            Some(_) => SUMMARY_BLOCK,
+            None => self.entries.len().max(1),
+        };
         self.entries
-            .chunks(SUMMARY_BLOCK)
-            .zip(&self.blocks)
-            .filter(move |(chunk, &(max, has_nulls))| {
+            .chunks(block)
+            .enumerate()
+            .filter(move |&(b, chunk)| {
+                let Some(blocks) = &self.blocks else {
+                    return true;
+                };
+                let (max, has_nulls) = blocks[b];
                 // Entries are ordered by their smallest key, so a block
                 // whose first lies above `hi` holds nothing below it.
                 keys.is_some_and(|(lo, hi)| chunk[0].range().0 <= hi && lo <= max)
                     || nulls && has_nulls
             })
-            .flat_map(|(chunk, _)| chunk)
+            .flat_map(|(_, chunk)| chunk)
             .filter(move |d| {
                 keys.is_some_and(|(lo, hi)| d.may_hold(lo, hi)) || nulls && d.may_hold_nulls()
             })
@@ -377,8 +399,12 @@ mod tests {
             width in 0u64..8,
             keys in any::<bool>(),
             nulls in any::<bool>(),
+            ordered in any::<bool>(),
         ) {
-            let summary = Summary::new(dir.clone(), generation);
+            let mut summary = Summary::new(dir.clone(), generation);
+            if ordered {
+                summary.order();
+            }
             // Sometimes an empty interval (`lo > hi`), as a floor above the
             // scan's keys makes it.
             let keys = keys.then_some((lo, (lo + width).saturating_sub(2)));
