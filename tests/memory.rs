@@ -128,6 +128,66 @@ fn a_million_rescans_do_not_grow_the_backend() {
     assert_eq!(n, want);
 }
 
+/// What a backend caches per index (the model, the run's page directory,
+/// the open pages for spilled rows) is one chunk, which PostgreSQL frees
+/// whenever it resets the relcache entry of an index in use (here an open
+/// cursor's): 600 resets (an ANALYZE that changes the index's statistics),
+/// each followed by a lookup and spilled inserts that cache it all again,
+/// leave the index's memory as it was.
+#[test]
+fn relcache_resets_do_not_grow_the_index_cache() {
+    let cluster = Cluster::start("amcachemem", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    common::run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         SELECT setseed(0.75);
+         INSERT INTO t SELECT (random() * 1e15)::int8 FROM generate_series(1, 1000000);
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         SET enable_seqscan = off; SET enable_bitmapscan = off;
+         BEGIN;
+         DECLARE cur CURSOR FOR SELECT k FROM t WHERE k > 0;
+         FETCH 1 FROM cur",
+    );
+    let cycle = |c: &mut postgres::Client, n: i32| {
+        c.batch_execute(&format!(
+            "DO $$ BEGIN FOR i IN 1..{n} LOOP
+               INSERT INTO t SELECT (random() * 1e15)::int8 FROM generate_series(1, 20);
+               ANALYZE t;
+               PERFORM count(*) FROM t WHERE k = i::int8 * 1999999999;
+             END LOOP; END $$"
+        ))
+        .unwrap();
+    };
+    let index_memory = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT coalesce(sum(total_bytes), 0)::int8 FROM pg_backend_memory_contexts
+             WHERE ident = 't_k'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    cycle(&mut c, 50);
+    let before = index_memory(&mut c);
+    cycle(&mut c, 600);
+    let after = index_memory(&mut c);
+    c.batch_execute("COMMIT").unwrap();
+    let run_pages: i64 = c
+        .query_one("SELECT run_pages FROM learned_index_stats('t_k')", &[])
+        .unwrap()
+        .get(0);
+    eprintln!("index memory {before} -> {after} bytes over 600 resets, {run_pages} run pages");
+    assert!(before > 0, "no memory context for the index");
+    // A reset that left the page directory behind (8 bytes a run page)
+    // would grow it by that every time.
+    assert!(
+        after - before < 8 * run_pages * 10,
+        "600 relcache resets grew the index's memory from {before} to {after} bytes"
+    );
+    common::assert_verified(&mut c, "t_k");
+}
+
 /// An allocation the build cannot get raises `ERROR: out of memory`: the
 /// backend's address space is capped below what the sort would take with a
 /// large maintenance_work_mem. The backend lives on and the cluster does not

@@ -67,7 +67,10 @@ impl Shape {
     fn delta_pages(&self, selectivity: f64) -> f64 {
         self.meta
             .as_ref()
-            .map_or(0.0, |m| m.n_open as f64 + m.closed_pages_read(selectivity))
+            // Spilled rows: one open bounded page besides the closed ones.
+            .map_or(0.0, |m| {
+                m.n_open as f64 + (m.spilled != 0) as u8 as f64 + m.closed_pages_read(selectivity)
+            })
     }
 }
 

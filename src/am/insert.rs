@@ -70,7 +70,11 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
     let mut bounds = None;
     if inside {
         // SAFETY: the reference does not outlive this statement.
-        let known = unsafe { amcache::get(rel).bounded_for(pair.0).is_some() };
+        let known = unsafe {
+            amcache::get(rel)
+                .bounded_for(pair.0, Some(meta.insert_generation))
+                .is_some()
+        };
         // The metapage's share lock keeps a retrain from freezing the run
         // pages (it takes the lock exclusive) until the entry is in.
         match add_to_run(rel, &meta, pair, !retraining, !known) {
@@ -85,7 +89,7 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
         mark_spilled(rel, meta.generation);
     }
     let (blk, opened) = match inside
-        .then(|| delta::insert_bounded(rel, pair.0, pair.1, bounds))
+        .then(|| delta::insert_bounded(rel, pair.0, pair.1, bounds, meta.insert_generation))
         .flatten()
     {
         Some(went) => went,

@@ -32,28 +32,30 @@ const NO_PAGE: OpenPage = OpenPage {
     slot: 0,
 };
 
+/// The cache: this header, then in the same chunk (PostgreSQL frees
+/// `rd_amcache` as one chunk when it resets the relcache entry, so nothing
+/// may hang off it) the model's bytes, the run's page directory and the
+/// known bounded pages, each at an 8-byte aligned offset. Replacing the model
+/// or the bounded pages allocates a new chunk; views into the old one must
+/// not be kept across that.
 #[repr(C)]
 pub struct AmCache {
     /// The storage these hints describe (checked as well as relied on being
     /// freed with the relcache entry).
     relfilenode: u32,
-    /// The model of generation `model_generation`: `model_len` bytes in
-    /// `rd_indexcxt`, or null.
+    /// The generation whose model and page directory follow (0 for none).
     pub model_generation: u32,
-    pub model: *mut u8,
-    pub model_len: usize,
-    /// Its run's page directory (`search::Directory`): `starts_len` u64s in
-    /// `rd_indexcxt`, or null.
-    pub starts: *mut u64,
-    pub starts_len: usize,
+    model_len: usize,
+    /// The run's page directory (`search::Directory`), `starts_len` u64s.
+    starts_len: usize,
+    /// The open bounded pages as this backend last read the directory, by
+    /// `lo`, read while new delta pages carried `bounded_generation`.
+    bounded_len: usize,
+    bounded_generation: u32,
     /// Where this backend last inserted a key above the run, and where it
     /// last inserted anything else (`blk` invalid for none).
     pub append: OpenPage,
     pub open: OpenPage,
-    /// The open bounded pages as this backend last read the directory, by
-    /// `lo`: `bounded_len` of them in `rd_indexcxt`, or null.
-    bounded: *mut BoundedPage,
-    bounded_len: usize,
     /// What this backend last read of the metapage to route inserts.
     pub route: Route,
 }
@@ -81,81 +83,148 @@ pub unsafe fn get<'a>(rel: pg_sys::Relation) -> &'a mut AmCache {
     let node = relfilenode(rel);
     let mut c = (*rel).rd_amcache as *mut AmCache;
     if !c.is_null() && (*c).relfilenode != node {
-        if !(*c).model.is_null() {
-            pg_sys::pfree((*c).model.cast());
-        }
-        if !(*c).starts.is_null() {
-            pg_sys::pfree((*c).starts.cast());
-        }
-        if !(*c).bounded.is_null() {
-            pg_sys::pfree((*c).bounded.cast());
-        }
         pg_sys::pfree(c.cast());
+        (*rel).rd_amcache = std::ptr::null_mut();
         c = std::ptr::null_mut();
     }
     if c.is_null() {
-        c = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, std::mem::size_of::<AmCache>()).cast();
-        c.write(AmCache {
+        let empty = AmCache {
             relfilenode: node,
             model_generation: 0,
-            model: std::ptr::null_mut(),
             model_len: 0,
-            starts: std::ptr::null_mut(),
             starts_len: 0,
+            bounded_len: 0,
+            bounded_generation: 0,
             append: NO_PAGE,
             open: NO_PAGE,
-            bounded: std::ptr::null_mut(),
-            bounded_len: 0,
             route: Route {
                 valid: false,
                 generation: 0,
                 run_last: None,
             },
-        });
-        (*rel).rd_amcache = c.cast();
+        };
+        c = install(rel, empty, (&[], &[]), &[]);
     }
     &mut *c
 }
 
+/// Rounds `n` up to a multiple of 8.
+fn aligned(n: usize) -> usize {
+    n.div_ceil(8) * 8
+}
+
+/// Allocates a chunk holding `header` and the three arrays (their lengths
+/// set from them), frees the old one and makes the new one `rd_amcache`.
+///
+/// # Safety
+/// `rel` must be an open index; the arrays must not point into the old chunk
+/// unless they were copied out first.
+unsafe fn install(
+    rel: pg_sys::Relation,
+    mut header: AmCache,
+    (model, starts): (&[u8], &[u64]),
+    bounded: &[BoundedPage],
+) -> *mut AmCache {
+    header.model_len = model.len();
+    header.starts_len = starts.len();
+    header.bounded_len = bounded.len();
+    let (m, s, b) = header.offsets();
+    let bytes = b + std::mem::size_of_val(bounded);
+    let c: *mut AmCache = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, bytes).cast();
+    let base = c.cast::<u8>();
+    std::ptr::copy_nonoverlapping(model.as_ptr(), base.add(m), model.len());
+    std::ptr::copy_nonoverlapping(starts.as_ptr(), base.add(s).cast(), starts.len());
+    std::ptr::copy_nonoverlapping(bounded.as_ptr(), base.add(b).cast(), bounded.len());
+    c.write(header);
+    let old = (*rel).rd_amcache;
+    (*rel).rd_amcache = c.cast();
+    if !old.is_null() {
+        pg_sys::pfree(old);
+    }
+    c
+}
+
 impl AmCache {
-    /// A known open bounded page whose bounds hold `key`.
-    pub fn bounded_for(&self, key: u64) -> Option<BoundedPage> {
+    /// Where the model, the page directory and the bounded pages begin.
+    fn offsets(&self) -> (usize, usize, usize) {
+        let m = aligned(std::mem::size_of::<AmCache>());
+        let s = m + aligned(self.model_len);
+        let b = s + 8 * self.starts_len;
+        (m, s, b)
+    }
+
+    /// The cached model's bytes and page directory (empty for none).
+    pub fn model(&self) -> (&[u8], &[u64]) {
+        let (m, s, _) = self.offsets();
+        let base = (self as *const AmCache).cast::<u8>();
+        // SAFETY: `install` laid both out at these offsets of this chunk
+        // with these lengths; `s` is 8-byte aligned in a palloc'd chunk.
+        unsafe {
+            (
+                std::slice::from_raw_parts(base.add(m), self.model_len),
+                std::slice::from_raw_parts(base.add(s).cast(), self.starts_len),
+            )
+        }
+    }
+
+    fn bounded_pages(&self) -> &[BoundedPage] {
+        let (_, _, b) = self.offsets();
+        // SAFETY: as in `model`.
+        unsafe {
+            std::slice::from_raw_parts(
+                (self as *const AmCache).cast::<u8>().add(b).cast(),
+                self.bounded_len,
+            )
+        }
+    }
+
+    /// A known open bounded page whose bounds hold `key`, if the pages were
+    /// read while new delta pages carried `generation` (any, for `None`).
+    /// A retrain's freeze closes them all; the bounds of their ranges, split
+    /// as their pages filled, are no guide to how the next spilled rows
+    /// should be laid out.
+    pub fn bounded_for(&self, key: u64, generation: Option<u32>) -> Option<BoundedPage> {
+        if generation.is_some_and(|g| g != self.bounded_generation) {
+            return None;
+        }
         let pages = self.bounded_pages();
         // Bounds of different slices of the run meet at most in one key; two
         // pages opened for one slice by backends racing have the same.
         let after = pages.partition_point(|b| b.lo <= key);
         pages[..after].iter().rev().find(|b| key <= b.hi).copied()
     }
+}
 
-    fn bounded_pages(&self) -> &[BoundedPage] {
-        if self.bounded.is_null() {
-            return &[];
-        }
-        // SAFETY: `bounded` holds `bounded_len` initialized entries,
-        // allocated in `rd_indexcxt` with this cache.
-        unsafe { std::slice::from_raw_parts(self.bounded, self.bounded_len) }
-    }
+/// Replaces the cached model and page directory with those of `generation`.
+///
+/// # Safety
+/// `rel` must be an open index of this access method; no view into its cache
+/// may be kept across this call.
+pub unsafe fn set_model(rel: pg_sys::Relation, generation: u32, model: &[u8], starts: &[u64]) {
+    let c = get(rel);
+    let bounded = c.bounded_pages().to_vec();
+    let header = AmCache {
+        model_generation: generation,
+        ..std::ptr::read(c)
+    };
+    install(rel, header, (model, starts), &bounded);
+}
 
-    /// Replaces the known bounded pages with `pages`.
-    ///
-    /// # Safety
-    /// `rel` must be the index this cache belongs to.
-    pub unsafe fn set_bounded(&mut self, rel: pg_sys::Relation, mut pages: Vec<BoundedPage>) {
-        pages.sort_by_key(|b| b.lo);
-        if !self.bounded.is_null() {
-            pg_sys::pfree(self.bounded.cast());
-            self.bounded = std::ptr::null_mut();
-            self.bounded_len = 0;
-        }
-        if pages.is_empty() {
-            return;
-        }
-        let bytes = std::mem::size_of_val(pages.as_slice());
-        let p: *mut BoundedPage = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, bytes).cast();
-        std::ptr::copy_nonoverlapping(pages.as_ptr(), p, pages.len());
-        self.bounded = p;
-        self.bounded_len = pages.len();
-    }
+/// Replaces the known bounded pages with `pages`, read while new delta pages
+/// carried `generation`.
+///
+/// # Safety
+/// As for [`set_model`].
+pub unsafe fn set_bounded(rel: pg_sys::Relation, mut pages: Vec<BoundedPage>, generation: u32) {
+    pages.sort_by_key(|b| b.lo);
+    let c = get(rel);
+    let (model, starts) = c.model();
+    let (model, starts) = (model.to_vec(), starts.to_vec());
+    let header = AmCache {
+        bounded_generation: generation,
+        ..std::ptr::read(c)
+    };
+    install(rel, header, (&model, &starts), &pages);
 }
 
 /// # Safety

@@ -107,39 +107,28 @@ pub struct Loaded<'a> {
 /// generation's model is loaded; callers copy nothing out of them across
 /// such points. `Err` when a model page was reused by a newer generation.
 pub fn load<'a>(rel: pg_sys::Relation, meta: &Meta) -> Result<Loaded<'a>, Recycled> {
-    // SAFETY: the cache reference is used only inside this function; `model`
-    // and `starts` are null or allocated below in `rd_indexcxt` with the
-    // lengths recorded beside them.
+    // SAFETY: the cache references are used only inside this function; the
+    // views returned point into the cache's chunk, which is replaced only
+    // when a model or the bounded pages are cached anew, as documented.
     unsafe {
         let cache = amcache::get(rel);
-        if !cache.model.is_null() && cache.model_generation == meta.generation {
+        if cache.model_generation == meta.generation && meta.generation != 0 {
             return Ok(cached(cache));
         }
         let (bytes, starts) = try_read(rel, meta)?;
-        let mem = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, bytes.len().max(1)) as *mut u8;
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem, bytes.len());
-        let dir = pg_sys::MemoryContextAlloc((*rel).rd_indexcxt, 8 * starts.len()) as *mut u64;
-        std::ptr::copy_nonoverlapping(starts.as_ptr(), dir, starts.len());
-        let cache = amcache::get(rel);
-        for old in [cache.model.cast::<std::ffi::c_void>(), cache.starts.cast()] {
-            if !old.is_null() {
-                pg_sys::pfree(old);
-            }
-        }
-        cache.model = mem;
-        cache.model_len = bytes.len();
-        cache.starts = dir;
-        cache.starts_len = starts.len();
-        cache.model_generation = meta.generation;
-        Ok(cached(cache))
+        amcache::set_model(rel, meta.generation, &bytes, &starts);
+        Ok(cached(amcache::get(rel)))
     }
 }
 
 /// # Safety
-/// The cache's model and directory must be set.
+/// The cache must hold a model; the views must not outlive its chunk.
 unsafe fn cached<'a>(cache: &amcache::AmCache) -> Loaded<'a> {
-    let bytes = std::slice::from_raw_parts(cache.model, cache.model_len);
-    let starts = std::slice::from_raw_parts(cache.starts, cache.starts_len);
+    let (bytes, starts) = cache.model();
+    let (bytes, starts): (&'a [u8], &'a [u64]) = (
+        std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()),
+        std::slice::from_raw_parts(starts.as_ptr(), starts.len()),
+    );
     Loaded {
         model: ModelView::open(bytes).expect("cached model was validated when loaded"),
         dir: Directory::new(starts),

@@ -199,6 +199,7 @@ pub fn insert_bounded(
     key: u64,
     tid: Tid,
     mut bounds: Option<(u64, u64)>,
+    generation: u32,
 ) -> Option<(pg_sys::BlockNumber, bool)> {
     let e = DeltaEntry {
         key,
@@ -206,9 +207,12 @@ pub fn insert_bounded(
         null: false,
     };
     let mut opened = false;
+    // The pages known when the insert was routed, with `generation` as the
+    // metapage's `insert_generation`; after `open_bounded`, the ones it read.
+    let mut generation = Some(generation);
     loop {
         // SAFETY: the reference does not outlive this statement.
-        let known = unsafe { amcache::get(rel).bounded_for(key) };
+        let known = unsafe { amcache::get(rel).bounded_for(key, generation) };
         let mut full = None;
         if let Some(b) = known {
             let page = DeltaPage::open(rel, Buf::read_exclusive(rel, b.page.blk));
@@ -223,6 +227,7 @@ pub fn insert_bounded(
             bounds = bounds.or(Some((b.lo, b.hi)));
         }
         opened |= open_bounded(rel, key, bounds?, full);
+        generation = None;
     }
 }
 
@@ -289,7 +294,7 @@ fn open_bounded(
         });
     }
     // SAFETY: the reference does not outlive this statement.
-    unsafe { amcache::get(rel).set_bounded(rel, pages) };
+    unsafe { amcache::set_bounded(rel, pages, meta.insert_generation) };
     opened
 }
 
@@ -364,7 +369,10 @@ fn open_page(rel: pg_sys::Relation, stale: Option<pg_sys::BlockNumber>) {
                 return; // another backend already replaced it
             };
             let page = DeltaPage::open(rel, Buf::read_exclusive(rel, blk));
-            if page.header().state == OPEN && !page.is_full() {
+            let h = page.header();
+            // (A listed page is never bounded; if one were, it would take no
+            // insert, and is closed with the full ones.)
+            if h.state == OPEN && h.bounded == 0 && !page.is_full() {
                 return; // VACUUM made room meanwhile
             }
             let (dir_blk, slot) = (meta.open_dir[s], meta.open_slot[s] as usize);
