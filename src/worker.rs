@@ -155,8 +155,9 @@ pub fn last_skip(index: pg_sys::Oid) -> Option<(&'static str, i64)> {
 
 /// Calls the launcher to this database soon if `index`, whose metapage an
 /// inserter read as `meta`, looks due (see [`looks_due`]) or `spilled` (the
-/// inserter opened a page for spilled rows, which the metapage does not
-/// count until it closes: the worker counts them), so that the worker
+/// inserter's row spilled: the metapage counts such rows only once their
+/// bounded pages close, and a spilled index is due after 1024 of them; the
+/// worker counts them), so that the worker
 /// retrains it then rather than a naptime later: a fast stream of appended
 /// rows would otherwise grow the delta (16 bytes a row) to several times the
 /// packed run, and rows that spill cost every lookup until a retrain. Only

@@ -88,24 +88,21 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
     if spill {
         mark_spilled(rel, meta.generation);
     }
-    let (blk, opened) = match inside
+    let bounded = inside
         .then(|| delta::insert_bounded(rel, pair.0, pair.1, bounds, meta.insert_generation))
-        .flatten()
-    {
-        Some(went) => went,
-        None => {
-            let placement = if inside {
-                Placement::Spread
-            } else {
-                Placement::Append
-            };
-            (delta::insert(rel, Some(pair.0), pair.1, placement), false)
-        }
-    };
+        .flatten();
+    let blk = bounded.unwrap_or_else(|| {
+        let placement = if inside {
+            Placement::Spread
+        } else {
+            Placement::Append
+        };
+        delta::insert(rel, Some(pair.0), pair.1, placement)
+    });
     settle(rel, pair, blk, meta.generation);
     if !retraining {
         // The slow path: a spilled row, or (once a page) an appended one.
-        crate::worker::call_launcher(rel, &meta, opened);
+        crate::worker::call_launcher(rel, &meta, inside);
     }
 }
 

@@ -191,22 +191,20 @@ pub fn insert_into_open(rel: pg_sys::Relation, key: u64, tid: Tid, generation: u
 /// keys that hold it: one this backend knows of (checked on the page), else
 /// one the directory lists, else a new one bounded to `bounds` (the slice of
 /// the run the key falls in) or to those of the known page that filled up.
-/// Returns the page and whether this call opened one; `None` when it has no
-/// bounds to open a page with (the caller then spreads the entry over the
-/// unbounded pages).
+/// Returns the page; `None` when it has no bounds to open a page with (the
+/// caller then spreads the entry over the unbounded pages).
 pub fn insert_bounded(
     rel: pg_sys::Relation,
     key: u64,
     tid: Tid,
     mut bounds: Option<(u64, u64)>,
     generation: u32,
-) -> Option<(pg_sys::BlockNumber, bool)> {
+) -> Option<pg_sys::BlockNumber> {
     let e = DeltaEntry {
         key,
         tid,
         null: false,
     };
-    let mut opened = false;
     // The pages known when the insert was routed, with `generation` as the
     // metapage's `insert_generation`; after `open_bounded`, the ones it read.
     let mut generation = Some(generation);
@@ -220,13 +218,13 @@ pub fn insert_bounded(
             if h.state == OPEN && h.bounded != 0 && h.min <= key && key <= h.max {
                 if !page.is_full() {
                     append_entry(rel, &page, &e);
-                    return Some((b.page.blk, opened));
+                    return Some(b.page.blk);
                 }
                 full = Some(b.page);
             }
             bounds = bounds.or(Some((b.lo, b.hi)));
         }
-        opened |= open_bounded(rel, key, bounds?, full);
+        open_bounded(rel, key, bounds?, full);
         generation = None;
     }
 }
@@ -235,17 +233,12 @@ pub fn insert_bounded(
 /// and full, opening a page for each half of its bounds (split at its median
 /// key) in its place; reads the directory's open bounded pages into this
 /// backend's cache and, if none holds `key`, opens one for `bounds` (which
-/// hold it). Returns whether it opened a page.
+/// hold it).
 ///
 /// Halving the bounds of a page that filled keeps a lookup's cost in the log
 /// of the spilled rows of its slice rather than in their number: a key lies
 /// in the range of one closed page per halving, as in a tree of that depth.
-fn open_bounded(
-    rel: pg_sys::Relation,
-    key: u64,
-    bounds: (u64, u64),
-    full: Option<OpenPage>,
-) -> bool {
+fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Option<OpenPage>) {
     debug_assert!(bounds.0 <= key && key <= bounds.1);
     let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
     // SAFETY: block 0, pinned and exclusive-locked.
@@ -283,7 +276,6 @@ fn open_bounded(
     } else {
         halves
     };
-    let opened = !wanted.is_empty();
     for b in wanted {
         let page = reuse_free_page(rel, &mut meta, &meta_buf, &mut dir, Some(b))
             .unwrap_or_else(|| new_page(rel, &mut meta, &meta_buf, Some(b)));
@@ -295,7 +287,6 @@ fn open_bounded(
     }
     // SAFETY: the reference does not outlive this statement.
     unsafe { amcache::set_bounded(rel, pages, meta.insert_generation) };
-    opened
 }
 
 /// The two halves of the bounds `(lo, hi)` of a full bounded page, split at
