@@ -10,10 +10,13 @@
 //!    (and not merged by an earlier generation) are the frozen delta.
 //! 2. **Append or merge**: when every frozen key lies at or above the run's
 //!    last, the run's full pages are kept and only its tail and the model's
-//!    last leaf are redone ([`append`]); otherwise the run's live entries, its
-//!    NULLs and the frozen delta go through the external sort ([`merge`]). A
-//!    first pass trains the model and packs the pages without writing them,
-//!    so the page count is known before anything is written.
+//!    last leaf are redone ([`append`]). A few rows that spilled below the
+//!    run's last (fewer than a merge is worth, [`carry_over`]) do not stop
+//!    it: their pages become delta pages of the new generation. Otherwise the
+//!    run's live entries, its NULLs and the frozen delta go through the
+//!    external sort ([`merge`]). A first pass trains the model and packs the
+//!    pages without writing them, so the page count is known before anything
+//!    is written.
 //! 3. **Write** the new run, NULL and model pages into free blocks and blocks
 //!    added at the end of the index ([`Extents`]), then WAL-log them whole
 //!    (`log_newpage_range`). Nothing points at them yet.
@@ -161,9 +164,22 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
         .into_iter()
         .filter(|d| d.state != FREE && d.generation >= meta.generation && d.generation < next)
         .collect();
-    let written = match append(idx, &meta, &frozen, next, ring.get()) {
-        Some(w) => w,
-        None => merge(idx, &meta, &frozen, next, ring.get()),
+    let written = match carry_over(idx, &meta, &frozen, ring.get()) {
+        Some((appended, spilled)) => match append(idx, &meta, &appended, next, ring.get()) {
+            Some(w) => {
+                // The new generation reads them as its delta; so does this
+                // one until the switch (both read pages tagged `next`).
+                for d in &spilled {
+                    delta::retag(idx, d, next);
+                }
+                w
+            }
+            None => merge(idx, &meta, &frozen, next, ring.get()),
+        },
+        None => match append(idx, &meta, &frozen, next, ring.get()) {
+            Some(w) => w,
+            None => merge(idx, &meta, &frozen, next, ring.get()),
+        },
     };
     pause_point("write");
     // SAFETY: the index is open.
@@ -627,6 +643,33 @@ fn switch(
         seconds: m.retrain_us as f64 / 1e6,
         path: w.path,
     }
+}
+
+/// The frozen pages split into those an append can take (keys at or above
+/// the run's last, or none) and those of rows that spilled below it, when
+/// there are both and the spilled rows are too few to call for a merge
+/// (`worker::spilled_call_for_merge`): the stragglers of concurrent
+/// appenders, whose keys land just below the keys appended last. An append
+/// then carries them over as delta pages of the new generation instead of
+/// merging the whole run for them; `None` when it cannot.
+fn carry_over(
+    idx: pg_sys::Relation,
+    meta: &Meta,
+    frozen: &[DirEntry],
+    strategy: Strategy,
+) -> Option<(Vec<DirEntry>, Vec<DirEntry>)> {
+    let (run_max, _) = meta.run_last()?;
+    let (spilled, appended): (Vec<DirEntry>, Vec<DirEntry>) = frozen
+        .iter()
+        .partition(|d| d.min <= d.max && d.min < run_max);
+    if spilled.is_empty() || appended.is_empty() {
+        return None;
+    }
+    let rows: u64 = spilled
+        .iter()
+        .map(|d| DeltaPage::read(idx, d.blk, strategy).len() as u64)
+        .sum();
+    (!crate::worker::spilled_call_for_merge(idx, meta, rows)).then_some((appended, spilled))
 }
 
 /// Rounds of [`absorb`] before the switch, each after closing the delta

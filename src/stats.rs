@@ -174,7 +174,8 @@ fn learned_index_stats(
     let rel = Opened::new(index);
     let meta = Meta::read(rel.index);
     let ring = BulkRead::new();
-    let (delta_entries, delta_pages) = delta::count(rel.index, &meta, ring.get());
+    let counts = delta::count(rel.index, &meta, ring.get());
+    let (delta_entries, delta_pages) = (counts.entries, counts.pages);
     // SAFETY: the index is open.
     let skip = crate::worker::last_skip(unsafe { (*rel.index).rd_id });
     // SAFETY: both relations are open and locked; the pgstat functions read

@@ -154,17 +154,14 @@ pub fn last_skip(index: pg_sys::Oid) -> Option<(&'static str, i64)> {
 }
 
 /// Calls the launcher to this database soon if `index`, whose metapage an
-/// inserter read as `meta`, looks due (see [`looks_due`]) or `spilled` (the
-/// inserter's row spilled: the metapage counts such rows only once their
-/// bounded pages close, and a spilled index is due after 1024 of them; the
-/// worker counts them), so that the worker
+/// inserter read as `meta`, looks due (see [`looks_due`]), so that the worker
 /// retrains it then rather than a naptime later: a fast stream of appended
 /// rows would otherwise grow the delta (16 bytes a row) to several times the
 /// packed run, and rows that spill cost every lookup until a retrain. Only
 /// for an index the worker would retrain (the preload, the GUC and the
 /// reloption on, not temporary). While this database's call is pending, it
 /// costs a few relaxed reads.
-pub fn call_launcher(index: pg_sys::Relation, meta: &Meta, spilled: bool) {
+pub fn call_launcher(index: pg_sys::Relation, meta: &Meta) {
     if !SHMEM_READY.load(Ordering::Relaxed) || !RETRAIN.get() {
         return;
     }
@@ -184,9 +181,8 @@ pub fn call_launcher(index: pg_sys::Relation, meta: &Meta, spilled: bool) {
     let temporary = unsafe {
         (*(*index).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
     };
-    let eligible = enabled
-        && !temporary
-        && (spilled || looks_due(meta, threshold.unwrap_or_else(|| THRESHOLD.get())));
+    let eligible =
+        enabled && !temporary && looks_due(meta, threshold.unwrap_or_else(|| THRESHOLD.get()));
     let taken = eligible
         && wake.called.iter().any(|c| {
             c.compare_exchange(0, database, Ordering::AcqRel, Ordering::Relaxed)
@@ -474,10 +470,10 @@ fn visit(oid: pg_sys::Oid) {
 /// comes first: a delta row takes 16 bytes where a packed run of a table in
 /// key order takes about one, so counting entries alone let the delta of
 /// time-ordered rows grow to several times the run before the (cheap)
-/// append. Once entries inside the run spilled to the delta (their pages
-/// were full), every lookup reads the delta pages, so a couple of pages of
-/// them, or a tenth of the threshold, are enough: the merge gives the run
-/// pages room again.
+/// append. Rows that spilled inside the run (their pages were full) count
+/// apart: a tenth of the threshold of them (at least 1024) calls for a merge,
+/// which gives the run pages room again; fewer are carried over by an append
+/// (the stragglers of concurrent appenders, below the keys appended last).
 fn due(index: pg_sys::Relation) -> bool {
     // SAFETY: the index is open.
     let (enabled, threshold) = unsafe { retrain_settings(index) };
@@ -486,38 +482,64 @@ fn due(index: pg_sys::Relation) -> bool {
     }
     let meta = Meta::read(index);
     let ring = BulkRead::new();
-    let (delta_entries, delta_pages) = delta::count(index, &meta, ring.get());
-    past_threshold(
-        &meta,
-        delta_entries,
-        delta_pages as u64,
-        threshold.unwrap_or_else(|| THRESHOLD.get()),
-    )
+    let counts = delta::count(index, &meta, ring.get());
+    past_threshold(&meta, &counts, threshold.unwrap_or_else(|| THRESHOLD.get()))
 }
 
 /// [`due`] from the metapage's counts alone, for an inserter: the closed
 /// delta pages of the current generation, each taken as full. (VACUUM can
-/// empty some; the worker counts exactly.)
+/// empty some; the worker counts exactly.) Which of them spilled the
+/// metapage does not say; once any did, either way may be due.
 fn looks_due(meta: &Meta, threshold: f64) -> bool {
     let entries = meta.closed_pages as u64 * delta::DELTA_CAPACITY as u64;
     let pages = meta.closed_pages as u64 + meta.n_open as u64;
-    past_threshold(meta, entries, pages, threshold)
+    let appended = delta::Counts {
+        entries,
+        pages,
+        ..Default::default()
+    };
+    let spilled = delta::Counts {
+        spilled_entries: entries,
+        spilled_pages: pages,
+        ..appended
+    };
+    past_threshold(meta, &appended, threshold)
+        || (meta.spilled != 0 && past_threshold(meta, &spilled, threshold))
 }
 
-/// Whether a delta of `entries` in `pages` passed `threshold` for the
-/// generation `meta` describes (see [`due`]).
-fn past_threshold(meta: &Meta, entries: u64, pages: u64, threshold: f64) -> bool {
-    let fraction = entries as f64 / (meta.run_entries + meta.null_entries).max(1) as f64;
-    if meta.spilled != 0 {
-        return entries >= SPILLED_ENTRIES || fraction >= threshold / 10.0;
+/// Whether delta `c` passed `threshold` for the generation `meta`
+/// describes (see [`due`]).
+fn past_threshold(meta: &Meta, c: &delta::Counts, threshold: f64) -> bool {
+    if merges_spilled(meta, c.spilled_entries, threshold) {
+        return true;
     }
+    let entries = c.entries - c.spilled_entries;
+    let pages = c.pages - c.spilled_pages;
+    let fraction = entries as f64 / (meta.run_entries + meta.null_entries).max(1) as f64;
     let size = pages as f64 / (meta.run_pages + meta.null_pages).max(1) as f64;
     let by_size = pages >= MIN_DELTA_PAGES && size >= threshold;
     entries > 0 && (fraction >= threshold || by_size)
 }
 
-/// Delta entries past which a spilled index is retrained whatever its size:
-/// about two delta pages.
+/// Whether `spilled` rows call for a merge of the generation `meta`
+/// describes: a tenth of `threshold` of its entries, and at least
+/// [`SPILLED_ENTRIES`]. Fewer cost a lookup only the delta pages of its
+/// slice of the run, and an append carries them over.
+fn merges_spilled(meta: &Meta, spilled: u64, threshold: f64) -> bool {
+    let share = (meta.run_entries + meta.null_entries) as f64 * threshold / 10.0;
+    spilled > 0 && spilled >= SPILLED_ENTRIES.max(share as u64)
+}
+
+/// [`merges_spilled`] with `index`'s threshold, for a retrain deciding
+/// whether to carry its spilled rows over an append.
+pub fn spilled_call_for_merge(index: pg_sys::Relation, meta: &Meta, spilled: u64) -> bool {
+    // SAFETY: the caller has the index open.
+    let (_, threshold) = unsafe { retrain_settings(index) };
+    merges_spilled(meta, spilled, threshold.unwrap_or_else(|| THRESHOLD.get()))
+}
+
+/// Spilled rows below which a merge is not worth it whatever the index's
+/// size: about two delta pages.
 const SPILLED_ENTRIES: u64 = 1024;
 
 /// Delta pages below which the delta's size alone does not call for a

@@ -140,6 +140,80 @@ fn appended_rows_extend_the_run() {
     compare(&mut c);
 }
 
+/// Rows that spill below the run's last key while rows are appended above
+/// it (stragglers of concurrent appenders, late timestamps) do not turn the
+/// next retrain into a merge of the whole run: an append takes the appended
+/// rows and carries the spilled ones over as delta pages of the new
+/// generation, until they are many enough (a tenth of the threshold, at
+/// least 1024) for a merge to give the run room. Every row stays found.
+#[test]
+fn a_few_spilled_rows_ride_along_with_an_append() {
+    let cluster = Cluster::start("retrain_carry", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    // Gaps of 489..1511 pack about 2 bytes an entry: the run pages fill up,
+    // so rows inside the run find no room in them and spill.
+    run_each(
+        &mut c,
+        "CREATE TABLE t (id bigserial, k int8);
+         INSERT INTO t (k) SELECT g * 1000 + (hashint8(g) & 511) FROM generate_series(1, 100000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);",
+    );
+    let retrain = |c: &mut postgres::Client| -> String {
+        c.query_one("SELECT path FROM learned_retrain('t_k')", &[])
+            .unwrap()
+            .get(0)
+    };
+    let delta = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT delta_entries FROM learned_index_stats('t_k')", &[])
+            .unwrap()
+            .get(0)
+    };
+    // Every row with its key: the stragglers lie among the run's keys.
+    let q = "SELECT count(*)::text || ' ' || coalesce(sum(id # k), 0)::text FROM t WHERE k >= 0";
+    let mut paths = Vec::new();
+    let mut carried = 0;
+    for round in 0..8i64 {
+        // 5,000 rows above every key, and 20 inside the run.
+        c.execute(
+            "INSERT INTO t (k) SELECT $1::int8 + g * 1000 FROM generate_series(1, 5000) g",
+            &[&(200_000_000 + round * 5_000_000)],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO t (k) SELECT (hashint8(g + $1::int8 * 100) & 65535) * 1000 + 999
+             FROM generate_series(1, 20) g",
+            &[&round],
+        )
+        .unwrap();
+        let spilled = delta(&mut c) - carried - 5000;
+        paths.push(retrain(&mut c));
+        carried += spilled;
+        assert_eq!(
+            delta(&mut c),
+            carried,
+            "after round {round} the delta should hold the spilled rows carried over"
+        );
+        assert_index_matches_table(&mut c, "t_k", q, "carried over");
+    }
+    eprintln!("{carried} spilled rows carried over 8 appends: {paths:?}");
+    assert!(carried >= 80, "too few rows spilled to tell: {carried}");
+    assert!(
+        paths.iter().all(|p| p == "append"),
+        "a few spilled rows turned retrains into merges: {paths:?}"
+    );
+    assert_verified(&mut c, "t_k");
+    // Enough spilled rows for a merge: it takes them all into the run.
+    run_each(
+        &mut c,
+        "INSERT INTO t (k) SELECT (hashint8(g) & 65535) * 1000 + 999 FROM generate_series(1, 2000) g;
+         INSERT INTO t (k) SELECT 300000000 + g FROM generate_series(1, 100) g",
+    );
+    assert_eq!(retrain(&mut c), "merge");
+    assert_eq!(delta(&mut c), 0, "the merge left rows in the delta");
+    assert_index_matches_table(&mut c, "t_k", q, "merged");
+    assert_verified(&mut c, "t_k");
+}
+
 /// Each append retrain adds an extent to the generation's list, which holds
 /// 32. Seventy appends in a row stay appends: once the kept pages lie on
 /// many extents, an append copies the last few into its own (each taken in

@@ -102,7 +102,7 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
     settle(rel, pair, blk, meta.generation);
     if !retraining {
         // The slow path: a spilled row, or (once a page) an appended one.
-        crate::worker::call_launcher(rel, &meta, inside);
+        crate::worker::call_launcher(rel, &meta);
     }
 }
 

@@ -325,17 +325,36 @@ unsafe fn init_page(image: pg_sys::Page, generation: u32, bounds: Option<(u64, u
     set_header(image, &h);
 }
 
-/// Delta entries and pages in use by the current generation, for statistics.
-pub fn count(rel: pg_sys::Relation, meta: &Meta, strategy: Strategy) -> (u64, u32) {
-    let mut entries = 0;
-    let mut pages = 0;
+/// What the current generation's delta holds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    pub entries: u64,
+    pub pages: u64,
+    /// Of those, on pages whose keys begin below the run's last entry:
+    /// spilled rows, which an append retrain carries over rather than
+    /// appends.
+    pub spilled_entries: u64,
+    pub spilled_pages: u64,
+}
+
+/// Counts the delta entries and pages in use by the current generation, for
+/// statistics and the worker.
+pub fn count(rel: pg_sys::Relation, meta: &Meta, strategy: Strategy) -> Counts {
+    let mut c = Counts::default();
     let dir = directory(rel, meta, strategy);
     for d in dir
         .iter()
         .filter(|d| d.state != FREE && d.generation >= meta.generation)
     {
-        entries += DeltaPage::read(rel, d.blk, strategy).len() as u64;
-        pages += 1;
+        let page = DeltaPage::read(rel, d.blk, strategy);
+        let n = page.len() as u64;
+        let h = page.header();
+        c.entries += n;
+        c.pages += 1;
+        if h.min <= h.max && meta.run_last().is_some_and(|(key, _)| h.min < key) {
+            c.spilled_entries += n;
+            c.spilled_pages += 1;
+        }
     }
-    (entries, pages)
+    c
 }

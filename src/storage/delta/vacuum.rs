@@ -121,11 +121,13 @@ pub fn discard(rel: pg_sys::Relation, d: &directory::DirEntry) {
     wal.finish();
 }
 
-/// Gives closed delta page `d` generation `generation`, below the one a
-/// retrain is about to switch to: the retrain moved its entries into the new
-/// run, so the new generation must not read them twice, while the current
-/// one, which reads pages of its own number and above, still reads them.
-/// One WAL record: the page and its directory entry.
+/// Gives closed delta page `d` generation `generation`. Below the one a
+/// retrain is about to switch to when the retrain moved its entries into the
+/// new run, so the new generation must not read them twice, while the
+/// current one, which reads pages of its own number and above, still reads
+/// them. The one it switches to when an append carries the page's spilled
+/// rows over: both generations read it. One WAL record: the page and its
+/// directory entry.
 pub fn retag(rel: pg_sys::Relation, d: &directory::DirEntry, generation: u32) {
     let page = DeltaPage::open(rel, crate::storage::Buf::read_exclusive(rel, d.blk));
     let h = page.header();
