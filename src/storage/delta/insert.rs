@@ -584,17 +584,52 @@ fn new_page(
 /// entries. Each step is a WAL record that leaves the index consistent: a
 /// crash in between leaves closed pages, which the next retrain merges.
 /// Returns the metapage as it is afterwards.
+///
+/// The bounded pages (one or more a slice of the run, thousands once many
+/// rows spilled) are closed each under a hold of the metapage lock of its
+/// own, so that scans and inserts, which read the metapage, go on between
+/// them rather than wait for all. Pages opened meanwhile carry `next`, and
+/// are not frozen.
 pub fn freeze(rel: pg_sys::Relation, next: u32) -> Meta {
-    let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
-    // SAFETY: block 0, pinned and exclusive-locked.
-    let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
-    meta.insert_generation = next;
-    let mut wal = Wal::start(rel);
-    meta.write(&mut wal, &meta_buf);
-    wal.finish();
-    // The metapage stays locked: no page is opened with the old tag meanwhile.
-    close_open(rel, &mut meta, &meta_buf);
-    meta
+    let bounded: Vec<directory::DirEntry> = {
+        let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
+        // SAFETY: block 0, pinned and exclusive-locked.
+        let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
+        meta.insert_generation = next;
+        let mut wal = Wal::start(rel);
+        meta.write(&mut wal, &meta_buf);
+        wal.finish();
+        close_listed(rel, &mut meta, &meta_buf);
+        directory::directory(rel, &meta, Strategy::DEFAULT)
+            .into_iter()
+            .filter(|d| d.state == OPEN && d.bounded && d.generation < next)
+            .collect()
+    };
+    for d in bounded {
+        let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
+        // SAFETY: block 0, pinned and exclusive-locked.
+        let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
+        let page = DeltaPage::open(rel, Buf::read_exclusive(rel, d.blk));
+        // Only closing takes a bounded page out of OPEN (an empty one to
+        // FREE, which only this retrain does), and a frozen one is never
+        // reopened: check rather than assume.
+        // SAFETY: the page is pinned and locked, and was validated above.
+        let tag = unsafe { crate::storage::page::opaque(page.buf().page()).generation };
+        if page.header().state == OPEN && page.header().bounded != 0 && tag < next {
+            close(rel, &mut meta, &meta_buf, page, d.dir_blk, d.slot);
+        }
+    }
+    Meta::read(rel)
+}
+
+/// Closes the open delta pages the metapage lists. The caller holds the
+/// metapage exclusive-locked in `meta_buf`, and `meta` is its content.
+fn close_listed(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
+    while meta.n_open > 0 {
+        let (blk, dir_blk, slot) = (meta.open[0], meta.open_dir[0], meta.open_slot[0]);
+        let page = DeltaPage::open(rel, Buf::read_exclusive(rel, blk));
+        close(rel, meta, meta_buf, page, dir_blk, slot as usize);
+    }
 }
 
 /// Closes every open delta page, one WAL record each: those the metapage
@@ -602,11 +637,7 @@ pub fn freeze(rel: pg_sys::Relation, next: u32) -> Meta {
 /// metapage exclusive-locked in `meta_buf` (so no page opens meanwhile), and
 /// `meta` is its content.
 pub fn close_open(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
-    while meta.n_open > 0 {
-        let (blk, dir_blk, slot) = (meta.open[0], meta.open_dir[0], meta.open_slot[0]);
-        let page = DeltaPage::open(rel, Buf::read_exclusive(rel, blk));
-        close(rel, meta, meta_buf, page, dir_blk, slot as usize);
-    }
+    close_listed(rel, meta, meta_buf);
     for d in directory::directory(rel, meta, Strategy::DEFAULT) {
         if d.state == OPEN && d.bounded {
             let page = DeltaPage::open(rel, Buf::read_exclusive(rel, d.blk));
