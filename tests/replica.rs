@@ -140,9 +140,11 @@ fn standby_replays_the_index() {
     .unwrap();
     let standby = Standby::start(&primary);
     let mut s = standby.connect();
+    // Rows inside the run's range spill to bounded delta pages once the run
+    // pages are full, enough of them to fill and halve some.
     p.batch_execute(
         "CREATE INDEX t_v ON t USING learned (v);
-         INSERT INTO t (v) SELECT TIMESTAMPTZ '2025-01-01 00:00+00' + (hashint4(g) & 65535) * INTERVAL '1 second' FROM generate_series(1, 3000) g;
+         INSERT INTO t (v) SELECT TIMESTAMPTZ '2025-01-01 00:00+00' + (hashint4(g) & 16383) * INTERVAL '1 second' FROM generate_series(1, 8000) g;
          INSERT INTO t (v) VALUES (NULL), ('infinity');
          DELETE FROM t WHERE id % 5 = 0;",
     )
