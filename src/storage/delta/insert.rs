@@ -22,7 +22,7 @@
 
 use super::directory::{self, DirPage, DIR_CAPACITY};
 use super::{
-    append_entry, init_page, set_header, sort_entries, DeltaEntry, DeltaHeader, DeltaPage, CLOSED,
+    append_entry, init_page, mark_free, set_header, sort_entries, DeltaEntry, DeltaPage, CLOSED,
     FREE, OPEN,
 };
 use crate::storage::amcache::{self, BoundedPage, OpenPage};
@@ -428,21 +428,7 @@ fn close(
         // SAFETY: WAL images of pages locked here; the slot was checked above.
         unsafe {
             if h.state == FREE {
-                set_header(
-                    image,
-                    &DeltaHeader {
-                        state: FREE,
-                        ..DeltaHeader::empty()
-                    },
-                );
-                directory::set_entry(
-                    dimage,
-                    slot,
-                    (blk, entry.generation),
-                    FREE,
-                    (false, false),
-                    (0, 0),
-                );
+                mark_free(image, dimage, slot, (blk, entry.generation));
             } else {
                 set_header(image, &h);
                 // Lookups binary-search a closed page; the order costs this

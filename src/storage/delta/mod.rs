@@ -274,6 +274,35 @@ unsafe fn set_header(image: pg_sys::Page, h: &DeltaHeader) {
     page::set_content_len(image, HEADER + h.count as usize * ENTRY);
 }
 
+/// Marks a delta page and its directory entry FREE (an empty page, to reuse):
+/// `image` and `dimage` are their WAL images, `slot` the entry's.
+///
+/// # Safety
+/// `image` must be a writable delta page image, `dimage` a writable image of
+/// the directory page holding entry `slot` (below `DIR_CAPACITY`).
+unsafe fn mark_free(
+    image: pg_sys::Page,
+    dimage: pg_sys::Page,
+    slot: usize,
+    (blk, generation): (pg_sys::BlockNumber, u32),
+) {
+    set_header(
+        image,
+        &DeltaHeader {
+            state: FREE,
+            ..DeltaHeader::empty()
+        },
+    );
+    directory::set_entry(
+        dimage,
+        slot,
+        (blk, generation),
+        FREE,
+        (false, false),
+        (0, 0),
+    );
+}
+
 /// Puts the `count` entries of a writable delta page image in (key, TID)
 /// order (NULLs, whose key is 0, first) and marks the header sorted.
 ///

@@ -1,7 +1,7 @@
 //! VACUUM's part of the delta: remove entries whose TIDs are dead.
 
 use super::directory::{self, directory, DirPage};
-use super::{set_entry, set_header, DeltaEntry, DeltaHeader, DeltaPage, CLOSED, FREE};
+use super::{mark_free, set_entry, set_header, DeltaEntry, DeltaHeader, DeltaPage, CLOSED, FREE};
 use crate::storage::buffer::Strategy;
 use crate::storage::run::Tid;
 use crate::storage::wal::Wal;
@@ -58,27 +58,18 @@ pub fn bulk_delete(
             for (i, e) in keep.iter().enumerate() {
                 set_entry(image, i, e);
             }
-            let nh = if free {
+            if free {
                 let dimage = wal.page(dir.as_ref().unwrap().buf(), false);
-                directory::set_entry(
-                    dimage,
-                    d.slot,
-                    (d.blk, d.generation),
-                    FREE,
-                    (false, false),
-                    (0, 0),
-                );
-                DeltaHeader {
-                    state: FREE,
-                    ..DeltaHeader::empty()
-                }
+                mark_free(image, dimage, d.slot, (d.blk, d.generation));
             } else {
-                DeltaHeader {
-                    count: keep.len() as u16,
-                    ..h
-                }
-            };
-            set_header(image, &nh);
+                set_header(
+                    image,
+                    &DeltaHeader {
+                        count: keep.len() as u16,
+                        ..h
+                    },
+                );
+            }
         }
         wal.finish();
     }
@@ -101,23 +92,7 @@ pub fn discard(rel: pg_sys::Relation, d: &directory::DirEntry) {
     let image = wal.page(page.buf(), false);
     let dimage = wal.page(dir.buf(), false);
     // SAFETY: WAL images of the two pages locked above; the slot was checked.
-    unsafe {
-        set_header(
-            image,
-            &DeltaHeader {
-                state: FREE,
-                ..DeltaHeader::empty()
-            },
-        );
-        directory::set_entry(
-            dimage,
-            d.slot,
-            (d.blk, d.generation),
-            FREE,
-            (false, false),
-            (0, 0),
-        );
-    }
+    unsafe { mark_free(image, dimage, d.slot, (d.blk, d.generation)) };
     wal.finish();
 }
 
