@@ -4,7 +4,7 @@
 //! 0. **Retire** the generation before the current one, once no snapshot can
 //!    read it: its blocks join the free list, and the delta pages merged into
 //!    the current run become free delta pages. Until then a retrain is
-//!    refused.
+//!    refused. The worker and VACUUM retire it sooner ([`retire_unread`]).
 //! 1. **Freeze** ([`delta::freeze`]): new delta pages carry the next
 //!    generation number; the open ones are closed. The pages tagged earlier
 //!    (and not merged by an earlier generation) are the frozen delta.
@@ -151,7 +151,7 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     let started = unsafe { pg_sys::GetCurrentTimestamp() };
     let ring = BulkRead::new();
     let before = Meta::read(idx);
-    if before.prev_generation != 0 && !retired(rel, &before) {
+    if before.prev_generation != 0 && !retired(rel.heap, &before) {
         return None;
     }
     if before.prev_generation != 0 {
@@ -772,15 +772,37 @@ fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: 
     moved
 }
 
+/// Retires the previous generation of `index` (see [`retire`]) if there is
+/// one and no running snapshot can still read it, so that the delta that
+/// follows reuses the merged delta pages rather than extend the index. The
+/// caller holds the locks a retrain (or VACUUM) takes; `heap` is the index's
+/// table, or null for the horizon of every table. True once there is
+/// nothing left to retire.
+pub fn retire_unread(index: pg_sys::Relation, heap: pg_sys::Relation) -> bool {
+    if nblocks(index) == 0 {
+        return true;
+    }
+    let meta = Meta::read(index);
+    if meta.prev_generation == 0 {
+        return true;
+    }
+    if !retired(heap, &meta) {
+        return false;
+    }
+    retire(index, BulkRead::new().get());
+    true
+}
+
 /// Whether no running snapshot can still read the previous generation: the
 /// transaction that switched away from it is older than every snapshot's
-/// horizon (nbtree's rule for recycling deleted pages). The horizon is
-/// computed afresh: the cached GlobalVis bounds only move when this backend
-/// sees new transaction ids, and could refuse long after the last old
-/// snapshot ended.
-fn retired(rel: &Opened, meta: &Meta) -> bool {
-    // SAFETY: the heap is open; computing the horizon reads the proc array.
-    let horizon = unsafe { pg_sys::GetOldestNonRemovableTransactionId(rel.heap) };
+/// horizon (nbtree's rule for recycling deleted pages) for `heap` (null: for
+/// every table, the most cautious). The horizon is computed afresh: the
+/// cached GlobalVis bounds only move when this backend sees new transaction
+/// ids, and could refuse long after the last old snapshot ended.
+fn retired(heap: pg_sys::Relation, meta: &Meta) -> bool {
+    // SAFETY: `heap` is open or null; computing the horizon reads the proc
+    // array.
+    let horizon = unsafe { pg_sys::GetOldestNonRemovableTransactionId(heap) };
     // The 32-bit xid of a recent full one.
     let retired = pg_sys::TransactionId::from(meta.prev_retired as u32);
     // SAFETY: plain xid arithmetic.

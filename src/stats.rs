@@ -167,6 +167,8 @@ fn learned_index_stats(
         name!(retrain_skipped, Option<String>),
         name!(retrain_skipped_at, Option<TimestampWithTimeZone>),
         name!(index_size, i64),
+        name!(retained_pages, i64),
+        name!(free_pages, i64),
         name!(idx_scan, i64),
         name!(idx_tup_read, i64),
     ),
@@ -176,6 +178,15 @@ fn learned_index_stats(
     let ring = BulkRead::new();
     let counts = delta::count(rel.index, &meta, ring.get());
     let (delta_entries, delta_pages) = (counts.entries, counts.pages);
+    // What only snapshots older than the last retrain can read: the previous
+    // generation's own blocks and the delta pages merged since.
+    let previous: u64 = if meta.prev_generation != 0 {
+        let own = meta.prev_place.tail(meta.shared_pages);
+        own.iter().map(|e| e.len as u64).sum()
+    } else {
+        0
+    };
+    let retained_pages = previous + counts.retained_pages;
     // SAFETY: the index is open.
     let skip = crate::worker::last_skip(unsafe { (*rel.index).rd_id });
     // SAFETY: both relations are open and locked; the pgstat functions read
@@ -209,6 +220,8 @@ fn learned_index_stats(
             skip.map(|(reason, _)| reason.to_string()),
             skip.and_then(|(_, at)| timestamp(at)),
             nblocks as i64 * crate::storage::page::BLCKSZ as i64,
+            retained_pages as i64,
+            (counts.free_pages + meta.free.blocks()) as i64,
             scans,
             read,
         )

@@ -395,51 +395,104 @@ pub extern "C-unwind" fn learneddb_database_main(_arg: pg_sys::Datum) {
             .unwrap_or_default()
         })
     });
+    let mut retrained = Vec::new();
     for oid in indexes {
         if BackgroundWorker::sigterm_received() {
             break;
         }
-        BackgroundWorker::transaction(move || visit(oid));
+        if BackgroundWorker::transaction(move || visit(oid)) {
+            retrained.push(oid);
+        }
+    }
+    retire_soon(retrained);
+}
+
+/// How long a database worker waits, after retraining, for the snapshots
+/// that can read the generations it replaced to end.
+const RETIRE_WAIT: Duration = Duration::from_secs(2);
+
+/// Retires the generations the retrains of this visit replaced as soon as
+/// no snapshot can read them (the running transactions of an OLTP stream
+/// end within milliseconds), rather than at the index's next retrain: until
+/// then the delta pages merged are not reused, and an index under a steady
+/// stream would hold two deltas rather than one. Gives up after
+/// [`RETIRE_WAIT`]; the next visit tries again.
+fn retire_soon(mut pending: Vec<pg_sys::Oid>) {
+    let deadline = Instant::now() + RETIRE_WAIT;
+    while !pending.is_empty() && Instant::now() < deadline {
+        if BackgroundWorker::sigterm_received()
+            || !BackgroundWorker::wait_latch(Some(Duration::from_millis(20)))
+        {
+            return;
+        }
+        pending.retain(|&oid| {
+            !BackgroundWorker::transaction(move || match lock_for_retrain(oid) {
+                Ok(rel) => crate::retrain::retire_unread(rel.index, rel.heap),
+                Err(Unlocked::Dropped) => true,
+                Err(Unlocked::Busy) => false,
+            })
+        });
     }
 }
 
-/// Retrains index `oid` if its delta passed its threshold and its table can
-/// be locked at once; otherwise notes why not, for the statistics.
-fn visit(oid: pg_sys::Oid) {
+/// Why [`lock_for_retrain`] did not open an index.
+enum Unlocked {
+    Dropped,
+    /// Its table or the index is locked (VACUUM, a retrain or DDL).
+    Busy,
+}
+
+/// Opens index `oid` and its table with a retrain's locks, if they can be
+/// had at once.
+fn lock_for_retrain(oid: pg_sys::Oid) -> Result<Opened, Unlocked> {
     let share_update = pg_sys::ShareUpdateExclusiveLock as i32;
     let row_exclusive = pg_sys::RowExclusiveLock as i32;
     // SAFETY: catalog lookups and conditional locks; the relations are opened
     // only once locked and known to exist, and closed by `Opened`.
-    let rel = unsafe {
+    unsafe {
         let heap = pg_sys::IndexGetRelation(oid, true);
         if heap == pg_sys::InvalidOid {
-            return; // dropped
+            return Err(Unlocked::Dropped);
         }
         if !pg_sys::ConditionalLockRelationOid(heap, share_update) {
-            skipped_while_locked(oid);
-            return;
+            return Err(Unlocked::Busy);
         }
         if !pg_sys::ConditionalLockRelationOid(oid, row_exclusive) {
             pg_sys::UnlockRelationOid(heap, share_update);
-            skipped_while_locked(oid);
-            return;
+            return Err(Unlocked::Busy);
         }
         // Dropped between the listing and the locks?
         if pg_sys::IndexGetRelation(oid, true) != heap {
             pg_sys::UnlockRelationOid(oid, row_exclusive);
             pg_sys::UnlockRelationOid(heap, share_update);
-            return;
+            return Err(Unlocked::Dropped);
         }
-        Opened::from_open(
+        Ok(Opened::from_open(
             pg_sys::table_open(heap, pg_sys::NoLock as i32),
             pg_sys::index_open(oid, pg_sys::NoLock as i32),
             share_update,
             row_exclusive,
-        )
+        ))
+    }
+}
+
+/// Retires index `oid`'s previous generation if no snapshot can read it any
+/// more, then retrains the index if its delta passed its threshold and its
+/// table can be locked at once; otherwise notes why not, for the statistics.
+/// True if it retrained.
+fn visit(oid: pg_sys::Oid) -> bool {
+    let rel = match lock_for_retrain(oid) {
+        Ok(rel) => rel,
+        Err(Unlocked::Dropped) => return false,
+        Err(Unlocked::Busy) => {
+            skipped_while_locked(oid);
+            return false;
+        }
     };
+    crate::retrain::retire_unread(rel.index, rel.heap);
     if !due(rel.index) {
         note_skip(oid, None);
-        return;
+        return false;
     }
     // SAFETY: the index is open.
     let name = unsafe { crate::storage::page::relation_name(rel.index) };
@@ -453,14 +506,16 @@ fn visit(oid: pg_sys::Oid) {
                 r.merged,
                 r.entries,
                 r.seconds
-            )
+            );
+            true
         }
         None => {
             note_skip(oid, Some(Skip::OldSnapshots));
             debug1!(
                 "learneddb: index \"{name}\" skipped: {}",
                 Skip::OldSnapshots.describe()
-            )
+            );
+            false
         }
     }
 }

@@ -271,3 +271,108 @@ fn inserts_call_the_worker_when_their_index_is_due() {
         "the index whose inserts did not call was retrained before the naptime"
     );
 }
+
+fn retained_and_size(c: &mut postgres::Client, index: &str) -> (i64, i64) {
+    let r = c
+        .query_one(
+            "SELECT retained_pages, pg_relation_size($1::text::regclass)
+               FROM learned_index_stats($1::text::regclass)",
+            &[&index],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// After a retrain the worker frees the generation it replaced as soon as no
+/// snapshot can read it, not at the next retrain: the delta that follows
+/// reuses the merged delta pages instead of extending the index. A
+/// REPEATABLE READ transaction that began before the retrain keeps it, and
+/// reads the rows of its snapshot exactly, until it ends. (Autovacuum, which
+/// retires too, is off.)
+#[test]
+fn the_worker_retires_a_replaced_generation_once_no_snapshot_reads_it() {
+    let cluster = Cluster::start(
+        "worker_retire",
+        &[
+            "shared_preload_libraries = 'learneddb'",
+            "learneddb.retrain_naptime = 1",
+            "learneddb.retrain_threshold = 0.05",
+        ],
+    );
+    let mut c = cluster.connect();
+    let mut old = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8) WITH (autovacuum_enabled = off);
+         INSERT INTO t SELECT g FROM generate_series(1, 20000) g;
+         CREATE INDEX t_k ON t USING learned (k);",
+    );
+    run_each(
+        &mut old,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off;
+         BEGIN ISOLATION LEVEL REPEATABLE READ;
+         SELECT count(*) FROM t;",
+    );
+    let count_above = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM t WHERE k > 19000", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(count_above(&mut old), 1000);
+
+    // Past the threshold (1000 entries): the worker retrains, but the open
+    // snapshot keeps the previous generation.
+    c.batch_execute("INSERT INTO t SELECT 20000 + g FROM generate_series(1, 3000) g")
+        .unwrap();
+    wait_for("the worker to retrain t_k", 60, || {
+        generation(&mut c, "t_k") == 2
+    });
+    // Twice the worker's wait for old snapshots to end.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let (retained, _) = retained_and_size(&mut c, "t_k");
+    assert!(retained > 0, "retired under a snapshot that can read it");
+    assert_eq!(count_above(&mut old), 1000, "the old snapshot's answer");
+    old.batch_execute("COMMIT").unwrap();
+
+    // The next visit (a second later) retires it without retraining.
+    wait_for("the worker to retire the previous generation", 60, || {
+        retained_and_size(&mut c, "t_k").0 == 0
+    });
+    assert_eq!(generation(&mut c, "t_k"), 2, "retrained instead");
+    let free: i64 = c
+        .query_one("SELECT free_pages FROM learned_index_stats('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        free >= retained,
+        "{free} free pages, {retained} were retained"
+    );
+
+    // The merged delta pages take the next rows: the index does not grow.
+    let (_, size) = retained_and_size(&mut c, "t_k");
+    c.batch_execute("INSERT INTO t SELECT 23000 + g FROM generate_series(1, 1000) g")
+        .unwrap();
+    assert_eq!(retained_and_size(&mut c, "t_k").1, size, "the index grew");
+
+    // With no old snapshot, the worker retires right after it retrains, not
+    // at its next visit: an hour from now. One insert calls it (its index's
+    // cache was reset), once: the rows before it did not call (the index
+    // had opted out), so no second visit comes either.
+    run_each(
+        &mut c,
+        "ALTER SYSTEM SET learneddb.retrain_naptime = 3600;
+         SELECT pg_reload_conf();
+         ALTER INDEX t_k SET (retrain = off);
+         INSERT INTO t SELECT 24000 + g FROM generate_series(1, 2000) g;
+         ALTER INDEX t_k SET (retrain = on);
+         INSERT INTO t VALUES (26001);",
+    );
+    wait_for("the worker to retrain t_k again", 60, || {
+        generation(&mut c, "t_k") == 3
+    });
+    wait_for("the worker to retire generation 2", 10, || {
+        retained_and_size(&mut c, "t_k").0 == 0
+    });
+    assert_eq!(count_above(&mut c), 7001);
+    assert_verified(&mut c, "t_k");
+}

@@ -137,6 +137,15 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     if (*info).analyze_only {
         return stats;
     }
+    // VACUUM holds the locks a retrain takes: retire the previous generation
+    // if no snapshot can read it any more, so that inserts reuse its delta
+    // pages even where no worker runs. PostgreSQL 15 does not pass the heap:
+    // the horizon of every table is the cautious one.
+    #[cfg(not(feature = "pg15"))]
+    let heap = (*info).heaprel;
+    #[cfg(feature = "pg15")]
+    let heap = std::ptr::null_mut();
+    crate::retrain::retire_unread((*info).index, heap);
     if !stats.is_null() {
         return stats;
     }

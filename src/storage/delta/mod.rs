@@ -364,17 +364,28 @@ pub struct Counts {
     /// appends.
     pub spilled_entries: u64,
     pub spilled_pages: u64,
+    /// Delta pages merged into the current run that snapshots older than
+    /// its retrain may still read: free once the previous generation is
+    /// retired.
+    pub retained_pages: u64,
+    /// Delta pages free to reuse.
+    pub free_pages: u64,
 }
 
-/// Counts the delta entries and pages in use by the current generation, for
-/// statistics and the worker.
+/// Counts the delta entries and pages in use by the current generation, and
+/// the other delta pages, for statistics and the worker.
 pub fn count(rel: pg_sys::Relation, meta: &Meta, strategy: Strategy) -> Counts {
     let mut c = Counts::default();
     let dir = directory(rel, meta, strategy);
-    for d in dir
-        .iter()
-        .filter(|d| d.state != FREE && d.generation >= meta.generation)
-    {
+    for d in &dir {
+        if d.state == FREE {
+            c.free_pages += 1;
+            continue;
+        }
+        if d.generation < meta.generation {
+            c.retained_pages += 1;
+            continue;
+        }
         let page = DeltaPage::read(rel, d.blk, strategy);
         let n = page.len() as u64;
         let h = page.header();
