@@ -106,6 +106,15 @@ def stream(order, kind, maxkey):
     fresh = int(psql(f"SELECT pg_relation_size('{table}_fresh')"))
     print(f"{order} {kind}: {samples[-1][3]} bytes after the stream, {fresh} for a fresh build",
           file=sys.stderr)
+    if kind == "learned":
+        # Where the difference lies: pages of the run and the delta, pages
+        # kept for old snapshots, pages free to reuse, against the fresh
+        # build's run.
+        cols = "run_pages, delta_pages, retained_pages, free_pages, index_size / 8192"
+        after = psql(f"SELECT {cols} FROM learned_index_stats('{table}_k')")
+        fresh_run = psql(f"SELECT run_pages FROM learned_index_stats('{table}_fresh')")
+        print(f"{order} {kind} pages after the stream ({cols.replace(' / 8192', '')}): "
+              f"{after.replace('|', ', ')}; fresh build: {fresh_run} run pages", file=sys.stderr)
     psql(f"DROP TABLE {table} CASCADE")
     return samples, fresh
 

@@ -591,7 +591,10 @@ pub fn freeze(rel: pg_sys::Relation, next: u32) -> Meta {
             .filter(|d| d.state == OPEN && d.bounded && d.generation < next)
             .collect()
     };
-    for d in bounded {
+    for (i, d) in bounded.into_iter().enumerate() {
+        if i > 0 {
+            crate::pause::pause_point("freeze_bounded");
+        }
         let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
         // SAFETY: block 0, pinned and exclusive-locked.
         let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
