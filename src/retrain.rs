@@ -156,6 +156,8 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     }
     if before.prev_generation != 0 {
         retire(idx, ring.get());
+    } else {
+        discard_merged(idx, ring.get());
     }
     let next = before.insert_generation.max(before.generation) + 1;
     let meta = delta::freeze(idx, next);
@@ -847,32 +849,49 @@ fn plan(sorted: &mut Sorted, target_window: u32, fillfactor: u32) -> Shape {
     }
 }
 
-/// Once no snapshot can read the previous generation: the delta pages merged
-/// into the current run become free delta pages, and the previous
-/// generation's blocks join the free list (one record, the metapage).
+/// Once no snapshot can read the previous generation: its blocks join the
+/// free list (one record, the metapage), then the delta pages merged into the
+/// current run become free delta pages. In that order: a hot standby scan,
+/// which nothing protects, checks the metapage after reading the directory,
+/// so it cannot miss a page freed here while the metapage still lists its
+/// generation (src/am/scan.rs). A crash between the two leaves merged pages
+/// closed, which no generation reads; the next retrain frees them
+/// ([`discard_merged`]).
 fn retire(idx: pg_sys::Relation, strategy: Strategy) {
+    {
+        let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
+        // SAFETY: block 0, pinned and exclusive-locked.
+        let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
+        for e in m.prev_place.tail(m.shared_pages) {
+            m.free.free(e);
+        }
+        m.prev_generation = 0;
+        (m.prev_run_base, m.shared_pages) = (0, 0);
+        m.prev_place = Extents::default();
+        (m.prev_run_pages, m.prev_run_entries) = (0, 0);
+        (m.prev_null_pages, m.prev_null_entries) = (0, 0);
+        m.prev_model_pages = 0;
+        let mut wal = Wal::start(idx);
+        m.write(&mut wal, &meta_buf);
+        wal.finish();
+    }
+    pause_point("recycle");
+    discard_merged(idx, strategy);
+}
+
+/// Frees the closed delta pages of generations before the current one,
+/// which its run holds, while no previous generation is kept (after
+/// [`retire`], or a crash in it).
+fn discard_merged(idx: pg_sys::Relation, strategy: Strategy) {
     let meta = Meta::read(idx);
+    if meta.prev_generation != 0 {
+        return;
+    }
     for d in delta::directory(idx, &meta, strategy) {
         if d.state == CLOSED && d.generation < meta.generation {
             delta::discard(idx, &d);
         }
     }
-    pause_point("recycle");
-    let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
-    // SAFETY: block 0, pinned and exclusive-locked.
-    let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
-    for e in m.prev_place.tail(m.shared_pages) {
-        m.free.free(e);
-    }
-    m.prev_generation = 0;
-    (m.prev_run_base, m.shared_pages) = (0, 0);
-    m.prev_place = Extents::default();
-    (m.prev_run_pages, m.prev_run_entries) = (0, 0);
-    (m.prev_null_pages, m.prev_null_entries) = (0, 0);
-    m.prev_model_pages = 0;
-    let mut wal = Wal::start(idx);
-    m.write(&mut wal, &meta_buf);
-    wal.finish();
 }
 
 /// Blocks added at the end of the index under one hold of the extension

@@ -377,3 +377,91 @@ fn standby_cursors_do_not_return_rows_vacuum_removed_under_them() {
     );
     assert_verified(&mut s, "t_k");
 }
+
+/// Retiring a generation frees the delta pages merged into the next one's
+/// run, and nothing holds that back for a standby's snapshot: the primary
+/// retires as soon as its own transactions allow (here VACUUM, right after
+/// the retrain). Two nested loops on the standby, paused in a REPEATABLE
+/// READ transaction, read the generation being retired: one had read the
+/// delta directory before (the delta pages it goes on reading are freed
+/// under it), one reads it only after (the metapage no longer lists its
+/// generation). Both start over from the current generation and find every
+/// row; without the checks they found none of the merged rows.
+#[test]
+fn standby_scans_start_over_when_their_generation_is_retired() {
+    let primary = start_primary("replica_retire", &["autovacuum = off"]);
+    let mut p = primary.connect();
+    common::run_each(
+        &mut p,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT 3 * g FROM generate_series(1, 60000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         -- Above the run: delta pages, merged by the append below.
+         INSERT INTO t SELECT 180000 + g FROM generate_series(1, 6000) g;
+         -- Probes 1-200 look up run keys and delta keys in turn, 201-400
+         -- only run keys, then 401-600 only delta keys.
+         CREATE TABLE probes AS
+           SELECT i, CASE WHEN i <= 200 AND i % 2 = 0 THEN 180000 + i * 29
+                          WHEN i > 400 THEN 180000 + i * 9
+                          ELSE i * 297 END AS k
+           FROM generate_series(1, 600) i;
+         VACUUM ANALYZE t; ANALYZE probes",
+    );
+    let standby = Standby::start(&primary);
+    let mut s = standby.connect();
+    wait_for_replay(&mut p, &mut s);
+    let nested = |from: i32, to: i32| {
+        format!(
+            "SELECT p.i, (SELECT count(*) FROM t WHERE t.k = p.k) AS n FROM probes p
+              WHERE p.i BETWEEN {from} AND {to} ORDER BY p.i"
+        )
+    };
+    common::run_each(
+        &mut s,
+        "BEGIN ISOLATION LEVEL REPEATABLE READ;
+         SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off",
+    );
+    let plan = rows(&mut s, &format!("EXPLAIN (COSTS OFF) {}", nested(1, 200))).join("\n");
+    assert!(plan.contains("Index Scan using t_k"), "{plan}");
+    s.batch_execute(&format!(
+        "DECLARE read_before CURSOR FOR {};
+         DECLARE read_after CURSOR FOR {}",
+        nested(1, 200),
+        nested(201, 600)
+    ))
+    .unwrap();
+    let count = |rows: Vec<postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(1)).collect() };
+    let mut before = count(s.query("FETCH 20 FROM read_before", &[]).unwrap());
+    let mut after = count(s.query("FETCH 20 FROM read_after", &[]).unwrap());
+
+    let path: String = p
+        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(path, "append");
+    p.batch_execute("VACUUM t").unwrap();
+    let retained: i64 = p
+        .query_one("SELECT retained_pages FROM learned_index_stats('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(retained, 0, "the primary did not retire");
+    wait_for_replay(&mut p, &mut s);
+
+    before.extend(count(s.query("FETCH ALL FROM read_before", &[]).unwrap()));
+    after.extend(count(s.query("FETCH ALL FROM read_after", &[]).unwrap()));
+    s.batch_execute("COMMIT").unwrap();
+    let missing = |n: &[i64]| n.iter().filter(|&&c| c != 1).count();
+    assert_eq!(before.len(), 200);
+    assert_eq!(after.len(), 400);
+    assert_eq!(
+        missing(&before),
+        0,
+        "rows missed after reading the directory"
+    );
+    assert_eq!(
+        missing(&after),
+        0,
+        "rows missed reading the directory after"
+    );
+    assert_verified(&mut s, "t_k");
+}

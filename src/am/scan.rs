@@ -15,9 +15,10 @@
 //!
 //! Every generation holds the entries of the one before (less what VACUUM
 //! removed, plus what was inserted since) in that same order, so a scan that
-//! meets a page a newer generation reused (a hot standby query that outlived
-//! two retrains: the primary cannot see its snapshot) starts over from the
-//! metapage just after the entry it returned last (DESIGN.md section 3).
+//! meets a page a newer generation reused, or finds its generation retired
+//! (a hot standby query that outlived a retrain and the retirement after it:
+//! the primary cannot see its snapshot), starts over from the metapage just
+//! after the entry it returned last (DESIGN.md section 3).
 //!
 //! Pins (DESIGN.md section 3a, nbtree's "dropping pins"): a scan that returns
 //! index tuples (index-only) or runs under a non-MVCC snapshot keeps the pin on
@@ -289,7 +290,17 @@ impl ScanState {
 
     /// Gathers the delta entries the plan can return, from the delta pages
     /// whose directory entry says they may hold some.
-    fn gather(&mut self, rel: pg_sys::Relation) {
+    ///
+    /// On a hot standby nothing holds retirement back for this scan's
+    /// snapshot: once the scan's generation is retired, the delta pages
+    /// merged into the next one's run are freed (the metapage says so first,
+    /// `retire` in src/retrain.rs), and their rows are in neither place the
+    /// scan reads. So there, a directory read after the metapage stopped
+    /// listing the scan's generation, or a delta page freed or reused since
+    /// the directory was read, is `Recycled`: the scan starts over from the
+    /// current generation. (On a primary the scan's snapshot holds
+    /// retirement back.)
+    fn gather(&mut self, rel: pg_sys::Relation) -> Result<(), Recycled> {
         self.hints(rel);
         let hints = self.hints.as_mut().unwrap();
         let plan = &self.plan;
@@ -305,9 +316,11 @@ impl ScanState {
             .filter(|(lo, hi)| lo <= hi);
         if hull.is_none() && !plan.nulls {
             self.gathered = true;
-            return;
+            return Ok(());
         }
         let meta = &hints.meta;
+        // SAFETY: reads shared memory.
+        let standby = unsafe { pg_sys::RecoveryInProgress() };
         // Delta pages of earlier generations are merged into this one's run.
         let summary = match &mut hints.delta {
             Some(summary) => {
@@ -315,13 +328,19 @@ impl ScanState {
                 summary.order();
                 summary
             }
-            None => hints.delta.insert(Summary::new(
-                delta::directory(rel, meta, Strategy::DEFAULT),
-                meta.generation,
-            )),
+            None => {
+                let dir = delta::directory(rel, meta, Strategy::DEFAULT);
+                if standby && !Meta::read(rel).readable(meta.generation) {
+                    return Err(Recycled);
+                }
+                hints.delta.insert(Summary::new(dir, meta.generation))
+            }
         };
         for d in summary.candidates(hull, plan.nulls) {
             let page = DeltaPage::read(rel, d.blk, Strategy::DEFAULT);
+            if standby && page.replaced_since(d) {
+                return Err(Recycled);
+            }
             let before = self.delta.len() + self.delta_nulls.len();
             if plan.nulls {
                 for e in page.entries() {
@@ -342,6 +361,7 @@ impl ScanState {
         self.delta.sort_unstable_by_key(|e| (e.key, e.tid));
         self.delta_nulls.sort_unstable();
         self.gathered = true;
+        Ok(())
     }
 
     /// Delta entries of interval `k`: `delta[dlo..dhi]`.
@@ -357,7 +377,7 @@ impl ScanState {
     /// plan selects nothing at all.
     fn begin(&mut self, rel: pg_sys::Relation, forward: bool) -> Result<bool, Recycled> {
         if !self.gathered {
-            self.gather(rel);
+            self.gather(rel)?;
             // SAFETY: `self.scan` is the live descriptor of this scan.
             unsafe { count_search(self.scan) };
         }
@@ -391,7 +411,7 @@ impl ScanState {
         at: Position,
         forward: bool,
     ) -> Result<(), Recycled> {
-        self.gather(rel);
+        self.gather(rel)?;
         let pair = (at.key, at.tid);
         let Some(k) = at.interval else {
             return self.reposition_nulls(rel, at.tid, forward);

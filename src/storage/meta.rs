@@ -201,6 +201,13 @@ impl Meta {
         self.to_page(page);
     }
 
+    /// Whether a scan that read generation `g` from an earlier copy of this
+    /// metapage can still read it: the current generation, or the previous
+    /// one before it is retired.
+    pub fn readable(&self, g: u32) -> bool {
+        self.generation == g || (self.prev_generation != 0 && self.prev_generation == g)
+    }
+
     /// The run's last (key, TID), `None` for an empty run.
     pub fn run_last(&self) -> Option<(u64, u64)> {
         (self.run_entries > 0).then_some((self.run_last_key, self.run_last_tid))

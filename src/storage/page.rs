@@ -196,7 +196,7 @@ pub struct Recycled;
 /// page of another kind or a newer generation where a scan expected this one
 /// is not damage if the index has moved to a newer generation since the scan
 /// read the metapage: the blocks of a retired generation are reused, and only
-/// a query that outlived two retrains (on a hot standby, where the primary
+/// a query that outlived a retrain and the retirement after it (on a hot standby, where the primary
 /// cannot see its snapshot) can meet them. That is `Err(Recycled)`; anything
 /// else wrong is an ERROR.
 ///
@@ -238,7 +238,7 @@ pub fn recycled_error(rel: pg_sys::Relation) -> ! {
     pgrx::pg_sys::panic::ErrorReport::new(
         PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
         format!(
-            "learned index \"{}\" was retrained twice while this query ran, and blocks it was reading were reused",
+            "learned index \"{}\" was retrained while this query ran, and blocks it was reading were reused",
             // SAFETY: `rel` is open.
             unsafe { relation_name(rel) }
         ),

@@ -121,6 +121,17 @@ impl DeltaPage {
         self.h
     }
 
+    /// Whether this page is no longer the one directory entry `d` described
+    /// when it was read: freed since (its entries were moved into a newer
+    /// generation's run and the page retired, or VACUUM emptied it) or reused
+    /// by a later generation.
+    pub fn replaced_since(&self, d: &DirEntry) -> bool {
+        // SAFETY: the buffer is pinned and locked, and the page was
+        // validated in `open`.
+        let tag = unsafe { page::opaque(self.buf.page()).generation };
+        self.h.state == FREE || tag != d.generation
+    }
+
     pub fn len(&self) -> usize {
         self.h.count as usize
     }
