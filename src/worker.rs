@@ -412,14 +412,16 @@ pub extern "C-unwind" fn learneddb_database_main(_arg: pg_sys::Datum) {
 
 /// How long a database worker waits, after retraining, for the snapshots
 /// that can read the generations it replaced to end.
-const RETIRE_WAIT: Duration = Duration::from_secs(2);
+const RETIRE_WAIT: Duration = Duration::from_millis(500);
 
 /// Retires the generations the retrains of this visit replaced as soon as
 /// no snapshot can read them (the running transactions of an OLTP stream
 /// end within milliseconds), rather than at the index's next retrain: until
 /// then the delta pages merged are not reused, and an index under a steady
 /// stream would hold two deltas rather than one. Gives up after
-/// [`RETIRE_WAIT`]; the next visit tries again.
+/// [`RETIRE_WAIT`] (a long transaction holds it back, and the launcher
+/// waits for this worker before it visits another database); the next
+/// visit tries again.
 fn retire_soon(mut pending: Vec<pg_sys::Oid>) {
     let deadline = Instant::now() + RETIRE_WAIT;
     while !pending.is_empty() && Instant::now() < deadline {

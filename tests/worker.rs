@@ -286,9 +286,9 @@ fn retained_and_size(c: &mut postgres::Client, index: &str) -> (i64, i64) {
 /// After a retrain the worker frees the generation it replaced as soon as no
 /// snapshot can read it, not at the next retrain: the delta that follows
 /// reuses the merged delta pages instead of extending the index. A
-/// REPEATABLE READ transaction that began before the retrain keeps it, and
-/// reads the rows of its snapshot exactly, until it ends. (Autovacuum, which
-/// retires too, is off.)
+/// REPEATABLE READ transaction that began before the retrain keeps it (and
+/// its statements' answers stay those of its snapshot) until it ends.
+/// (Autovacuum, which retires too, is off.)
 #[test]
 fn the_worker_retires_a_replaced_generation_once_no_snapshot_reads_it() {
     let cluster = Cluster::start(
@@ -327,8 +327,9 @@ fn the_worker_retires_a_replaced_generation_once_no_snapshot_reads_it() {
     wait_for("the worker to retrain t_k", 60, || {
         generation(&mut c, "t_k") == 2
     });
-    // Twice the worker's wait for old snapshots to end.
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    // Longer than the worker waits for old snapshots to end, and than its
+    // naptime.
+    std::thread::sleep(std::time::Duration::from_secs(3));
     let (retained, _) = retained_and_size(&mut c, "t_k");
     assert!(retained > 0, "retired under a snapshot that can read it");
     assert_eq!(count_above(&mut old), 1000, "the old snapshot's answer");
@@ -355,14 +356,19 @@ fn the_worker_retires_a_replaced_generation_once_no_snapshot_reads_it() {
     assert_eq!(retained_and_size(&mut c, "t_k").1, size, "the index grew");
 
     // With no old snapshot, the worker retires right after it retrains, not
-    // at its next visit: an hour from now. One insert calls it (its index's
+    // at its next visit: an hour from now (set by a restart, so that no
+    // visit at the old naptime can come). One insert calls it (its index's
     // cache was reset), once: the rows before it did not call (the index
     // had opted out), so no second visit comes either.
+    c.batch_execute("ALTER SYSTEM SET learneddb.retrain_naptime = 3600")
+        .unwrap();
+    drop(c);
+    cluster.stop("fast");
+    cluster.restart();
+    let mut c = cluster.connect();
     run_each(
         &mut c,
-        "ALTER SYSTEM SET learneddb.retrain_naptime = 3600;
-         SELECT pg_reload_conf();
-         ALTER INDEX t_k SET (retrain = off);
+        "ALTER INDEX t_k SET (retrain = off);
          INSERT INTO t SELECT 24000 + g FROM generate_series(1, 2000) g;
          ALTER INDEX t_k SET (retrain = on);
          INSERT INTO t VALUES (26001);",
