@@ -150,15 +150,12 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     // SAFETY: reads the clock.
     let started = unsafe { pg_sys::GetCurrentTimestamp() };
     let ring = BulkRead::new();
-    let before = Meta::read(idx);
-    if before.prev_generation != 0 && !retired(rel.heap, &before) {
+    if !retire_unread(idx, rel.heap) {
         return None;
     }
-    if before.prev_generation != 0 {
-        retire(idx, ring.get());
-    } else {
-        discard_merged(idx, ring.get());
-    }
+    // The merged pages a crash while retiring left closed.
+    discard_merged(idx, ring.get());
+    let before = Meta::read(idx);
     let next = before.insert_generation.max(before.generation) + 1;
     let meta = delta::freeze(idx, next);
     pause_point("freeze");

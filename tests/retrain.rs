@@ -302,8 +302,9 @@ fn retained_free(c: &mut postgres::Client, index: &str) -> (i64, i64) {
 
 /// VACUUM frees the generation a retrain replaced once no snapshot can read
 /// it (where no worker runs, it would otherwise wait for the next retrain),
-/// and not while a transaction that began before the retrain is open, which
-/// goes on reading through it exactly. The merged delta pages then take the
+/// and not while a transaction that began before the retrain is open: a
+/// cursor of that transaction paused in the old generation goes on reading
+/// it exactly. The merged delta pages then take the
 /// next rows without extending the index.
 #[test]
 fn vacuum_retires_a_replaced_generation_once_no_snapshot_reads_it() {
@@ -331,10 +332,19 @@ fn vacuum_retires_a_replaced_generation_once_no_snapshot_reads_it() {
     };
     let before = count(&mut old);
     assert_eq!(before, 8000 - 80);
+    // A scan of the generation the retrain replaces, paused: its first rows
+    // read, the rest read after the retrain and a VACUUM.
+    let keys = |rows: Vec<postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
+    old.batch_execute("DECLARE c CURSOR FOR SELECT k, ctid FROM t WHERE k > 15000 ORDER BY k")
+        .unwrap();
+    let mut read = keys(old.query("FETCH 100 FROM c", &[]).unwrap());
     assert_eq!(retained_free(&mut c, "t_k").0, 0, "nothing to retain yet");
     run_each(&mut c, "SELECT learned_retrain('t_k'); VACUUM t;");
     let (retained, free_before) = retained_free(&mut c, "t_k");
     assert!(retained > 0, "retired under a snapshot that can read it");
+    read.extend(keys(old.query("FETCH ALL FROM c", &[]).unwrap()));
+    let want: Vec<i64> = (15001..=23000).filter(|k| k % 100 != 0).collect();
+    assert!(read == want, "the paused scan of the previous generation");
     assert_eq!(count(&mut old), before, "the old snapshot's answer");
     old.batch_execute("COMMIT").unwrap();
 

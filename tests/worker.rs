@@ -286,8 +286,8 @@ fn retained_and_size(c: &mut postgres::Client, index: &str) -> (i64, i64) {
 /// After a retrain the worker frees the generation it replaced as soon as no
 /// snapshot can read it, not at the next retrain: the delta that follows
 /// reuses the merged delta pages instead of extending the index. A
-/// REPEATABLE READ transaction that began before the retrain keeps it (and
-/// its statements' answers stay those of its snapshot) until it ends.
+/// REPEATABLE READ transaction that began before the retrain keeps it until
+/// it ends, and its cursor paused in the old generation reads it exactly.
 /// (Autovacuum, which retires too, is off.)
 #[test]
 fn the_worker_retires_a_replaced_generation_once_no_snapshot_reads_it() {
@@ -319,6 +319,12 @@ fn the_worker_retires_a_replaced_generation_once_no_snapshot_reads_it() {
             .get(0)
     };
     assert_eq!(count_above(&mut old), 1000);
+    // A scan of the generation the worker will replace, paused after its
+    // first rows.
+    let keys = |rows: Vec<postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
+    old.batch_execute("DECLARE c CURSOR FOR SELECT k, ctid FROM t WHERE k > 19000 ORDER BY k")
+        .unwrap();
+    let mut read = keys(old.query("FETCH 100 FROM c", &[]).unwrap());
 
     // Past the threshold (1000 entries): the worker retrains, but the open
     // snapshot keeps the previous generation.
@@ -332,6 +338,11 @@ fn the_worker_retires_a_replaced_generation_once_no_snapshot_reads_it() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     let (retained, _) = retained_and_size(&mut c, "t_k");
     assert!(retained > 0, "retired under a snapshot that can read it");
+    read.extend(keys(old.query("FETCH ALL FROM c", &[]).unwrap()));
+    assert!(
+        read == (19001..=20000).collect::<Vec<i64>>(),
+        "the paused scan of the previous generation"
+    );
     assert_eq!(count_above(&mut old), 1000, "the old snapshot's answer");
     old.batch_execute("COMMIT").unwrap();
 
