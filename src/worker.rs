@@ -8,8 +8,10 @@
 //! threshold (the `retrain_threshold` reloption, else
 //! `learneddb.retrain_threshold`), unless the index opted out
 //! (`retrain = off`). It never waits for a lock: a table VACUUM (or a
-//! retrain) is working on is skipped until the next round. An error ends only
-//! that database's worker; the launcher starts a fresh one next round.
+//! retrain) is working on is skipped until the next round. An ERROR in one
+//! index (a damaged page, say) is logged and rolled back, and the worker goes
+//! on with the next index, as autovacuum goes on past a table it cannot
+//! vacuum.
 
 use crate::am::options::retrain_settings;
 use crate::retrain::retrain;
@@ -19,6 +21,7 @@ use crate::storage::{delta, Meta};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{PGRXSharedMemory, PgAtomic, PgLwLock};
@@ -69,6 +72,8 @@ pub enum Skip {
     Locked = 1,
     /// Transactions older than the last retrain were still running.
     OldSnapshots = 2,
+    /// Visiting it raised an ERROR, which the server log has.
+    Failed = 3,
 }
 
 impl Skip {
@@ -76,6 +81,7 @@ impl Skip {
         match self {
             Skip::Locked => "table locked (VACUUM, a retrain or DDL was running)",
             Skip::OldSnapshots => "transactions older than the last retrain were running",
+            Skip::Failed => "an ERROR while the worker visited it (see the server log)",
         }
     }
 }
@@ -151,7 +157,8 @@ pub fn last_skip(index: pg_sys::Oid) -> Option<(&'static str, i64)> {
         .find(|s| s.reason != 0 && s.database == database && s.index == index)?;
     let reason = match slot.reason {
         1 => Skip::Locked,
-        _ => Skip::OldSnapshots,
+        2 => Skip::OldSnapshots,
+        _ => Skip::Failed,
     };
     Some((reason.describe(), slot.at))
 }
@@ -403,7 +410,7 @@ pub extern "C-unwind" fn learneddb_database_main(_arg: pg_sys::Datum) {
         if BackgroundWorker::sigterm_received() {
             break;
         }
-        if BackgroundWorker::transaction(move || visit(oid)) {
+        if index_transaction(oid, move || visit(oid)).unwrap_or(false) {
             retrained.push(oid);
         }
     }
@@ -431,13 +438,70 @@ fn retire_soon(mut pending: Vec<pg_sys::Oid>) {
             return;
         }
         pending.retain(|&oid| {
-            !BackgroundWorker::transaction(move || match lock_for_retrain(oid) {
+            let done = index_transaction(oid, move || match lock_for_retrain(oid) {
                 Ok(rel) => crate::retrain::retire_unread(rel.index, rel.heap),
                 Err(Unlocked::Dropped) => true,
                 Err(Unlocked::Busy) => false,
-            })
+            });
+            // After an ERROR, the next visit tries again.
+            !done.unwrap_or(true)
         });
     }
+}
+
+/// Runs `body`, the worker's work on index `oid`, in a transaction of its
+/// own. An ERROR (a damaged page, say) is logged, rolled back and noted for
+/// the statistics, and gives `None`: otherwise one failing index would end
+/// the database's worker at every visit, before the indexes after it.
+fn index_transaction<R>(
+    oid: pg_sys::Oid,
+    body: impl FnOnce() -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+) -> Option<R> {
+    PgTryBuilder::new(move || Some(BackgroundWorker::transaction(body)))
+        .catch_others(move |e| {
+            let report = match &e {
+                CaughtError::PostgresError(r)
+                | CaughtError::ErrorReport(r)
+                | CaughtError::RustPanic { ereport: r, .. } => r,
+            };
+            // SAFETY: autovacuum's recovery from an ERROR in one table
+            // (do_autovacuum): the error was copied out and its state
+            // flushed when it was caught; aborting releases the locks,
+            // buffer pins and memory of the failed transaction, with
+            // interrupts held off meanwhile as PostgresMain does.
+            unsafe {
+                pg_sys::InterruptHoldoffCount += 1;
+                pg_sys::AbortOutOfAnyTransaction();
+                pg_sys::InterruptHoldoffCount -= 1;
+            }
+            let name = BackgroundWorker::transaction(move || {
+                // SAFETY: a catalog lookup in a transaction; the name is
+                // copied before the transaction frees it.
+                let name = unsafe { pg_sys::get_rel_name(oid) };
+                if name.is_null() {
+                    format!("with OID {}", oid.to_u32())
+                } else {
+                    // SAFETY: get_rel_name returns a NUL-terminated string.
+                    format!(
+                        "\"{}\"",
+                        unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy()
+                    )
+                }
+            });
+            let message = format!(
+                "learneddb: the retrain worker skipped index {name}: {}",
+                report.message()
+            );
+            match report.detail() {
+                Some(detail) => {
+                    ereport!(PgLogLevel::LOG, report.sql_error_code(), message, detail)
+                }
+                None => ereport!(PgLogLevel::LOG, report.sql_error_code(), message),
+            }
+            note_skip(oid, Some(Skip::Failed));
+            None
+        })
+        .execute()
 }
 
 /// Why [`lock_for_retrain`] did not open an index.

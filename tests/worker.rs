@@ -393,3 +393,84 @@ fn the_worker_retires_a_replaced_generation_once_no_snapshot_reads_it() {
     assert_eq!(count_above(&mut c), 7001);
     assert_verified(&mut c, "t_k");
 }
+
+/// An ERROR in one index (here a damaged metapage) is logged, and the worker
+/// goes on to the indexes after it, visit after visit: it does not end the
+/// database's worker before them each time, as it did.
+#[test]
+fn an_index_that_fails_does_not_keep_the_worker_from_the_others() {
+    // Without data checksums, so that our own check meets the damage (with
+    // them, the server's page check fails first: an ERROR all the same).
+    let cluster = Cluster::start_major(
+        "worker_error",
+        common::PG_MAJOR,
+        &[
+            "shared_preload_libraries = 'learneddb'",
+            "learneddb.retrain_naptime = 1",
+            "learneddb.retrain = off",
+        ],
+        "",
+        common::NO_CHECKSUMS,
+    );
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE EXTENSION learneddb;
+         CREATE TABLE ta (k int8);
+         CREATE TABLE tb (k int8);
+         INSERT INTO ta SELECT g FROM generate_series(1, 100000) g;
+         INSERT INTO tb SELECT g FROM generate_series(1, 100000) g;
+         CREATE INDEX a_k ON ta USING learned (k);
+         CREATE INDEX b_k ON tb USING learned (k);
+         INSERT INTO ta SELECT 100000 + g FROM generate_series(1, 20000) g;
+         INSERT INTO tb SELECT 100000 + g FROM generate_series(1, 20000) g;
+         ALTER SYSTEM SET learneddb.retrain = on;",
+    );
+    // The worker visits indexes in OID order: the damaged one first.
+    let first: bool = c
+        .query_one("SELECT 'a_k'::regclass::oid < 'b_k'::regclass::oid", &[])
+        .unwrap()
+        .get(0);
+    assert!(first, "a_k was not created with the lower OID");
+    let path: String = c
+        .query_one("SELECT pg_relation_filepath('a_k')", &[])
+        .unwrap()
+        .get(0);
+    c.batch_execute("CHECKPOINT").unwrap();
+    drop(c);
+    cluster.stop("fast");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(cluster.dir.join("data").join(&path))
+            .unwrap();
+        // The metapage's magic, the first bytes after the page header.
+        f.seek(SeekFrom::Start(24)).unwrap();
+        f.write_all(&[0xde, 0xad, 0xbe, 0xef]).unwrap();
+    }
+    cluster.restart();
+    let mut c = cluster.connect();
+    wait_for(
+        "the worker to retrain b_k after the damaged a_k",
+        60,
+        || generation(&mut c, "b_k") > 1,
+    );
+    let log = cluster.log();
+    assert!(
+        log.contains("learneddb: the retrain worker skipped index \"a_k\"")
+            && log.contains("magic"),
+        "the failure of a_k is not logged:\n{log}"
+    );
+    // The next visits go on past a_k too.
+    c.batch_execute("INSERT INTO tb SELECT 120000 + g FROM generate_series(1, 20000) g")
+        .unwrap();
+    wait_for("the worker to retrain b_k again", 60, || {
+        generation(&mut c, "b_k") > 2
+    });
+    assert_verified(&mut c, "b_k");
+    let damaged = c
+        .query("SELECT learned_verify('a_k')", &[])
+        .expect_err("learned_verify passed on a damaged metapage");
+    assert!(common::db_message(&damaged).contains("magic"), "{damaged}");
+}
