@@ -389,7 +389,20 @@ fn standby_cursors_do_not_return_rows_vacuum_removed_under_them() {
 /// row; without the checks they found none of the merged rows.
 #[test]
 fn standby_scans_start_over_when_their_generation_is_retired() {
-    let primary = start_primary("replica_retire", &["autovacuum = off"]);
+    scans_across_a_replayed_retirement("replica_retire", false);
+}
+
+/// As above, but the standby is promoted after replaying the retirement and
+/// before the scans go on: their sessions survive the promotion, and the
+/// scans, which read the metapage during recovery, still start over (they
+/// stopped checking once recovery had ended, and missed the merged rows).
+#[test]
+fn standby_scans_go_on_checking_after_a_promotion() {
+    scans_across_a_replayed_retirement("replica_promote", true);
+}
+
+fn scans_across_a_replayed_retirement(name: &str, promote: bool) {
+    let primary = start_primary(name, &["autovacuum = off"]);
     let mut p = primary.connect();
     common::run_each(
         &mut p,
@@ -446,6 +459,19 @@ fn standby_scans_start_over_when_their_generation_is_retired() {
         .get(0);
     assert_eq!(retained, 0, "the primary did not retire");
     wait_for_replay(&mut p, &mut s);
+    if promote {
+        let mut other = standby.connect();
+        let promoted: bool = other
+            .query_one("SELECT pg_promote(true, 60)", &[])
+            .unwrap()
+            .get(0);
+        assert!(promoted, "the standby was not promoted");
+        let recovering: bool = s
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get(0);
+        assert!(!recovering, "the paused session is still in recovery");
+    }
 
     before.extend(count(s.query("FETCH ALL FROM read_before", &[]).unwrap()));
     after.extend(count(s.query("FETCH ALL FROM read_after", &[]).unwrap()));

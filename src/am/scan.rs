@@ -51,6 +51,10 @@ struct Hints {
     /// generation that has not spilled, does not read the directory (a delta
     /// of a million appended rows has nine directory pages).
     delta: Option<Summary>,
+    /// Read during recovery: the standby's checks of [`ScanState::gather`]
+    /// go on for this scan after a promotion (its session survives one),
+    /// since retirements replayed before it did not wait for its snapshot.
+    in_recovery: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -250,6 +254,9 @@ impl ScanState {
         self.hints.get_or_insert_with(|| Hints {
             meta: Meta::read(rel),
             delta: None,
+            // SAFETY: reads shared memory (once recovery has ended, a flag
+            // of this process).
+            in_recovery: unsafe { pg_sys::RecoveryInProgress() },
         })
     }
 
@@ -299,7 +306,8 @@ impl ScanState {
     /// listing the scan's generation, or a delta page freed or reused since
     /// the directory was read, is `Recycled`: the scan starts over from the
     /// current generation. (On a primary the scan's snapshot holds
-    /// retirement back.)
+    /// retirement back; a scan that read the metapage before a promotion
+    /// goes on checking.)
     fn gather(&mut self, rel: pg_sys::Relation) -> Result<(), Recycled> {
         self.hints(rel);
         let hints = self.hints.as_mut().unwrap();
@@ -319,8 +327,7 @@ impl ScanState {
             return Ok(());
         }
         let meta = &hints.meta;
-        // SAFETY: reads shared memory.
-        let standby = unsafe { pg_sys::RecoveryInProgress() };
+        let standby = hints.in_recovery;
         // Delta pages of earlier generations are merged into this one's run.
         let summary = match &mut hints.delta {
             Some(summary) => {
