@@ -153,8 +153,6 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     if !retire_unread(idx, rel.heap) {
         return None;
     }
-    // The merged pages a crash while retiring left closed.
-    discard_merged(idx, ring.get());
     let before = Meta::read(idx);
     let next = before.insert_generation.max(before.generation) + 1;
     let meta = delta::freeze(idx, next);
@@ -776,13 +774,16 @@ fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: 
 /// follows reuses the merged delta pages rather than extend the index. The
 /// caller holds the locks a retrain (or VACUUM) takes; `heap` is the index's
 /// table, or null for the horizon of every table. True once there is
-/// nothing left to retire.
+/// nothing left to retire. With no previous generation, frees the merged
+/// delta pages a crash while retiring left closed: the worker and VACUUM
+/// come by even when no retrain is due.
 pub fn retire_unread(index: pg_sys::Relation, heap: pg_sys::Relation) -> bool {
     if nblocks(index) == 0 {
         return true;
     }
     let meta = Meta::read(index);
     if meta.prev_generation == 0 {
+        discard_merged(index, BulkRead::new().get());
         return true;
     }
     if !retired(heap, &meta) {
@@ -852,8 +853,8 @@ fn plan(sorted: &mut Sorted, target_window: u32, fillfactor: u32) -> Shape {
 /// which nothing protects, checks the metapage after reading the directory,
 /// so it cannot miss a page freed here while the metapage still lists its
 /// generation (src/am/scan.rs). A crash between the two leaves merged pages
-/// closed, which no generation reads; the next retrain frees them
-/// ([`discard_merged`]).
+/// closed, which no generation reads; the next VACUUM, worker visit or
+/// retrain frees them ([`discard_merged`]).
 fn retire(idx: pg_sys::Relation, strategy: Strategy) {
     {
         let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
