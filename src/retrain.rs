@@ -801,12 +801,23 @@ pub fn retire_unread(index: pg_sys::Relation, heap: pg_sys::Relation) -> bool {
 /// ids, and could refuse long after the last old snapshot ended.
 fn retired(heap: pg_sys::Relation, meta: &Meta) -> bool {
     // SAFETY: `heap` is open or null; computing the horizon reads the proc
-    // array.
-    let horizon = unsafe { pg_sys::GetOldestNonRemovableTransactionId(heap) };
-    // The 32-bit xid of a recent full one.
-    let retired = pg_sys::TransactionId::from(meta.prev_retired as u32);
-    // SAFETY: plain xid arithmetic.
-    unsafe { pg_sys::TransactionIdPrecedes(retired, horizon) }
+    // array, and the next xid shared memory.
+    let (horizon, next) = unsafe {
+        (
+            pg_sys::GetOldestNonRemovableTransactionId(heap),
+            pg_sys::ReadNextFullTransactionId().value,
+        )
+    };
+    // Compared as full xids: a 32-bit comparison turns around once 2^31
+    // transactions have passed since the switch with nothing retiring.
+    meta.prev_retired < full_xid_before(next, horizon.into_inner())
+}
+
+/// The full xid of `xid`, which lies at or before the next full xid `next`
+/// and within 2^31 of it (as a horizon does): `FullXidRelativeTo`.
+fn full_xid_before(next: u64, xid: u32) -> u64 {
+    let behind = (next as u32).wrapping_sub(xid) as i32 as i64;
+    (next as i64 - behind) as u64
 }
 
 /// The new generation's shape, from a first pass over the sorted entries.
@@ -961,4 +972,26 @@ fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
         rest -= chunk;
     }
     place
+}
+
+#[cfg(test)]
+mod tests {
+    use super::full_xid_before;
+
+    #[test]
+    fn horizons_become_full_xids_across_epochs() {
+        let epoch = 1u64 << 32;
+        assert_eq!(full_xid_before(1000, 900), 900);
+        assert_eq!(full_xid_before(1000, 1000), 1000);
+        // The next xid wrapped into epoch 1; the horizon is still in epoch 0.
+        assert_eq!(full_xid_before(epoch + 100, u32::MAX - 49), epoch - 50);
+        // Both in a later epoch, 2^31 - 1 apart.
+        let next = 5 * epoch + 10;
+        let far = next - ((1u64 << 31) - 1);
+        assert_eq!(full_xid_before(next, far as u32), far);
+        // A switch 3 billion xids ago precedes a horizon 1,000 behind next:
+        // the 32-bit comparison said the opposite.
+        let switched = next - 3_000_000_000;
+        assert!(switched < full_xid_before(next, (next - 1000) as u32));
+    }
 }
