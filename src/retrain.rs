@@ -33,7 +33,7 @@ use crate::am::build::relation_needs_wal;
 use crate::am::sort::{maintenance_budget, Sorted, Sorter};
 use crate::model::{ModelView, Trainer};
 use crate::pause::pause_point;
-use crate::stats::Opened;
+use crate::stats::{IndexArg, Opened};
 use crate::storage::buffer::{nblocks, BulkRead, Strategy};
 use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, FREE};
 use crate::storage::extents::{Extent, Extents, MAX_EXTENTS};
@@ -45,7 +45,6 @@ use crate::storage::wal::{self, Wal};
 use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 /// What a retrain did.
 pub struct Report {
@@ -80,7 +79,7 @@ impl Path {
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile)]
 fn learned_retrain(
-    index: PgRelation,
+    index: IndexArg,
 ) -> TableIterator<
     'static,
     (

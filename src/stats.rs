@@ -8,7 +8,6 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 /// An open learned index and its table, closed on drop.
 pub struct Opened {
@@ -18,23 +17,73 @@ pub struct Opened {
     index_lock: i32,
 }
 
+/// A `regclass` argument, not yet opened: [`Opened`] locks the table before
+/// the index, as amcheck does, and DDL too (pgrx's `PgRelation` argument
+/// locks the index as it is unboxed, before the function runs).
+pub struct IndexArg(pub pg_sys::Oid);
+
+impl FromDatum for IndexArg {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<IndexArg> {
+        // SAFETY: a regclass datum is an Oid.
+        (!is_null).then(|| IndexArg(unsafe { pg_sys::Oid::from_datum(datum, false) }.unwrap()))
+    }
+}
+
+// SAFETY: unboxed with FromDatum, as pgrx unboxes its own `PgRelation`.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for IndexArg {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> IndexArg {
+        // SAFETY: the caller passes an argument of this function's type.
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "the index must not be NULL"
+            );
+        })
+    }
+}
+
+pgrx::impl_sql_translatable!(IndexArg, arg_only = "regclass");
+
 impl Opened {
     /// Locks table then index in AccessShareLock, as amcheck does, and checks
     /// that the relation is a learned index with storage.
-    pub fn new(index: PgRelation) -> Opened {
+    pub fn new(index: IndexArg) -> Opened {
         let share = pg_sys::AccessShareLock as i32;
         Opened::with_locks(index, share, share)
     }
 
     /// As `new`, with the given lock modes on the table and the index.
-    pub fn with_locks(index: PgRelation, heap_lock: i32, index_lock: i32) -> Opened {
-        let oid = index.oid();
-        drop(index);
-        // SAFETY: plain catalog lookups and relation opens; errors are raised
-        // by PostgreSQL for a missing relation.
+    pub fn with_locks(index: IndexArg, heap_lock: i32, index_lock: i32) -> Opened {
+        let oid = index.0;
+        // SAFETY: catalog lookups, then the table's lock before the index's;
+        // the relations are opened once locked, and PostgreSQL raises the
+        // errors for a relation dropped meanwhile.
         unsafe {
-            let relkind = pg_sys::get_rel_relkind(oid) as u8;
-            if relkind == pg_sys::RELKIND_PARTITIONED_INDEX && is_learned(oid) {
+            let heap_oid = pg_sys::IndexGetRelation(oid, true);
+            if heap_oid == pg_sys::InvalidOid {
+                not_learned(oid);
+            }
+            pg_sys::LockRelationOid(heap_oid, heap_lock);
+            if pg_sys::IndexGetRelation(oid, true) != heap_oid {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                    format!(
+                        "could not open the table of index with OID {}",
+                        oid.to_u32()
+                    ),
+                    "The index was dropped meanwhile."
+                );
+            }
+            let index = pg_sys::index_open(oid, index_lock);
+            let relkind = (*(*index).rd_rel).relkind as u8;
+            let learned = is_learned(index);
+            if relkind == pg_sys::RELKIND_PARTITIONED_INDEX && learned {
                 let parts = Spi::get_one_with_args::<String>(
                     "SELECT string_agg(relid::regclass::text, ', ' ORDER BY relid::regclass::text)
                        FROM pg_partition_tree($1) WHERE isleaf",
@@ -59,16 +108,10 @@ impl Opened {
                 .set_hint("Pass one of its partitions' indexes instead.")
                 .report(PgLogLevel::ERROR);
             }
-            if relkind != pg_sys::RELKIND_INDEX || !is_learned(oid) {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                    format!("\"{}\" is not a learned index", name_of(oid))
-                );
+            if relkind != pg_sys::RELKIND_INDEX || !learned {
+                not_learned(oid);
             }
-            let heap_oid = pg_sys::IndexGetRelation(oid, false);
-            let heap = pg_sys::table_open(heap_oid, heap_lock);
-            let index = pg_sys::index_open(oid, index_lock);
+            let heap = pg_sys::table_open(heap_oid, pg_sys::NoLock as i32);
             Opened {
                 heap,
                 index,
@@ -79,14 +122,17 @@ impl Opened {
     }
 }
 
-/// Whether relation `oid` uses the learned access method.
-unsafe fn is_learned(oid: pg_sys::Oid) -> bool {
-    let rel = pg_sys::RelationIdGetRelation(oid);
-    if rel.is_null() {
-        return false;
-    }
+fn not_learned(oid: pg_sys::Oid) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+        format!("\"{}\" is not a learned index", name_of(oid))
+    );
+}
+
+/// Whether open relation `rel` uses the learned access method.
+unsafe fn is_learned(rel: pg_sys::Relation) -> bool {
     let am = pg_sys::get_am_name((*(*rel).rd_rel).relam);
-    pg_sys::RelationClose(rel);
     !am.is_null() && std::ffi::CStr::from_ptr(am).to_bytes() == b"learned"
 }
 
@@ -141,7 +187,7 @@ fn name_of(oid: pg_sys::Oid) -> String {
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
 fn learned_index_stats(
-    index: PgRelation,
+    index: IndexArg,
 ) -> TableIterator<
     'static,
     (

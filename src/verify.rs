@@ -15,7 +15,7 @@ use crate::am::datum::index_kind;
 use crate::am::sort::{maintenance_budget, Sorter};
 use crate::key::{KeyKind, RawValue};
 use crate::model::ModelView;
-use crate::stats::Opened;
+use crate::stats::{IndexArg, Opened};
 use crate::storage::buffer::{nblocks, BulkRead, Strategy};
 use crate::storage::delta::{self, DeltaPage, DirEntry, DirPage, CLOSED, FREE, OPEN};
 use crate::storage::extents::Extents;
@@ -25,11 +25,10 @@ use crate::storage::search::Directory;
 use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
 /// Checks a learned index; raises an ERROR that says what is wrong.
 #[pg_extern(volatile)]
-fn learned_verify(index: PgRelation, heapallindexed: default!(bool, true)) -> bool {
+fn learned_verify(index: IndexArg, heapallindexed: default!(bool, true)) -> bool {
     let rel = Opened::new(index);
     let idx = rel.index;
     // SAFETY: a registered snapshot, unregistered below; taking it before

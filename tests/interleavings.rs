@@ -664,3 +664,59 @@ fn rows_spilled_between_the_freezes_closes_are_kept() {
     assert_eq!(texts(&mut c, "SELECT count(*) FROM t")[0], "242000");
     assert_verified(&mut c, "t_k");
 }
+
+/// Whether backend `pid` waits for a heavyweight lock.
+fn waits_for_lock(admin: &mut postgres::Client, pid: i32) -> bool {
+    admin
+        .query_opt(
+            "SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted",
+            &[&pid],
+        )
+        .unwrap()
+        .is_some()
+}
+
+/// `learned_retrain`, `learned_verify` and `learned_index_stats` lock the
+/// table before the index, as DDL does. A session holds the table
+/// exclusively, as DROP INDEX does, so the function waits for the table; the
+/// same session then runs REINDEX INDEX, which needs the index exclusively.
+/// Had the function held the index while it waited for the table (a
+/// `PgRelation` argument kept open until the end), the two would deadlock
+/// and one be cancelled; here REINDEX goes first, then the function.
+#[test]
+fn functions_lock_the_table_before_the_index() {
+    let cluster = cluster("lock_order");
+    let mut d = cluster.connect();
+    run_each(
+        &mut d,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g FROM generate_series(1, 20000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         INSERT INTO t SELECT 20000 + g FROM generate_series(1, 2000) g",
+    );
+    let mut admin = cluster.connect();
+    for call in [
+        "SELECT path FROM learned_retrain('t_k')",
+        "SELECT learned_verify('t_k')::text",
+        "SELECT entries::text FROM learned_index_stats('t_k')",
+    ] {
+        d.batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        let mut f = cluster.connect();
+        let pid = backend_pid(&mut f);
+        let caller = thread::spawn(move || f.query_one(call, &[]).map(|r| r.get::<_, String>(0)));
+        wait_for(&format!("{call} to wait for the table"), 30, || {
+            assert!(!caller.is_finished(), "{call} returned without waiting");
+            waits_for_lock(&mut admin, pid)
+        });
+        d.batch_execute("REINDEX INDEX t_k")
+            .unwrap_or_else(|e| panic!("{call}: REINDEX failed: {e}"));
+        d.batch_execute("COMMIT").unwrap();
+        let got = caller
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{call} failed: {e}"));
+        assert!(!got.is_empty(), "{call}");
+    }
+    assert_verified(&mut d, "t_k");
+}
