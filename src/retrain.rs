@@ -598,6 +598,7 @@ fn switch(
     m.generation = next;
     (m.run_last_key, m.run_last_tid) = w.run_last.unwrap_or((0, 0));
     m.place = w.place;
+    m.pending = Extents::default();
     (m.run_pages, m.run_entries, m.run_dead) = (w.run_pages, w.run_entries, w.run_dead);
     (m.run_base, m.shared_pages) = (w.run_base, w.shared_pages);
     (m.null_pages, m.null_entries) = (w.null_pages, w.null_entries);
@@ -773,14 +774,18 @@ fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: 
 /// follows reuses the merged delta pages rather than extend the index. The
 /// caller holds the locks a retrain (or VACUUM) takes; `heap` is the index's
 /// table, or null for the horizon of every table. True once there is
-/// nothing left to retire. With no previous generation, frees the merged
-/// delta pages a crash while retiring left closed: the worker and VACUUM
-/// come by even when no retrain is due.
+/// nothing left to retire. First frees what a retrain that ended without
+/// its switch took ([`reclaim_pending`]) and, with no previous generation,
+/// the merged delta pages a crash while retiring left closed: the worker
+/// and VACUUM come by even when no retrain is due.
 pub fn retire_unread(index: pg_sys::Relation, heap: pg_sys::Relation) -> bool {
     if nblocks(index) == 0 {
         return true;
     }
     let meta = Meta::read(index);
+    if meta.pending.n != 0 {
+        reclaim_pending(index);
+    }
     if meta.prev_generation == 0 {
         discard_merged(index, BulkRead::new().get());
         return true;
@@ -916,8 +921,10 @@ enum Fit {
 /// Places `n` pages: in blocks retired generations left free (a metapage
 /// record takes them off the free list), and for the rest in blocks added at
 /// the end of the index, in chunks that join one extent unless an inserter
-/// added a delta page between them (within the extents `fit` allows). A
-/// crash before the switch leaves the blocks taken unused.
+/// added a delta page between them (within the extents `fit` allows). The
+/// blocks taken are noted as pending in the metapage: if the retrain ends
+/// without its switch, [`reclaim_pending`] frees them. (A crash right after
+/// an extension, before its note, loses that chunk.)
 fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
     let mut place = Extents::default();
     if n == 0 {
@@ -933,6 +940,9 @@ fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
             Fit::UpTo(room) => m.free.take(n, &mut place, room - 1) > 0,
         };
         if took {
+            for e in place.as_slice() {
+                m.pending.free(*e);
+            }
             let mut wal = Wal::start(idx);
             m.write(&mut wal, &meta_buf);
             wal.finish();
@@ -966,11 +976,52 @@ fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
             start
         };
         // A chunk that follows the one before joins its extent.
-        let pushed = place.push(Extent { start, len: chunk });
+        let e = Extent { start, len: chunk };
+        let pushed = place.push(e);
         debug_assert!(pushed, "one extent was kept for the end");
+        note_pending(idx, e);
         rest -= chunk;
     }
     place
+}
+
+/// Notes blocks `e`, just added to the index, as pending (see
+/// [`allocate`]).
+fn note_pending(idx: pg_sys::Relation, e: Extent) {
+    let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
+    m.pending.free(e);
+    let mut wal = Wal::start(idx);
+    m.write(&mut wal, &meta_buf);
+    wal.finish();
+}
+
+/// Frees the blocks a retrain took and never switched to, having ended in
+/// an ERROR or a crash. The caller holds the table lock a retrain takes,
+/// so none is under way. Blocks past the end of the index (an extension
+/// an operating system crash lost) are dropped.
+fn reclaim_pending(idx: pg_sys::Relation) {
+    let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
+    if m.pending.n == 0 {
+        return;
+    }
+    let size = nblocks(idx) as u64;
+    for e in m.pending.as_slice() {
+        let end = e.end().min(size);
+        if end > e.start as u64 {
+            m.free.free(Extent {
+                start: e.start,
+                len: (end - e.start as u64) as u32,
+            });
+        }
+    }
+    m.pending = Extents::default();
+    let mut wal = Wal::start(idx);
+    m.write(&mut wal, &meta_buf);
+    wal.finish();
 }
 
 #[cfg(test)]

@@ -85,6 +85,14 @@ fn learned_verify(index: IndexArg, heapallindexed: default!(bool, true)) -> bool
             }
         }
     }
+    // A retrain under way (or one that ended without its switch) took
+    // blocks too; an operating system crash may have lost the end of them.
+    let lists = [
+        lists[0],
+        lists[1],
+        lists[2],
+        ("blocks a retrain took", meta.pending),
+    ];
     for (i, (a, x)) in lists.iter().enumerate() {
         for (b, y) in &lists[i + 1..] {
             if x.overlaps(y) {

@@ -367,3 +367,73 @@ fn vacuum_retires_a_replaced_generation_once_no_snapshot_reads_it() {
     );
     assert_verified(&mut c, "t_k");
 }
+
+/// A retrain that ends without its switch (here cancelled after writing the
+/// new generation) leaves the blocks it took noted as pending in the
+/// metapage: VACUUM frees them, and the next retrain writes into them
+/// instead of growing the index by as much again. Before, they were lost
+/// until a REINDEX.
+#[test]
+fn blocks_of_a_cancelled_retrain_are_reused() {
+    let cluster = Cluster::start("retrain_cancel", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT hashint8(g) % 1000000 FROM generate_series(1, 50000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t SELECT hashint8(g) % 1000000 FROM generate_series(50001, 60000) g",
+    );
+    let before = size(&mut c, "t_k");
+    c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
+        .unwrap();
+    let mut r = cluster.connect();
+    let pid = common::backend_pid(&mut r);
+    r.batch_execute("SET learneddb.debug_pause = 'write'")
+        .unwrap();
+    let retrainer = std::thread::spawn(move || r.batch_execute("SELECT learned_retrain('t_k')"));
+    common::wait_for_pause(&mut c, pid, "the retrain to pause after writing");
+    let taken = size(&mut c, "t_k");
+    assert!(taken > before, "the retrain took no blocks");
+    c.query_one("SELECT pg_cancel_backend($1)", &[&pid])
+        .unwrap();
+    let err = retrainer
+        .join()
+        .unwrap()
+        .expect_err("the cancelled retrain returned");
+    assert_eq!(
+        err.code().map(|s| s.code()),
+        Some("57014"),
+        "not a cancel: {err}"
+    );
+    c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
+        .unwrap();
+    assert_verified(&mut c, "t_k");
+    c.batch_execute("VACUUM t").unwrap();
+    let free: i64 = c
+        .query_one("SELECT free_pages FROM learned_index_stats('t_k')", &[])
+        .unwrap()
+        .get(0);
+    let blocks = (taken - before) / 8192;
+    assert!(
+        free >= blocks,
+        "{free} free pages after VACUUM; the cancelled retrain took {blocks}"
+    );
+    let path: String = c
+        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(path, "merge");
+    assert_eq!(
+        size(&mut c, "t_k"),
+        taken,
+        "the retrain grew the index instead of reusing the blocks taken"
+    );
+    assert_verified(&mut c, "t_k");
+    assert_index_matches_table(
+        &mut c,
+        "t_k",
+        "SELECT coalesce(string_agg(k::text, ',' ORDER BY k), '') FROM t WHERE k >= -1000000",
+        "after the retrain",
+    );
+}

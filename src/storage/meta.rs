@@ -107,6 +107,12 @@ pub struct Meta {
     pub prev_place: Extents,
     /// Blocks of retired generations, for the next ones.
     pub free: Extents,
+    /// Blocks the retrain under way took for the next generation, written
+    /// with each metapage record that takes them. The switch clears the
+    /// list; if the retrain ended without it (an ERROR, a cancel, a crash),
+    /// the next retrain, VACUUM or worker visit returns them to `free`.
+    /// (Last: a metapage from before it reads it as empty.)
+    pub pending: Extents,
 }
 
 impl Meta {
@@ -161,6 +167,7 @@ impl Meta {
             place: Extents::default(),
             prev_place: Extents::default(),
             free: Extents::default(),
+            pending: Extents::default(),
         }
     }
 
@@ -190,6 +197,9 @@ impl Meta {
     /// `page` must be a writable image of block 0.
     pub unsafe fn to_page(&self, page: pg_sys::Page) {
         page::write_header(page, self);
+        // A metapage from a build that had fewer fields marks less in use,
+        // and WAL would drop the rest.
+        page::set_content_len(page, META_LEN);
     }
 
     /// Formats `page` as the metapage holding `self`.
@@ -274,7 +284,7 @@ impl Meta {
         {
             bad("the previous generation's page counts do not match its entry counts");
         }
-        for list in [&self.place, &self.prev_place, &self.free] {
+        for list in [&self.place, &self.prev_place, &self.free, &self.pending] {
             if list.n as usize > MAX_EXTENTS
                 || list
                     .as_slice()
