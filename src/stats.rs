@@ -172,7 +172,7 @@ fn timestamp(t: i64) -> Option<TimestampWithTimeZone> {
 }
 
 /// The relation's name, or "" if there is no such relation.
-fn name_of(oid: pg_sys::Oid) -> String {
+pub fn name_of(oid: pg_sys::Oid) -> String {
     // SAFETY: a catalog lookup; the result is null or a palloc'd C string.
     unsafe {
         let p = pg_sys::get_rel_name(oid);

@@ -15,7 +15,7 @@
 
 use crate::am::options::retrain_settings;
 use crate::retrain::retrain;
-use crate::stats::Opened;
+use crate::stats::{name_of, Opened};
 use crate::storage::buffer::BulkRead;
 use crate::storage::{delta, Meta};
 use pgrx::bgworkers::{
@@ -474,20 +474,10 @@ fn index_transaction<R>(
                 pg_sys::AbortOutOfAnyTransaction();
                 pg_sys::InterruptHoldoffCount -= 1;
             }
-            let name = BackgroundWorker::transaction(move || {
-                // SAFETY: a catalog lookup in a transaction; the name is
-                // copied before the transaction frees it.
-                let name = unsafe { pg_sys::get_rel_name(oid) };
-                if name.is_null() {
-                    format!("with OID {}", oid.to_u32())
-                } else {
-                    // SAFETY: get_rel_name returns a NUL-terminated string.
-                    format!(
-                        "\"{}\"",
-                        unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy()
-                    )
-                }
-            });
+            let name = match BackgroundWorker::transaction(move || name_of(oid)) {
+                name if name.is_empty() => format!("with OID {}", oid.to_u32()),
+                name => format!("\"{name}\""),
+            };
             let message = format!(
                 "learneddb: the retrain worker skipped index {name}: {}",
                 report.message()

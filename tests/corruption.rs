@@ -5,7 +5,6 @@
 mod common;
 
 use common::Cluster;
-use std::io::{Read, Seek, SeekFrom, Write};
 
 const BLCKSZ: u64 = 8192;
 const CONTENT: u64 = 24; // page header size: our content starts here
@@ -246,23 +245,13 @@ fn damaged_pages_raise_errors_naming_the_index() {
         c.batch_execute("CHECKPOINT").unwrap();
         drop(c);
         cluster.stop("fast");
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(datadir.join(&path))
-            .unwrap();
         let at = blk * BLCKSZ + case.offset;
-        let mut old = vec![0u8; case.bytes.len()];
-        f.seek(SeekFrom::Start(at)).unwrap();
-        f.read_exact(&mut old).unwrap();
+        let old = common::overwrite(&datadir.join(&path), at, case.bytes);
         assert_ne!(
             old, case.bytes,
             "{}: damage would change nothing",
             case.what
         );
-        f.seek(SeekFrom::Start(at)).unwrap();
-        f.write_all(case.bytes).unwrap();
-        drop(f);
         cluster.restart();
         c = cluster.connect();
         c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")

@@ -439,16 +439,12 @@ fn an_index_that_fails_does_not_keep_the_worker_from_the_others() {
     c.batch_execute("CHECKPOINT").unwrap();
     drop(c);
     cluster.stop("fast");
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(cluster.dir.join("data").join(&path))
-            .unwrap();
-        // The metapage's magic, the first bytes after the page header.
-        f.seek(SeekFrom::Start(24)).unwrap();
-        f.write_all(&[0xde, 0xad, 0xbe, 0xef]).unwrap();
-    }
+    // The metapage's magic, the first bytes after the page header.
+    common::overwrite(
+        &cluster.dir.join("data").join(&path),
+        24,
+        &[0xde, 0xad, 0xbe, 0xef],
+    );
     cluster.restart();
     let mut c = cluster.connect();
     wait_for(

@@ -327,3 +327,20 @@ pub fn wait_for_pause(c: &mut postgres::Client, pid: i32, what: &str) {
             == 1
     });
 }
+
+/// Writes `bytes` at offset `at` of file `path` (a relation file of a stopped
+/// server, to damage it); returns the bytes that were there.
+pub fn overwrite(path: &Path, at: u64, bytes: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut old = vec![0u8; bytes.len()];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut old).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(bytes).unwrap();
+    old
+}
