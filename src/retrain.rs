@@ -12,9 +12,10 @@
 //!    last, the run's full pages are kept and only its tail and the model's
 //!    last leaf are redone ([`append`]). A few rows that spilled below the
 //!    run's last (fewer than a merge is worth, [`carry_over`]) do not stop
-//!    it: their pages become delta pages of the new generation. Otherwise the
-//!    run's live entries, its NULLs and the frozen delta go through the
-//!    external sort ([`merge`]). A first pass trains the model and packs the
+//!    it: their pages become delta pages of the new generation. Otherwise a
+//!    run long enough to cut has one segment merged with the frozen pages it
+//!    owns, the rest kept (`partial`); else the run's live entries, its NULLs
+//!    and the frozen delta go through the external sort ([`merge`]). A first pass trains the model and packs the
 //!    pages without writing them, so the page count is known before anything
 //!    is written.
 //! 3. **Write** the new run, NULL and model pages into free blocks and blocks
@@ -46,6 +47,8 @@ use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+mod partial;
+
 /// What a retrain did.
 pub struct Report {
     pub generation: u32,
@@ -65,6 +68,9 @@ pub enum Path {
     Append,
     /// Everything was sorted together and written anew.
     Merge,
+    /// One segment of the run was merged with the delta pages it owns; the
+    /// pages around it are kept, the other delta pages carried over.
+    Partial,
 }
 
 impl Path {
@@ -72,6 +78,7 @@ impl Path {
         match self {
             Path::Append => "append",
             Path::Merge => "merge",
+            Path::Partial => "partial",
         }
     }
 }
@@ -131,7 +138,9 @@ struct Written {
     run_entries: u64,
     run_dead: u64,
     run_base: u32,
+    /// Leading and trailing run pages kept from the current generation.
     shared_pages: u32,
+    shared_tail: u32,
     null_pages: u32,
     null_entries: u64,
     model: Vec<u8>,
@@ -140,6 +149,22 @@ struct Written {
     pages_written: u32,
     merged: u64,
     dropped: u64,
+}
+
+impl Written {
+    /// Whether run page `i` is one the current generation has too.
+    fn shares(&self, i: u32) -> bool {
+        i < self.shared_pages || i >= self.run_pages - self.shared_tail
+    }
+
+    /// The blocks this retrain wrote: all but the shared run pages.
+    fn new_blocks(&self) -> Vec<Extent> {
+        let mut new = self
+            .place
+            .range(self.shared_pages, self.run_pages - self.shared_tail);
+        new.extend(self.place.tail(self.run_pages));
+        new
+    }
 }
 
 /// Retrains the index of `rel`, which the caller holds with the locks above;
@@ -170,18 +195,18 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
                 }
                 w
             }
-            None => merge(idx, &meta, &frozen, next, ring.get()),
+            None => partial_or_merge(idx, &meta, &frozen, next, ring.get()),
         },
         None => match append(idx, &meta, &frozen, next, ring.get()) {
             Some(w) => w,
-            None => merge(idx, &meta, &frozen, next, ring.get()),
+            None => partial_or_merge(idx, &meta, &frozen, next, ring.get()),
         },
     };
     pause_point("write");
     // SAFETY: the index is open.
     if unsafe { relation_needs_wal(idx) } {
         // The new pages were written above and nothing points at them yet.
-        for e in written.place.tail(written.shared_pages) {
+        for e in written.new_blocks() {
             wal::log_new_blocks(idx, e.start, e.start + e.len);
         }
     }
@@ -191,6 +216,27 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     let report = switch(idx, next, written, started, ring.get());
     pause_point("switched");
     Some(report)
+}
+
+/// A partial merge ([`partial::partial`]) if the run can be cut, else the
+/// whole run merged.
+fn partial_or_merge(
+    idx: pg_sys::Relation,
+    meta: &Meta,
+    frozen: &[DirEntry],
+    next: u32,
+    strategy: Strategy,
+) -> Written {
+    match partial::partial(idx, meta, frozen, next, strategy) {
+        Some((w, carried)) => {
+            // As an append's spilled pages: both generations read them.
+            for d in &carried {
+                delta::retag(idx, d, next);
+            }
+            w
+        }
+        None => merge(idx, meta, frozen, next, strategy),
+    }
 }
 
 /// The merge path: the run's live entries, its NULLs and the frozen delta go
@@ -271,6 +317,7 @@ fn merge(
         run_dead: 0,
         run_base: next,
         shared_pages: 0,
+        shared_tail: 0,
         null_pages,
         null_entries,
         model: shape.model,
@@ -475,6 +522,7 @@ fn append(
         run_dead: meta.run_dead,
         run_base: if shared > 0 { meta.run_base } else { next },
         shared_pages: shared,
+        shared_tail: 0,
         null_pages,
         null_entries,
         model,
@@ -600,7 +648,7 @@ fn switch(
     m.place = w.place;
     m.pending = Extents::default();
     (m.run_pages, m.run_entries, m.run_dead) = (w.run_pages, w.run_entries, w.run_dead);
-    (m.run_base, m.shared_pages) = (w.run_base, w.shared_pages);
+    (m.run_base, m.shared_pages, m.shared_tail) = (w.run_base, w.shared_pages, w.shared_tail);
     (m.null_pages, m.null_entries) = (w.null_pages, w.null_entries);
     m.model_pages = w.model_pages;
     m.model_bytes = w.model.len() as u64;
@@ -747,7 +795,7 @@ fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: 
                 .unwrap_or_else(|_| recycled_error(idx));
             targets.push(run.page_of(pos.min(run.entries - 1)));
         }
-        if targets.len() < entries.len() || targets.iter().any(|&i| i < w.shared_pages) {
+        if targets.len() < entries.len() || targets.iter().any(|&i| w.shares(i)) {
             continue;
         }
         let mut need = targets.clone();
@@ -875,11 +923,11 @@ fn retire(idx: pg_sys::Relation, strategy: Strategy) {
         let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
         // SAFETY: block 0, pinned and exclusive-locked.
         let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
-        for e in m.prev_place.tail(m.shared_pages) {
+        for e in m.prev_own() {
             m.free.free(e);
         }
         m.prev_generation = 0;
-        (m.prev_run_base, m.shared_pages) = (0, 0);
+        (m.prev_run_base, m.shared_pages, m.shared_tail) = (0, 0, 0);
         m.prev_place = Extents::default();
         (m.prev_run_pages, m.prev_run_entries) = (0, 0);
         (m.prev_null_pages, m.prev_null_entries) = (0, 0);
@@ -914,6 +962,11 @@ const EXTEND_CHUNK: u32 = 512;
 /// How many extents new pages may take.
 enum Fit {
     UpTo(usize),
+    /// As `UpTo`, from one free extent that holds them all, else the largest
+    /// free extents: a segment a partial merge rewrites takes the blocks of
+    /// the one the merge before it freed, not the small pieces NULL and
+    /// model pages left.
+    Largest(usize),
     /// One: a free extent that holds them all, or the end of the index.
     One,
 }
@@ -938,6 +991,10 @@ fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
             Fit::One => m.free.take_whole(n).map(|e| place.push(e)).is_some(),
             // Keep one extent for the blocks added at the end.
             Fit::UpTo(room) => m.free.take(n, &mut place, room - 1) > 0,
+            Fit::Largest(room) => match m.free.take_whole(n) {
+                Some(e) => place.push(e),
+                None => m.free.take_largest(n, &mut place, room - 1) > 0,
+            },
         };
         if took {
             for e in place.as_slice() {
@@ -950,7 +1007,7 @@ fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
     }
     let room = match fit {
         Fit::One => 1,
-        Fit::UpTo(room) => room,
+        Fit::UpTo(room) | Fit::Largest(room) => room,
     };
     let mut rest = n - place.blocks() as u32;
     while rest > 0 {

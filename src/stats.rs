@@ -227,8 +227,7 @@ fn learned_index_stats(
     // What only snapshots older than the last retrain can read: the previous
     // generation's own blocks and the delta pages merged since.
     let previous: u64 = if meta.prev_generation != 0 {
-        let own = meta.prev_place.tail(meta.shared_pages);
-        own.iter().map(|e| e.len as u64).sum()
+        meta.prev_own().iter().map(|e| e.len as u64).sum()
     } else {
         0
     };

@@ -51,19 +51,27 @@ fn learned_verify(index: IndexArg, heapallindexed: default!(bool, true)) -> bool
         );
     }
     let size = nblocks(idx);
-    // The run pages the two generations share are the same blocks; the rest
-    // of the previous generation is its own.
-    let shared = meta.shared_pages;
-    let same = (0..shared)
-        .all(|i| meta.place.block(i).is_some() && meta.place.block(i) == meta.prev_place.block(i));
-    if !same {
+    // The run pages the two generations share, leading and trailing, are
+    // the same blocks; the rest of the previous generation is its own.
+    let (head, tail) = (meta.shared_pages, meta.shared_tail);
+    let same = |i: u32, j: u32| {
+        meta.place.block(i).is_some() && meta.place.block(i) == meta.prev_place.block(j)
+    };
+    if !(0..head).all(|i| same(i, i)) {
         fail(
             idx,
-            &format!("the generations do not share their first {shared} run pages"),
+            &format!("the generations do not share their first {head} run pages"),
+        );
+    }
+    let (n, prev_n) = (meta.run_pages, meta.prev_run_pages);
+    if !(0..tail).all(|i| same(n - tail + i, prev_n - tail + i)) {
+        fail(
+            idx,
+            &format!("the generations do not share their last {tail} run pages"),
         );
     }
     let mut prev_own = Extents::default();
-    for e in meta.prev_place.tail(shared) {
+    for e in meta.prev_own() {
         prev_own.push(e);
     }
     // The blocks a retrain under way (or one that ended without its switch)

@@ -202,6 +202,63 @@ fn standby_replays_the_index() {
     assert_eq!(check(&mut s), retrained);
 }
 
+/// Partial merges are replayed: the standby's copy of each generation, which
+/// shares the run pages before and after the rewritten segment with the one
+/// before it, answers as the primary's does and verifies, and so does its
+/// copy after VACUUM retired the segments replaced. With
+/// wal_consistency_checking every Generic WAL page replays to the primary's
+/// bytes.
+#[test]
+fn standby_replays_partial_merges() {
+    let primary = start_primary("replica_partial", &["wal_consistency_checking = 'generic'"]);
+    let mut p = primary.connect();
+    let key = "(hashint8(g)::int8 << 32) # hashint8(-g)::int8";
+    p.batch_execute(&format!(
+        "CREATE TABLE t (id serial, k int8);
+         INSERT INTO t (k) SELECT {key} FROM generate_series(1, 250000) g;
+         CREATE INDEX t_k ON t USING learned (k);"
+    ))
+    .unwrap();
+    let standby = Standby::start(&primary);
+    let mut s = standby.connect();
+    let check = |c: &mut postgres::Client| -> Vec<String> {
+        c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+            .unwrap();
+        // Eighteen slices of the key range, each a rescan of the index.
+        let mut answers = rows(
+            c,
+            "SELECT string_agg(x, ' ' ORDER BY g) FROM generate_series(0, 17) g,
+               LATERAL (SELECT count(*) || ':' || coalesce(sum(k % 1000003), 0) AS x FROM t
+                         WHERE k BETWEEN (g - 9) * 1000000000000000000
+                                     AND (g - 9) * 1000000000000000000 + 999999999999999999) s",
+        );
+        answers.extend(rows(c, "SELECT count(*)::text FROM t WHERE k IS NULL"));
+        assert_verified(c, "t_k");
+        answers
+    };
+    for round in 0..3 {
+        p.batch_execute(&format!(
+            "INSERT INTO t (k) SELECT CASE WHEN g % 100 = 0 THEN NULL ELSE {key} END
+               FROM generate_series({from}, {from} + 6000) g;
+             DELETE FROM t WHERE id % 31 = {round};",
+            from = 1_000_000 + round * 10_000
+        ))
+        .unwrap();
+        p.batch_execute("VACUUM t").unwrap();
+        let path: String = p
+            .query_one("SELECT path FROM learned_retrain('t_k')", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(path, "partial", "round {round}");
+        wait_for_replay(&mut p, &mut s);
+        let on_primary = check(&mut p);
+        assert_eq!(check(&mut s), on_primary, "round {round}");
+    }
+    p.batch_execute("VACUUM t").unwrap();
+    wait_for_replay(&mut p, &mut s);
+    assert_eq!(check(&mut s), check(&mut p), "after retiring");
+}
+
 /// Rows of a one-column query, as text.
 fn rows(c: &mut postgres::Client, sql: &str) -> Vec<String> {
     common::texts(c, sql)

@@ -51,14 +51,16 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         .chain(previous)
     {
         let current = section.generation == meta.generation;
-        // The run pages the two generations share are visited once, as the
-        // current generation's; NULL pages are never shared.
-        let from = if current || section.kind == PageKind::Null {
-            0
+        // The run pages the two generations share (leading and trailing)
+        // are visited once, as the current generation's; NULL pages are
+        // never shared.
+        let (from, to) = if current || section.kind == PageKind::Null {
+            (0, section.pages)
         } else {
-            meta.shared_pages.min(section.pages)
+            let to = section.pages.saturating_sub(meta.shared_tail);
+            (meta.shared_pages.min(to), to)
         };
-        for i in from..section.pages {
+        for i in from..to {
             delay_point();
             let page = section.read_with(rel, i, strategy);
             // Run pages change only here (VACUUMs exclude each other), so the

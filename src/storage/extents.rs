@@ -93,6 +93,14 @@ impl Extents {
         out
     }
 
+    /// The extents holding pages `[from, to)`.
+    pub fn range(&self, from: u32, to: u32) -> Vec<Extent> {
+        if from >= to {
+            return Vec::new();
+        }
+        self.head(to).tail(from)
+    }
+
     /// Appends `e`, joining it to the last extent when they touch. False when
     /// the list is full.
     pub fn push(&mut self, e: Extent) -> bool {
@@ -140,6 +148,39 @@ impl Extents {
                     start: first.start + n,
                     len: first.len - n,
                 };
+            }
+        }
+        moved
+    }
+
+    /// Moves up to `want` blocks to `out`, from the largest extents first,
+    /// while `out` holds at most `room` extents; returns how many moved.
+    /// Taking the small ones first (as [`Extents::take`] does) would spend
+    /// the room on them.
+    pub fn take_largest(&mut self, want: u32, out: &mut Extents, room: usize) -> u32 {
+        let mut moved = 0;
+        while moved < want && out.as_slice().len() < room.min(MAX_EXTENTS) {
+            let Some(i) = (0..self.as_slice().len()).max_by_key(|&i| self.list[i].len) else {
+                break;
+            };
+            let e = self.list[i];
+            let n = e.len.min(want - moved);
+            out.push(Extent {
+                start: e.start,
+                len: n,
+            });
+            moved += n;
+            let rest = Extent {
+                start: e.start + n,
+                len: e.len - n,
+            };
+            let len = self.as_slice().len();
+            if rest.len == 0 {
+                self.list.copy_within(i + 1..len, i);
+                self.n -= 1;
+                self.list[len - 1] = Extent::default();
+            } else {
+                self.list[i] = rest;
             }
         }
         moved
@@ -245,6 +286,27 @@ mod tests {
         assert_eq!(x.tail(3), [e(20, 4)]);
         assert_eq!(x.tail(5), [e(22, 2)]);
         assert_eq!(x.tail(7), []);
+        assert_eq!(x.range(2, 5), [e(12, 1), e(20, 2)]);
+        assert_eq!(x.range(4, 6), [e(21, 2)]);
+        assert_eq!(x.range(3, 3), []);
+        assert_eq!(x.range(5, 3), []);
+    }
+
+    #[test]
+    fn take_largest_takes_the_largest_extents_first() {
+        let mut free = Extents::default();
+        for x in [e(10, 2), e(20, 8), e(40, 3), e(60, 5)] {
+            free.free(x);
+        }
+        let mut out = Extents::default();
+        assert_eq!(free.take_largest(4, &mut out, 3), 4);
+        assert_eq!(out.as_slice(), [e(20, 4)]);
+        let mut out = Extents::default();
+        assert_eq!(free.take_largest(12, &mut out, 2), 9);
+        assert_eq!(out.as_slice(), [e(60, 5), e(24, 4)]);
+        assert_eq!(free.as_slice(), [e(10, 2), e(40, 3)]);
+        let mut out = Extents::default();
+        assert_eq!(free.take_largest(9, &mut out, 0), 0);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Block 0: what the index is and where everything lives.
 
-use super::extents::{Extents, MAX_EXTENTS};
+use super::extents::{Extent, Extents, MAX_EXTENTS};
 use super::page::{self, corrupt, PageKind};
 use super::wal::Wal;
 use super::Buf;
@@ -113,6 +113,11 @@ pub struct Meta {
     /// the next retrain, VACUUM or worker visit returns them to `free`.
     /// (Last: a metapage from before it reads it as empty.)
     pub pending: Extents,
+    /// How many trailing run pages the current and previous generations
+    /// share: a partial merge keeps the pages after the stretch it rewrites,
+    /// as it keeps the `shared_pages` before it. (After `pending`, for the
+    /// same reason: 0 in a metapage from before it.)
+    pub shared_tail: u32,
 }
 
 impl Meta {
@@ -168,6 +173,7 @@ impl Meta {
             prev_place: Extents::default(),
             free: Extents::default(),
             pending: Extents::default(),
+            shared_tail: 0,
         }
     }
 
@@ -314,10 +320,11 @@ impl Meta {
         {
             bad("generation numbers are out of order");
         }
+        let shared = self.shared_pages as u64 + self.shared_tail as u64;
         if self.run_dead > self.run_entries
-            || (self.shared_pages != 0
+            || (shared != 0
                 && (self.prev_generation == 0
-                    || self.shared_pages > self.run_pages.min(self.prev_run_pages)))
+                    || shared > self.run_pages.min(self.prev_run_pages) as u64))
         {
             bad("the run's entry counts are inconsistent");
         }
@@ -330,6 +337,16 @@ impl Meta {
         let closed = self.closed_pages as f64;
         let domain = self.key_hi.saturating_sub(self.key_lo).max(1) as f64;
         (self.closed_width / domain + selectivity * closed).min(closed)
+    }
+
+    /// The previous generation's blocks the current one does not use: its
+    /// run pages but the leading and trailing ones they share, then its NULL
+    /// and model pages.
+    pub fn prev_own(&self) -> Vec<Extent> {
+        let shared_end = self.prev_run_pages.saturating_sub(self.shared_tail);
+        let mut own = self.prev_place.range(self.shared_pages, shared_end);
+        own.extend(self.prev_place.tail(self.prev_run_pages));
+        own
     }
 
     /// The block of model page `i`.

@@ -1,0 +1,359 @@
+//! The partial merge: rows inserted among the run's entries (random keys)
+//! are merged one stretch of the run at a time. The run is cut into
+//! segments of whole slices, about an eighth of it each; the retrain merges
+//! the segment that owns the most frozen delta pages with those pages and
+//! keeps the pages before and after it where they are, shared with the
+//! previous generation (as an append keeps the pages before the run's last).
+//! The other frozen pages carry over as delta pages of the new generation.
+//!
+//! A whole merge writes the next generation beside the current one, so the
+//! index holds two copies of the run until the old one is retired, and the
+//! blocks freed then stay in the file: after scattered inserts an index
+//! stayed at about twice a fresh build's size. A partial merge writes and
+//! frees one segment, and the next one reuses those blocks.
+//!
+//! The model keeps its leaves up to the one holding the last position before
+//! the segment and is trained again from there (the segment's new keys and
+//! the kept pages after it, whose positions moved): that reads the rest of
+//! the run but writes only the segment, the NULL pages and the model.
+
+use super::{allocate, write_nulls, Fit, Path, Written};
+use crate::am::insert::SLICE_PAGES;
+use crate::am::sort::{maintenance_budget, Sorter};
+use crate::model::{ModelView, Trainer};
+use crate::storage::buffer::Strategy;
+use crate::storage::delta::{DeltaPage, DirEntry};
+use crate::storage::extents::MAX_EXTENTS;
+use crate::storage::run::{PageCounter, Section, SectionWriter, Tid};
+use crate::storage::search::Directory;
+use crate::storage::{model_pages, Meta};
+use pgrx::pg_sys;
+
+/// Run pages a segment holds at the least (four slices): a run shorter than
+/// two segments is merged whole.
+const MIN_SEGMENT_PAGES: u32 = 4 * SLICE_PAGES;
+/// About how many segments a run is cut into.
+const SEGMENTS: u32 = 8;
+/// Extents a partial merge leaves free at the least, for the appends after
+/// it; past that the retrain merges the whole run, which lays it out afresh.
+const SPARE_EXTENTS: usize = 4;
+
+/// Where the segments of a run of `pages` pages begin, then its end: whole
+/// slices, about `1 / SEGMENTS` of the run each. Empty when the run is too
+/// short to cut.
+fn segment_bounds(pages: u32) -> Vec<u32> {
+    let len = pages
+        .div_ceil(SEGMENTS)
+        .max(MIN_SEGMENT_PAGES)
+        .next_multiple_of(SLICE_PAGES);
+    if pages < 2 * len {
+        return Vec::new();
+    }
+    let mut bounds: Vec<u32> = (0..pages).step_by(len as usize).collect();
+    // A last segment shorter than half of one joins the one before.
+    if pages - bounds[bounds.len() - 1] < len / 2 {
+        bounds.pop();
+    }
+    bounds.push(pages);
+    bounds
+}
+
+/// The segment that owns every key in `[min, max]`, given the keys of the
+/// fences between segments (each segment owns the pairs above its first
+/// page's fence, up to the next segment's fence): `None` when they may lie
+/// in more than one (a key equal to a fence's belongs to either side,
+/// depending on its TID).
+fn segment_of(fence_keys: &[u64], min: u64, max: u64) -> Option<usize> {
+    let lo = fence_keys.partition_point(|&f| f < min);
+    let hi = fence_keys.partition_point(|&f| f <= max);
+    (lo == hi).then_some(lo)
+}
+
+/// The partial merge (see the module). Returns the generation written and
+/// the frozen pages it leaves to the delta; `None`, before anything is
+/// written, when the whole run must be merged instead: the run is too short
+/// to cut, or a fifth dead (only a whole merge drops every tombstone), most
+/// frozen pages span segments, or the extents would run out.
+pub(super) fn partial(
+    idx: pg_sys::Relation,
+    meta: &Meta,
+    frozen: &[DirEntry],
+    next: u32,
+    strategy: Strategy,
+) -> Option<(Written, Vec<DirEntry>)> {
+    if meta.run_entries == 0 || meta.run_dead * 5 > meta.run_entries {
+        return None;
+    }
+    let bounds = segment_bounds(meta.run_pages);
+    if bounds.is_empty() {
+        return None;
+    }
+    let (model_bytes, starts) = model_pages::read(idx, meta);
+    let run = Section::run(meta).with(Directory::new(&starts));
+    // The fence of each segment's first page but the first.
+    let fences: Vec<(u64, Tid)> = bounds[1..bounds.len() - 1]
+        .iter()
+        .map(|&i| {
+            run.read_with(idx, i, strategy)
+                .fence()
+                .expect("run pages after the first have a fence")
+        })
+        .collect();
+    let fence_keys: Vec<u64> = fences.iter().map(|f| f.0).collect();
+    let segments = bounds.len() - 1;
+    let mut owned = vec![0usize; segments];
+    let mut spanning = 0usize;
+    for d in frozen.iter().filter(|d| d.min <= d.max) {
+        match segment_of(&fence_keys, d.min, d.max) {
+            Some(j) => owned[j] += 1,
+            None => spanning += 1,
+        }
+    }
+    let j = (0..segments).max_by_key(|&j| owned[j])?;
+    // Pages no segment takes whole would carry over again and again.
+    if owned[j] == 0 || spanning > owned.iter().sum::<usize>() {
+        return None;
+    }
+    let (p0, p1) = (bounds[j], bounds[j + 1]);
+    let lower = (j > 0).then(|| fences[j - 1]);
+    let upper = (j + 1 < segments).then(|| fences[j]);
+    let inside =
+        |pair: (u64, Tid)| lower.is_none_or(|f| pair > f) && upper.is_none_or(|f| pair <= f);
+    // Pages of NULLs only go into the NULL pages, which every retrain
+    // writes anew.
+    let (merged_pages, carried): (Vec<DirEntry>, Vec<DirEntry>) = frozen
+        .iter()
+        .partition(|d| d.min > d.max || segment_of(&fence_keys, d.min, d.max) == Some(j));
+    // The directory's ranges say where each page's keys lie; the pairs
+    // themselves decide, before anything is sorted or written.
+    for d in &merged_pages {
+        let page = DeltaPage::read(idx, d.blk, strategy);
+        if page.entries().any(|e| !e.null && !inside((e.key, e.tid))) {
+            return None;
+        }
+    }
+    let head = meta.place.head(p0);
+    let tail = meta.place.range(p1, meta.run_pages);
+    let used = head.as_slice().len() + tail.len();
+    if used + 2 + SPARE_EXTENTS > MAX_EXTENTS {
+        return None;
+    }
+
+    let mut sorter = Sorter::new(maintenance_budget());
+    let mut merged = 0u64;
+    for d in &merged_pages {
+        let page = DeltaPage::read(idx, d.blk, strategy);
+        for e in page.entries() {
+            sorter.put_entry((!e.null).then_some(e.key), e.tid);
+            merged += 1;
+        }
+    }
+    // The segment's live and inserted entries. Its last entry is the fence
+    // of the kept page after it, so it stays even if VACUUM tombstoned it.
+    let (mut dead, mut fence_dead) = (0u64, None);
+    for i in p0..p1 {
+        let page = run.read_with(idx, i, strategy);
+        for s in 0..page.len() {
+            let (key, tid) = page.entry(s);
+            if !page.dead(s) {
+                sorter.put_entry(Some(key), tid);
+                continue;
+            }
+            dead += 1;
+            if i + 1 == p1 && s + 1 == page.len() && upper.is_some() {
+                fence_dead = Some((key, tid));
+            }
+        }
+        for (key, tid) in page.inserted_all() {
+            sorter.put_entry(Some(key), tid);
+            merged += 1;
+        }
+        pgrx::check_for_interrupts!();
+    }
+    let nulls = Section::nulls(meta);
+    let mut dropped_nulls = 0u64;
+    for i in 0..nulls.pages {
+        let page = nulls.read_with(idx, i, strategy);
+        dropped_nulls += (page.len() - page.live().count()) as u64;
+        for s in page.live() {
+            sorter.put_entry(None, page.tid(s));
+        }
+    }
+    let mut sorted = sorter.finish();
+
+    // First pass: the model and the pages' shape.
+    let (seg_from, seg_to) = (starts[p0 as usize], starts[p1 as usize]);
+    let old = ModelView::open(&model_bytes).expect("validated by read");
+    let keep = if p0 == 0 {
+        0
+    } else {
+        old.leaf_at_position(seg_from - 1)
+    };
+    let mut trainer = Trainer::resume(meta.target_window, &old, keep);
+    let retrain_from = old.leaf_start(keep.min(old.nleaves() - 1));
+    if retrain_from < seg_from {
+        for i in run.page_of(retrain_from)..p0 {
+            let page = run.read_with(idx, i, strategy);
+            let (at, _) = run.page_span(i);
+            for s in retrain_from.saturating_sub(at) as usize..page.len() {
+                trainer.push(page.key(s));
+            }
+            pgrx::check_for_interrupts!();
+        }
+    }
+    // SAFETY: the index is open.
+    let fillfactor = unsafe { crate::am::options::fillfactor(idx, true) };
+    let mut run_counter = PageCounter::new(Some(fillfactor));
+    let mut null_counter = PageCounter::new(None);
+    let (mut written, mut last) = (0u64, None);
+    while let Some((key, tid)) = sorted.next_entry() {
+        let Some(key) = key else {
+            null_counter.push(0, tid, false);
+            continue;
+        };
+        trainer.push(key);
+        run_counter.push(key, tid, false);
+        last = Some((key, tid));
+        written += 1;
+        if written.is_multiple_of(65536) {
+            pgrx::check_for_interrupts!();
+        }
+    }
+    // A live entry inserted with the tombstoned fence's pair (a heap TID
+    // VACUUM freed and a new row reused) ends the segment in its place.
+    let fence_dead = fence_dead.filter(|&f| last != Some(f));
+    if let Some((key, tid)) = fence_dead {
+        trainer.push(key);
+        run_counter.push(key, tid, true);
+        last = Some((key, tid));
+    }
+    if upper.is_some() && last != upper {
+        sorted.end();
+        return None;
+    }
+    for i in p1..meta.run_pages {
+        let page = run.read_with(idx, i, strategy);
+        for s in 0..page.len() {
+            trainer.push(page.key(s));
+        }
+        pgrx::check_for_interrupts!();
+    }
+    let model = trainer.finish_after(&old, keep);
+    let new_counts = run_counter.finish();
+    let new_pages = new_counts.len() as u32;
+    let run_pages = p0 + new_pages + (meta.run_pages - p1);
+    let null_pages = null_counter.finish().len() as u32;
+    let model_pages = model_pages::pages_for(model.len(), run_pages);
+
+    // The segment's pages in a few extents, then the kept pages after it,
+    // then the NULL and model pages.
+    let run_room = (MAX_EXTENTS - used - 1).min(SPARE_EXTENTS);
+    let run_part = allocate(idx, new_pages, Fit::Largest(run_room));
+    let rest_room = MAX_EXTENTS - used - run_part.as_slice().len();
+    let rest = allocate(idx, null_pages + model_pages, Fit::UpTo(rest_room));
+    let mut place = head;
+    for e in run_part
+        .as_slice()
+        .iter()
+        .chain(&tail)
+        .chain(rest.as_slice())
+    {
+        assert!(place.push(*e), "the extents were counted");
+    }
+    sorted.rewind();
+    let mut writer = SectionWriter::new(idx, (place, p0), Some(fillfactor), next).after(lower);
+    while let Some((key, tid)) = sorted.next_key() {
+        writer.push(key, tid);
+    }
+    if let Some((key, tid)) = fence_dead {
+        writer.push_dead(key, tid);
+    }
+    let first_written = writer.key_range.map(|r| r.0);
+    let segment_counts = writer.finish();
+    assert!(
+        segment_counts == new_counts,
+        "the first pass packed the pages as they were written"
+    );
+    let (written_nulls, null_entries) = write_nulls(idx, (place, run_pages), &mut sorted, next);
+    debug_assert_eq!(written_nulls, null_pages);
+    sorted.end();
+    let page_count = |w: &[u64]| (w[1] - w[0]) as u16;
+    let mut counts: Vec<u16> = starts[..=p0 as usize].windows(2).map(page_count).collect();
+    counts.extend_from_slice(&new_counts);
+    counts.extend(starts[p1 as usize..].windows(2).map(page_count));
+    let written_model = model_pages::write(
+        idx,
+        (place, run_pages + null_pages),
+        next,
+        (&model, &counts),
+        true,
+    );
+    debug_assert_eq!(written_model, model_pages);
+    let run_last = if upper.is_some() {
+        meta.run_last()
+    } else {
+        last
+    };
+    let first = if p0 > 0 {
+        Some(run.read_with(idx, 0, strategy).key(0))
+    } else {
+        first_written
+    };
+    let kept_fence = fence_dead.is_some() as u64;
+    Some((
+        Written {
+            path: Path::Partial,
+            place,
+            counts,
+            run_last,
+            run_pages,
+            run_entries: seg_from + written + kept_fence + (meta.run_entries - seg_to),
+            run_dead: meta.run_dead.saturating_sub(dead) + kept_fence,
+            run_base: meta.run_base,
+            shared_pages: p0,
+            shared_tail: meta.run_pages - p1,
+            null_pages,
+            null_entries,
+            model,
+            model_pages,
+            key_range: first.zip(run_last.map(|(k, _)| k)),
+            pages_written: new_pages + null_pages + model_pages,
+            merged,
+            dropped: dead - kept_fence + dropped_nulls,
+        },
+        carried,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_whole_slices_of_about_an_eighth() {
+        assert!(segment_bounds(0).is_empty());
+        assert!(segment_bounds(2 * MIN_SEGMENT_PAGES - 1).is_empty());
+        assert_eq!(segment_bounds(2 * MIN_SEGMENT_PAGES), [0, 64, 128]);
+        // A short last segment joins the one before.
+        assert_eq!(segment_bounds(200), [0, 64, 128, 200]);
+        assert_eq!(segment_bounds(230), [0, 64, 128, 192, 230]);
+        let b = segment_bounds(5_000);
+        assert_eq!(b.len() - 1, 8);
+        assert!(b[..b.len() - 1].iter().all(|&p| p % SLICE_PAGES == 0));
+        assert_eq!(*b.last().unwrap(), 5_000);
+    }
+
+    #[test]
+    fn a_page_belongs_to_a_segment_only_if_no_fence_key_splits_it() {
+        let fences = [10, 20, 20, 30];
+        assert_eq!(segment_of(&fences, 0, 9), Some(0));
+        assert_eq!(segment_of(&fences, 11, 19), Some(1));
+        assert_eq!(segment_of(&fences, 31, 99), Some(4));
+        // A fence's own key may lie on either side of it.
+        assert_eq!(segment_of(&fences, 5, 10), None);
+        assert_eq!(segment_of(&fences, 10, 15), None);
+        assert_eq!(segment_of(&fences, 20, 20), None);
+        assert_eq!(segment_of(&fences, 21, 29), Some(3));
+        assert_eq!(segment_of(&fences, 5, 25), None);
+    }
+}
