@@ -384,35 +384,11 @@ fn append(
     let inserted = copied.len() as u64 - (run.entries - copy_from);
 
     let old = ModelView::open(&model_bytes).expect("validated by read");
-    // Leaves that end before the copied page stay; training resumes at the
-    // leaf holding the last position kept.
-    let keep = if copy_from == 0 {
-        0
-    } else {
-        old.leaf_at_position(copy_from - 1)
-    };
-    let mut trainer = Trainer::resume(meta.target_window, &old, keep);
-    let retrain_from = old.leaf_start(keep.min(old.nleaves() - 1));
-    for i in run.page_of(retrain_from.min(run.entries - 1))..shared {
-        let page = run.read_with(idx, i, strategy);
-        let (at, _) = run.page_span(i);
-        for s in retrain_from.saturating_sub(at) as usize..page.len() {
-            trainer.push(page.key(s));
-        }
-        pgrx::check_for_interrupts!();
-    }
+    let (mut trainer, keep) = resume_training(idx, (&run, &old), copy_from, meta, strategy);
 
     let mut sorter = Sorter::new(maintenance_budget());
     let merged = put_delta(idx, frozen, &mut sorter, strategy);
-    let nulls = Section::nulls(meta);
-    let mut dropped = 0u64;
-    for i in 0..nulls.pages {
-        let page = nulls.read_with(idx, i, strategy);
-        dropped += (page.len() - page.live().count()) as u64;
-        for s in page.live() {
-            sorter.put_entry(None, page.tid(s));
-        }
-    }
+    let dropped = put_nulls(idx, meta, &mut sorter, strategy);
     let mut sorted = sorter.finish();
     // The new entries of the run's largest key join the copied page's.
     let mut head = copied;
@@ -497,11 +473,7 @@ fn append(
     let (written_nulls, _) = write_nulls(idx, (place, run_pages), &mut sorted, next);
     debug_assert_eq!(written_nulls, null_pages);
     sorted.end();
-    let mut counts: Vec<u16> = starts
-        .windows(2)
-        .take(shared as usize)
-        .map(|w| (w[1] - w[0]) as u16)
-        .collect();
+    let mut counts: Vec<u16> = page_counts(&starts[..=shared as usize]).collect();
     counts.extend_from_slice(&new_counts);
     let written_model = model_pages::write(
         idx,
@@ -571,6 +543,71 @@ fn kept_pages(meta: &Meta, starts: &[u64], frozen_pages: usize) -> Option<u32> {
         n -= 1;
     }
     (n + 2 <= MAX_EXTENTS).then_some(shared)
+}
+
+/// A trainer for a run whose positions from `pos` on change: the model's
+/// leaves that end before `pos` stay, and training resumes at the leaf
+/// holding `pos - 1`, with its keys before `pos` pushed again. Returns it and
+/// how many leaves it keeps ([`Trainer::finish_after`]).
+fn resume_training(
+    idx: pg_sys::Relation,
+    (run, old): (&Section, &ModelView),
+    pos: u64,
+    meta: &Meta,
+    strategy: Strategy,
+) -> (Trainer, usize) {
+    let keep = if pos == 0 {
+        0
+    } else {
+        old.leaf_at_position(pos - 1)
+    };
+    let mut trainer = Trainer::resume(meta.target_window, old, keep);
+    let from = old.leaf_start(keep.min(old.nleaves() - 1));
+    push_keys(idx, run, (from, pos), &mut trainer, strategy);
+    (trainer, keep)
+}
+
+/// Pushes the keys of run positions `[from, to)`, tombstoned ones too (they
+/// keep their positions), into `trainer`.
+fn push_keys(
+    idx: pg_sys::Relation,
+    run: &Section,
+    (from, to): (u64, u64),
+    trainer: &mut Trainer,
+    strategy: Strategy,
+) {
+    if from >= to {
+        return;
+    }
+    for i in run.page_of(from)..=run.page_of(to - 1) {
+        let page = run.read_with(idx, i, strategy);
+        let (at, end) = run.page_span(i);
+        for s in from.saturating_sub(at)..to.min(end) - at {
+            trainer.push(page.key(s as usize));
+        }
+        pgrx::check_for_interrupts!();
+    }
+}
+
+/// Each run page's entry count, from where each page begins and where the
+/// last ends.
+fn page_counts(starts: &[u64]) -> impl Iterator<Item = u16> + '_ {
+    starts.windows(2).map(|w| (w[1] - w[0]) as u16)
+}
+
+/// Puts the live entries of the NULL pages into the sort; returns how many
+/// VACUUM had tombstoned (dropped).
+fn put_nulls(idx: pg_sys::Relation, meta: &Meta, sorter: &mut Sorter, strategy: Strategy) -> u64 {
+    let nulls = Section::nulls(meta);
+    let mut dropped = 0u64;
+    for i in 0..nulls.pages {
+        let page = nulls.read_with(idx, i, strategy);
+        dropped += (page.len() - page.live().count()) as u64;
+        for s in page.live() {
+            sorter.put_entry(None, page.tid(s));
+        }
+    }
+    dropped
 }
 
 /// Puts the frozen delta's entries into the sort; returns how many.

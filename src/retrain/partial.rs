@@ -17,10 +17,13 @@
 //! the kept pages after it, whose positions moved): that reads the rest of
 //! the run but writes only the segment, the NULL pages and the model.
 
-use super::{allocate, write_nulls, Fit, Path, Written};
+use super::{
+    allocate, page_counts, push_keys, put_delta, put_nulls, resume_training, write_nulls, Fit,
+    Path, Written,
+};
 use crate::am::insert::SLICE_PAGES;
 use crate::am::sort::{maintenance_budget, Sorter};
-use crate::model::{ModelView, Trainer};
+use crate::model::ModelView;
 use crate::storage::buffer::Strategy;
 use crate::storage::delta::{DeltaPage, DirEntry};
 use crate::storage::extents::MAX_EXTENTS;
@@ -140,14 +143,7 @@ pub(super) fn partial(
     }
 
     let mut sorter = Sorter::new(maintenance_budget());
-    let mut merged = 0u64;
-    for d in &merged_pages {
-        let page = DeltaPage::read(idx, d.blk, strategy);
-        for e in page.entries() {
-            sorter.put_entry((!e.null).then_some(e.key), e.tid);
-            merged += 1;
-        }
-    }
+    let mut merged = put_delta(idx, &merged_pages, &mut sorter, strategy);
     // The segment's live and inserted entries. Its last entry is the fence
     // of the kept page after it, so it stays even if VACUUM tombstoned it.
     let (mut dead, mut fence_dead) = (0u64, None);
@@ -170,37 +166,13 @@ pub(super) fn partial(
         }
         pgrx::check_for_interrupts!();
     }
-    let nulls = Section::nulls(meta);
-    let mut dropped_nulls = 0u64;
-    for i in 0..nulls.pages {
-        let page = nulls.read_with(idx, i, strategy);
-        dropped_nulls += (page.len() - page.live().count()) as u64;
-        for s in page.live() {
-            sorter.put_entry(None, page.tid(s));
-        }
-    }
+    let dropped_nulls = put_nulls(idx, meta, &mut sorter, strategy);
     let mut sorted = sorter.finish();
 
     // First pass: the model and the pages' shape.
     let (seg_from, seg_to) = (starts[p0 as usize], starts[p1 as usize]);
     let old = ModelView::open(&model_bytes).expect("validated by read");
-    let keep = if p0 == 0 {
-        0
-    } else {
-        old.leaf_at_position(seg_from - 1)
-    };
-    let mut trainer = Trainer::resume(meta.target_window, &old, keep);
-    let retrain_from = old.leaf_start(keep.min(old.nleaves() - 1));
-    if retrain_from < seg_from {
-        for i in run.page_of(retrain_from)..p0 {
-            let page = run.read_with(idx, i, strategy);
-            let (at, _) = run.page_span(i);
-            for s in retrain_from.saturating_sub(at) as usize..page.len() {
-                trainer.push(page.key(s));
-            }
-            pgrx::check_for_interrupts!();
-        }
-    }
+    let (mut trainer, keep) = resume_training(idx, (&run, &old), seg_from, meta, strategy);
     // SAFETY: the index is open.
     let fillfactor = unsafe { crate::am::options::fillfactor(idx, true) };
     let mut run_counter = PageCounter::new(Some(fillfactor));
@@ -231,13 +203,7 @@ pub(super) fn partial(
         sorted.end();
         return None;
     }
-    for i in p1..meta.run_pages {
-        let page = run.read_with(idx, i, strategy);
-        for s in 0..page.len() {
-            trainer.push(page.key(s));
-        }
-        pgrx::check_for_interrupts!();
-    }
+    push_keys(idx, &run, (seg_to, run.entries), &mut trainer, strategy);
     let model = trainer.finish_after(&old, keep);
     let new_counts = run_counter.finish();
     let new_pages = new_counts.len() as u32;
@@ -277,10 +243,9 @@ pub(super) fn partial(
     let (written_nulls, null_entries) = write_nulls(idx, (place, run_pages), &mut sorted, next);
     debug_assert_eq!(written_nulls, null_pages);
     sorted.end();
-    let page_count = |w: &[u64]| (w[1] - w[0]) as u16;
-    let mut counts: Vec<u16> = starts[..=p0 as usize].windows(2).map(page_count).collect();
+    let mut counts: Vec<u16> = page_counts(&starts[..=p0 as usize]).collect();
     counts.extend_from_slice(&new_counts);
-    counts.extend(starts[p1 as usize..].windows(2).map(page_count));
+    counts.extend(page_counts(&starts[p1 as usize..]));
     let written_model = model_pages::write(
         idx,
         (place, run_pages + null_pages),
