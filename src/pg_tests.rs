@@ -39,8 +39,9 @@ mod tests {
     #[pg_test]
     fn delta_entries_merge_in_key_order() {
         Spi::run("CREATE TABLE d (k int4)").unwrap();
-        // One run page: the odd keys inserted below fill its insert area, and
-        // the rest go to the delta, so scans merge both with the run.
+        // One run page: the odd keys inserted below its last go to its insert
+        // area (packed as it fills), those above to the delta, so scans merge
+        // both with the run.
         Spi::run("INSERT INTO d SELECT g * 2 FROM generate_series(1, 4812) g").unwrap();
         Spi::run("CREATE INDEX d_k ON d USING learned (k)").unwrap();
         // Odd keys arrive after the build, in descending order, plus NULLs.

@@ -681,6 +681,9 @@ fn switch(
     m.prev_model_pages = m.model_pages;
     m.prev_retired = retired_at.value;
     m.generation = next;
+    // Every page the new generation reads, kept ones too, is one this
+    // build's format reads.
+    m.version = crate::storage::meta::FORMAT_VERSION;
     (m.run_last_key, m.run_last_tid) = w.run_last.unwrap_or((0, 0));
     m.place = w.place;
     m.pending = Extents::default();
@@ -835,17 +838,21 @@ fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: 
         if targets.len() < entries.len() || targets.iter().any(|&i| w.shares(i)) {
             continue;
         }
-        let mut need = targets.clone();
-        need.sort_unstable();
-        let fits = need
-            .chunk_by(|a, b| a == b)
-            .all(|same| run.read_with(idx, same[0], strategy).room() >= same.len());
-        if !fits {
+        let mut by_page: Vec<(u32, (u64, Tid))> =
+            targets.into_iter().zip(entries.iter().copied()).collect();
+        by_page.sort_unstable();
+        let pages: Vec<(u32, Vec<(u64, Tid)>)> = by_page
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|same| (same[0].0, same.iter().map(|&(_, e)| e).collect()))
+            .collect();
+        // Nothing else writes the new generation's pages, so what fits now
+        // still fits below.
+        let open = |i: u32| run.open(idx, Buf::read_exclusive(idx, run.block(idx, i)), i);
+        if !pages.iter().all(|(i, add)| open(*i).can_take(add)) {
             continue;
         }
-        for (&pair, &i) in entries.iter().zip(&targets) {
-            let mut page = run.open(idx, Buf::read_exclusive(idx, run.block(idx, i)), i);
-            page.add_inserted(idx, pair);
+        for (i, add) in &pages {
+            open(*i).take(idx, add);
         }
         delta::retag(idx, &d, meta.generation);
         moved += entries.len() as u64;

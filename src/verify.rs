@@ -238,6 +238,19 @@ fn check_run(
             }
             put(tid, Some(key));
         }
+        // The packed part of the insert area is searched by key.
+        let mut packed = page.packed_inserted(0, u64::MAX);
+        if let Some(first) = packed.next() {
+            if packed
+                .try_fold(first, |p, e| (p < e).then_some(e))
+                .is_none()
+            {
+                fail(
+                    idx,
+                    &format!("run page {i} has packed inserted entries out of order"),
+                );
+            }
+        }
         // Decoding every entry checks every group's encoding.
         for s in 0..page.len() {
             let (key, tid) = page.entry(s);

@@ -18,7 +18,9 @@ const PROBE_SETUP: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off
 
 /// Scattered inserts into an index built with room stay out of the delta,
 /// and a probe of an inserted key reads one index page, as a probe of a
-/// built one does.
+/// built one does. (The built keys, ten apart in heap order, pack to a few
+/// bits each; the inserted ones, in two runs of the heap, take about two
+/// bytes even packed, so room for a fifth more rows is most of each page.)
 #[test]
 fn scattered_inserts_land_in_the_page_a_lookup_reads() {
     let cluster = Cluster::start("insert_area", &["autovacuum = off"]);
@@ -27,7 +29,7 @@ fn scattered_inserts_land_in_the_page_a_lookup_reads() {
         &mut c,
         "CREATE TABLE t (k int8);
          INSERT INTO t SELECT g * 10 FROM generate_series(1, 50000) g;
-         CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70);
+         CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 25);
          INSERT INTO t SELECT g * 10 + 1 + (hashint8(g) & 3) FROM generate_series(1, 50000, 7) g;
          INSERT INTO t SELECT g * 10 + 5 FROM generate_series(1, 50000, 13) g;
          VACUUM ANALYZE t;
@@ -462,5 +464,205 @@ fn an_inserted_pair_equal_to_a_tombstone_at_a_cut_is_returned_once() {
         "a scan across the cut",
     );
     assert_eq!(rows.iter().filter(|k| *k == "6400").count(), 1);
+    assert_verified(&mut c, "t_k");
+}
+
+/// Random keys over the whole `int8` range, from `g`.
+const RANDOM_KEY: &str = "(hashint8(g)::int8 << 32) # hashint8(-g)::int8";
+
+/// Run pages of `index` whose insert area holds packed entries: the
+/// `packed_ins` field of the run page header (bytes 22-23 of the content)
+/// is not zero. Block 0 is the metapage; the page kind is the third byte of
+/// the special space.
+fn packed_pages(c: &mut postgres::Client, index: &str) -> i64 {
+    one(
+        c,
+        &format!(
+            "SELECT count(*) FROM generate_series(1, pg_relation_size('{index}') / 8192 - 1) b,
+               LATERAL get_raw_page('{index}', b::int) p
+             WHERE get_byte(p, 8186) = 2 AND get_byte(p, 24 + 22) + get_byte(p, 24 + 23) > 0"
+        ),
+    )
+}
+
+/// The keys of `t` in order, as `sql` returns them.
+fn keys(c: &mut postgres::Client, sql: &str) -> Vec<i64> {
+    c.query(sql, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Rows inserted beyond what a page's insert area holds raw are packed
+/// there (`RunPage::compact`), so that a quarter more random keys than the
+/// run held stay out of the delta. An index-only cursor paused inside a page
+/// (it keeps its pin) reads on exactly across the packing; VACUUM tombstones
+/// packed entries (an index-only scan would return the deleted rows
+/// otherwise), and the next packing drops them.
+#[test]
+fn full_insert_areas_are_packed_and_stay_exact() {
+    let cluster = Cluster::start("insert_area_packed", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        &format!(
+            "CREATE EXTENSION pageinspect;
+             CREATE TABLE t (id int8, k int8);
+             INSERT INTO t SELECT g, {RANDOM_KEY} FROM generate_series(1, 60000) g;
+             CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70);
+             INSERT INTO t SELECT g, {RANDOM_KEY} FROM generate_series(100001, 103000) g;
+             VACUUM ANALYZE t"
+        ),
+    );
+    assert_eq!(packed_pages(&mut c, "t_k"), 0, "a few rows a page stay raw");
+    c.batch_execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ;
+         SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
+         DECLARE cur SCROLL CURSOR FOR SELECT k FROM t ORDER BY k",
+    )
+    .unwrap();
+    let plan = texts(&mut c, "EXPLAIN (COSTS OFF) SELECT k FROM t ORDER BY k").join("\n");
+    assert!(plan.contains("Index Only Scan using t_k"), "{plan}");
+    let mut read = keys(&mut c, "FETCH 30000 FROM cur");
+    // Another session fills the insert areas past their raw room.
+    let mut other = cluster.connect();
+    run_each(
+        &mut other,
+        &format!("INSERT INTO t SELECT g, {RANDOM_KEY} FROM generate_series(200001, 215000) g"),
+    );
+    assert!(
+        packed_pages(&mut other, "t_k") > 20,
+        "the inserts packed the insert areas"
+    );
+    read.extend(keys(&mut c, "FETCH ALL FROM cur"));
+    let back = keys(&mut c, "FETCH BACKWARD 5000 FROM cur");
+    c.batch_execute(
+        "SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off; SET LOCAL enable_seqscan = on",
+    )
+    .unwrap();
+    let expected = keys(&mut c, "SELECT k FROM t ORDER BY k");
+    assert_eq!(expected.len(), 63000);
+    assert!(read == expected, "the cursor read across the packing");
+    let tail: Vec<i64> = expected.iter().rev().take(5000).copied().collect();
+    assert!(back == tail, "the cursor read back across the packing");
+    c.batch_execute("COMMIT").unwrap();
+
+    let delta = one(
+        &mut c,
+        "SELECT delta_entries FROM learned_index_stats('t_k')",
+    );
+    assert_eq!(delta, 0, "rows went to the delta");
+    let queries = [
+        "SELECT k FROM t WHERE k BETWEEN -1000000000000000000 AND 1000000000000000000 ORDER BY k",
+        "SELECT k FROM t WHERE k < 0 ORDER BY k DESC",
+        "SELECT count(*) FROM t WHERE k > -9000000000000000000",
+    ];
+    let check = |c: &mut postgres::Client, when: &str| {
+        c.batch_execute("VACUUM ANALYZE t").unwrap();
+        for sql in queries {
+            assert_index_matches_table(c, "t_k", sql, &format!("{when}: {sql}"));
+        }
+        let probes = format!(
+            "SELECT count(*) FROM (SELECT {RANDOM_KEY} AS k FROM generate_series(200001, 215000, 7) g) p JOIN t USING (k)"
+        );
+        c.batch_execute(PROBE_SETUP).unwrap();
+        let plan = texts(c, &format!("EXPLAIN (COSTS OFF) {probes}")).join("\n");
+        assert!(plan.contains("t_k"), "{plan}");
+        let found = one(c, &probes);
+        c.batch_execute("RESET ALL; SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off")
+            .unwrap();
+        assert_eq!(found, one(c, &probes), "{when}: probes of packed keys");
+        c.batch_execute("RESET ALL").unwrap();
+        assert_verified(c, "t_k");
+    };
+    check(&mut c, "packed");
+
+    // Among the deleted rows, many of the packed ones: VACUUM tombstones them.
+    run_each(&mut c, "DELETE FROM t WHERE id % 3 = 0");
+    c.batch_execute("VACUUM (INDEX_CLEANUP ON) t").unwrap();
+    check(&mut c, "after VACUUM");
+    // The next packing of each page drops them: without the deletes, about
+    // 3,000 more rows fit before pages spill.
+    run_each(
+        &mut c,
+        &format!("INSERT INTO t SELECT g, {RANDOM_KEY} FROM generate_series(300001, 306000) g"),
+    );
+    let delta = one(
+        &mut c,
+        "SELECT delta_entries FROM learned_index_stats('t_k')",
+    );
+    assert_eq!(delta, 0, "the tombstoned room was not reused");
+    check(&mut c, "packed again");
+}
+
+/// An index of format 5 (written before insert areas were packed) reads as
+/// it is, and its pages are not packed, which that build could not read; a
+/// retrain moves it to format 6, whose pages are.
+#[test]
+fn format_5_indexes_are_read_and_packed_after_a_retrain() {
+    let cluster = Cluster::start_major(
+        "insert_area_v5",
+        common::PG_MAJOR,
+        &["autovacuum = off"],
+        "",
+        common::NO_CHECKSUMS,
+    );
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        &format!(
+            "CREATE EXTENSION IF NOT EXISTS learneddb; CREATE EXTENSION pageinspect;
+             CREATE TABLE t (k int8);
+             INSERT INTO t SELECT {RANDOM_KEY} FROM generate_series(1, 20000) g;
+             CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70);
+             CHECKPOINT"
+        ),
+    );
+    let path: String = c
+        .query_one("SELECT pg_relation_filepath('t_k')", &[])
+        .unwrap()
+        .get(0);
+    drop(c);
+    cluster.stop("fast");
+    // Meta::version, after the page header and the magic number.
+    let old = common::overwrite(&cluster.dir.join("data").join(path), 24 + 4, &[5, 0, 0, 0]);
+    assert_eq!(old, [6, 0, 0, 0]);
+    cluster.restart();
+    let mut c = cluster.connect();
+    let fill = |c: &mut postgres::Client, from: i64| {
+        run_each(
+            c,
+            &format!(
+                "INSERT INTO t SELECT {RANDOM_KEY} FROM generate_series({from}, {from} + 7999) g"
+            ),
+        );
+    };
+    fill(&mut c, 100_000);
+    assert_eq!(
+        packed_pages(&mut c, "t_k"),
+        0,
+        "a format 5 index was packed"
+    );
+    assert!(
+        one(
+            &mut c,
+            "SELECT delta_entries FROM learned_index_stats('t_k')"
+        ) > 0
+    );
+    let all = "SELECT k FROM t ORDER BY k";
+    assert_index_matches_table(&mut c, "t_k", all, "format 5");
+    assert_verified(&mut c, "t_k");
+    let path: String = c
+        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(path, "merge");
+    fill(&mut c, 200_000);
+    assert!(
+        packed_pages(&mut c, "t_k") > 0,
+        "format 6 after the retrain"
+    );
+    assert_index_matches_table(&mut c, "t_k", all, "format 6");
     assert_verified(&mut c, "t_k");
 }

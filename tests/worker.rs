@@ -222,7 +222,7 @@ fn inserts_call_the_worker_when_their_index_is_due() {
             &mut s,
             &format!(
                 "CREATE EXTENSION learneddb; CREATE TABLE t (k int8);
-                 INSERT INTO t SELECT g * 4 FROM generate_series(1, 100000) g;
+                 INSERT INTO t SELECT g * 4 FROM generate_series(1, 100000) g ORDER BY hashint8(g);
                  CREATE INDEX t_k ON t USING learned (k) {options};"
             ),
         );
@@ -243,7 +243,9 @@ fn inserts_call_the_worker_when_their_index_is_due() {
         .unwrap();
     appending.batch_execute(append).unwrap();
     // Keys between the run's, into full pages: they spill, in one database
-    // and right after in the other.
+    // and right after in the other. (The heap is in random order: a run of
+    // a key-ordered one packs to a few bits a row, its pages stop at 16,384
+    // rows, and their insert areas would take these rows packed.)
     for s in spilling.iter_mut() {
         s.batch_execute("INSERT INTO t SELECT g * 4 + 1 FROM generate_series(1, 3000) g")
             .unwrap();

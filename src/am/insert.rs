@@ -12,7 +12,7 @@
 use super::datum::{index_kind, ordinal};
 use crate::storage::amcache::{self, Route};
 use crate::storage::delta::Placement;
-use crate::storage::meta::META_BLOCK;
+use crate::storage::meta::{META_BLOCK, PACKED_INSERTS_VERSION};
 use crate::storage::page::recycled_error;
 use crate::storage::run::{tid_from_ptr, Section, Tid};
 use crate::storage::wal::Wal;
@@ -140,7 +140,9 @@ fn add_to_run(
     let i = run.page_of(pos.min(run.entries - 1));
     if try_page {
         let mut page = run.open(rel, Buf::read_exclusive(rel, run.block(rel, i)), i);
-        if page.has_room() {
+        // Packing the insert area needs format 6 (an index of format 5 gets
+        // it with its next retrain or REINDEX).
+        if page.has_room() || (meta.version >= PACKED_INSERTS_VERSION && page.compact(rel)) {
             page.add_inserted(rel, pair);
             return Ok(());
         }

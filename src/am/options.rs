@@ -19,9 +19,9 @@ struct Options {
 }
 
 /// How full a merge that took scattered inserts packs run pages, when the
-/// `fillfactor` reloption is not set: the rest of each page is room for the
-/// inserts that follow (an eighth to a quarter more entries), so that they
-/// land in the page a lookup reads rather than in the delta.
+/// `fillfactor` reloption is not set: the rest of each page's bytes is room
+/// for the inserts that follow (about a quarter more entries, once packed),
+/// so that they land in the page a lookup reads rather than in the delta.
 pub const SCATTERED_FILLFACTOR: u32 = 80;
 
 /// Registers the reloptions; called from `_PG_init`.

@@ -66,8 +66,8 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             // Run pages change only here (VACUUMs exclude each other), so the
             // slots found under the share lock are the slots to mark.
             let slots: Vec<usize> = page.live().filter(|&s| dead(page.tid(s))).collect();
-            // Inserted entries are removed, not tombstoned: nothing locates
-            // them by position.
+            // Raw inserted entries are removed, packed ones tombstoned (the
+            // next packing drops them): nothing locates them by position.
             let ins_dead: Vec<Tid> = page
                 .inserted_all()
                 .map(|(_, t)| t)
@@ -89,15 +89,18 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             let mut buf = page.into_pin();
             buf.lock_for_cleanup();
             let page = section.open(rel, buf, i);
+            // Inserts may have added entries since the share lock, and packed
+            // the insert area: only the TIDs found dead then are removed, from
+            // where they are now.
+            let packed_dead = page.packed_inserted_where(|t| ins_dead.contains(&t));
             let mut wal = Wal::start(rel);
             let image = wal.page(page.buf(), false);
-            // SAFETY: WAL image of the cleanup-locked page; slots < its count.
-            // Inserts may have added entries since the share lock: only the
-            // TIDs found dead then are removed.
+            // SAFETY: WAL image of the cleanup-locked page; slots < its count,
+            // and the packed slots below its packed insert area's.
             unsafe {
                 set_dead(image, &slots);
                 if !ins_dead.is_empty() {
-                    retain_inserted(image, |t| !ins_dead.contains(&t));
+                    retain_inserted(image, |t| !ins_dead.contains(&t), &packed_dead);
                 }
             }
             wal.finish();

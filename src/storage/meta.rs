@@ -15,7 +15,13 @@ const META_MAGIC: u32 = 0x4C52_4E44; // "LRND"
 /// of entries per page; the metapage keeps the run's last entry.
 /// 5: run and NULL pages are packed (src/storage/packed.rs), each holding as
 /// many entries as fit; the model pages keep a page directory after the model.
-pub const FORMAT_VERSION: u32 = 5;
+/// 6: a run page's insert area may hold packed entries (`RunHeader::packed_ins`).
+/// Version 5 reads as 6 with none; a retrain's switch moves an index to 6.
+pub const FORMAT_VERSION: u32 = 6;
+/// The oldest format this build reads.
+pub const OLDEST_READABLE_VERSION: u32 = 5;
+/// The first format whose run pages may pack their insert area.
+pub const PACKED_INSERTS_VERSION: u32 = 6;
 /// The generation a build writes.
 pub const FIRST_GENERATION: u32 = 1;
 /// Delta pages that take inserts at once; more only open under contention.
@@ -257,7 +263,7 @@ impl Meta {
         if self.magic != META_MAGIC {
             bad("metapage magic number is wrong");
         }
-        if self.version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&self.version) {
             // Not damage: the index was written by another build of learneddb
             // (nbtree says "version mismatch" in the same place).
             // SAFETY: `rel` is open for the duration of the call.
@@ -266,7 +272,7 @@ impl Meta {
                 ERROR,
                 pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 format!(
-                    "learned index \"{name}\" has on-disk format version {}, and this build of learneddb reads version {FORMAT_VERSION}",
+                    "learned index \"{name}\" has on-disk format version {}, and this build of learneddb reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}",
                     self.version
                 ),
                 format!("Run REINDEX INDEX on \"{name}\" to rebuild it in the current format.")

@@ -26,12 +26,8 @@ use super::codec::{self, Group, Malformed, Tid, GROUP};
 pub const MAX_COUNT: usize = 16384;
 
 /// The smallest budget a packer takes: room for one entry of any kind (a
-/// one-entry group is its mode byte, a few parameters and 14 bytes at most)
-/// and its reserve.
+/// one-entry group is its mode byte, a few parameters and 14 bytes at most).
 pub const MIN_BUDGET: usize = 256;
-/// The largest reserve per entry, in hundredths of a byte (nine inserted
-/// entries of 14 bytes).
-pub const MAX_RESERVE: usize = 9 * 14 * 100;
 
 /// Bytes of the group table per group.
 const TABLE: usize = 8 + 2;
@@ -87,12 +83,9 @@ impl PackedPage {
     }
 }
 
-/// Packs sorted entries into pages of at most `budget` region bytes, less
-/// what each entry reserves for later inserts.
+/// Packs sorted entries into pages of at most `budget` region bytes.
 pub struct Packer {
     budget: usize,
-    /// Hundredths of a byte set aside per entry packed.
-    reserve: usize,
     /// Most entries a page takes.
     max_count: usize,
     page: PackedPage,
@@ -107,14 +100,11 @@ pub struct Packer {
 
 impl Packer {
     /// A packer of pages whose region takes at most `budget` bytes, at least
-    /// [`MIN_BUDGET`], less `reserve` hundredths of a byte per entry (room a
-    /// page keeps for inserts in proportion to what it holds; at most
-    /// [`MAX_RESERVE`]).
-    pub fn new(budget: usize, reserve: usize) -> Packer {
-        assert!(budget >= MIN_BUDGET && reserve <= MAX_RESERVE);
+    /// [`MIN_BUDGET`].
+    pub fn new(budget: usize) -> Packer {
+        assert!(budget >= MIN_BUDGET);
         Packer {
             budget,
-            reserve,
             max_count: MAX_COUNT,
             page: PackedPage::default(),
             keys: Vec::with_capacity(GROUP),
@@ -163,10 +153,7 @@ impl Packer {
     /// Whether `n` more entries in a group of `bytes` fit the page.
     fn fits(&self, n: usize, bytes: usize) -> bool {
         let count = self.page.count + n;
-        count <= self.max_count
-            && region_len(count, self.page.bytes.len() + bytes)
-                + (count * self.reserve).div_ceil(100)
-                <= self.budget
+        count <= self.max_count && region_len(count, self.page.bytes.len() + bytes) <= self.budget
     }
 
     fn encode(&mut self, n: usize) -> usize {
@@ -387,15 +374,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn pack(entries: &[(u64, Tid, bool)], budget: usize) -> Vec<PackedPage> {
-        pack_reserving(entries, budget, 0)
-    }
-
-    fn pack_reserving(
-        entries: &[(u64, Tid, bool)],
-        budget: usize,
-        reserve: usize,
-    ) -> Vec<PackedPage> {
-        let mut p = Packer::new(budget, reserve);
+        let mut p = Packer::new(budget);
         let mut pages = Vec::new();
         for &(k, t, d) in entries {
             p.push(k, t, d);
@@ -446,12 +425,12 @@ mod tests {
         /// order with its tombstone, each within its budget.
         #[test]
         fn pages_round_trip(entries in vec((keys(), tids(), any::<bool>()), 1..3000),
-                            budget in MIN_BUDGET..8160, reserve in prop_oneof![Just(0usize), 0..MAX_RESERVE]) {
+                            budget in MIN_BUDGET..8160) {
             let entries = sorted(entries);
-            let pages = pack_reserving(&entries, budget, reserve);
+            let pages = pack(&entries, budget);
             let mut back = Vec::new();
             for p in &pages {
-                prop_assert!(p.len() + (p.count * reserve).div_ceil(100) <= budget && p.count <= MAX_COUNT);
+                prop_assert!(p.len() <= budget && p.count <= MAX_COUNT);
                 back.extend(unpack(p));
             }
             prop_assert_eq!(back, entries);
@@ -459,7 +438,7 @@ mod tests {
             // whole group of the next entries; every other stopped because
             // the next entry did not fit (so at most a group's worth is lost).
             for p in &pages[..pages.len() - 1] {
-                prop_assert!(p.len() + (p.count + GROUP) * reserve / 100 + codec::MAX_ENCODED + TABLE + 16 > budget
+                prop_assert!(p.len() + codec::MAX_ENCODED + TABLE + 16 > budget
                              || p.count + GROUP > MAX_COUNT);
             }
         }

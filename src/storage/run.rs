@@ -7,10 +7,14 @@
 //!
 //! The space a page's run entries leave free is its **insert area**: entries
 //! inserted after the run was written whose place in the run is on this page
-//! (the run position of their (key, TID) lower bound), unsorted, growing down
-//! from the special space as `pd_upper` descends. A page owns the (key, TID)
-//! pairs above its fence (the last entry of the page before) up to its own
-//! last entry, so a lookup reads one page for run and inserted entries alike.
+//! (the run position of their (key, TID) lower bound). They arrive raw and
+//! unsorted, growing down as `pd_upper` descends; when no raw entry fits,
+//! [`RunPage::compact`] packs them all, in order, at the end of the page (as
+//! btree deduplicates a full leaf before it splits it), so a page takes as
+//! many inserts as its room holds packed, not at 14 bytes each. A page owns
+//! the (key, TID) pairs above its fence (the last entry of the page before)
+//! up to its own last entry, so a lookup reads one page for run and inserted
+//! entries alike.
 //!
 //! Null pages hold the TIDs of rows whose key is NULL, in the same format
 //! with every key 0 (which packs to nothing) and without an insert area.
@@ -28,8 +32,8 @@ use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
 use std::cell::{Cell, UnsafeCell};
 
 /// Header of a run or NULL page; then the packed region, whose length
-/// `pd_lower` gives. The insert area (`ins` entries) ends at the special
-/// space.
+/// `pd_lower` gives. The insert area ends at the special space: `ins` raw
+/// entries from `pd_upper` up, then `packed_ins` bytes of packed ones.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct RunHeader {
@@ -39,9 +43,12 @@ struct RunHeader {
     count: u16,
     has_fence: u8,
     _pad: u8,
-    /// Entries in the insert area.
+    /// Raw entries in the insert area.
     ins: u16,
-    _pad2: u16,
+    /// Bytes of the insert area's packed entries, at the end of the page: an
+    /// entry count (`u16`, little-endian) then a packed region. 0 for none
+    /// (every page of format 5 and earlier).
+    packed_ins: u16,
 }
 const HEADER: usize = std::mem::size_of::<RunHeader>();
 const _: () = assert!(HEADER == 24);
@@ -53,17 +60,14 @@ pub const INSERTED: usize = 8 + 6;
 const REGION: usize = CONTENT - HEADER;
 const _: () = assert!(REGION >= packed::MIN_BUDGET && packed::MAX_COUNT <= u16::MAX as usize);
 
-/// A packer of run pages filled to `fillfactor` percent, or of NULL pages
-/// (`None`). A packed page holds as many entries as its data allows, so the
-/// room it leaves for inserts is sized by its entries, not its bytes: at
-/// fill factor `f`, room for `(100 - f) / f` more entries (80: a quarter
-/// more), each a raw insert-area entry.
+/// A packer of run pages whose entries take at most `fillfactor` percent of
+/// the bytes, or of NULL pages (`None`, full). The rest is the insert area:
+/// once packed ([`RunPage::compact`]) inserted entries take about what run
+/// entries do, so a page filled to `f` takes about `(100 - f) / f` more
+/// entries (80: a quarter more).
 fn packer(fillfactor: Option<u32>) -> Packer {
-    let reserve = fillfactor.map_or(0, |f| {
-        let f = f.clamp(10, 100) as usize;
-        INSERTED * 100 * (100 - f) / f
-    });
-    let packer = Packer::new(REGION, reserve);
+    let budget = fillfactor.map_or(REGION, |f| REGION * f.clamp(10, 100) as usize / 100);
+    let packer = Packer::new(budget.max(packed::MIN_BUDGET));
     match DEBUG_PAGE_ENTRIES.get() {
         n if n > 0 => packer.at_most(n as usize),
         _ => packer,
@@ -361,10 +365,13 @@ pub struct RunPage {
     base: *const u8,
     /// End of the packed region, in the page's content.
     used: usize,
+    /// Raw entries in the insert area.
     ins: usize,
     /// Offset in the page's content of the insert area's lowest entry
     /// (`pd_upper`).
     ins_at: usize,
+    /// The insert area's packed entries.
+    packed_ins: Option<Region<'static>>,
     /// The group last read: a scan walks a page's entries in order, a
     /// lookup reads one group.
     cache: UnsafeCell<GroupCache>,
@@ -403,8 +410,8 @@ impl RunPage {
         let run = s.kind == PageKind::Run;
         if lower < PAGE_HEADER + HEADER
             || upper < lower
-            || upper + h.ins as usize * INSERTED != special
-            || (!run && (h.ins != 0 || h.has_fence != 0))
+            || upper + h.ins as usize * INSERTED + h.packed_ins as usize != special
+            || (!run && (h.ins != 0 || h.packed_ins != 0 || h.has_fence != 0))
             || (run && (h.has_fence != 0) != (i > 0))
         {
             corrupt(rel, blk, "run page layout does not match its header");
@@ -416,6 +423,8 @@ impl RunPage {
         let raw = std::slice::from_raw_parts(base.add(HEADER), used - HEADER);
         let region = Region::parse(raw, h.count as usize)
             .unwrap_or_else(|e| corrupt(rel, blk, &e.to_string()));
+        let packed_ins = packed_insert_area(base, h.packed_ins as usize)
+            .unwrap_or_else(|e| corrupt(rel, blk, &e.to_string()));
         Ok(RunPage {
             buf,
             rel,
@@ -426,23 +435,37 @@ impl RunPage {
             used,
             ins: h.ins as usize,
             ins_at: upper - PAGE_HEADER,
+            packed_ins,
             cache: UnsafeCell::new(GroupCache::take()),
         })
     }
 
-    /// Group `g`, opened.
+    /// Group `g` of the run entries, opened.
     #[inline]
     #[allow(clippy::mut_from_ref)] // the cell is private to this view
     fn group(&self, g: usize) -> &mut Group {
+        self.cached(&self.region, g, g)
+    }
+
+    /// Group `g` of the insert area's packed entries, opened.
+    #[allow(clippy::mut_from_ref)] // as for `group`
+    fn ins_group(&self, region: &Region, g: usize) -> &mut Group {
+        self.cached(region, g, PACKED_INS_GROUPS + g)
+    }
+
+    /// Group `g` of `region`, opened in the view's cache under the name `at`.
+    #[inline]
+    #[allow(clippy::mut_from_ref)] // as for `group`
+    fn cached(&self, region: &Region, g: usize, at: usize) -> &mut Group {
         // SAFETY: the cache is private to this view, which is not Sync (the
         // cell makes it so), and no reference into it outlives the method
         // of the view that took it: each reads a value and returns.
         let c = unsafe { &mut *self.cache.get() }.get();
-        if c.at != g {
+        if c.at != at {
             c.at = usize::MAX;
-            let opened = self.region.open(g, &mut c.group);
+            let opened = region.open(g, &mut c.group);
             self.check(opened);
-            c.at = g;
+            c.at = at;
         }
         &mut c.group
     }
@@ -546,20 +569,24 @@ impl RunPage {
         self.entry(self.len() - 1)
     }
 
-    /// Entries in the insert area.
+    /// Live entries in the insert area: its raw ones and its packed ones
+    /// not tombstoned.
     pub fn inserted_len(&self) -> usize {
         self.ins
+            + self
+                .packed_ins
+                .map_or(0, |r| (0..r.count()).filter(|&s| !r.dead(s)).count())
     }
 
-    /// Insert-area entry `i` (unsorted).
-    pub fn inserted(&self, i: usize) -> (u64, Tid) {
+    /// Raw insert-area entry `i` (unsorted).
+    fn raw_inserted(&self, i: usize) -> (u64, Tid) {
         (self.inserted_key(i), self.inserted_tid(i))
     }
 
     fn inserted_key(&self, i: usize) -> u64 {
         debug_assert!(i < self.ins);
-        // SAFETY: `open` checked that the insert area's `ins` entries end at
-        // the special space and begin at pd_upper, inside the page.
+        // SAFETY: `open` checked that the insert area's `ins` raw entries
+        // begin at pd_upper, inside the page.
         unsafe {
             self.base
                 .add(self.ins_at + INSERTED * i)
@@ -580,18 +607,66 @@ impl RunPage {
         tid_from_ptr(&tid)
     }
 
-    /// Every insert-area entry.
+    /// Every live insert-area entry: the raw ones (unsorted), then the packed
+    /// ones in order.
     pub fn inserted_all(&self) -> impl Iterator<Item = (u64, Tid)> + '_ {
-        (0..self.ins).map(|i| self.inserted(i))
+        (0..self.ins)
+            .map(|i| self.raw_inserted(i))
+            .chain(self.packed_inserted(0, u64::MAX))
     }
 
-    /// The insert-area entries with a key in `[lo, hi]`: a lookup compares
-    /// every key of the area and decodes the TIDs of those alone.
-    pub fn inserted_in(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, Tid)> + '_ {
-        (0..self.ins).filter_map(move |i| {
-            let key = self.inserted_key(i);
-            (lo <= key && key <= hi).then(|| (key, self.inserted_tid(i)))
+    /// The insert area's live packed entries from slot `from` on, in order,
+    /// up to the last with a key at most `hi`.
+    pub fn packed_inserted(&self, from: usize, hi: u64) -> impl Iterator<Item = (u64, Tid)> + '_ {
+        let region = self.packed_ins;
+        let mut s = from;
+        std::iter::from_fn(move || {
+            let r = region?;
+            while s < r.count() {
+                let (g, i) = (s / GROUP, s % GROUP);
+                s += 1;
+                let key = self.check(self.ins_group(&r, g).key(r.bytes(), i));
+                if key > hi {
+                    s = r.count();
+                    return None;
+                }
+                if !r.dead(g * GROUP + i) {
+                    let tid = self.check(self.ins_group(&r, g).tid(r.bytes(), i));
+                    return Some((key, tid));
+                }
+            }
+            None
         })
+    }
+
+    /// The live insert-area entries with a key in `[lo, hi]`: a lookup
+    /// compares every raw key and searches the packed ones, decoding the
+    /// TIDs of those it returns alone.
+    pub fn inserted_in(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, Tid)> + '_ {
+        let from = self.packed_ins.map_or(0, |r| {
+            let g = r.group_of(lo, 0);
+            g * GROUP + self.check(self.ins_group(&r, g).lower_bound(r.bytes(), lo))
+        });
+        (0..self.ins)
+            .filter_map(move |i| {
+                let key = self.inserted_key(i);
+                (lo <= key && key <= hi).then(|| (key, self.inserted_tid(i)))
+            })
+            .chain(self.packed_inserted(from, hi))
+    }
+
+    /// The slots of the insert area's live packed entries whose TID `dead`
+    /// says is dead (for [`retain_inserted`]).
+    pub fn packed_inserted_where(&self, mut dead: impl FnMut(Tid) -> bool) -> Vec<usize> {
+        let Some(r) = self.packed_ins else {
+            return Vec::new();
+        };
+        (0..r.count())
+            .filter(|&s| {
+                !r.dead(s)
+                    && dead(self.check(self.ins_group(&r, s / GROUP).tid(r.bytes(), s % GROUP)))
+            })
+            .collect()
     }
 
     /// Whether the insert area has room for one more entry.
@@ -648,21 +723,180 @@ impl RunPage {
         self.ins += 1;
         self.ins_at -= INSERTED;
     }
+
+    /// Packs the insert area's live entries, in order, at the end of this
+    /// page (whose buffer the caller holds exclusive-locked), so that its raw
+    /// part has room again; tombstoned packed entries are dropped. Returns
+    /// whether it did. Only once the raw entries are at least a sixteenth of
+    /// the packed ones (and 8): each entry is then packed again about 16
+    /// times at most over the page's life, and a page whose room has shrunk
+    /// below that is full, without a vain packing per insert.
+    ///
+    /// Entries change place but no scan holds a place in the insert area: a
+    /// scan copies out what it takes of a page under its lock, by key.
+    pub fn compact(&mut self, rel: pg_sys::Relation) -> bool {
+        let packed_count = self.packed_ins.map_or(0, |r| r.count());
+        if self.ins < (packed_count / 16).max(8) {
+            return false;
+        }
+        let Some((packed, _)) = self.packed_with(&[]) else {
+            return false;
+        };
+        if self.room_after(packed.as_ref()) <= self.room() {
+            return false;
+        }
+        self.write_packed(rel, packed.as_ref());
+        true
+    }
+
+    /// Whether [`RunPage::take`] can add `entries`.
+    pub fn can_take(&self, entries: &[(u64, Tid)]) -> bool {
+        self.room() >= entries.len() || self.packed_with(entries).is_some()
+    }
+
+    /// Adds `entries` to the insert area of this page (whose buffer the
+    /// caller holds exclusive-locked): raw if they fit so, else packed with
+    /// the entries already there. The caller checked [`RunPage::can_take`].
+    pub fn take(&mut self, rel: pg_sys::Relation, entries: &[(u64, Tid)]) {
+        if self.room() >= entries.len() {
+            for &e in entries {
+                self.add_inserted(rel, e);
+            }
+            return;
+        }
+        let (packed, _) = self
+            .packed_with(entries)
+            .expect("the caller checked for room");
+        self.write_packed(rel, packed.as_ref());
+    }
+
+    /// The insert area's live entries and `extra`, packed in order, if they
+    /// fit the area (`None` in the pair when there are none), and how many.
+    fn packed_with(&self, extra: &[(u64, Tid)]) -> Option<(Option<PackedPage>, usize)> {
+        if self.kind != PageKind::Run {
+            return None;
+        }
+        let mut all: Vec<(u64, Tid)> = self.inserted_all().chain(extra.iter().copied()).collect();
+        if all.is_empty() {
+            return Some((None, 0));
+        }
+        all.sort_unstable();
+        // What the packed part may take: the insert area, less its count.
+        let budget = (CONTENT - self.used).checked_sub(2)?;
+        if budget < packed::MIN_BUDGET || all.len() > packed::MAX_COUNT {
+            return None;
+        }
+        let mut packer = Packer::new(budget);
+        for &(key, tid) in &all {
+            packer.push(key, tid, false);
+        }
+        match <[PackedPage; 1]>::try_from(packer.finish()) {
+            Ok([p]) => Some((Some(p), all.len())),
+            Err(_) => None,
+        }
+    }
+
+    /// Raw entries the insert area has room for beside `packed`.
+    fn room_after(&self, packed: Option<&PackedPage>) -> usize {
+        (CONTENT - self.used - packed.map_or(0, |p| 2 + p.len())) / INSERTED
+    }
+
+    /// Makes `packed` the insert area, in one WAL record, and reads it back.
+    fn write_packed(&mut self, rel: pg_sys::Relation, packed: Option<&PackedPage>) {
+        let mut wal = super::wal::Wal::start(rel);
+        let image = wal.page(&self.buf, false);
+        // SAFETY: the WAL image of this exclusive-locked run page, whose
+        // insert area `packed` fits (`packed_with`).
+        unsafe { write_insert_area(image, packed) };
+        wal.finish();
+        // SAFETY: the buffer is still locked; `write_insert_area` left a
+        // well-formed area (what `open` checks), and the run region is as it
+        // was. The cache may hold a packed group of the old area.
+        unsafe {
+            let page = self.buf.page();
+            let h: RunHeader = page::read_header(page);
+            let header = &*(page as *const pg_sys::PageHeaderData);
+            self.ins = h.ins as usize;
+            self.ins_at = header.pd_upper as usize - PAGE_HEADER;
+            self.packed_ins = packed_insert_area(self.base, h.packed_ins as usize)
+                .unwrap_or_else(|e| corrupt(rel, self.buf.blkno(), &e.to_string()));
+            (*self.cache.get()).get().at = usize::MAX;
+        }
+    }
 }
 
-/// Keeps only the insert-area entries `keep` says to on a writable page
-/// image (VACUUM, under a cleanup lock).
+/// Names the insert area's packed groups apart from the run's in a view's
+/// cache (a page has fewer than this many groups).
+const PACKED_INS_GROUPS: usize = usize::MAX / 2;
+
+/// The packed part of an insert area of `len` bytes, which ends at the end
+/// of the content that `base` begins.
 ///
 /// # Safety
-/// `page` must be a writable image of a valid run page.
-pub unsafe fn retain_inserted(page: pg_sys::Page, mut keep: impl FnMut(Tid) -> bool) {
+/// `base` must point to the content area of a page that stays valid and
+/// unchanged for `'static` as far as the caller uses the result (a locked
+/// page a view holds), and `len` be at most its insert area's length.
+unsafe fn packed_insert_area(
+    base: *const u8,
+    len: usize,
+) -> Result<Option<Region<'static>>, Malformed> {
+    if len == 0 {
+        return Ok(None);
+    }
+    if len < 2 {
+        return Err(Malformed("the insert area's packed part is too short"));
+    }
+    let raw = std::slice::from_raw_parts(base.add(CONTENT - len), len);
+    let count = u16::from_le_bytes([raw[0], raw[1]]) as usize;
+    Region::parse(&raw[2..], count).map(Some)
+}
+
+/// Replaces the insert area of a writable run page image with `packed` and
+/// no raw entries; zeroes what it held before.
+///
+/// # Safety
+/// `page` must be a writable image of a valid run page whose insert area
+/// `packed` fits.
+unsafe fn write_insert_area(page: pg_sys::Page, packed: Option<&PackedPage>) {
     let mut h: RunHeader = page::read_header(page);
     let header = page as *mut pg_sys::PageHeaderData;
     let special = PAGE_HEADER + CONTENT;
     let raw = page as *mut u8;
+    let upper = (*header).pd_upper as usize;
+    // The hole below pd_upper stays zero, as Generic WAL redo leaves it.
+    std::ptr::write_bytes(raw.add(upper), 0, special - upper);
+    let len = packed.map_or(0, |p| 2 + p.len());
+    if let Some(p) = packed {
+        let out = std::slice::from_raw_parts_mut(raw.add(special - len), len);
+        out[..2].copy_from_slice(&(p.count as u16).to_le_bytes());
+        p.write(&mut out[2..]);
+    }
+    (*header).pd_upper = (special - len) as u16;
+    h.ins = 0;
+    h.packed_ins = len as u16;
+    page::write_header(page, &h);
+}
+
+/// Keeps only the raw insert-area entries `keep` says to, and tombstones
+/// the packed ones at `packed_dead` ([`RunPage::packed_inserted_where`]), on
+/// a writable page image (VACUUM, under a cleanup lock).
+///
+/// # Safety
+/// `page` must be a writable image of a valid run page, and every slot of
+/// `packed_dead` below the count of its packed insert area.
+pub unsafe fn retain_inserted(
+    page: pg_sys::Page,
+    mut keep: impl FnMut(Tid) -> bool,
+    packed_dead: &[usize],
+) {
+    let mut h: RunHeader = page::read_header(page);
+    let header = page as *mut pg_sys::PageHeaderData;
+    // The raw entries end where the packed ones begin.
+    let end = PAGE_HEADER + CONTENT - h.packed_ins as usize;
+    let raw = page as *mut u8;
     let mut live: Vec<[u8; INSERTED]> = Vec::with_capacity(h.ins as usize);
     for i in 0..h.ins as usize {
-        let at = raw.add(special - INSERTED * (i + 1));
+        let at = raw.add(end - INSERTED * (i + 1));
         let mut e = [0u8; INSERTED];
         std::ptr::copy_nonoverlapping(at, e.as_mut_ptr(), INSERTED);
         let tid = tid_from_ptr(
@@ -675,20 +909,28 @@ pub unsafe fn retain_inserted(page: pg_sys::Page, mut keep: impl FnMut(Tid) -> b
             live.push(e);
         }
     }
-    let upper = special - INSERTED * live.len();
-    // The old area is zeroed first: the hole below pd_upper stays zero, as
-    // Generic WAL redo leaves it.
+    let upper = end - INSERTED * live.len();
+    // The old raw entries are zeroed first: the hole below pd_upper stays
+    // zero, as Generic WAL redo leaves it.
     std::ptr::write_bytes(
         raw.add((*header).pd_upper as usize),
         0,
-        special - (*header).pd_upper as usize,
+        end - (*header).pd_upper as usize,
     );
     for (i, e) in live.iter().enumerate() {
-        std::ptr::copy_nonoverlapping(e.as_ptr(), raw.add(special - INSERTED * (i + 1)), INSERTED);
+        std::ptr::copy_nonoverlapping(e.as_ptr(), raw.add(end - INSERTED * (i + 1)), INSERTED);
     }
     (*header).pd_upper = upper as u16;
     h.ins = live.len() as u16;
     page::write_header(page, &h);
+    if !packed_dead.is_empty() {
+        let count = u16::from_le_bytes([*raw.add(end), *raw.add(end + 1)]) as usize;
+        let bitmap = raw.add(end + 2 + Region::bitmap_at(count));
+        for &s in packed_dead {
+            debug_assert!(s < count);
+            *bitmap.add(s / 8) |= 1 << (s % 8);
+        }
+    }
 }
 
 /// Marks slots dead on a writable page image.
@@ -852,7 +1094,7 @@ impl SectionWriter {
                     has_fence: fence.is_some() as u8,
                     _pad: 0,
                     ins: 0,
-                    _pad2: 0,
+                    packed_ins: 0,
                 },
             );
             let region = std::slice::from_raw_parts_mut(page::content(page).add(HEADER), p.len());
