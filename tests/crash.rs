@@ -262,11 +262,12 @@ fn retrains_survive_a_crash_at_each_stage() {
                 let (from, to) = (from - 20_000 + rows, to - 20_000 + rows);
                 match path {
                     "append" => format!("SELECT g FROM generate_series({from}, {to}) g"),
-                    "merge" => format!(
-                        "SELECT hashint8(g) % 1000000 FROM generate_series({from}, {to}) g"
-                    ),
+                    "merge" => {
+                        format!("SELECT hashint8(g) % 1000000 FROM generate_series({from}, {to}) g")
+                    }
                     _ => format!(
-                        "SELECT (hashint8(g)::int8 << 32) # hashint8(-g)::int8 FROM generate_series({from}, {to}) g"
+                        "SELECT {} FROM generate_series({from}, {to}) g",
+                        common::RANDOM_KEY
                     ),
                 }
             };

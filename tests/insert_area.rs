@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    assert_index_matches_table, assert_verified, index_blocks, run_each, texts, wait_for_pause,
-    Cluster, PAUSE_LOCK,
+    assert_index_matches_table, assert_verified, index_blocks, retrain_path, run_each, texts,
+    wait_for_pause, Cluster, PAUSE_LOCK, RANDOM_KEY,
 };
 
 fn one(c: &mut postgres::Client, sql: &str) -> i64 {
@@ -193,10 +193,7 @@ fn full_pages_spill_and_a_merge_gives_them_room() {
         "spilled",
     );
     assert_verified(&mut c, "t_k");
-    let path: String = c
-        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
-        .unwrap()
-        .get(0);
+    let path = retrain_path(&mut c, "t_k");
     assert_eq!(path, "merge");
     run_each(
         &mut c,
@@ -222,10 +219,7 @@ fn full_pages_spill_and_a_merge_gives_them_room() {
         &mut c,
         "INSERT INTO t SELECT 1000000 + g FROM generate_series(1, 3000) g",
     );
-    let path: String = c
-        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
-        .unwrap()
-        .get(0);
+    let path = retrain_path(&mut c, "t_k");
     assert_eq!(path, "append");
     assert_index_matches_table(
         &mut c,
@@ -467,9 +461,6 @@ fn an_inserted_pair_equal_to_a_tombstone_at_a_cut_is_returned_once() {
     assert_verified(&mut c, "t_k");
 }
 
-/// Random keys over the whole `int8` range, from `g`.
-const RANDOM_KEY: &str = "(hashint8(g)::int8 << 32) # hashint8(-g)::int8";
-
 /// Run pages of `index` whose insert area holds packed entries: the
 /// `packed_ins` field of the run page header (bytes 22-23 of the content)
 /// is not zero. Block 0 is the metapage; the page kind is the third byte of
@@ -653,10 +644,7 @@ fn format_5_indexes_are_read_and_packed_after_a_retrain() {
     let all = "SELECT k FROM t ORDER BY k";
     assert_index_matches_table(&mut c, "t_k", all, "format 5");
     assert_verified(&mut c, "t_k");
-    let path: String = c
-        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
-        .unwrap()
-        .get(0);
+    let path = retrain_path(&mut c, "t_k");
     assert_eq!(path, "merge");
     fill(&mut c, 200_000);
     assert!(
@@ -664,5 +652,71 @@ fn format_5_indexes_are_read_and_packed_after_a_retrain() {
         "format 6 after the retrain"
     );
     assert_index_matches_table(&mut c, "t_k", all, "format 6");
+    assert_verified(&mut c, "t_k");
+}
+
+/// VACUUM finds a run page's dead entries under a share lock and removes
+/// them under a cleanup lock. An insert in between can pack the insert area,
+/// moving the dead raw entries into its packed part: VACUUM finds them again
+/// there by TID and tombstones them, or an index-only scan would return the
+/// deleted rows. VACUUM is held between the two locks on the first run page.
+#[test]
+fn vacuum_finds_dead_entries_an_insert_packed_meanwhile() {
+    let cluster = Cluster::start("insert_area_vacuum_pack", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    // Rows with keys just above the smallest go to run page 0; those deleted
+    // are its only dead entries.
+    run_each(
+        &mut c,
+        &format!(
+            "CREATE TABLE t (id int8, k int8);
+             INSERT INTO t SELECT g, {RANDOM_KEY} FROM generate_series(1, 60000) g;
+             CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70);
+             CREATE TABLE low AS SELECT min(k) AS m FROM t;
+             INSERT INTO t SELECT -g, (SELECT m FROM low) + g FROM generate_series(1, 100) g;
+             DELETE FROM t WHERE id < 0 AND id % 2 = 0"
+        ),
+    );
+    let delta = one(
+        &mut c,
+        "SELECT delta_entries FROM learned_index_stats('t_k')",
+    );
+    assert_eq!(delta, 0, "the rows went to run page 0");
+    c.query_one("SELECT pg_advisory_lock($1)", &[&PAUSE_LOCK])
+        .unwrap();
+    let mut v = cluster.connect();
+    let pid = common::backend_pid(&mut v);
+    v.batch_execute("SET learneddb.debug_pause = 'vacuum_relock'")
+        .unwrap();
+    let vacuum = std::thread::spawn(move || {
+        v.batch_execute("VACUUM (INDEX_CLEANUP ON) t").unwrap();
+    });
+    wait_for_pause(&mut c, pid, "VACUUM to pause before its cleanup lock");
+    // Enough rows into page 0 that its raw room fills and it is packed.
+    run_each(
+        &mut c,
+        "INSERT INTO t SELECT -1000 - g, (SELECT m FROM low) + 1000 + g FROM generate_series(1, 400) g",
+    );
+    c.query_one("SELECT pg_advisory_unlock($1)", &[&PAUSE_LOCK])
+        .unwrap();
+    vacuum.join().unwrap();
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT delta_entries FROM learned_index_stats('t_k')"
+        ),
+        0
+    );
+    run_each(&mut c, "VACUUM ANALYZE t");
+    let low = "SELECT count(*) FROM t WHERE k <= (SELECT m FROM low) + 2000";
+    c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .unwrap();
+    let plan = texts(&mut c, &format!("EXPLAIN (COSTS OFF) {low}")).join("\n");
+    assert!(plan.contains("Index Only Scan using t_k"), "{plan}");
+    c.batch_execute("RESET ALL").unwrap();
+    assert_eq!(
+        assert_index_matches_table(&mut c, "t_k", low, "page 0 after VACUUM"),
+        ["451"]
+    );
     assert_verified(&mut c, "t_k");
 }

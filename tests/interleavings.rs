@@ -493,10 +493,7 @@ fn cursor_across_retrain(name: &str, table: Table, [old_keys, new_keys]: [&str; 
         &mut admin,
         &format!("INSERT INTO t SELECT g, {new_keys} FROM generate_series(1, 20000, 5) g"),
     );
-    let took: String = admin
-        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
-        .unwrap()
-        .get(0);
+    let took = common::retrain_path(&mut admin, "t_k");
     assert_eq!(took, path);
     run_each(
         &mut admin,
@@ -586,10 +583,7 @@ fn an_insert_routed_before_a_switch_is_found_after_it() {
         a.batch_execute("INSERT INTO t VALUES (15000)").unwrap();
     });
     common::wait_for_pause(&mut c, pid, "the insert to pause after routing its key");
-    let path: String = c
-        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
-        .unwrap()
-        .get(0);
+    let path = common::retrain_path(&mut c, "t_k");
     assert_eq!(path, "append");
     c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
         .unwrap();

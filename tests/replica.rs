@@ -212,7 +212,7 @@ fn standby_replays_the_index() {
 fn standby_replays_partial_merges() {
     let primary = start_primary("replica_partial", &["wal_consistency_checking = 'generic'"]);
     let mut p = primary.connect();
-    let key = "(hashint8(g)::int8 << 32) # hashint8(-g)::int8";
+    let key = common::RANDOM_KEY;
     p.batch_execute(&format!(
         "CREATE TABLE t (id serial, k int8);
          INSERT INTO t (k) SELECT {key} FROM generate_series(1, 250000) g;
@@ -245,10 +245,7 @@ fn standby_replays_partial_merges() {
         ))
         .unwrap();
         p.batch_execute("VACUUM t").unwrap();
-        let path: String = p
-            .query_one("SELECT path FROM learned_retrain('t_k')", &[])
-            .unwrap()
-            .get(0);
+        let path = common::retrain_path(&mut p, "t_k");
         assert_eq!(path, "partial", "round {round}");
         wait_for_replay(&mut p, &mut s);
         let on_primary = check(&mut p);
@@ -333,10 +330,7 @@ fn standby_scans_start_over_after_recycling() {
         .unwrap();
         p.batch_execute("INSERT INTO t (k) SELECT NULL FROM generate_series(1, 100)")
             .unwrap();
-        let path: String = p
-            .query_one("SELECT path FROM learned_retrain('t_k')", &[])
-            .unwrap()
-            .get(0);
+        let path = common::retrain_path(&mut p, "t_k");
         assert_eq!(path, "merge");
     }
     wait_for_replay(&mut p, &mut s);
@@ -504,10 +498,7 @@ fn scans_across_a_replayed_retirement(name: &str, promote: bool) {
     let mut before = count(s.query("FETCH 20 FROM read_before", &[]).unwrap());
     let mut after = count(s.query("FETCH 20 FROM read_after", &[]).unwrap());
 
-    let path: String = p
-        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
-        .unwrap()
-        .get(0);
+    let path = common::retrain_path(&mut p, "t_k");
     assert_eq!(path, "append");
     p.batch_execute("VACUUM t").unwrap();
     let retained: i64 = p

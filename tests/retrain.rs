@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{assert_index_matches_table, assert_verified, run_each, Cluster};
+use common::{
+    assert_index_matches_table, assert_verified, retrain_path, run_each, Cluster, RANDOM_KEY,
+};
 
 fn size(c: &mut postgres::Client, index: &str) -> i64 {
     c.query_one("SELECT pg_relation_size($1::text::regclass)", &[&index])
@@ -419,10 +421,7 @@ fn blocks_of_a_cancelled_retrain_are_reused() {
         free >= blocks,
         "{free} free pages after VACUUM; the cancelled retrain took {blocks}"
     );
-    let path: String = c
-        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
-        .unwrap()
-        .get(0);
+    let path = common::retrain_path(&mut c, "t_k");
     assert_eq!(path, "merge");
     assert_eq!(
         size(&mut c, "t_k"),
@@ -436,19 +435,6 @@ fn blocks_of_a_cancelled_retrain_are_reused() {
         "SELECT coalesce(string_agg(k::text, ',' ORDER BY k), '') FROM t WHERE k >= -1000000",
         "after the retrain",
     );
-}
-
-/// Random keys over the whole `int8` range: about 270 run pages, cut into
-/// four segments for partial merges.
-const RANDOM_KEY: &str = "(hashint8(g)::int8 << 32) # hashint8(-g)::int8";
-
-fn retrain_path(c: &mut postgres::Client, index: &str) -> String {
-    c.query_one(
-        "SELECT path FROM learned_retrain($1::text::regclass)",
-        &[&index],
-    )
-    .unwrap()
-    .get(0)
 }
 
 /// Scattered inserts into a run long enough to cut are merged a segment at

@@ -87,6 +87,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 continue;
             }
             let mut buf = page.into_pin();
+            crate::pause::pause_point("vacuum_relock");
             buf.lock_for_cleanup();
             let page = section.open(rel, buf, i);
             // Inserts may have added entries since the share lock, and packed

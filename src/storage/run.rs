@@ -739,7 +739,7 @@ impl RunPage {
         if self.ins < (packed_count / 16).max(8) {
             return false;
         }
-        let Some((packed, _)) = self.packed_with(&[]) else {
+        let Some(packed) = self.packed_with(&[]) else {
             return false;
         };
         if self.room_after(packed.as_ref()) <= self.room() {
@@ -764,21 +764,21 @@ impl RunPage {
             }
             return;
         }
-        let (packed, _) = self
+        let packed = self
             .packed_with(entries)
             .expect("the caller checked for room");
         self.write_packed(rel, packed.as_ref());
     }
 
     /// The insert area's live entries and `extra`, packed in order, if they
-    /// fit the area (`None` in the pair when there are none), and how many.
-    fn packed_with(&self, extra: &[(u64, Tid)]) -> Option<(Option<PackedPage>, usize)> {
+    /// fit the area (`Some(None)` when there are none).
+    fn packed_with(&self, extra: &[(u64, Tid)]) -> Option<Option<PackedPage>> {
         if self.kind != PageKind::Run {
             return None;
         }
         let mut all: Vec<(u64, Tid)> = self.inserted_all().chain(extra.iter().copied()).collect();
         if all.is_empty() {
-            return Some((None, 0));
+            return Some(None);
         }
         all.sort_unstable();
         // What the packed part may take: the insert area, less its count.
@@ -791,7 +791,7 @@ impl RunPage {
             packer.push(key, tid, false);
         }
         match <[PackedPage; 1]>::try_from(packer.finish()) {
-            Ok([p]) => Some((Some(p), all.len())),
+            Ok([p]) => Some(Some(p)),
             Err(_) => None,
         }
     }

@@ -344,3 +344,16 @@ pub fn overwrite(path: &Path, at: u64, bytes: &[u8]) -> Vec<u8> {
     f.write_all(bytes).unwrap();
     old
 }
+
+/// Random keys over the whole `int8` range, from `g` (of `generate_series`).
+pub const RANDOM_KEY: &str = "(hashint8(g)::int8 << 32) # hashint8(-g)::int8";
+
+/// Retrains `index` with `learned_retrain`; returns the path it took.
+pub fn retrain_path(c: &mut postgres::Client, index: &str) -> String {
+    c.query_one(
+        "SELECT path FROM learned_retrain($1::text::regclass)",
+        &[&index],
+    )
+    .unwrap()
+    .get(0)
+}
