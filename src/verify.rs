@@ -18,7 +18,7 @@ use crate::model::ModelView;
 use crate::stats::{IndexArg, Opened};
 use crate::storage::buffer::{nblocks, BulkRead, Strategy};
 use crate::storage::delta::{self, DeltaPage, DirEntry, DirPage, CLOSED, FREE, OPEN};
-use crate::storage::extents::Extents;
+use crate::storage::extents::{overlaps, Extent};
 use crate::storage::meta::META_BLOCK;
 use crate::storage::run::{Section, Tid};
 use crate::storage::search::Directory;
@@ -70,21 +70,18 @@ fn learned_verify(index: IndexArg, heapallindexed: default!(bool, true)) -> bool
             &format!("the generations do not share their last {tail} run pages"),
         );
     }
-    let mut prev_own = Extents::default();
-    for e in meta.prev_own() {
-        prev_own.push(e);
-    }
+    let prev_own = meta.prev_own();
     // The blocks a retrain under way (or one that ended without its switch)
     // took share none with the others, but an operating system crash may
     // have lost the end of them: only the first three lie within the index.
-    let lists = [
-        ("current generation", meta.place),
-        ("previous generation", prev_own),
-        ("free list", meta.free),
-        ("blocks a retrain took", meta.pending),
+    let lists: [(&str, &[Extent]); 4] = [
+        ("current generation", meta.place.as_slice()),
+        ("previous generation", &prev_own),
+        ("free list", meta.free.as_slice()),
+        ("blocks a retrain took", meta.pending.as_slice()),
     ];
     for (what, list) in &lists[..3] {
-        for e in list.as_slice() {
+        for e in list.iter() {
             if e.end() > size as u64 {
                 fail(
                     idx,
@@ -99,7 +96,7 @@ fn learned_verify(index: IndexArg, heapallindexed: default!(bool, true)) -> bool
     }
     for (i, (a, x)) in lists.iter().enumerate() {
         for (b, y) in &lists[i + 1..] {
-            if x.overlaps(y) {
+            if overlaps(x, y) {
                 fail(idx, &format!("the {a} and the {b} share blocks"));
             }
         }

@@ -438,7 +438,8 @@ fn blocks_of_a_cancelled_retrain_are_reused() {
 }
 
 /// Scattered inserts into a run long enough to cut are merged a segment at
-/// a time: each retrain rewrites the segment owning most of the spilled rows
+/// a time: each retrain rewrites the segment (or two neighbouring ones)
+/// owning most of the spilled rows
 /// and keeps the rest of the run, so the index holds a second copy of one
 /// segment, not of the whole run, until the old one is retired. After twenty
 /// retrains under inserts and deletes it is within 1.5x a REINDEX at the
@@ -481,7 +482,7 @@ fn scattered_inserts_merge_a_segment_at_a_time() {
         "a retrain merged the whole run: {paths:?}"
     );
     let partial = paths.iter().filter(|p| *p == "partial").count();
-    assert!(partial >= 6, "{partial} partial merges: {paths:?}");
+    assert!(partial >= 4, "{partial} partial merges: {paths:?}");
     assert_verified(&mut c, "t_k");
     assert_index_matches_table(&mut c, "t_k", q, "after the retrains");
     let nulls = "SELECT count(*)::text FROM t WHERE k IS NULL";
@@ -555,4 +556,58 @@ fn a_partial_merge_keeps_a_tombstoned_fence() {
     retrain_path(&mut c, "t_k");
     assert_verified(&mut c, "t_k");
     assert_index_matches_table(&mut c, "t_k", &q, "after the next retrain");
+}
+
+/// Rows that spilled all over a run built full (random keys) are merged two
+/// neighbouring segments at a time, a quarter of a run cut in eight: the
+/// merge writes about a quarter of the run's pages, keeps the rest, and
+/// answers stay exact with the model's leaves after the stretch moved, not
+/// trained again.
+#[test]
+fn spread_spills_merge_a_quarter_of_the_run() {
+    let cluster = Cluster::start("retrain_quarter", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        &format!(
+            "CREATE TABLE t (id bigserial, k int8);
+             INSERT INTO t (k) SELECT {RANDOM_KEY} FROM generate_series(1, 500000) g;
+             CREATE INDEX t_k ON t USING learned (k);
+             INSERT INTO t (k) SELECT {RANDOM_KEY} FROM generate_series(1000000, 1030000) g"
+        ),
+    );
+    let run_pages = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT run_pages FROM learned_index_stats('t_k')", &[])
+            .unwrap()
+            .get(0)
+    };
+    let before = run_pages(&mut c);
+    assert!(
+        before >= 512,
+        "{before} run pages: too few for eight segments"
+    );
+    let q = "SELECT string_agg(k::text, ',' ORDER BY k, id) FROM t
+             WHERE k BETWEEN -9000000000000000000 AND 9000000000000000000";
+    // The first two merges each take a quarter of the run: the rows spilled
+    // all over it. (A third takes what is left where it lies.)
+    for round in 0..3 {
+        let row = c
+            .query_one(
+                "SELECT path, pages_written FROM learned_retrain('t_k')",
+                &[],
+            )
+            .unwrap();
+        let (path, written): (String, i64) = (row.get(0), row.get(1));
+        assert_eq!(path, "partial", "round {round}");
+        let pages = run_pages(&mut c);
+        // Two segments of eight, written with room (one writes about a
+        // sixth): more than a quarter of the run, less than half of it.
+        assert!(
+            round == 2 || (written * 4 > pages && written * 2 < pages),
+            "round {round}: {written} pages written of {pages}"
+        );
+        assert_index_matches_table(&mut c, "t_k", q, &format!("round {round}"));
+        assert_verified(&mut c, "t_k");
+        c.batch_execute("VACUUM t").unwrap();
+    }
 }

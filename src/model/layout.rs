@@ -18,7 +18,12 @@
 use super::Window;
 
 const MAGIC: u32 = 0x4C52_4D49; // "LRMI"
-const VERSION: u32 = 1;
+/// 2: a leaf predicts positions from its start (`start + floor(intercept +
+/// slope * x)`), so a leaf moved by a whole number of positions predicts
+/// exactly what it did, moved (a partial merge moves the leaves after the
+/// stretch it rewrites). 1: from the run's start; read as it is.
+const VERSION: u32 = 2;
+const FROM_RUN_START_VERSION: u32 = 1;
 const HEADER: usize = 72;
 const CHECKSUM_AT: usize = 64;
 
@@ -52,6 +57,9 @@ pub(crate) struct Leaf {
     pub intercept: f64,
     pub err_lo: u32,
     pub err_hi: u32,
+    /// Whether the intercept counts from the leaf's start (version 2) or
+    /// from the run's (version 1).
+    pub from_start: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -86,7 +94,11 @@ pub(crate) fn root_predict(root: &Root, nleaves: u64, key: u64) -> u64 {
 #[inline]
 pub(crate) fn leaf_predict(leaf: &Leaf, end: u64, key: u64) -> u64 {
     let x = key.saturating_sub(leaf.first_key) as f64;
-    linear_floor(leaf.slope, leaf.intercept, x, leaf.start, end)
+    if leaf.from_start {
+        leaf.start + linear_floor(leaf.slope, leaf.intercept, x, 0, end - leaf.start)
+    } else {
+        linear_floor(leaf.slope, leaf.intercept, x, leaf.start, end)
+    }
 }
 
 fn fnv1a(parts: &[&[u8]]) -> u64 {
@@ -113,9 +125,16 @@ pub(crate) fn encode(
     mean_window: f32,
 ) -> Vec<u8> {
     let l = leaves.len();
+    let from_start = leaves[0].from_start;
+    debug_assert!(leaves.iter().all(|f| f.from_start == from_start));
+    let version = if from_start {
+        VERSION
+    } else {
+        FROM_RUN_START_VERSION
+    };
     let mut b = Vec::with_capacity(size_for(l));
     b.extend_from_slice(&MAGIC.to_le_bytes());
-    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&version.to_le_bytes());
     b.extend_from_slice(&nkeys.to_le_bytes());
     b.extend_from_slice(&(l as u64).to_le_bytes());
     b.extend_from_slice(&root.key_min.to_le_bytes());
@@ -159,6 +178,7 @@ pub struct ModelView<'a> {
     nkeys: u64,
     nleaves: usize,
     root: Root,
+    from_start: bool,
 }
 
 impl<'a> ModelView<'a> {
@@ -175,8 +195,9 @@ impl<'a> ModelView<'a> {
         if u32_at(0) != MAGIC {
             return Err(ModelError::BadMagic(u32_at(0)));
         }
-        if u32_at(4) != VERSION {
-            return Err(ModelError::BadVersion(u32_at(4)));
+        let version = u32_at(4);
+        if version != VERSION && version != FROM_RUN_START_VERSION {
+            return Err(ModelError::BadVersion(version));
         }
         let nkeys = u64_at(8);
         let nleaves = u64_at(16);
@@ -203,6 +224,7 @@ impl<'a> ModelView<'a> {
             nkeys,
             nleaves,
             root,
+            from_start: version == VERSION,
         };
         if view.start(nleaves) != nkeys || view.start(0) != 0 {
             return Err(ModelError::BadShape("leaf positions"));
@@ -242,6 +264,12 @@ impl<'a> ModelView<'a> {
 
     pub fn mean_window(&self) -> f32 {
         f32::from_bits(self.u32_at(60))
+    }
+
+    /// Whether its leaves predict positions from their start (version 2),
+    /// so that they can be moved ([`super::Trainer::finish_between`]).
+    pub fn from_start(&self) -> bool {
+        self.from_start
     }
 
     #[inline]
@@ -289,6 +317,7 @@ impl<'a> ModelView<'a> {
             intercept: f64::from_bits(self.u64_at(base + 8 * l + 8 * i)),
             err_lo: self.u32_at(base + 16 * l + 8 * i),
             err_hi: self.u32_at(base + 16 * l + 8 * i + 4),
+            from_start: self.from_start,
         }
     }
 

@@ -341,3 +341,105 @@ fn repeated_extensions_keep_leaves_and_windows() {
         assert_contains("sequential", &m, &keys, k);
     }
 }
+
+/// Models of version 1 (leaves predict from the run's start) are read as
+/// they are, and a trainer resuming one goes on in its form.
+#[test]
+fn version_1_models_hold_every_window_and_stay_version_1() {
+    for (name, keys) in distributions(20_000, 17) {
+        let mut t = Trainer::from_run_start(64);
+        keys[..15_000].iter().for_each(|&k| t.push(k));
+        let old_bytes = t.finish();
+        assert_eq!(old_bytes[4], 1, "{name}: version");
+        let old = ModelView::open(&old_bytes).unwrap();
+        assert!(!old.from_start());
+        for &k in keys[..15_000].iter().step_by(13) {
+            assert_contains(name, &old, &keys[..15_000], k);
+        }
+        let keep = old.nleaves() - 1;
+        let mut t = Trainer::resume(64, &old, keep);
+        keys[old.last_leaf_start() as usize..]
+            .iter()
+            .for_each(|&k| t.push(k));
+        let bytes = t.finish_after(&old, keep);
+        assert_eq!(bytes[4], 1, "{name}: version after an append");
+        let m = ModelView::open(&bytes).unwrap();
+        for &k in keys.iter().step_by(11) {
+            assert_contains(name, &m, &keys, k);
+            assert_contains(name, &m, &keys, k.saturating_add(1));
+        }
+    }
+}
+
+/// A partial merge rewrites positions `[from, to)` of the run (rows
+/// inserted among them) and moves the leaves after them: training resumes
+/// at the leaf holding `from - 1`, goes over the new stretch and on to the
+/// first old leaf that begins at or after `to` above every key pushed, and
+/// the leaves from there on are kept, moved. Every key and gap of the new
+/// run lies in its window, for leaves moved forward and, after deletes,
+/// backward.
+#[test]
+fn leaves_moved_after_a_rewritten_stretch_hold_every_window() {
+    for (name, keys) in distributions(30_000, 23) {
+        for (from, to, inserted_every, deleted_every) in [
+            (10_000usize, 14_000usize, 3usize, 0usize),
+            (1, 20_000, 2, 0),
+            (12_000, 13_000, 0, 4),
+            (5_000, 25_000, 5, 7),
+        ] {
+            let old_bytes = train(&keys, 64);
+            let old = ModelView::open(&old_bytes).unwrap();
+            assert!(old.from_start());
+            // The stretch, with keys inserted in its gaps and some deleted.
+            let mut stretch: Vec<u64> = keys[from..to]
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| deleted_every == 0 || i % deleted_every != 1)
+                .map(|(_, &k)| k)
+                .collect();
+            if inserted_every > 0 {
+                let gaps = keys[from..to].windows(2).step_by(inserted_every);
+                stretch.extend(gaps.filter(|w| w[1] - w[0] > 1).map(|w| w[0] + 1));
+            }
+            stretch.sort_unstable();
+            let mut all: Vec<u64> = keys[..from].to_vec();
+            all.extend(&stretch);
+            let new_to = all.len();
+            all.extend(&keys[to..]);
+            let keep = old.leaf_at_position(from as u64 - 1);
+            let mut t = Trainer::resume(64, &old, keep);
+            all[old.leaf_start(keep) as usize..new_to]
+                .iter()
+                .for_each(|&k| t.push(k));
+            // On to the first old leaf at or after `to` whose first key lies
+            // above those pushed.
+            let mut next = old.leaf_at_position(to as u64);
+            let mut at = to;
+            let bytes = loop {
+                let behind = old.leaf_start(next) < to as u64
+                    || t.last_key().is_some_and(|k| k >= old.leaf(next).first_key);
+                if !behind {
+                    break t.finish_between(&old, keep, next);
+                }
+                next += 1;
+                if next == old.nleaves() {
+                    keys[at..].iter().for_each(|&k| t.push(k));
+                    break t.finish_after(&old, keep);
+                }
+                let end = old.leaf_start(next) as usize;
+                keys[at..end].iter().for_each(|&k| t.push(k));
+                at = end;
+            };
+            let m = ModelView::open(&bytes).unwrap();
+            m.verify_checksum().unwrap();
+            assert_eq!(m.nkeys(), all.len() as u64, "{name}");
+            let mut probes = vec![0, u64::MAX];
+            for w in all.windows(2).step_by(5) {
+                probes.extend([w[0], w[0].saturating_add(1), w[1].saturating_sub(1)]);
+            }
+            for p in probes {
+                assert_contains(name, &m, &all, p);
+            }
+        }
+    }
+}

@@ -31,6 +31,9 @@ pub struct Trainer {
     segment_positions: u64,
     leaves: Vec<Leaf>,
     nkeys: u64,
+    /// Leaves predict from their own start (see `layout::VERSION`); a
+    /// trainer resuming a model of version 1 goes on in its form.
+    from_start: bool,
 }
 
 impl Trainer {
@@ -43,6 +46,17 @@ impl Trainer {
             segment_positions: 0,
             leaves: Vec::new(),
             nkeys: 0,
+            from_start: true,
+        }
+    }
+
+    /// A trainer of leaves in the form of version 1, which predict from the
+    /// run's start: the models of earlier builds.
+    #[cfg(test)]
+    pub fn from_run_start(target_window: u32) -> Trainer {
+        Trainer {
+            from_start: false,
+            ..Trainer::new(target_window)
         }
     }
 
@@ -57,7 +71,13 @@ impl Trainer {
     pub fn resume(target_window: u32, old: &ModelView, keep: usize) -> Trainer {
         let mut t = Trainer::new(target_window);
         t.nkeys = old.leaf_start(keep.min(old.nleaves() - 1));
+        t.from_start = old.from_start();
         t
+    }
+
+    /// The last key pushed.
+    pub fn last_key(&self) -> Option<u64> {
+        self.segment.last().map(|g| g.key)
     }
 
     /// Adds the next key of the run. Keys must come in non-decreasing order.
@@ -94,7 +114,7 @@ impl Trainer {
     }
 
     fn fit_and_split(&mut self, groups: &[Group]) {
-        let leaf = fit(groups);
+        let leaf = fit(groups, self.from_start);
         let end = groups.last().map(|g| g.first + g.count).unwrap();
         if groups.len() == 1 || (leaf.err_lo as u64 + leaf.err_hi as u64) <= self.target_window {
             self.leaves.push(leaf);
@@ -112,7 +132,7 @@ impl Trainer {
     /// Finishes training and returns the stored form of the model.
     pub fn finish(mut self) -> Vec<u8> {
         self.flush();
-        finish_leaves(self.leaves, self.nkeys)
+        finish_leaves(self.leaves, self.nkeys, self.from_start)
     }
 
     /// Finishes a trainer made by [`Trainer::resume`]: `old`'s leaves but its
@@ -126,12 +146,38 @@ impl Trainer {
             .first()
             .is_none_or(|l| l.start == old.leaf_start(keep)));
         leaves.append(&mut self.leaves);
-        finish_leaves(leaves, self.nkeys)
+        finish_leaves(leaves, self.nkeys, self.from_start)
+    }
+
+    /// Finishes a trainer made by [`Trainer::resume`] whose keys end where
+    /// `old`'s leaf `from` begins in the new run: `old`'s leaves before
+    /// `keep`, the leaves trained here, then `old`'s leaves from `from` on,
+    /// moved to where their positions now begin. A leaf predicts from its
+    /// own start, so a moved leaf's predictions move with it and its error
+    /// bounds (which depend only on its positions and the next leaf's
+    /// start) still hold. The caller keeps the keys in order: leaf `from`'s
+    /// first key lies above every key pushed here.
+    pub fn finish_between(mut self, old: &ModelView, keep: usize, from: usize) -> Vec<u8> {
+        assert!(
+            old.from_start() && from > keep && from < old.nleaves(),
+            "leaves that predict from their start, after those trained"
+        );
+        debug_assert!(self.last_key().is_none_or(|k| k < old.leaf(from).first_key));
+        self.flush();
+        let mut leaves: Vec<Leaf> = (0..keep).map(|i| old.leaf(i)).collect();
+        leaves.append(&mut self.leaves);
+        let (old_at, new_at) = (old.leaf_start(from), self.nkeys);
+        for i in from..old.nleaves() {
+            let mut leaf = old.leaf(i);
+            leaf.start = leaf.start - old_at + new_at;
+            leaves.push(leaf);
+        }
+        finish_leaves(leaves, old.nkeys() - old_at + new_at, true)
     }
 }
 
 /// Fits the root over the leaves and encodes the model.
-fn finish_leaves(mut leaves: Vec<Leaf>, nkeys: u64) -> Vec<u8> {
+fn finish_leaves(mut leaves: Vec<Leaf>, nkeys: u64, from_start: bool) -> Vec<u8> {
     if leaves.is_empty() {
         leaves.push(Leaf {
             first_key: 0,
@@ -140,6 +186,7 @@ fn finish_leaves(mut leaves: Vec<Leaf>, nkeys: u64) -> Vec<u8> {
             intercept: 0.0,
             err_lo: 0,
             err_hi: 0,
+            from_start,
         });
     }
     let root = fit_root(&leaves);
@@ -160,23 +207,26 @@ fn finish_leaves(mut leaves: Vec<Leaf>, nkeys: u64) -> Vec<u8> {
 
 /// Least-squares line through (key, first position) of each group, shifted so the
 /// error is balanced, with exact integer error bounds computed by the same
-/// prediction function lookups use.
-fn fit(groups: &[Group]) -> Leaf {
+/// prediction function lookups use. `from_start`: positions count from the
+/// leaf's start, else from the run's (the leaf's form, `Leaf::from_start`).
+fn fit(groups: &[Group], from_start: bool) -> Leaf {
     let first_key = groups[0].key;
     let start = groups[0].first;
     let end = groups.last().map(|g| g.first + g.count).unwrap();
+    let origin = if from_start { start } else { 0 };
     let x = |g: &Group| (g.key - first_key) as f64;
+    let y = |g: &Group| (g.first - origin) as f64;
     let n = groups.len() as f64;
     // One value: a step from its first position to the position after its
     // copies at the next ordinal, so both lower bounds are exact.
-    let (mut slope, mut intercept) = (groups[0].count as f64, start as f64);
+    let (mut slope, mut intercept) = (groups[0].count as f64, (start - origin) as f64);
     if groups.len() > 1 {
         let mx = groups.iter().map(x).sum::<f64>() / n;
-        let my = groups.iter().map(|g| g.first as f64).sum::<f64>() / n;
+        let my = groups.iter().map(y).sum::<f64>() / n;
         let (mut sxy, mut sxx) = (0.0, 0.0);
         for g in groups {
             let dx = x(g) - mx;
-            sxy += dx * (g.first as f64 - my);
+            sxy += dx * (y(g) - my);
             sxx += dx * dx;
         }
         slope = if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
@@ -189,10 +239,8 @@ fn fit(groups: &[Group]) -> Leaf {
         let (mut above, mut below) = (f64::MIN, f64::MIN);
         for g in groups {
             let p = intercept + slope * x(g);
-            below = below.max(p - g.first as f64);
-            above = above
-                .max(g.first as f64 - p)
-                .max((g.first + g.count) as f64 - (p + slope));
+            below = below.max(p - y(g));
+            above = above.max(y(g) - p).max(y(g) + g.count as f64 - (p + slope));
         }
         intercept += (above - below) / 2.0;
     }
@@ -203,6 +251,7 @@ fn fit(groups: &[Group]) -> Leaf {
         intercept,
         err_lo: 0,
         err_hi: 0,
+        from_start,
     };
     // Ordinals are integers: a key of the run has its first position as
     // lower bound, and every absent key above it, up to the next one, the
@@ -227,7 +276,7 @@ fn fit(groups: &[Group]) -> Leaf {
         // Errors this large only come from billions of duplicates; a flat
         // prediction at the leaf start with the whole leaf as window is exact.
         leaf.slope = 0.0;
-        leaf.intercept = start as f64;
+        leaf.intercept = (start - origin) as f64;
         leaf.err_lo = 0;
         leaf.err_hi = (end - start).min(u32::MAX as u64) as u32;
     }

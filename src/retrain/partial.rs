@@ -13,9 +13,13 @@
 //! frees one segment, and the next one reuses those blocks.
 //!
 //! The model keeps its leaves up to the one holding the last position before
-//! the segment and is trained again from there (the segment's new keys and
-//! the kept pages after it, whose positions moved): that reads the rest of
-//! the run but writes only the segment, the NULL pages and the model.
+//! the segment and is trained again from there over the segment's new keys,
+//! up to the first old leaf after it; the leaves from there on are kept,
+//! moved by as many positions as the segment grew or shrank (a leaf
+//! predicts from its own start). So a partial merge reads and writes the
+//! segment, a leaf on either side, the NULL pages and the model, not the
+//! rest of the run. (A model of an earlier build, whose leaves predict from
+//! the run's start, is trained again over the rest of the run.)
 
 use super::{
     allocate, page_counts, push_keys, put_delta, put_nulls, resume_training, write_nulls, Fit,
@@ -23,7 +27,7 @@ use super::{
 };
 use crate::am::insert::SLICE_PAGES;
 use crate::am::sort::{maintenance_budget, Sorter};
-use crate::model::ModelView;
+use crate::model::{ModelView, Trainer};
 use crate::storage::buffer::Strategy;
 use crate::storage::delta::{DeltaPage, DirEntry};
 use crate::storage::extents::MAX_EXTENTS;
@@ -40,6 +44,12 @@ const SEGMENTS: u32 = 8;
 /// Extents a partial merge leaves free at the least, for the appends after
 /// it; past that the retrain merges the whole run, which lays it out afresh.
 const SPARE_EXTENTS: usize = 4;
+/// Most neighbouring segments one partial merge takes, within a quarter of
+/// the run: when the rows that spilled are spread over it (random keys into
+/// a run built full), each merge gives room to a quarter of it rather than
+/// an eighth. The old blocks stay until the generation is retired, so this
+/// bounds what the index holds twice.
+const MAX_WINDOW: usize = 2;
 
 /// Where the segments of a run of `pages` pages begin, then its end: whole
 /// slices, about `1 / SEGMENTS` of the run each. Empty when the run is too
@@ -61,15 +71,38 @@ fn segment_bounds(pages: u32) -> Vec<u32> {
     bounds
 }
 
-/// The segment that owns every key in `[min, max]`, given the keys of the
-/// fences between segments (each segment owns the pairs above its first
-/// page's fence, up to the next segment's fence): `None` when they may lie
-/// in more than one (a key equal to a fence's belongs to either side,
-/// depending on its TID).
-fn segment_of(fence_keys: &[u64], min: u64, max: u64) -> Option<usize> {
+/// The segments that may hold the keys `[min, max]`, first and last, given
+/// the keys of the fences between segments (each segment owns the pairs
+/// above its first page's fence, up to the next segment's fence). A key
+/// equal to a fence's may lie on either side of it, depending on its TID.
+fn segments_of(fence_keys: &[u64], min: u64, max: u64) -> (usize, usize) {
     let lo = fence_keys.partition_point(|&f| f < min);
     let hi = fence_keys.partition_point(|&f| f <= max);
-    (lo == hi).then_some(lo)
+    (lo, hi)
+}
+
+/// The stretch of neighbouring segments, at most `MAX_WINDOW` and about a
+/// quarter of them (two of seven), that owns the most of `pages` (each page's first and last
+/// segment), the shorter on a tie, as `[first, end)`; `None` when no stretch
+/// owns any page or more pages span too many segments for any stretch than
+/// lie in one.
+fn window(pages: &[(usize, usize)], segments: usize) -> Option<(usize, usize)> {
+    let widest = ((segments + 1) / 4).clamp(1, MAX_WINDOW);
+    let placeable = pages.iter().filter(|&&(lo, hi)| hi - lo < widest).count();
+    if placeable * 2 < pages.len() {
+        return None;
+    }
+    let owned = |a: usize, b: usize| pages.iter().filter(|&&(lo, hi)| a <= lo && hi < b).count();
+    let mut best = (0, (0, 0));
+    for width in 1..=widest {
+        for a in 0..=segments - width {
+            let n = owned(a, a + width);
+            if n > best.0 {
+                best = (n, (a, a + width));
+            }
+        }
+    }
+    (best.0 > 0).then_some(best.1)
 }
 
 /// The partial merge (see the module). Returns the generation written and
@@ -104,29 +137,25 @@ pub(super) fn partial(
         .collect();
     let fence_keys: Vec<u64> = fences.iter().map(|f| f.0).collect();
     let segments = bounds.len() - 1;
-    let mut owned = vec![0usize; segments];
-    let mut spanning = 0usize;
-    for d in frozen.iter().filter(|d| d.min <= d.max) {
-        match segment_of(&fence_keys, d.min, d.max) {
-            Some(j) => owned[j] += 1,
-            None => spanning += 1,
-        }
-    }
-    let j = (0..segments).max_by_key(|&j| owned[j])?;
-    // Pages no segment takes whole would carry over again and again.
-    if owned[j] == 0 || spanning > owned.iter().sum::<usize>() {
-        return None;
-    }
-    let (p0, p1) = (bounds[j], bounds[j + 1]);
-    let lower = (j > 0).then(|| fences[j - 1]);
-    let upper = (j + 1 < segments).then(|| fences[j]);
+    let ranges: Vec<(usize, usize)> = frozen
+        .iter()
+        .filter(|d| d.min <= d.max)
+        .map(|d| segments_of(&fence_keys, d.min, d.max))
+        .collect();
+    let (a, b) = window(&ranges, segments)?;
+    let (p0, p1) = (bounds[a], bounds[b]);
+    let lower = (a > 0).then(|| fences[a - 1]);
+    let upper = (b < segments).then(|| fences[b - 1]);
     let inside =
         |pair: (u64, Tid)| lower.is_none_or(|f| pair > f) && upper.is_none_or(|f| pair <= f);
+    let in_window = |d: &DirEntry| {
+        let (lo, hi) = segments_of(&fence_keys, d.min, d.max);
+        a <= lo && hi < b
+    };
     // Pages of NULLs only go into the NULL pages, which every retrain
     // writes anew.
-    let (merged_pages, carried): (Vec<DirEntry>, Vec<DirEntry>) = frozen
-        .iter()
-        .partition(|d| d.min > d.max || segment_of(&fence_keys, d.min, d.max) == Some(j));
+    let (merged_pages, carried): (Vec<DirEntry>, Vec<DirEntry>) =
+        frozen.iter().partition(|d| d.min > d.max || in_window(d));
     // The directory's ranges say where each page's keys lie; the pairs
     // themselves decide, before anything is sorted or written.
     for d in &merged_pages {
@@ -203,8 +232,12 @@ pub(super) fn partial(
         sorted.end();
         return None;
     }
-    push_keys(idx, &run, (seg_to, run.entries), &mut trainer, strategy);
-    let model = trainer.finish_after(&old, keep);
+    let model = if upper.is_some() && old.from_start() {
+        train_to_kept_leaves(idx, (&run, &old), trainer, keep, seg_to, strategy)
+    } else {
+        push_keys(idx, &run, (seg_to, run.entries), &mut trainer, strategy);
+        trainer.finish_after(&old, keep)
+    };
     let new_counts = run_counter.finish();
     let new_pages = new_counts.len() as u32;
     let run_pages = p0 + new_pages + (meta.run_pages - p1);
@@ -290,6 +323,42 @@ pub(super) fn partial(
     ))
 }
 
+/// The model once `trainer` has the keys of the run up to old position
+/// `seg_to`: the old leaves after it are kept, moved
+/// ([`Trainer::finish_between`]), from the first that begins at or after
+/// `seg_to` with a first key above every key pushed (a leaf begins where its
+/// first key does, and the stretch rewritten may end with that key); the
+/// keys before that leaf are pushed. A model of version 1 cannot move its
+/// leaves: the caller trains it over the rest of the run.
+fn train_to_kept_leaves(
+    idx: pg_sys::Relation,
+    (run, old): (&Section, &ModelView),
+    mut trainer: Trainer,
+    keep: usize,
+    seg_to: u64,
+    strategy: Strategy,
+) -> Vec<u8> {
+    let mut from = old.leaf_at_position(seg_to);
+    let mut at = seg_to;
+    loop {
+        let behind = old.leaf_start(from) < seg_to
+            || trainer
+                .last_key()
+                .is_some_and(|k| k >= old.leaf(from).first_key);
+        if !behind {
+            return trainer.finish_between(old, keep, from);
+        }
+        from += 1;
+        if from == old.nleaves() {
+            push_keys(idx, run, (at, run.entries), &mut trainer, strategy);
+            return trainer.finish_after(old, keep);
+        }
+        let end = old.leaf_start(from);
+        push_keys(idx, run, (at, end), &mut trainer, strategy);
+        at = end;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,16 +378,38 @@ mod tests {
     }
 
     #[test]
-    fn a_page_belongs_to_a_segment_only_if_no_fence_key_splits_it() {
+    fn a_page_lies_in_every_segment_a_fence_key_may_split_it_into() {
         let fences = [10, 20, 20, 30];
-        assert_eq!(segment_of(&fences, 0, 9), Some(0));
-        assert_eq!(segment_of(&fences, 11, 19), Some(1));
-        assert_eq!(segment_of(&fences, 31, 99), Some(4));
+        assert_eq!(segments_of(&fences, 0, 9), (0, 0));
+        assert_eq!(segments_of(&fences, 11, 19), (1, 1));
+        assert_eq!(segments_of(&fences, 31, 99), (4, 4));
         // A fence's own key may lie on either side of it.
-        assert_eq!(segment_of(&fences, 5, 10), None);
-        assert_eq!(segment_of(&fences, 10, 15), None);
-        assert_eq!(segment_of(&fences, 20, 20), None);
-        assert_eq!(segment_of(&fences, 21, 29), Some(3));
-        assert_eq!(segment_of(&fences, 5, 25), None);
+        assert_eq!(segments_of(&fences, 5, 10), (0, 1));
+        assert_eq!(segments_of(&fences, 10, 15), (0, 1));
+        assert_eq!(segments_of(&fences, 20, 20), (1, 3));
+        assert_eq!(segments_of(&fences, 21, 29), (3, 3));
+        assert_eq!(segments_of(&fences, 5, 25), (0, 3));
+    }
+
+    #[test]
+    fn the_window_takes_the_most_pages_in_at_most_two_segments() {
+        // Pages in one segment: that segment alone.
+        assert_eq!(window(&[(3, 3), (3, 3), (5, 5)], 8), Some((3, 4)));
+        // Spread: two segments take more, and the pages between them.
+        assert_eq!(
+            window(&[(0, 0), (2, 2), (2, 3), (3, 3), (6, 6)], 8),
+            Some((2, 4))
+        );
+        // A tie between one segment and two: the one.
+        assert_eq!(window(&[(1, 1), (1, 1), (4, 4), (5, 5)], 8), Some((1, 2)));
+        // The last segments.
+        assert_eq!(window(&[(6, 7), (7, 7)], 8), Some((6, 8)));
+        // Most pages span more than two segments, or none at all.
+        assert_eq!(window(&[(0, 3), (1, 5), (2, 2)], 8), None);
+        assert_eq!(window(&[], 8), None);
+        // A run of six segments or fewer: one at a time.
+        assert_eq!(window(&[(0, 1), (1, 1)], 2), Some((1, 2)));
+        assert_eq!(window(&[(2, 2), (2, 3), (3, 3)], 6), Some((2, 3)));
+        assert_eq!(window(&[(2, 2), (2, 3), (3, 3)], 7), Some((2, 4)));
     }
 }

@@ -18,19 +18,29 @@ impl Extent {
     }
 }
 
-/// Most extents a generation, or the free list, is made of. An append retrain
-/// adds one or two to the current generation; when they run out the next
-/// retrain is a full merge, which lays the run out afresh.
-pub const MAX_EXTENTS: usize = 32;
+/// Most extents a generation, or the free list, is made of (32 in formats
+/// before 7). An append retrain adds one or two to the current generation
+/// and a partial merge a few; when they run out the next retrain is a full
+/// merge, which lays the run out afresh.
+pub const MAX_EXTENTS: usize = 64;
 
 /// A short list of extents, stored whole in the metapage.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct Extents {
     pub n: u32,
     pub list: [Extent; MAX_EXTENTS],
 }
 const _: () = assert!(std::mem::size_of::<Extents>() == 4 + 8 * MAX_EXTENTS);
+
+impl Default for Extents {
+    fn default() -> Extents {
+        Extents {
+            n: 0,
+            list: [Extent::default(); MAX_EXTENTS],
+        }
+    }
+}
 
 impl Extents {
     pub fn single(start: u32, len: u32) -> Extents {
@@ -232,16 +242,14 @@ impl Extents {
             self.push(x);
         }
     }
+}
 
-    /// Whether any block lies in both lists.
-    pub fn overlaps(&self, other: &Extents) -> bool {
-        self.as_slice().iter().any(|a| {
-            other
-                .as_slice()
-                .iter()
-                .any(|b| (a.start as u64) < b.end() && (b.start as u64) < a.end())
-        })
-    }
+/// Whether any block lies in both lists.
+pub fn overlaps(x: &[Extent], y: &[Extent]) -> bool {
+    x.iter().any(|a| {
+        y.iter()
+            .any(|b| (a.start as u64) < b.end() && (b.start as u64) < a.end())
+    })
 }
 
 #[cfg(test)]
@@ -352,7 +360,7 @@ mod tests {
         }
         assert_eq!(free.n as usize, MAX_EXTENTS);
         assert!(free.as_slice().iter().all(|x| x.len >= 12));
-        assert!(free.overlaps(&Extents::single(2005, 1)));
-        assert!(!free.overlaps(&Extents::single(20, 1)));
+        assert!(overlaps(free.as_slice(), &[e(2005, 1)]));
+        assert!(!overlaps(free.as_slice(), &[e(20, 1)]));
     }
 }

@@ -17,11 +17,18 @@ const META_MAGIC: u32 = 0x4C52_4E44; // "LRND"
 /// many entries as fit; the model pages keep a page directory after the model.
 /// 6: a run page's insert area may hold packed entries (`RunHeader::packed_ins`).
 /// Version 5 reads as 6 with none; a retrain's switch moves an index to 6.
-pub const FORMAT_VERSION: u32 = 6;
+/// 7: the metapage's extent lists hold `MAX_EXTENTS` extents (32 before).
+/// Versions 5 and 6 keep their narrow lists until a retrain's switch, or
+/// until a list outgrows them (their pages are 7's).
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format this build reads.
 pub const OLDEST_READABLE_VERSION: u32 = 5;
 /// The first format whose run pages may pack their insert area.
 pub const PACKED_INSERTS_VERSION: u32 = 6;
+/// The first format whose metapage lists hold `MAX_EXTENTS` extents.
+const WIDE_LISTS_VERSION: u32 = 7;
+/// Extents a list of an older metapage holds.
+const NARROW_EXTENTS: usize = 32;
 /// The generation a build writes.
 pub const FIRST_GENERATION: u32 = 1;
 /// Delta pages that take inserts at once; more only open under contention.
@@ -193,7 +200,10 @@ impl Meta {
     /// `page` must be block 0 of `rel`, pinned and locked.
     pub unsafe fn from_page(rel: pg_sys::Relation, page: pg_sys::Page) -> Meta {
         let generation = page::check(rel, META_BLOCK, page, PageKind::Meta);
-        let m: Meta = page::read_header(page);
+        let mut m: Meta = page::read_header(page);
+        if m.version < WIDE_LISTS_VERSION {
+            NarrowLists::read(page).widen(&mut m);
+        }
         m.validate(rel);
         if m.generation != generation {
             corrupt(
@@ -208,7 +218,19 @@ impl Meta {
     /// # Safety
     /// `page` must be a writable image of block 0.
     pub unsafe fn to_page(&self, page: pg_sys::Page) {
-        page::write_header(page, self);
+        // An older format keeps its layout while its lists fit it, so that
+        // the builds that wrote it can still read it.
+        if self.version < WIDE_LISTS_VERSION {
+            if let Some(narrow) = NarrowLists::of(self) {
+                page::write_header(page, self);
+                narrow.write(page);
+                page::set_content_len(page, NarrowLists::END);
+                return;
+            }
+        }
+        let mut m = *self;
+        m.version = m.version.max(WIDE_LISTS_VERSION);
+        page::write_header(page, &m);
         // A metapage from a build that had fewer fields marks less in use,
         // and WAL would drop the rest.
         page::set_content_len(page, META_LEN);
@@ -374,4 +396,141 @@ impl Meta {
 
 /// Content length of the metapage, for `pd_lower`.
 pub const META_LEN: usize = std::mem::size_of::<Meta>();
+
+/// An extent list of a metapage before format 7.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct NarrowExtents {
+    n: u32,
+    list: [Extent; NARROW_EXTENTS],
+}
+
+/// The end of a metapage before format 7: the same fields as [`Meta`] up to
+/// its lists, then these.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct NarrowLists {
+    lists: [NarrowExtents; 4],
+    shared_tail: u32,
+}
+
+impl NarrowLists {
+    const AT: usize = std::mem::offset_of!(Meta, place);
+    const END: usize = Self::AT + std::mem::size_of::<NarrowLists>();
+
+    /// # Safety
+    /// `page` must point to a page of `BLCKSZ` bytes.
+    unsafe fn read(page: pg_sys::Page) -> NarrowLists {
+        page::content(page)
+            .add(Self::AT)
+            .cast::<NarrowLists>()
+            .read_unaligned()
+    }
+
+    /// # Safety
+    /// `page` must be a writable page image.
+    unsafe fn write(&self, page: pg_sys::Page) {
+        page::content(page)
+            .add(Self::AT)
+            .cast::<NarrowLists>()
+            .write_unaligned(*self)
+    }
+
+    /// `m`'s lists, if each fits the narrow layout.
+    fn of(m: &Meta) -> Option<NarrowLists> {
+        let narrow = |x: &Extents| {
+            let s = x.as_slice();
+            (s.len() <= NARROW_EXTENTS).then(|| {
+                let mut list = [Extent::default(); NARROW_EXTENTS];
+                list[..s.len()].copy_from_slice(s);
+                NarrowExtents {
+                    n: s.len() as u32,
+                    list,
+                }
+            })
+        };
+        Some(NarrowLists {
+            lists: [
+                narrow(&m.place)?,
+                narrow(&m.prev_place)?,
+                narrow(&m.free)?,
+                narrow(&m.pending)?,
+            ],
+            shared_tail: m.shared_tail,
+        })
+    }
+
+    /// Sets `m`'s lists from these; a count out of range stays out of range,
+    /// for the metapage check to report.
+    fn widen(&self, m: &mut Meta) {
+        let wide = |x: &NarrowExtents| {
+            let mut out = Extents::default();
+            let n = (x.n as usize).min(NARROW_EXTENTS);
+            out.list[..n].copy_from_slice(&x.list[..n]);
+            out.n = if x.n as usize > NARROW_EXTENTS {
+                u32::MAX
+            } else {
+                x.n
+            };
+            out
+        };
+        m.place = wide(&self.lists[0]);
+        m.prev_place = wide(&self.lists[1]);
+        m.free = wide(&self.lists[2]);
+        m.pending = wide(&self.lists[3]);
+        m.shared_tail = self.shared_tail;
+    }
+}
+const _: () = assert!(NarrowLists::END <= META_LEN);
 const _: () = assert!(META_LEN <= page::CONTENT);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(start: u32, len: u32) -> Extent {
+        Extent { start, len }
+    }
+
+    fn zeroed() -> Meta {
+        // SAFETY: `Meta` is plain old data (integers, floats and arrays of
+        // them), for which all zeroes is a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+
+    #[test]
+    fn narrow_lists_keep_every_extent_or_are_refused() {
+        let mut m = zeroed();
+        for i in 0..NARROW_EXTENTS as u32 {
+            assert!(m.place.push(e(10 + 3 * i, 2)));
+        }
+        m.prev_place.push(e(500, 7));
+        m.free.push(e(600, 1));
+        m.free.push(e(700, 2));
+        m.pending.push(e(800, 3));
+        m.shared_tail = 9;
+        let narrow = NarrowLists::of(&m).expect("every list fits");
+        let mut back = zeroed();
+        narrow.widen(&mut back);
+        for (a, b) in [
+            (&m.place, &back.place),
+            (&m.prev_place, &back.prev_place),
+            (&m.free, &back.free),
+            (&m.pending, &back.pending),
+        ] {
+            assert_eq!(a.as_slice(), b.as_slice());
+        }
+        assert_eq!(back.shared_tail, 9);
+        // One more extent than the old layout holds: written wide.
+        for i in 0..NARROW_EXTENTS as u32 - 1 {
+            assert!(m.free.push(e(2000 + 3 * i, 1)));
+        }
+        assert_eq!(m.free.as_slice().len(), NARROW_EXTENTS + 1);
+        assert!(NarrowLists::of(&m).is_none());
+        // A damaged count stays out of range, for the metapage check.
+        let mut bad = narrow;
+        bad.lists[2].n = NARROW_EXTENTS as u32 + 1;
+        bad.widen(&mut back);
+        assert!(back.free.n as usize > MAX_EXTENTS);
+    }
+}
