@@ -87,6 +87,12 @@ def stream(order, kind, maxkey):
             sys.exit(f"pgbench failed: {out.stderr}")
         inserted = inserted_rows(table) - rows0
         wal = int(psql("SELECT wal_bytes FROM pg_stat_wal")) - wal0
+        # A retrain running meanwhile reads the index too, and its reads
+        # count in the index pages per probe (pg_statio): such samples are
+        # marked.
+        busy = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'learneddb retrain'"
+        overlap = int(psql(busy)) > 0
+        count0 = retrains(table)[0]
         us, hits, pages = probe(table, f"{table}_k", PROBES, runs=2)
         # Keys the stream inserted (in the delta until a retrain), sampled
         # from the heap pages it added.
@@ -95,11 +101,13 @@ def stream(order, kind, maxkey):
         _, _, recent_pages = probe(table, f"{table}_k", PROBES, runs=1, keys="recent")
         size = int(psql(f"SELECT pg_relation_size('{table}_k')"))
         count, seconds, skipped = retrains(table)
+        overlap = overlap or count != count0 or int(psql(busy)) > 0
         samples.append((inserted, us, pages, size, wal / max(inserted, 1), count, seconds, hits,
-                        recent_pages))
+                        recent_pages, overlap))
         print(f"{order} {kind} {inserted}: {us:.2f} us, {pages:.2f} index pages, "
               f"{recent_pages:.2f} for inserted keys, {hits:.2f} buffer hits, "
-              f"{size} bytes, {wal / max(inserted, 1):.0f} WAL bytes/row, {count} retrains, skipped: {skipped}",
+              f"{size} bytes, {wal / max(inserted, 1):.0f} WAL bytes/row, {count} retrains, skipped: {skipped}"
+              f"{', a retrain ran during the probes' if overlap else ''}",
               file=sys.stderr)
     # The index after the stream against a fresh build of the same rows.
     psql(f"CREATE INDEX {table}_fresh ON {table} {'USING learned' if kind == 'learned' else ''} (k)")
@@ -183,14 +191,15 @@ def main():
     print("| keys | inserted | probe btree | learned | ratio | index pages/probe btree | learned "
           "| pages/probe of inserted keys btree | learned "
           "| buffer hits/probe btree | learned | size btree | learned | ratio "
-          "| WAL/row btree | learned | ratio | retrains | last retrain |")
-    print("|" + "---|" * 19)
+          "| WAL/row btree | learned | ratio | retrains | last retrain | retrain during probes |")
+    print("|" + "---|" * 20)
     for order in ["time-ordered", "random"]:
         for b, l in zip(results[(order, "btree")], results[(order, "learned")]):
             print(f"| {order} | {l[0]:,} | {b[1]:.2f} us | {l[1]:.2f} us | {l[1] / b[1]:.2f} "
                   f"| {b[2]:.2f} | {l[2]:.2f} | {b[8]:.2f} | {l[8]:.2f} | {b[7]:.2f} | {l[7]:.2f} "
                   f"| {mb(b[3])} | {mb(l[3])} | {l[3] / b[3]:.2f} "
-                  f"| {b[4]:.0f} B | {l[4]:.0f} B | {l[4] / b[4]:.2f} | {l[5]} | {l[6]:.2f} s |")
+                  f"| {b[4]:.0f} B | {l[4]:.0f} B | {l[4] / b[4]:.2f} | {l[5]} | {l[6]:.2f} s "
+                  f"| {'yes' if l[9] else 'no'} |")
     print()
     print("| keys | index | size after the stream | a fresh build of the same rows | ratio |")
     print("|" + "---|" * 5)
