@@ -754,7 +754,9 @@ fn carry_over(
         .iter()
         .map(|d| DeltaPage::read(idx, d.blk, strategy).len() as u64)
         .sum();
-    (!crate::worker::spilled_call_for_merge(idx, meta, rows)).then_some((appended, spilled))
+    let pages = spilled.len() as u64;
+    (!crate::worker::spilled_call_for_merge(idx, meta, (rows, pages)))
+        .then_some((appended, spilled))
 }
 
 /// Rounds of [`absorb`] before the switch, each after closing the delta

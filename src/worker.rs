@@ -13,6 +13,7 @@
 //! on with the next index, as autovacuum goes on past a table it cannot
 //! vacuum.
 
+use crate::am::insert::SLICE_PAGES;
 use crate::am::options::retrain_settings;
 use crate::retrain::retrain;
 use crate::stats::{name_of, Opened};
@@ -624,7 +625,7 @@ fn looks_due(meta: &Meta, threshold: f64) -> bool {
 /// Whether delta `c` passed `threshold` for the generation `meta`
 /// describes (see [`due`]).
 fn past_threshold(meta: &Meta, c: &delta::Counts, threshold: f64) -> bool {
-    if merges_spilled(meta, c.spilled_entries, threshold) {
+    if merges_spilled(meta, (c.spilled_entries, c.spilled_pages), threshold) {
         return true;
     }
     let entries = c.entries - c.spilled_entries;
@@ -635,18 +636,27 @@ fn past_threshold(meta: &Meta, c: &delta::Counts, threshold: f64) -> bool {
     entries > 0 && (fraction >= threshold || by_size)
 }
 
-/// Whether `spilled` rows call for a merge of the generation `meta`
-/// describes: a tenth of `threshold` of its entries, and at least
-/// [`SPILLED_ENTRIES`]. Fewer cost a lookup only the delta pages of its
-/// slice of the run, and an append carries them over.
-fn merges_spilled(meta: &Meta, spilled: u64, threshold: f64) -> bool {
+/// Whether rows that spilled, `(rows, pages)`, call for a merge of the
+/// generation `meta` describes: a tenth of `threshold` of its entries (at
+/// least [`SPILLED_ENTRIES`]), or as many delta pages as make a lookup read
+/// five times `threshold` of a page more on average (half a page at the
+/// default 0.1; at least [`MIN_DELTA_PAGES`]). A lookup reads every delta
+/// page of its slice of the run, and each retrain leaves a page per slice
+/// that took rows since the freeze, filled or not: counting rows alone let
+/// a few rows on many pages cost every lookup five pages and never call for
+/// a merge. Fewer are carried over by an append.
+fn merges_spilled(meta: &Meta, (rows, pages): (u64, u64), threshold: f64) -> bool {
     let share = (meta.run_entries + meta.null_entries) as f64 * threshold / 10.0;
-    spilled > 0 && spilled >= SPILLED_ENTRIES.max(share as u64)
+    let slices = (meta.run_pages / SLICE_PAGES).max(1) as f64;
+    let per_lookup = pages as f64 / slices;
+    rows > 0
+        && (rows >= SPILLED_ENTRIES.max(share as u64)
+            || (pages >= MIN_DELTA_PAGES && per_lookup >= threshold * 5.0))
 }
 
 /// [`merges_spilled`] with `index`'s threshold, for a retrain deciding
-/// whether to carry its spilled rows over an append.
-pub fn spilled_call_for_merge(index: pg_sys::Relation, meta: &Meta, spilled: u64) -> bool {
+/// whether to carry its spilled rows, `(rows, pages)`, over an append.
+pub fn spilled_call_for_merge(index: pg_sys::Relation, meta: &Meta, spilled: (u64, u64)) -> bool {
     // SAFETY: the caller has the index open.
     let (_, threshold) = unsafe { retrain_settings(index) };
     merges_spilled(meta, spilled, threshold.unwrap_or_else(|| THRESHOLD.get()))
@@ -687,5 +697,51 @@ fn skipped_while_locked(oid: pg_sys::Oid) {
             oid.to_u32(),
             Skip::Locked.describe()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of 6,400 pages (400 slices) and 10M entries, at the default
+    /// threshold of 0.1.
+    fn run() -> Meta {
+        // SAFETY: `Meta` is plain old data, for which all zeroes is valid.
+        let mut m: Meta = unsafe { std::mem::zeroed() };
+        (m.run_pages, m.run_entries) = (6_400, 10_000_000);
+        m
+    }
+
+    #[test]
+    fn spilled_rows_call_for_a_merge_by_rows_or_by_the_pages_a_lookup_reads() {
+        let m = run();
+        // A tenth of the threshold of the rows: 100,000.
+        assert!(merges_spilled(&m, (100_000, 150), 0.1));
+        assert!(!merges_spilled(&m, (99_999, 150), 0.1));
+        // Few rows on a page for every other slice: half a page a lookup.
+        assert!(merges_spilled(&m, (20_000, 200), 0.1));
+        assert!(!merges_spilled(&m, (20_000, 199), 0.1));
+        // The threshold scales both.
+        assert!(!merges_spilled(&m, (20_000, 200), 0.2));
+        assert!(merges_spilled(&m, (20_000, 400), 0.2));
+        // No rows, or fewer pages than a retrain is worth on a small run.
+        assert!(!merges_spilled(&m, (0, 400), 0.1));
+        let small = Meta {
+            run_pages: 16,
+            run_entries: 20_000,
+            ..m
+        };
+        assert!(!merges_spilled(&small, (100, 7), 0.1));
+        assert!(merges_spilled(&small, (100, 8), 0.1));
+        // As the worker counts them.
+        let c = delta::Counts {
+            entries: 20_000,
+            pages: 200,
+            spilled_entries: 20_000,
+            spilled_pages: 200,
+            ..Default::default()
+        };
+        assert!(past_threshold(&m, &c, 0.1));
     }
 }

@@ -1,16 +1,17 @@
 //! The partial merge: rows inserted among the run's entries (random keys)
 //! are merged one stretch of the run at a time. The run is cut into
 //! segments of whole slices, about an eighth of it each; the retrain merges
-//! the segment that owns the most frozen delta pages with those pages and
-//! keeps the pages before and after it where they are, shared with the
-//! previous generation (as an append keeps the pages before the run's last).
-//! The other frozen pages carry over as delta pages of the new generation.
+//! the segment, or the two neighbouring ones, that own the most frozen delta
+//! pages with those pages and keeps the pages before and after them where
+//! they are, shared with the previous generation (as an append keeps the
+//! pages before the run's last). The other frozen pages carry over as delta
+//! pages of the new generation.
 //!
 //! A whole merge writes the next generation beside the current one, so the
 //! index holds two copies of the run until the old one is retired, and the
 //! blocks freed then stay in the file: after scattered inserts an index
 //! stayed at about twice a fresh build's size. A partial merge writes and
-//! frees one segment, and the next one reuses those blocks.
+//! frees at most a quarter of the run, and the next one reuses those blocks.
 //!
 //! The model keeps its leaves up to the one holding the last position before
 //! the segment and is trained again from there over the segment's new keys,
@@ -82,10 +83,10 @@ fn segments_of(fence_keys: &[u64], min: u64, max: u64) -> (usize, usize) {
 }
 
 /// The stretch of neighbouring segments, at most `MAX_WINDOW` and about a
-/// quarter of them (two of seven), that owns the most of `pages` (each page's first and last
-/// segment), the shorter on a tie, as `[first, end)`; `None` when no stretch
-/// owns any page or more pages span too many segments for any stretch than
-/// lie in one.
+/// quarter of them (two of seven), that owns the most of `pages` (each
+/// page's first and last segment), the shorter on a tie, as `[first, end)`;
+/// `None` when no stretch owns any page, or when more pages span too many
+/// segments for any stretch than lie within as many.
 fn window(pages: &[(usize, usize)], segments: usize) -> Option<(usize, usize)> {
     let widest = ((segments + 1) / 4).clamp(1, MAX_WINDOW);
     let placeable = pages.iter().filter(|&&(lo, hi)| hi - lo < widest).count();
