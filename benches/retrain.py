@@ -16,7 +16,10 @@ fresh build (CREATE INDEX) on the same rows. At the end: insert and select laten
 of transactions that overlapped a retrain against all the others, with the
 retrain intervals taken from the worker's LOG lines.
 
-Usage: benches/retrain.sh [rows] [stream]     (default 10000000 2000000)
+Usage: benches/retrain.sh [rows] [stream] [fillfactor]
+       (default 10000000 2000000, and the learned index built without a
+       fillfactor, which packs its pages full; the fresh build compared with
+       after the stream has the same one, as a REINDEX would)
 """
 import glob, re, subprocess, sys
 from datetime import datetime, timezone
@@ -26,6 +29,8 @@ HOST, PORT, LOGFILE, WORK = sys.argv[1:5]
 connect(HOST, PORT)
 ROWS = int(sys.argv[5]) if len(sys.argv) > 5 else 10_000_000
 STREAM = int(sys.argv[6]) if len(sys.argv) > 6 else 2_000_000
+FILLFACTOR = int(sys.argv[7]) if len(sys.argv) > 7 else None
+LEARNED = "USING learned" + (f" WITH (fillfactor = {FILLFACTOR})" if FILLFACTOR else "")
 STEP = STREAM // 10
 BATCH = 20
 PROBES = 20_000
@@ -34,7 +39,7 @@ PROBES = 20_000
 def build(table, kind):
     psql(f"DROP TABLE IF EXISTS {table} CASCADE")
     psql(f"CREATE TABLE {table} AS SELECT k FROM base ORDER BY k")
-    using = "USING learned" if kind == "learned" else ""
+    using = LEARNED if kind == "learned" else ""
     psql(f"CREATE INDEX {table}_k ON {table} {using} (k)")
     psql(f"VACUUM ANALYZE {table}")
 
@@ -110,7 +115,7 @@ def stream(order, kind, maxkey):
               f"{', a retrain ran during the probes' if overlap else ''}",
               file=sys.stderr)
     # The index after the stream against a fresh build of the same rows.
-    psql(f"CREATE INDEX {table}_fresh ON {table} {'USING learned' if kind == 'learned' else ''} (k)")
+    psql(f"CREATE INDEX {table}_fresh ON {table} {LEARNED if kind == 'learned' else ''} (k)")
     fresh = int(psql(f"SELECT pg_relation_size('{table}_fresh')"))
     print(f"{order} {kind}: {samples[-1][3]} bytes after the stream, {fresh} for a fresh build",
           file=sys.stderr)
@@ -187,7 +192,8 @@ def main():
     print(f"Retrain after {appended:,} appended rows on {ROWS:,}: {retrain:.3f} s ({path}, "
           f"{pages} pages written); REINDEX: {reindex:.3f} s; ratio {retrain / reindex:.3f}.\n")
     print(f"{ROWS:,} rows, {STREAM:,} inserted in transactions of {BATCH} rows; "
-          f"samples every {STEP:,} inserted rows.\n")
+          f"samples every {STEP:,} inserted rows; learned index fillfactor "
+          f"{FILLFACTOR or 'unset (pages packed full)'}.\n")
     print("| keys | inserted | probe btree | learned | ratio | index pages/probe btree | learned "
           "| pages/probe of inserted keys btree | learned "
           "| buffer hits/probe btree | learned | size btree | learned | ratio "
