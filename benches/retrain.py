@@ -30,7 +30,7 @@ connect(HOST, PORT)
 ROWS = int(sys.argv[5]) if len(sys.argv) > 5 else 10_000_000
 STREAM = int(sys.argv[6]) if len(sys.argv) > 6 else 2_000_000
 FILLFACTOR = int(sys.argv[7]) if len(sys.argv) > 7 else None
-LEARNED = "USING learned" + (f" WITH (fillfactor = {FILLFACTOR})" if FILLFACTOR else "")
+WITH = f" WITH (fillfactor = {FILLFACTOR})" if FILLFACTOR else ""
 STEP = STREAM // 10
 BATCH = 20
 PROBES = 20_000
@@ -39,8 +39,8 @@ PROBES = 20_000
 def build(table, kind):
     psql(f"DROP TABLE IF EXISTS {table} CASCADE")
     psql(f"CREATE TABLE {table} AS SELECT k FROM base ORDER BY k")
-    using = LEARNED if kind == "learned" else ""
-    psql(f"CREATE INDEX {table}_k ON {table} {using} (k)")
+    using, options = ("USING learned", WITH) if kind == "learned" else ("", "")
+    psql(f"CREATE INDEX {table}_k ON {table} {using} (k){options}")
     psql(f"VACUUM ANALYZE {table}")
 
 
@@ -115,7 +115,8 @@ def stream(order, kind, maxkey):
               f"{', a retrain ran during the probes' if overlap else ''}",
               file=sys.stderr)
     # The index after the stream against a fresh build of the same rows.
-    psql(f"CREATE INDEX {table}_fresh ON {table} {LEARNED if kind == 'learned' else ''} (k)")
+    using, options = ("USING learned", WITH) if kind == "learned" else ("", "")
+    psql(f"CREATE INDEX {table}_fresh ON {table} {using} (k){options}")
     fresh = int(psql(f"SELECT pg_relation_size('{table}_fresh')"))
     print(f"{order} {kind}: {samples[-1][3]} bytes after the stream, {fresh} for a fresh build",
           file=sys.stderr)
