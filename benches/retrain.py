@@ -31,6 +31,11 @@ ROWS = int(sys.argv[5]) if len(sys.argv) > 5 else 10_000_000
 STREAM = int(sys.argv[6]) if len(sys.argv) > 6 else 2_000_000
 FILLFACTOR = int(sys.argv[7]) if len(sys.argv) > 7 else None
 WITH = f" WITH (fillfactor = {FILLFACTOR})" if FILLFACTOR else ""
+
+
+def create_index(name, table, kind):
+    using, options = ("USING learned", WITH) if kind == "learned" else ("", "")
+    psql(f"CREATE INDEX {name} ON {table} {using} (k){options}")
 STEP = STREAM // 10
 BATCH = 20
 PROBES = 20_000
@@ -39,8 +44,7 @@ PROBES = 20_000
 def build(table, kind):
     psql(f"DROP TABLE IF EXISTS {table} CASCADE")
     psql(f"CREATE TABLE {table} AS SELECT k FROM base ORDER BY k")
-    using, options = ("USING learned", WITH) if kind == "learned" else ("", "")
-    psql(f"CREATE INDEX {table}_k ON {table} {using} (k){options}")
+    create_index(f"{table}_k", table, kind)
     psql(f"VACUUM ANALYZE {table}")
 
 
@@ -115,8 +119,7 @@ def stream(order, kind, maxkey):
               f"{', a retrain ran during the probes' if overlap else ''}",
               file=sys.stderr)
     # The index after the stream against a fresh build of the same rows.
-    using, options = ("USING learned", WITH) if kind == "learned" else ("", "")
-    psql(f"CREATE INDEX {table}_fresh ON {table} {using} (k){options}")
+    create_index(f"{table}_fresh", table, kind)
     fresh = int(psql(f"SELECT pg_relation_size('{table}_fresh')"))
     print(f"{order} {kind}: {samples[-1][3]} bytes after the stream, {fresh} for a fresh build",
           file=sys.stderr)
