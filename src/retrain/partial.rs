@@ -45,12 +45,17 @@ const SEGMENTS: u32 = 8;
 /// Extents a partial merge leaves free at the least, for the appends after
 /// it; past that the retrain merges the whole run, which lays it out afresh.
 const SPARE_EXTENTS: usize = 4;
-/// Most neighbouring segments one partial merge takes, within a quarter of
-/// the run: when the rows that spilled are spread over it (random keys into
-/// a run built full), each merge gives room to a quarter of it rather than
-/// an eighth. The old blocks stay until the generation is retired, so this
-/// bounds what the index holds twice.
+/// Most neighbouring segments one partial merge takes into new blocks,
+/// within a quarter of the run: when the rows that spilled are spread over
+/// it (random keys into a run built full), each merge gives room to a
+/// quarter of it rather than an eighth. The old blocks stay until the
+/// generation is retired, so this bounds how much the index grows for a
+/// merge. It takes more segments as far as free blocks (those earlier
+/// merges left) hold them: the file does not grow for those.
 const MAX_WINDOW: usize = 2;
+/// How much larger a segment comes out of a merge, at the least: merges of
+/// scattered inserts leave a fifth of each page free (`fillfactor` 80).
+const GROWTH: f64 = 1.25;
 
 /// Where the segments of a run of `pages` pages begin, then its end: whole
 /// slices, about `1 / SEGMENTS` of the run each. Empty when the run is too
@@ -82,13 +87,20 @@ fn segments_of(fence_keys: &[u64], min: u64, max: u64) -> (usize, usize) {
     (lo, hi)
 }
 
-/// The stretch of neighbouring segments, at most `MAX_WINDOW` and about a
-/// quarter of them (two of seven), that owns the most of `pages` (each
-/// page's first and last segment), the shorter on a tie, as `[first, end)`;
-/// `None` when no stretch owns any page, or when more pages span too many
-/// segments for any stretch than lie within as many.
-fn window(pages: &[(usize, usize)], segments: usize) -> Option<(usize, usize)> {
-    let widest = ((segments + 1) / 4).clamp(1, MAX_WINDOW);
+/// How many neighbouring segments a partial merge may take: at most
+/// `MAX_WINDOW` and about a quarter of them (two of seven) in new blocks, or
+/// as many as `free` blocks hold once merged, whichever is more.
+fn widest(segments: usize, segment_pages: u32, free: u64) -> usize {
+    let in_new_blocks = ((segments + 1) / 4).clamp(1, MAX_WINDOW);
+    let in_free_blocks = (free as f64 / (segment_pages.max(1) as f64 * GROWTH)) as usize;
+    in_new_blocks.max(in_free_blocks).min(segments)
+}
+
+/// The stretch of at most `widest` neighbouring segments that owns the most
+/// of `pages` (each page's first and last segment), the shorter on a tie, as
+/// `[first, end)`; `None` when no stretch owns any page, or when more pages
+/// span too many segments for any stretch than lie within as many.
+fn window(pages: &[(usize, usize)], segments: usize, widest: usize) -> Option<(usize, usize)> {
     let placeable = pages.iter().filter(|&&(lo, hi)| hi - lo < widest).count();
     if placeable * 2 < pages.len() {
         return None;
@@ -143,7 +155,13 @@ pub(super) fn partial(
         .filter(|d| d.min <= d.max)
         .map(|d| segments_of(&fence_keys, d.min, d.max))
         .collect();
-    let (a, b) = window(&ranges, segments)?;
+    // The new pages go into at most `SPARE_EXTENTS` free extents, the
+    // largest first (`Fit::Largest` below).
+    let mut free: Vec<u32> = meta.free.as_slice().iter().map(|e| e.len).collect();
+    free.sort_unstable_by(|x, y| y.cmp(x));
+    let usable = free.iter().take(SPARE_EXTENTS).map(|&n| n as u64).sum();
+    let widest = widest(segments, meta.run_pages / segments as u32, usable);
+    let (a, b) = window(&ranges, segments, widest)?;
     let (p0, p1) = (bounds[a], bounds[b]);
     let lower = (a > 0).then(|| fences[a - 1]);
     let upper = (b < segments).then(|| fences[b - 1]);
@@ -395,22 +413,43 @@ mod tests {
     #[test]
     fn the_window_takes_the_most_pages_in_at_most_two_segments() {
         // Pages in one segment: that segment alone.
-        assert_eq!(window(&[(3, 3), (3, 3), (5, 5)], 8), Some((3, 4)));
+        assert_eq!(window(&[(3, 3), (3, 3), (5, 5)], 8, 2), Some((3, 4)));
         // Spread: two segments take more, and the pages between them.
         assert_eq!(
-            window(&[(0, 0), (2, 2), (2, 3), (3, 3), (6, 6)], 8),
+            window(&[(0, 0), (2, 2), (2, 3), (3, 3), (6, 6)], 8, 2),
             Some((2, 4))
         );
         // A tie between one segment and two: the one.
-        assert_eq!(window(&[(1, 1), (1, 1), (4, 4), (5, 5)], 8), Some((1, 2)));
+        assert_eq!(
+            window(&[(1, 1), (1, 1), (4, 4), (5, 5)], 8, 2),
+            Some((1, 2))
+        );
         // The last segments.
-        assert_eq!(window(&[(6, 7), (7, 7)], 8), Some((6, 8)));
+        assert_eq!(window(&[(6, 7), (7, 7)], 8, 2), Some((6, 8)));
         // Most pages span more than two segments, or none at all.
-        assert_eq!(window(&[(0, 3), (1, 5), (2, 2)], 8), None);
-        assert_eq!(window(&[], 8), None);
-        // A run of six segments or fewer: one at a time.
-        assert_eq!(window(&[(0, 1), (1, 1)], 2), Some((1, 2)));
-        assert_eq!(window(&[(2, 2), (2, 3), (3, 3)], 6), Some((2, 3)));
-        assert_eq!(window(&[(2, 2), (2, 3), (3, 3)], 7), Some((2, 4)));
+        assert_eq!(window(&[(0, 3), (1, 5), (2, 2)], 8, 2), None);
+        assert_eq!(window(&[], 8, 2), None);
+        // One at a time.
+        assert_eq!(window(&[(0, 1), (1, 1)], 2, 1), Some((1, 2)));
+        assert_eq!(window(&[(2, 2), (2, 3), (3, 3)], 6, 1), Some((2, 3)));
+        // Wider: spread pages are taken as far as the stretch goes.
+        assert_eq!(
+            window(&[(0, 0), (1, 2), (2, 2), (3, 3), (5, 5)], 8, 4),
+            Some((0, 4))
+        );
+    }
+
+    #[test]
+    fn merges_take_a_quarter_in_new_blocks_or_as_much_as_free_blocks_hold() {
+        // No free blocks: one segment of six, two of seven or more.
+        assert_eq!(widest(6, 100, 0), 1);
+        assert_eq!(widest(7, 100, 0), 2);
+        assert_eq!(widest(8, 100, 0), 2);
+        // Free blocks for three merged segments (each 125 pages or more).
+        assert_eq!(widest(8, 100, 375), 3);
+        assert_eq!(widest(8, 100, 374), 2);
+        // Never more than the run.
+        assert_eq!(widest(8, 100, 100_000), 8);
+        assert_eq!(widest(2, 0, 0), 1);
     }
 }
