@@ -36,7 +36,7 @@ use crate::model::{ModelView, Trainer};
 use crate::pause::pause_point;
 use crate::stats::{IndexArg, Opened};
 use crate::storage::buffer::{nblocks, BulkRead, Strategy};
-use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, FREE};
+use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, SPLIT};
 use crate::storage::extents::{Extent, Extents, MAX_EXTENTS};
 use crate::storage::meta::META_BLOCK;
 use crate::storage::page::{recycled_error, PageKind};
@@ -183,7 +183,7 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     pause_point("freeze");
     let frozen: Vec<DirEntry> = delta::directory(idx, &meta, ring.get())
         .into_iter()
-        .filter(|d| d.state != FREE && d.generation >= meta.generation && d.generation < next)
+        .filter(|d| d.is_live() && d.generation >= meta.generation && d.generation < next)
         .collect();
     let written = match carry_over(idx, &meta, &frozen, ring.get()) {
         Some((appended, spilled)) => match append(idx, &meta, &appended, next, ring.get()) {
@@ -684,6 +684,8 @@ fn switch(
     // Every page the new generation reads, kept ones too, is one this
     // build's format reads.
     m.version = crate::storage::meta::FORMAT_VERSION;
+    // A retrain excludes VACUUM: a flag still set is from one that failed.
+    m.vacuuming = 0;
     (m.run_last_key, m.run_last_tid) = w.run_last.unwrap_or((0, 0));
     m.place = w.place;
     m.pending = Extents::default();
@@ -822,10 +824,15 @@ fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: 
         {
             continue;
         }
-        let entries: Vec<(u64, Tid)> = DeltaPage::read(idx, d.blk, strategy)
-            .entries()
-            .map(|e| (e.key, e.tid))
-            .collect();
+        let page = DeltaPage::read(idx, d.blk, strategy);
+        // Closed unsorted: a full bounded page closed to be split, whose
+        // split, under way, copies its entries into two pages this
+        // generation reads (or a crash left it so: it carries over).
+        if !page.is_sorted() {
+            continue;
+        }
+        let entries: Vec<(u64, Tid)> = page.entries().map(|e| (e.key, e.tid)).collect();
+        drop(page);
         let mut targets: Vec<u32> = Vec::with_capacity(entries.len());
         for &pair in &entries {
             if pair > last {
@@ -995,7 +1002,7 @@ fn discard_merged(idx: pg_sys::Relation, strategy: Strategy) {
         return;
     }
     for d in delta::directory(idx, &meta, strategy) {
-        if d.state == CLOSED && d.generation < meta.generation {
+        if (d.state == CLOSED || d.state == SPLIT) && d.generation < meta.generation {
             delta::discard(idx, &d);
         }
     }

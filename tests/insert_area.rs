@@ -620,7 +620,7 @@ fn format_5_indexes_are_read_and_packed_after_a_retrain() {
     // A fresh build's metapage lists but one extent, so with the version set
     // to 5 it reads as one in the narrow layout of formats 5 and 6.
     let old = common::overwrite(&cluster.dir.join("data").join(path), 24 + 4, &[5, 0, 0, 0]);
-    assert_eq!(old, [7, 0, 0, 0]);
+    assert_eq!(old, [8, 0, 0, 0]);
     cluster.restart();
     let mut c = cluster.connect();
     let fill = |c: &mut postgres::Client, from: i64| {
@@ -654,10 +654,10 @@ fn format_5_indexes_are_read_and_packed_after_a_retrain() {
     fill(&mut c, 200_000);
     assert!(
         packed_pages(&mut c, "t_k") > 0,
-        "format 7 after the retrain"
+        "format 8 after the retrain"
     );
-    assert_eq!(one(&mut c, version), 7);
-    assert_index_matches_table(&mut c, "t_k", all, "format 7");
+    assert_eq!(one(&mut c, version), 8);
+    assert_index_matches_table(&mut c, "t_k", all, "format 8");
     assert_verified(&mut c, "t_k");
 }
 

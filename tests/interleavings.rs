@@ -757,3 +757,154 @@ fn functions_lock_the_table_before_the_index() {
     }
     assert_verified(&mut d, "t_k");
 }
+
+/// A scan keeps the delta directory it read at its first rescan (a nested
+/// loop rescans it for every outer row). Pages split after that read keep
+/// their entries and the pages they were copied to are not in the scan's
+/// directory: the rest of the scan returns each row it sees once, none
+/// missing, none twice.
+#[test]
+fn a_scan_rescanned_across_splits_returns_each_row_once() {
+    let cluster = cluster("interleave_split_scan");
+    let mut c = cluster.connect();
+    let mut scan = cluster.connect();
+    // A small run whose pages are full (the heap is not in key order, so
+    // the TIDs fill them by bytes): every key below inserted spills into the
+    // bounded pages of its slice (508 entries each).
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8) WITH (autovacuum_enabled = off);
+         INSERT INTO t SELECT g * 3 FROM generate_series(1, 100000) g ORDER BY hashint8(g);
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t SELECT 1 + 3 * ((hashint8(g) & 65535) + 1) FROM generate_series(1, 1500) g;
+         CREATE TABLE probes AS SELECT DISTINCT k FROM t WHERE k % 3 = 1;
+         VACUUM ANALYZE t; VACUUM ANALYZE probes;",
+    );
+    // Some keys were inserted twice: the join returns their rows twice.
+    let expected: Vec<i64> = c
+        .query("SELECT k FROM t WHERE k % 3 = 1 ORDER BY k", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let split_before = texts(
+        &mut c,
+        "SELECT retained_pages FROM learned_index_stats('t_k')",
+    );
+    run_each(
+        &mut scan,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off;
+         SET enable_hashjoin = off; SET enable_mergejoin = off;
+         BEGIN ISOLATION LEVEL REPEATABLE READ;",
+    );
+    // Force the probes table to be the outer side (it has no index).
+    let plan = texts(
+        &mut scan,
+        "EXPLAIN (COSTS OFF) SELECT t.k FROM probes p JOIN t ON t.k = p.k",
+    )
+    .join("\n");
+    assert!(
+        plan.contains("Nested Loop") && plan.contains("t_k"),
+        "not a nested loop over t_k: {plan}"
+    );
+    scan.batch_execute(
+        "DECLARE cur NO SCROLL CURSOR FOR SELECT t.k FROM probes p JOIN t ON t.k = p.k",
+    )
+    .unwrap();
+    let mut got: Vec<i64> = scan
+        .query("FETCH 20 FROM cur", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got.len(), 20);
+    // Fill and split the bounded pages holding the keys still to come.
+    c.batch_execute(
+        "INSERT INTO t SELECT 2 + 3 * ((hashint8(g) & 65535) + 1) FROM generate_series(1, 6000) g",
+    )
+    .unwrap();
+    let split_after = texts(
+        &mut c,
+        "SELECT retained_pages FROM learned_index_stats('t_k')",
+    );
+    assert!(
+        split_after[0].parse::<i64>().unwrap() > split_before[0].parse::<i64>().unwrap() + 5,
+        "the inserts split no pages: {split_before:?} split pages before, {split_after:?} after"
+    );
+    got.extend(
+        scan.query("FETCH ALL FROM cur", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i64>(0)),
+    );
+    scan.batch_execute("COMMIT").unwrap();
+    got.sort_unstable();
+    assert!(
+        got == expected,
+        "the scan across the splits returned {} rows, {} expected",
+        got.len(),
+        expected.len()
+    );
+    for sql in [
+        "SELECT k FROM t WHERE k BETWEEN 90000 AND 120000 ORDER BY k",
+        "SELECT count(*) FROM t WHERE k BETWEEN 1 AND 300000",
+        "SELECT count(*) FROM probes p JOIN t ON t.k = p.k",
+    ] {
+        common::assert_index_matches_table(&mut c, "t_k", sql, sql);
+    }
+    assert_verified(&mut c, "t_k");
+}
+
+/// VACUUM removes dead delta entries from the pages listed when it read the
+/// directory. A bounded page that fills meanwhile must not be split: the
+/// copies of its dead entries would go to pages VACUUM does not visit, and
+/// once VACUUM marks their heap slots unused, rows inserted there would be
+/// found under the dead rows' keys.
+#[test]
+fn a_page_filled_while_vacuum_runs_is_not_split() {
+    let cluster = cluster("interleave_split_vacuum");
+    let mut c = cluster.connect();
+    // As above: the 500 rows spill into the bounded page of the run's
+    // first slice.
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8) WITH (autovacuum_enabled = off);
+         INSERT INTO t SELECT g * 3 FROM generate_series(1, 100000) g ORDER BY hashint8(g);
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t SELECT 1 + 3 * g FROM generate_series(1, 500) g;
+         VACUUM (FREEZE) t;
+         DELETE FROM t WHERE k % 3 = 1 AND k < 1000;",
+    );
+    c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
+        .unwrap();
+    let (vpid, vacuum) = start_vacuum(&cluster, "SET learneddb.debug_pause = 'vacuum_delta'");
+    common::wait_for_pause(
+        &mut c,
+        vpid,
+        "VACUUM to pause after reading the delta directory",
+    );
+    // The bounded page holding the 500 rows (333 of them dead) fills.
+    run_each(
+        &mut c,
+        "INSERT INTO t SELECT 2 + 3 * g FROM generate_series(1, 100) g",
+    );
+    c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
+        .unwrap();
+    vacuum
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("VACUUM failed: {e}"));
+    // The dead rows' heap slots are free now: new rows with other keys take
+    // them.
+    run_each(
+        &mut c,
+        "INSERT INTO t SELECT 1000000 + g FROM generate_series(1, 600) g",
+    );
+    for sql in [
+        "SELECT k FROM t WHERE k BETWEEN 1 AND 2000 ORDER BY k",
+        "SELECT count(*) FROM t WHERE k BETWEEN 1 AND 300000",
+    ] {
+        common::assert_index_matches_table(&mut c, "t_k", sql, sql);
+    }
+    assert_verified(&mut c, "t_k");
+}

@@ -20,13 +20,19 @@ const META_MAGIC: u32 = 0x4C52_4E44; // "LRND"
 /// 7: the metapage's extent lists hold `MAX_EXTENTS` extents (32 before).
 /// Versions 5 and 6 keep their narrow lists until a retrain's switch, or
 /// until a list outgrows them (their pages are 7's).
-pub const FORMAT_VERSION: u32 = 7;
+/// 8: a full bounded delta page may be split: its entries are copied into two
+/// pages for the halves of its bounds, and its directory entry says `SPLIT`
+/// (src/storage/delta/insert.rs). Older indexes move to 8 at a retrain's
+/// switch, and do not split until then.
+pub const FORMAT_VERSION: u32 = 8;
 /// The oldest format this build reads.
 pub const OLDEST_READABLE_VERSION: u32 = 5;
 /// The first format whose run pages may pack their insert area.
 pub const PACKED_INSERTS_VERSION: u32 = 6;
 /// The first format whose metapage lists hold `MAX_EXTENTS` extents.
 const WIDE_LISTS_VERSION: u32 = 7;
+/// The first format whose delta directory may hold `SPLIT` entries.
+pub const SPLIT_VERSION: u32 = 8;
 /// Extents a list of an older metapage holds.
 const NARROW_EXTENTS: usize = 32;
 /// The generation a build writes.
@@ -41,7 +47,13 @@ pub struct Meta {
     pub magic: u32,
     pub version: u32,
     pub key_kind: u8,
-    pub _pad: [u8; 3],
+    /// 1 while VACUUM removes dead entries from the delta: full bounded
+    /// pages are then closed rather than split, since VACUUM would not visit
+    /// the pages a split copies entries into after it read the directory.
+    /// Cleared when that pass ends, or by the next retrain's switch if it
+    /// failed (a retrain excludes VACUUM). 0 in metapages from before it.
+    pub vacuuming: u8,
+    pub _pad: [u8; 2],
     pub target_window: u32,
     /// The current generation: its run, NULL and model pages carry this number,
     /// and it includes every delta page whose generation is smaller.
@@ -139,7 +151,8 @@ impl Meta {
             magic: META_MAGIC,
             version: FORMAT_VERSION,
             key_kind: kind as u8,
-            _pad: [0; 3],
+            vacuuming: 0,
+            _pad: [0; 2],
             target_window,
             generation: FIRST_GENERATION,
             insert_generation: FIRST_GENERATION,

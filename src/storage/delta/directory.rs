@@ -3,7 +3,7 @@
 //! the metapage's exclusive lock and never removed; their state and key range
 //! change with their delta page's, in the same WAL record.
 
-use super::{CLOSED, FREE, OPEN};
+use super::{CLOSED, OPEN, SPLIT};
 use crate::storage::buffer::{nblocks, Strategy};
 use crate::storage::meta::META_BLOCK;
 use crate::storage::page::{self, corrupt, PageKind, CONTENT};
@@ -62,14 +62,22 @@ impl DirEntry {
     /// did not keep it); its `max` is not kept, unless the page is bounded.
     pub fn may_hold(&self, lo: u64, hi: u64) -> bool {
         let (min, max) = self.range();
-        self.state != FREE && min <= hi && lo <= max
+        min <= max && min <= hi && lo <= max
+    }
+
+    /// Whether the page's entries are the generation's: open or closed, not
+    /// free or split (whose entries are on the pages it was split into).
+    pub fn is_live(&self) -> bool {
+        self.state == OPEN || self.state == CLOSED
     }
 
     pub fn may_hold_nulls(&self) -> bool {
         (self.state == OPEN && !self.bounded) || (self.state == CLOSED && self.has_nulls)
     }
 
-    /// The keys the page may hold (empty, `min > max`, for a free page).
+    /// The keys the page may hold: empty (`min > max`) for a free or split
+    /// page, a closed page holding only NULLs, or a page a split is about to
+    /// fill.
     fn range(&self) -> (u64, u64) {
         match self.state {
             OPEN if !self.bounded => (self.min, u64::MAX),
@@ -100,12 +108,12 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// `dir`'s entries of generation `generation` and later (the earlier ones
-    /// were merged into the run) that are not free.
+    /// `dir`'s live entries of generation `generation` and later (the
+    /// earlier ones were merged into the run).
     pub fn new(dir: Vec<DirEntry>, generation: u32) -> Summary {
         let entries = dir
             .into_iter()
-            .filter(|d| d.generation >= generation && d.state != FREE)
+            .filter(|d| d.generation >= generation && d.is_live())
             .collect();
         Summary {
             entries,
@@ -220,7 +228,7 @@ impl DirPage {
                 .cast::<RawDirEntry>()
                 .read_unaligned()
         };
-        if raw.blk == META_BLOCK || !(OPEN..=FREE).contains(&raw.state) {
+        if raw.blk == META_BLOCK || !(OPEN..=SPLIT).contains(&raw.state) {
             corrupt(rel, blk, "delta directory entry is invalid");
         }
         DirEntry {
@@ -266,7 +274,8 @@ pub(super) unsafe fn set_entry(
         });
 }
 
-/// The key range of a newly opened page's entry: no key yet.
+/// The key range of a newly opened page's entry: no key yet. As the bounds
+/// of a bounded page, no key at all: a page a split is about to fill.
 pub(super) const OPEN_RANGE: (u64, u64) = (u64::MAX, 0);
 
 /// Appends the entry of a newly opened page to a directory page image
@@ -346,7 +355,8 @@ pub fn directory(rel: pg_sys::Relation, meta: &Meta, strategy: Strategy) -> Vec<
 
 #[cfg(test)]
 mod tests {
-    use super::{DirEntry, Summary, CLOSED, FREE, OPEN};
+    use super::super::FREE;
+    use super::{DirEntry, Summary, CLOSED, OPEN, SPLIT};
     use proptest::collection::vec;
     use proptest::prelude::*;
 
@@ -367,6 +377,7 @@ mod tests {
                     state: match state {
                         0 => OPEN,
                         1 => FREE,
+                        2 => SPLIT,
                         _ => CLOSED,
                     },
                     has_nulls,

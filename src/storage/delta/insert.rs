@@ -22,12 +22,12 @@
 
 use super::directory::{self, DirPage, DIR_CAPACITY};
 use super::{
-    append_entry, init_page, mark_free, set_header, sort_entries, DeltaEntry, DeltaPage, CLOSED,
-    FREE, OPEN,
+    append_entry, init_page, mark_free, set_entry, set_header, sort_entries, DeltaEntry,
+    DeltaHeader, DeltaPage, CLOSED, FREE, OPEN, SPLIT,
 };
 use crate::storage::amcache::{self, BoundedPage, OpenPage};
 use crate::storage::buffer::Strategy;
-use crate::storage::meta::{MAX_OPEN, META_BLOCK};
+use crate::storage::meta::{MAX_OPEN, META_BLOCK, SPLIT_VERSION};
 use crate::storage::run::Tid;
 use crate::storage::wal::Wal;
 use crate::storage::{Buf, Meta};
@@ -229,15 +229,15 @@ pub fn insert_bounded(
     }
 }
 
-/// Under the metapage's exclusive lock: closes `full` if it still is open
-/// and full, opening a page for each half of its bounds (split at its median
-/// key) in its place; reads the directory's open bounded pages into this
-/// backend's cache and, if none holds `key`, opens one for `bounds` (which
-/// hold it).
+/// Under the metapage's exclusive lock: splits `full` if it still is open
+/// and full ([`split`]), or closes it and opens a page for each half of its
+/// bounds when it cannot be split; reads the directory's open bounded pages
+/// into this backend's cache and, if none holds `key`, opens one for
+/// `bounds` (which hold it).
 ///
-/// Halving the bounds of a page that filled keeps a lookup's cost in the log
-/// of the spilled rows of its slice rather than in their number: a key lies
-/// in the range of one closed page per halving, as in a tree of that depth.
+/// Halving the bounds of a page that filled keeps the pages of a slice apart
+/// in key order, so that a lookup reads one of them (a split) or one per
+/// halving (a page closed while VACUUM runs).
 fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Option<OpenPage>) {
     debug_assert!(bounds.0 <= key && key <= bounds.1);
     let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
@@ -251,7 +251,30 @@ fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Optio
             if h.bounded != 0 {
                 halves = halve(&page, (h.min, h.max));
             }
-            close(rel, &mut meta, &meta_buf, page, p.dir_blk, p.slot as usize);
+            // An index of an older format keeps it (and so stays readable by
+            // the build that wrote it) until a retrain's switch.
+            let copies =
+                (halves.len() == 2 && meta.vacuuming == 0 && meta.version >= SPLIT_VERSION)
+                    .then(|| page.entries().collect::<Vec<DeltaEntry>>());
+            close(
+                rel,
+                &mut meta,
+                &meta_buf,
+                page,
+                (p.dir_blk, p.slot as usize),
+                copies.is_some(),
+            );
+            if let Some(entries) = copies {
+                split(
+                    rel,
+                    &mut meta,
+                    &meta_buf,
+                    p,
+                    &entries,
+                    [halves[0], halves[1]],
+                );
+                halves.clear();
+            }
         }
     }
     let mut dir = directory::directory(rel, &meta, Strategy::DEFAULT);
@@ -287,6 +310,158 @@ fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Optio
     }
     // SAFETY: the reference does not outlive this statement.
     unsafe { amcache::set_bounded(rel, pages, meta.insert_generation) };
+}
+
+/// Splits the bounded page `p`, just closed (so nothing is added to it any
+/// more), whose entries were `entries`: two pages, bounded to `halves`, take
+/// a copy of the entries of their half, and `p`'s directory entry becomes
+/// `SPLIT`, in one WAL record. A scan that read the directory before it
+/// reads `p`, which keeps its entries; one that read it after reads the two
+/// halves. Either way each entry once, and a lookup of a spilled key reads
+/// one delta page of its slice however many rows spilled there (pages closed
+/// whole and replaced by empty halves made that one per halving).
+///
+/// Runs under the metapage's exclusive lock, while no VACUUM removes entries
+/// (`Meta::vacuuming`): VACUUM does not visit pages opened after it read the
+/// directory, which these copies would be. The copies carry the generation
+/// new delta pages do: a retrain that froze the delta before `p` filled
+/// did not freeze them, and carries them over.
+fn split(
+    rel: pg_sys::Relation,
+    meta: &mut Meta,
+    meta_buf: &Buf,
+    p: OpenPage,
+    entries: &[DeltaEntry],
+    halves: [(u64, u64); 2],
+) {
+    let pair = alloc_pair(rel, meta, meta_buf);
+    // Lock order: delta pages, then directory pages by block number.
+    let news = pair.map(|q| DeltaPage::open(rel, Buf::read_exclusive(rel, q.blk)));
+    for q in &news {
+        let h = q.header();
+        if h.state != OPEN || h.bounded == 0 || !q.is_empty() {
+            crate::storage::page::corrupt(
+                rel,
+                q.buf().blkno(),
+                "delta page taken for a split is not an empty bounded page",
+            );
+        }
+    }
+    let (qdir, pdir) = (pair[0].dir_blk, p.dir_blk);
+    let mut dirs = vec![qdir];
+    if pdir != qdir {
+        dirs.push(pdir);
+    }
+    dirs.sort_unstable();
+    let dirs: Vec<DirPage> = dirs
+        .into_iter()
+        .map(|b| DirPage::read_exclusive(rel, b))
+        .collect();
+    let dir_of = |b: pg_sys::BlockNumber| dirs.iter().position(|d| d.buf().blkno() == b).unwrap();
+    let old = dirs[dir_of(pdir)].entry(rel, p.slot as usize);
+    if old.blk != p.blk || old.state != CLOSED {
+        crate::storage::page::corrupt(
+            rel,
+            pdir,
+            "delta directory entry of a page being split changed",
+        );
+    }
+    let mut wal = Wal::start(rel);
+    let images: Vec<pg_sys::Page> = news.iter().map(|q| wal.page(q.buf(), true)).collect();
+    let dimages: Vec<pg_sys::Page> = dirs.iter().map(|d| wal.page(d.buf(), false)).collect();
+    for ((q, image), half) in pair.iter().zip(&images).zip(halves) {
+        let mut mine: Vec<DeltaEntry> = entries
+            .iter()
+            .filter(|e| !e.null && half.0 <= e.key && e.key <= half.1)
+            .copied()
+            .collect();
+        mine.sort_unstable_by_key(|e| (e.key, e.tid));
+        // SAFETY: WAL images of the pages locked above; a half holds fewer
+        // entries than the full page did, and the slots came from the
+        // directory.
+        unsafe {
+            init_page(*image, meta.insert_generation, Some(half));
+            for (i, e) in mine.iter().enumerate() {
+                set_entry(*image, i, e);
+            }
+            set_header(
+                *image,
+                &DeltaHeader {
+                    min: half.0,
+                    max: half.1,
+                    count: mine.len() as u16,
+                    bounded: 1,
+                    ..DeltaHeader::empty()
+                },
+            );
+            directory::set_entry(
+                dimages[dir_of(q.dir_blk)],
+                q.slot as usize,
+                (q.blk, meta.insert_generation),
+                OPEN,
+                (false, true),
+                half,
+            );
+        }
+    }
+    // SAFETY: as above; the entry was checked to be `p`'s.
+    unsafe {
+        directory::set_entry(
+            dimages[dir_of(pdir)],
+            p.slot as usize,
+            (p.blk, old.generation),
+            SPLIT,
+            (false, false),
+            directory::OPEN_RANGE,
+        );
+    }
+    wal.finish();
+}
+
+/// Two empty bounded pages that take no key yet ([`directory::OPEN_RANGE`]
+/// as bounds), listed on one directory page: with the split page's
+/// directory page, a split's record then registers four pages at most.
+/// Free pages two of which one directory page lists, else new ones; a new
+/// page left alone on a full directory page stays empty until the next
+/// freeze frees it.
+///
+/// A free page is taken only if no scan's directory can list it: a scan
+/// that read the directory while the page held entries of its generation
+/// would read it again, and the copies it now holds twice. Scans list pages
+/// of their generation and later, so pages of a generation before every
+/// one still readable qualify (the merged pages a retire freed); pages
+/// VACUUM emptied since do only once their generation is retired. Other
+/// pages reuse them meanwhile: they take only rows inserted since, which no
+/// such scan sees.
+fn alloc_pair(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) -> [OpenPage; 2] {
+    let none = Some(directory::OPEN_RANGE);
+    let oldest = match meta.prev_generation {
+        0 => meta.generation,
+        prev => prev,
+    };
+    let dir = directory::directory(rel, meta, Strategy::DEFAULT);
+    for listed in dir.chunk_by(|a, b| a.dir_blk == b.dir_blk) {
+        let mut unread: Vec<directory::DirEntry> = listed
+            .iter()
+            .filter(|d| d.state == FREE && d.generation < oldest)
+            .copied()
+            .collect();
+        if unread.len() >= 2 {
+            let a = reuse_free_page(rel, meta, meta_buf, &mut unread, none);
+            let b = reuse_free_page(rel, meta, meta_buf, &mut unread, none);
+            if let (Some(a), Some(b)) = (a, b) {
+                return [a, b];
+            }
+        }
+    }
+    let mut a = new_page(rel, meta, meta_buf, none);
+    loop {
+        let b = new_page(rel, meta, meta_buf, none);
+        if b.dir_blk == a.dir_blk {
+            return [a, b];
+        }
+        a = b;
+    }
 }
 
 /// The two halves of the bounds `(lo, hi)` of a full bounded page, split at
@@ -367,7 +542,7 @@ fn open_page(rel: pg_sys::Relation, stale: Option<pg_sys::BlockNumber>) {
                 return; // VACUUM made room meanwhile
             }
             let (dir_blk, slot) = (meta.open_dir[s], meta.open_slot[s] as usize);
-            close(rel, &mut meta, &meta_buf, page, dir_blk, slot);
+            close(rel, &mut meta, &meta_buf, page, (dir_blk, slot), false);
         }
         None if n < MAX_OPEN => {}
         None => return,
@@ -381,14 +556,17 @@ fn open_page(rel: pg_sys::Relation, stale: Option<pg_sys::BlockNumber>) {
 /// One WAL record: the full page is marked closed with its key range in the
 /// directory, and the metapage stops listing it as open and counts it. A
 /// bounded page's header held its bounds: its range becomes its keys', and
-/// one left empty becomes free instead.
+/// one left empty becomes free instead. A page closed to be split is left
+/// unsorted (which tells a retrain's `absorb` not to move its entries: the
+/// split that follows copies them), and counted for the planner as a page of
+/// spilled rows but not by its key range (a lookup reads one of the halves).
 fn close(
     rel: pg_sys::Relation,
     meta: &mut Meta,
     meta_buf: &Buf,
     page: DeltaPage,
-    dir_blk: pg_sys::BlockNumber,
-    slot: usize,
+    (dir_blk, slot): (pg_sys::BlockNumber, usize),
+    for_split: bool,
 ) {
     let blk = page.buf().blkno();
     let mut h = page.header();
@@ -417,7 +595,7 @@ fn close(
         };
         if h.state == CLOSED {
             meta.closed_pages += 1;
-            if h.min <= h.max {
+            if h.min <= h.max && !for_split {
                 meta.closed_width += (h.max - h.min) as f64;
                 meta.key_lo = meta.key_lo.min(h.min);
                 meta.key_hi = meta.key_hi.max(h.max);
@@ -433,7 +611,9 @@ fn close(
                 set_header(image, &h);
                 // Lookups binary-search a closed page; the order costs this
                 // record the page's entries, once per page.
-                sort_entries(image);
+                if !for_split {
+                    sort_entries(image);
+                }
                 directory::set_entry(
                     dimage,
                     slot,
@@ -605,7 +785,7 @@ pub fn freeze(rel: pg_sys::Relation, next: u32) -> Meta {
         // SAFETY: the page is pinned and locked, and was validated above.
         let tag = unsafe { crate::storage::page::opaque(page.buf().page()).generation };
         if page.header().state == OPEN && page.header().bounded != 0 && tag < next {
-            close(rel, &mut meta, &meta_buf, page, d.dir_blk, d.slot);
+            close(rel, &mut meta, &meta_buf, page, (d.dir_blk, d.slot), false);
         }
     }
     Meta::read(rel)
@@ -617,7 +797,7 @@ fn close_listed(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
     while meta.n_open > 0 {
         let (blk, dir_blk, slot) = (meta.open[0], meta.open_dir[0], meta.open_slot[0]);
         let page = DeltaPage::open(rel, Buf::read_exclusive(rel, blk));
-        close(rel, meta, meta_buf, page, dir_blk, slot as usize);
+        close(rel, meta, meta_buf, page, (dir_blk, slot as usize), false);
     }
 }
 
@@ -630,7 +810,7 @@ pub fn close_open(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
     for d in directory::directory(rel, meta, Strategy::DEFAULT) {
         if d.state == OPEN && d.bounded {
             let page = DeltaPage::open(rel, Buf::read_exclusive(rel, d.blk));
-            close(rel, meta, meta_buf, page, d.dir_blk, d.slot);
+            close(rel, meta, meta_buf, page, (d.dir_blk, d.slot), false);
         }
     }
 }

@@ -62,6 +62,12 @@ const _: () = assert!(HEADER == 24 && ENTRY == 16 && DELTA_CAPACITY <= u16::MAX 
 pub const OPEN: u8 = 1;
 pub const CLOSED: u8 = 2;
 pub const FREE: u8 = 3;
+/// Directory entries only: a bounded page whose entries were copied into two
+/// pages for the halves of its bounds (`insert::split`). Its page stays
+/// `CLOSED` and unchanged, for scans that read the directory before the
+/// split; scans that read it after do not read the page, and neither do
+/// retrains. Freed once no snapshot from before the split is left.
+pub const SPLIT: u8 = 4;
 
 const FLAG_NULL: u16 = 1;
 
@@ -393,7 +399,8 @@ pub fn count(rel: pg_sys::Relation, meta: &Meta, strategy: Strategy) -> Counts {
             c.free_pages += 1;
             continue;
         }
-        if d.generation < meta.generation {
+        // A split page's entries are counted on the pages they were copied to.
+        if d.generation < meta.generation || d.state == SPLIT {
             c.retained_pages += 1;
             continue;
         }

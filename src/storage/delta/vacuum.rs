@@ -1,34 +1,71 @@
 //! VACUUM's part of the delta: remove entries whose TIDs are dead.
 
 use super::directory::{self, directory, DirPage};
-use super::{mark_free, set_entry, set_header, DeltaEntry, DeltaHeader, DeltaPage, CLOSED, FREE};
+use super::{
+    mark_free, set_entry, set_header, DeltaEntry, DeltaHeader, DeltaPage, CLOSED, FREE, SPLIT,
+};
 use crate::storage::buffer::Strategy;
+use crate::storage::meta::META_BLOCK;
 use crate::storage::run::Tid;
 use crate::storage::wal::Wal;
-use crate::storage::Meta;
+use crate::storage::{Buf, Meta};
 use pgrx::pg_sys;
 
 /// Removes entries whose TIDs `dead` reports, page by page, each page under a
 /// cleanup lock so that scans still returning its entries finish first
 /// (DESIGN.md section 3a). An emptied closed page becomes free for reuse.
-/// Pages opened after `meta` was read hold only entries inserted since, which
-/// are not dead. Returns (removed, remaining).
+/// Pages opened after the directory was read hold only entries inserted
+/// since, which are not dead: bounded pages are not split meanwhile (a split
+/// copies entries into new pages), `Meta::vacuuming` says so. Returns
+/// (removed, remaining).
 pub fn bulk_delete(
+    rel: pg_sys::Relation,
+    meta: &Meta,
+    strategy: Strategy,
+    dead: impl FnMut(Tid) -> bool,
+) -> (u64, u64) {
+    set_vacuuming(rel, 1);
+    let counts = remove_dead(rel, meta, strategy, dead);
+    // Not reached on an ERROR: the flag then stays until the next VACUUM
+    // ends or a retrain switches, which only costs splits meanwhile.
+    set_vacuuming(rel, 0);
+    counts
+}
+
+/// Sets `Meta::vacuuming`, one metapage record.
+fn set_vacuuming(rel: pg_sys::Relation, on: u8) {
+    let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut m = unsafe { Meta::from_page(rel, meta_buf.page()) };
+    if m.vacuuming == on {
+        return;
+    }
+    m.vacuuming = on;
+    let mut wal = Wal::start(rel);
+    m.write(&mut wal, &meta_buf);
+    wal.finish();
+}
+
+fn remove_dead(
     rel: pg_sys::Relation,
     meta: &Meta,
     strategy: Strategy,
     mut dead: impl FnMut(Tid) -> bool,
 ) -> (u64, u64) {
     let (mut removed, mut remaining) = (0u64, 0u64);
-    for d in directory(rel, meta, strategy) {
+    // Read after the flag is set: every split before it is listed.
+    let dir = directory(rel, meta, strategy);
+    crate::pause::pause_point("vacuum_delta");
+    for d in dir {
         if d.state == FREE {
             continue;
         }
         crate::am::vacuum::delay_point();
         // Pages an earlier generation merged into the run are still read by
         // scans that began before the switch, so they are vacuumed too, but
-        // their rows are counted in the run.
-        let counted = d.generation >= meta.generation;
+        // their rows are counted in the run; so are split pages, whose rows
+        // are counted on the pages they were copied to.
+        let counted = d.generation >= meta.generation && d.state != SPLIT;
         let page = DeltaPage::read(rel, d.blk, strategy);
         if !page.entries().any(|e| dead(e.tid)) {
             remaining += counted as u64 * page.len() as u64;
