@@ -282,7 +282,8 @@ fn a_bounded_page_that_fills_is_split() {
         run_pages <= 16 && delta_pages >= 150,
         "not one slice with many spilled pages: {run_pages} run pages, {delta_pages} delta pages"
     );
-    // Two metapage reads, the directory (an entry per delta page: live,
+    // Two metapage reads (the scan's holds it while it reads the directory),
+    // the directory (an entry per delta page: live,
     // split and not freed yet, or free; the index was never retrained, so
     // its free pages are all delta pages), the run page and one delta page.
     // Pages closed whole and replaced by empty halves made that a page per

@@ -33,9 +33,10 @@ use super::scankey::{self, Plan};
 use crate::key::KeyKind;
 use crate::storage::buffer::{HeldPin, Strategy};
 use crate::storage::delta::{self, DeltaEntry, DeltaPage, Summary};
+use crate::storage::meta::META_BLOCK;
 use crate::storage::page::{recycled_error, Recycled};
 use crate::storage::run::{tid_to_ptr, RunPage, Section, Tid};
-use crate::storage::{model_pages, Meta};
+use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -250,14 +251,24 @@ pub unsafe extern "C-unwind" fn amrescan(
 }
 
 impl ScanState {
-    fn hints(&mut self, rel: pg_sys::Relation) -> &Hints {
-        self.hints.get_or_insert_with(|| Hints {
-            meta: Meta::read(rel),
+    /// Reads the hints if this scan has none yet, and returns the metapage
+    /// they were read from, still share-locked: the first gather reads the
+    /// directory under that lock, if at all, rather than read the metapage
+    /// again (see [`delta::directory_consistent`]).
+    fn read_hints(&mut self, rel: pg_sys::Relation) -> Option<Buf> {
+        if self.hints.is_some() {
+            return None;
+        }
+        let buf = Buf::read_shared(rel, META_BLOCK);
+        self.hints = Some(Hints {
+            // SAFETY: block 0, pinned and share-locked.
+            meta: unsafe { Meta::from_page(rel, buf.page()) },
             delta: None,
             // SAFETY: reads shared memory (once recovery has ended, a flag
             // of this process).
             in_recovery: unsafe { pg_sys::RecoveryInProgress() },
-        })
+        });
+        Some(buf)
     }
 
     fn meta(&self) -> &Meta {
@@ -309,7 +320,7 @@ impl ScanState {
     /// retirement back; a scan that read the metapage before a promotion
     /// goes on checking.)
     fn gather(&mut self, rel: pg_sys::Relation) -> Result<(), Recycled> {
-        self.hints(rel);
+        let mut locked_meta = self.read_hints(rel);
         let hints = self.hints.as_mut().unwrap();
         let plan = &self.plan;
         // Unless the generation spilled, the delta holds keys only above the
@@ -336,7 +347,12 @@ impl ScanState {
                 summary
             }
             None => {
-                let dir = delta::directory(rel, meta, Strategy::DEFAULT);
+                // The directory as of one moment (a split changes two of its
+                // pages at once): under the metapage's share lock.
+                let dir = match locked_meta.take() {
+                    Some(_locked) => delta::directory(rel, meta, Strategy::DEFAULT),
+                    None => delta::directory_consistent(rel, Strategy::DEFAULT),
+                };
                 if standby && !Meta::read(rel).readable(meta.generation) {
                     return Err(Recycled);
                 }

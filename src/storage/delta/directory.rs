@@ -66,9 +66,11 @@ impl DirEntry {
     }
 
     /// Whether the page's entries are the generation's: open or closed, not
-    /// free or split (whose entries are on the pages it was split into).
+    /// free or split (whose entries are on the pages it was split into), nor
+    /// a bounded page that takes no key (a split's half before the split's
+    /// last record: its entries, if any, are copies of a live page's).
     pub fn is_live(&self) -> bool {
-        self.state == OPEN || self.state == CLOSED
+        (self.state == OPEN && !(self.bounded && self.min > self.max)) || self.state == CLOSED
     }
 
     pub fn may_hold_nulls(&self) -> bool {
@@ -329,6 +331,19 @@ pub(super) unsafe fn set_next(image: pg_sys::Page, next: pg_sys::BlockNumber) {
 
 /// Every directory entry, reading one directory page at a time.
 ///
+/// The directory as of one moment: read under the metapage's share lock,
+/// which a split holds exclusive from its first record to its last (and
+/// whose last record registers the metapage, so replay on a standby holds it
+/// too), and whose directory records change two directory pages at once.
+/// Readers that take its entries as a set of live pages read it so; those
+/// that merely visit pages need not.
+pub fn directory_consistent(rel: pg_sys::Relation, strategy: Strategy) -> Vec<DirEntry> {
+    let meta_buf = Buf::read_shared(rel, META_BLOCK);
+    // SAFETY: block 0, pinned and share-locked while the directory is read.
+    let meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
+    directory(rel, &meta, strategy)
+}
+
 /// `meta` may be older than the directory: the chain only grows, so what it
 /// adds is read too, and nothing about its length is taken from `meta`. A
 /// chain longer than the relation has blocks has a cycle: that is damage.

@@ -315,11 +315,19 @@ fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Optio
 /// Splits the bounded page `p`, just closed (so nothing is added to it any
 /// more), whose entries were `entries`: two pages, bounded to `halves`, take
 /// a copy of the entries of their half, and `p`'s directory entry becomes
-/// `SPLIT`, in one WAL record. A scan that read the directory before it
-/// reads `p`, which keeps its entries; one that read it after reads the two
-/// halves. Either way each entry once, and a lookup of a spilled key reads
-/// one delta page of its slice however many rows spilled there (pages closed
-/// whole and replaced by empty halves made that one per halving).
+/// `SPLIT`. A scan that read the directory before reads `p`, which keeps its
+/// entries; one that read it after reads the two halves. Either way each
+/// entry once, and a lookup of a spilled key reads one delta page of its
+/// slice however many rows spilled there (pages closed whole and replaced
+/// by empty halves made that one per halving).
+///
+/// Two records. The first writes the halves' pages, while their directory
+/// entries still take no key: nothing reads them yet (a crash here leaves
+/// them so, and the next freeze frees them). The second sets the halves'
+/// ranges and `p`'s SPLIT on their directory pages, with the metapage: a
+/// scan reads the directory under the metapage's share lock
+/// ([`super::directory::directory_consistent`]), so it sees all of the
+/// second record or none of it, here and on a standby replaying it.
 ///
 /// Runs under the metapage's exclusive lock, while no VACUUM removes entries
 /// (`Meta::vacuuming`): VACUUM does not visit pages opened after it read the
@@ -335,18 +343,49 @@ fn split(
     halves: [(u64, u64); 2],
 ) {
     let pair = alloc_pair(rel, meta, meta_buf);
-    // Lock order: delta pages, then directory pages by block number.
-    let news = pair.map(|q| DeltaPage::open(rel, Buf::read_exclusive(rel, q.blk)));
-    for q in &news {
-        let h = q.header();
-        if h.state != OPEN || h.bounded == 0 || !q.is_empty() {
-            crate::storage::page::corrupt(
-                rel,
-                q.buf().blkno(),
-                "delta page taken for a split is not an empty bounded page",
-            );
+    {
+        let news = pair.map(|q| DeltaPage::open(rel, Buf::read_exclusive(rel, q.blk)));
+        for q in &news {
+            let h = q.header();
+            if h.state != OPEN || h.bounded == 0 || !q.is_empty() {
+                crate::storage::page::corrupt(
+                    rel,
+                    q.buf().blkno(),
+                    "delta page taken for a split is not an empty bounded page",
+                );
+            }
         }
+        let mut wal = Wal::start(rel);
+        for (q, half) in news.iter().zip(halves) {
+            let image = wal.page(q.buf(), true);
+            let mut mine: Vec<DeltaEntry> = entries
+                .iter()
+                .filter(|e| !e.null && half.0 <= e.key && e.key <= half.1)
+                .copied()
+                .collect();
+            mine.sort_unstable_by_key(|e| (e.key, e.tid));
+            // SAFETY: the WAL image of a delta page locked above; a half
+            // holds at most the entries of the full page.
+            unsafe {
+                init_page(image, meta.insert_generation, Some(half));
+                for (i, e) in mine.iter().enumerate() {
+                    set_entry(image, i, e);
+                }
+                set_header(
+                    image,
+                    &DeltaHeader {
+                        min: half.0,
+                        max: half.1,
+                        count: mine.len() as u16,
+                        bounded: 1,
+                        ..DeltaHeader::empty()
+                    },
+                );
+            }
+        }
+        wal.finish();
     }
+    // Lock order: the metapage (held), then directory pages by block number.
     let (qdir, pdir) = (pair[0].dir_blk, p.dir_blk);
     let mut dirs = vec![qdir];
     if pdir != qdir {
@@ -367,33 +406,15 @@ fn split(
         );
     }
     let mut wal = Wal::start(rel);
-    let images: Vec<pg_sys::Page> = news.iter().map(|q| wal.page(q.buf(), true)).collect();
+    // Counted now, as a page of spilled rows for the planner and the
+    // worker (see `close`).
+    meta.closed_pages += 1;
+    meta.write(&mut wal, meta_buf);
     let dimages: Vec<pg_sys::Page> = dirs.iter().map(|d| wal.page(d.buf(), false)).collect();
-    for ((q, image), half) in pair.iter().zip(&images).zip(halves) {
-        let mut mine: Vec<DeltaEntry> = entries
-            .iter()
-            .filter(|e| !e.null && half.0 <= e.key && e.key <= half.1)
-            .copied()
-            .collect();
-        mine.sort_unstable_by_key(|e| (e.key, e.tid));
-        // SAFETY: WAL images of the pages locked above; a half holds fewer
-        // entries than the full page did, and the slots came from the
-        // directory.
-        unsafe {
-            init_page(*image, meta.insert_generation, Some(half));
-            for (i, e) in mine.iter().enumerate() {
-                set_entry(*image, i, e);
-            }
-            set_header(
-                *image,
-                &DeltaHeader {
-                    min: half.0,
-                    max: half.1,
-                    count: mine.len() as u16,
-                    bounded: 1,
-                    ..DeltaHeader::empty()
-                },
-            );
+    // SAFETY: WAL images of the directory pages locked above; the slots came
+    // from the directory, and `p`'s was checked.
+    unsafe {
+        for (q, half) in pair.iter().zip(halves) {
             directory::set_entry(
                 dimages[dir_of(q.dir_blk)],
                 q.slot as usize,
@@ -403,9 +424,6 @@ fn split(
                 half,
             );
         }
-    }
-    // SAFETY: as above; the entry was checked to be `p`'s.
-    unsafe {
         directory::set_entry(
             dimages[dir_of(pdir)],
             p.slot as usize,
@@ -420,7 +438,8 @@ fn split(
 
 /// Two empty bounded pages that take no key yet ([`directory::OPEN_RANGE`]
 /// as bounds), listed on one directory page: with the split page's
-/// directory page, a split's record then registers four pages at most.
+/// directory page and the metapage, a split's last record then registers
+/// three pages at most.
 /// Free pages two of which one directory page lists, else new ones; a new
 /// page left alone on a full directory page stays empty until the next
 /// freeze frees it.
@@ -558,8 +577,9 @@ fn open_page(rel: pg_sys::Relation, stale: Option<pg_sys::BlockNumber>) {
 /// bounded page's header held its bounds: its range becomes its keys', and
 /// one left empty becomes free instead. A page closed to be split is left
 /// unsorted (which tells a retrain's `absorb` not to move its entries: the
-/// split that follows copies them), and counted for the planner as a page of
-/// spilled rows but not by its key range (a lookup reads one of the halves).
+/// split that follows copies them), and not counted here: the split counts
+/// it as a page of spilled rows, not by its key range (a lookup reads one of
+/// the halves).
 fn close(
     rel: pg_sys::Relation,
     meta: &mut Meta,
@@ -588,14 +608,18 @@ fn close(
                 .filter(|e| !e.null)
                 .fold((u64::MAX, 0), |(lo, hi), e| (lo.min(e.key), hi.max(e.key)));
         }
-        h.state = if h.bounded != 0 && page.is_empty() {
+        // A bounded page whose entry takes no key is a split's half that a
+        // crash left before its last record: its entries are copies of a
+        // page still live.
+        let unfinished = entry.bounded && entry.min > entry.max;
+        h.state = if h.bounded != 0 && (page.is_empty() || unfinished) {
             FREE
         } else {
             CLOSED
         };
-        if h.state == CLOSED {
+        if h.state == CLOSED && !for_split {
             meta.closed_pages += 1;
-            if h.min <= h.max && !for_split {
+            if h.min <= h.max {
                 meta.closed_width += (h.max - h.min) as f64;
                 meta.key_lo = meta.key_lo.min(h.min);
                 meta.key_hi = meta.key_hi.max(h.max);

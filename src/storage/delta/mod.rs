@@ -13,7 +13,7 @@ mod directory;
 mod insert;
 mod vacuum;
 
-pub use directory::{directory, DirEntry, DirPage, Summary};
+pub use directory::{directory, directory_consistent, DirEntry, DirPage, Summary};
 pub use insert::{close_open, freeze, insert, insert_bounded, insert_into_open, Placement};
 pub use vacuum::{bulk_delete, discard, retag};
 
@@ -393,14 +393,14 @@ pub struct Counts {
 /// the other delta pages, for statistics and the worker.
 pub fn count(rel: pg_sys::Relation, meta: &Meta, strategy: Strategy) -> Counts {
     let mut c = Counts::default();
-    let dir = directory(rel, meta, strategy);
+    let dir = directory_consistent(rel, strategy);
     for d in &dir {
         if d.state == FREE {
             c.free_pages += 1;
             continue;
         }
         // A split page's entries are counted on the pages they were copied to.
-        if d.generation < meta.generation || d.state == SPLIT {
+        if d.generation < meta.generation || !d.is_live() {
             c.retained_pages += 1;
             continue;
         }

@@ -1,9 +1,7 @@
 //! VACUUM's part of the delta: remove entries whose TIDs are dead.
 
 use super::directory::{self, directory, DirPage};
-use super::{
-    mark_free, set_entry, set_header, DeltaEntry, DeltaHeader, DeltaPage, CLOSED, FREE, SPLIT,
-};
+use super::{mark_free, set_entry, set_header, DeltaEntry, DeltaHeader, DeltaPage, CLOSED, FREE};
 use crate::storage::buffer::Strategy;
 use crate::storage::meta::META_BLOCK;
 use crate::storage::run::Tid;
@@ -65,7 +63,7 @@ fn remove_dead(
         // scans that began before the switch, so they are vacuumed too, but
         // their rows are counted in the run; so are split pages, whose rows
         // are counted on the pages they were copied to.
-        let counted = d.generation >= meta.generation && d.state != SPLIT;
+        let counted = d.generation >= meta.generation && d.is_live();
         let page = DeltaPage::read(rel, d.blk, strategy);
         if !page.entries().any(|e| dead(e.tid)) {
             remaining += counted as u64 * page.len() as u64;
