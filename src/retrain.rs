@@ -36,7 +36,7 @@ use crate::model::{ModelView, Trainer};
 use crate::pause::pause_point;
 use crate::stats::{IndexArg, Opened};
 use crate::storage::buffer::{nblocks, BulkRead, Strategy};
-use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, SPLIT};
+use crate::storage::delta::{self, DeltaPage, DirEntry, CLOSED, OPEN, SPLIT};
 use crate::storage::extents::{Extent, Extents, MAX_EXTENTS};
 use crate::storage::meta::META_BLOCK;
 use crate::storage::page::{recycled_error, PageKind};
@@ -141,6 +141,10 @@ struct Written {
     /// Leading and trailing run pages kept from the current generation.
     shared_pages: u32,
     shared_tail: u32,
+    /// The keys of the run pages written anew lie above the first and up to
+    /// the second (`None`: from the run's start, to its end); the shared
+    /// pages hold the rest.
+    rewritten: (Option<u64>, Option<u64>),
     null_pages: u32,
     null_entries: u64,
     model: Vec<u8>,
@@ -155,6 +159,17 @@ impl Written {
     /// Whether run page `i` is one the current generation has too.
     fn shares(&self, i: u32) -> bool {
         i < self.shared_pages || i >= self.run_pages - self.shared_tail
+    }
+
+    /// Whether `d` is an open bounded page that stays open across the
+    /// switch: its keys all belong in shared run pages, so `absorb` could
+    /// not move them, and rows that spill into its slice go on joining it.
+    fn keeps_open(&self, d: &DirEntry) -> bool {
+        let (lo, hi) = self.rewritten;
+        d.state == OPEN
+            && d.bounded
+            && d.min <= d.max
+            && (lo.is_some_and(|l| d.max < l) || hi.is_some_and(|h| d.min > h))
     }
 
     /// The blocks this retrain wrote: all but the shared run pages.
@@ -181,7 +196,9 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     let next = before.insert_generation.max(before.generation) + 1;
     let meta = delta::freeze(idx, next);
     pause_point("freeze");
-    let frozen: Vec<DirEntry> = delta::directory(idx, &meta, ring.get())
+    // Read under the metapage lock, so that no split is half done: the open
+    // bounded pages among them may be split until they are closed.
+    let frozen: Vec<DirEntry> = delta::directory_consistent(idx, ring.get())
         .into_iter()
         .filter(|d| d.is_live() && d.generation >= meta.generation && d.generation < next)
         .collect();
@@ -189,7 +206,8 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
         Some((appended, spilled)) => match append(idx, &meta, &appended, next, ring.get()) {
             Some(w) => {
                 // The new generation reads them as its delta; so does this
-                // one until the switch (both read pages tagged `next`).
+                // one until the switch (both read pages tagged `next`). The
+                // open ones stay open.
                 for d in &spilled {
                     delta::retag(idx, d, next);
                 }
@@ -235,7 +253,13 @@ fn partial_or_merge(
             }
             w
         }
-        None => merge(idx, meta, frozen, next, strategy),
+        None => merge(
+            idx,
+            meta,
+            &delta::close_bounded(idx, frozen),
+            next,
+            strategy,
+        ),
     }
 }
 
@@ -318,6 +342,7 @@ fn merge(
         run_base: next,
         shared_pages: 0,
         shared_tail: 0,
+        rewritten: (None, None),
         null_pages,
         null_entries,
         model: shape.model,
@@ -354,7 +379,11 @@ fn append(
         return None;
     }
     let (run_max, _) = meta.run_last()?;
-    if frozen.iter().any(|d| d.min <= d.max && d.min < run_max) {
+    // (An open page is a bounded one, of keys inside the run.)
+    if frozen
+        .iter()
+        .any(|d| d.state != CLOSED || (d.min <= d.max && d.min < run_max))
+    {
         return None;
     }
     let (model_bytes, starts) = model_pages::read(idx, meta);
@@ -495,6 +524,7 @@ fn append(
         run_base: if shared > 0 { meta.run_base } else { next },
         shared_pages: shared,
         shared_tail: 0,
+        rewritten: (kept_last.map(|(key, _)| key), None),
         null_pages,
         null_entries,
         model,
@@ -620,6 +650,11 @@ fn put_delta(
     let mut merged = 0;
     for d in frozen {
         let page = DeltaPage::read(idx, d.blk, strategy);
+        // An open page could take rows after they were read here.
+        assert!(
+            page.header().state == CLOSED,
+            "a retrain merges closed delta pages only"
+        );
         for e in page.entries() {
             merged += 1;
             sorter.put_entry((!e.null).then_some(e.key), e.tid);
@@ -664,10 +699,13 @@ fn switch(
     // SAFETY: block 0, pinned and exclusive-locked.
     let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
     // The pages opened since the freeze carry over to the new generation.
-    // Closing them makes every inserter read the metapage again, and so
-    // learn the new run's last entry before it adds another (the rule its
-    // cached open page relies on, src/am/insert.rs).
-    delta::close_open(idx, &mut m, &meta_buf);
+    // Closing those the metapage lists makes every appender read the
+    // metapage again, and so learn the new run's last entry before it adds
+    // another (the rule its cached open page relies on, src/am/insert.rs).
+    // Bounded pages are only written after a read of the metapage; those
+    // whose keys the new run holds in pages it wrote are closed, so that
+    // `absorb` moves their entries there.
+    delta::close_open(idx, &mut m, &meta_buf, |d| w.keeps_open(d));
     // What was inserted since the last round of `absorb_rounds`: little, and
     // absorbed under the lock, so that no insert follows it unabsorbed.
     w.merged += absorb(idx, &m, next, &w, strategy);
@@ -702,15 +740,19 @@ fn switch(
     (m.closed_pages, m.closed_width) = (0, 0.0);
     m.spilled = 0;
     for d in delta::directory(idx, &m, strategy) {
-        if d.state == CLOSED && d.generation >= next && d.min <= d.max {
+        if !d.is_live() || d.generation < next || d.min > d.max {
+            continue;
+        }
+        // Entries whose place is inside the new run (carried over, or
+        // inserted while the retrain ran): scans must read the delta for
+        // every key.
+        if m.run_last().is_some_and(|(k, _)| d.min <= k) {
+            m.spilled = 1;
+        }
+        if d.state == CLOSED {
             m.closed_pages += 1;
             m.closed_width += (d.max - d.min) as f64;
             (m.key_lo, m.key_hi) = (m.key_lo.min(d.min), m.key_hi.max(d.max));
-            // Entries inserted while the retrain ran whose place is inside
-            // the new run: scans must read the delta for every key.
-            if m.run_last().is_some_and(|(k, _)| d.min <= k) {
-                m.spilled = 1;
-            }
         }
     }
     // SAFETY: reads the clock.
@@ -748,7 +790,7 @@ fn carry_over(
     let (run_max, _) = meta.run_last()?;
     let (spilled, appended): (Vec<DirEntry>, Vec<DirEntry>) = frozen
         .iter()
-        .partition(|d| d.min <= d.max && d.min < run_max);
+        .partition(|d| d.state == OPEN || (d.min <= d.max && d.min < run_max));
     if spilled.is_empty() || appended.is_empty() {
         return None;
     }
@@ -772,7 +814,7 @@ fn absorb_rounds(idx: pg_sys::Relation, next: u32, w: &Written, strategy: Strate
             let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
             // SAFETY: block 0, pinned and exclusive-locked.
             let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
-            delta::close_open(idx, &mut m, &meta_buf);
+            delta::close_open(idx, &mut m, &meta_buf, |d| w.keeps_open(d));
         }
         let n = absorb(idx, &Meta::read(idx), next, w, strategy);
         moved += n;

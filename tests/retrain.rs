@@ -146,10 +146,10 @@ fn appended_rows_extend_the_run() {
 /// it (stragglers of concurrent appenders, late timestamps) do not turn the
 /// next retrain into a merge of the whole run: an append takes the appended
 /// rows and carries the spilled ones over as delta pages of the new
-/// generation, until they are many enough (a tenth of the threshold, at
-/// least 1024) or lie on enough pages (at least 8, and half a page a lookup
-/// reads on average at the default threshold) for a merge to give the run
-/// room. Every row stays found.
+/// generation, still open, so the rows that spill after it join them rather
+/// than start new pages; until they are many enough (a tenth of the
+/// threshold, at least 1024) or lie on enough pages for a merge to give the
+/// run room. Every row stays found.
 #[test]
 fn a_few_spilled_rows_ride_along_with_an_append() {
     let cluster = Cluster::start("retrain_carry", &["autovacuum = off"]);
@@ -167,57 +167,66 @@ fn a_few_spilled_rows_ride_along_with_an_append() {
             .unwrap()
             .get(0)
     };
-    let delta = |c: &mut postgres::Client| -> i64 {
-        c.query_one("SELECT delta_entries FROM learned_index_stats('t_k')", &[])
-            .unwrap()
-            .get(0)
+    let delta = |c: &mut postgres::Client| -> (i64, i64) {
+        let r = c
+            .query_one(
+                "SELECT delta_entries, delta_pages FROM learned_index_stats('t_k')",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
     };
     // Every row with its key: the stragglers lie among the run's keys.
     let q = "SELECT count(*)::text || ' ' || coalesce(sum(id # k), 0)::text FROM t WHERE k >= 0";
+    let spill = |c: &mut postgres::Client, round: i64, n: i64| {
+        c.execute(
+            "INSERT INTO t (k) SELECT (hashint8(g + $1::int8 * 100000) & 65535) * 1000 + 999
+             FROM generate_series(1, $2::int8) g",
+            &[&round, &n],
+        )
+        .unwrap();
+    };
     let mut paths = Vec::new();
+    let mut pages = Vec::new();
     let mut carried = 0;
-    // Each round's 20 rows go to a page of their own (the append closes
-    // the open pages): seven rounds stay under 8 pages.
-    for round in 0..8i64 {
+    for round in 0..7i64 {
         // 5,000 rows above every key, and 20 inside the run.
         c.execute(
             "INSERT INTO t (k) SELECT $1::int8 + g * 1000 FROM generate_series(1, 5000) g",
             &[&(200_000_000 + round * 5_000_000)],
         )
         .unwrap();
-        c.execute(
-            "INSERT INTO t (k) SELECT (hashint8(g + $1::int8 * 100) & 65535) * 1000 + 999
-             FROM generate_series(1, 20) g",
-            &[&round],
-        )
-        .unwrap();
-        let spilled = delta(&mut c) - carried - 5000;
+        spill(&mut c, round, 20);
+        let spilled = delta(&mut c).0 - carried - 5000;
         paths.push(retrain(&mut c));
-        if round == 7 {
-            // The eighth page of spilled rows calls for a merge, though
-            // they are only 160 rows.
-            assert_eq!(paths[7], "merge", "{paths:?}");
-            assert_eq!(delta(&mut c), 0, "the merge left rows in the delta");
-            assert_index_matches_table(&mut c, "t_k", q, "merged by pages");
-            break;
-        }
         carried += spilled;
+        let (entries, delta_pages) = delta(&mut c);
         assert_eq!(
-            delta(&mut c),
-            carried,
+            entries, carried,
             "after round {round} the delta should hold the spilled rows carried over"
         );
+        pages.push(delta_pages);
         assert_index_matches_table(&mut c, "t_k", q, "carried over");
     }
-    eprintln!("{carried} spilled rows carried over 7 appends: {paths:?}");
+    eprintln!("{carried} spilled rows carried over 7 appends on {pages:?} pages: {paths:?}");
     assert!(carried >= 80, "too few rows spilled to tell: {carried}");
     assert!(
-        paths[..7].iter().all(|p| p == "append"),
+        paths.iter().all(|p| p == "append"),
         "a few spilled rows turned retrains into merges: {paths:?}"
     );
+    // The pages the first round's rows opened take the later rounds' rows.
+    assert!(
+        pages[0] >= 1 && pages.iter().all(|&n| n == pages[0]),
+        "the spilled rows of each round went to new pages: {pages:?}"
+    );
+    // Enough rows call for a merge, which leaves nothing in the delta.
+    spill(&mut c, 7, 1100);
+    assert_eq!(retrain(&mut c), "merge");
+    assert_eq!(delta(&mut c).0, 0, "the merge left rows in the delta");
+    assert_index_matches_table(&mut c, "t_k", q, "merged");
     assert_verified(&mut c, "t_k");
-    // (Enough rows on few pages call for a merge too: `worker.rs`'s unit
-    // test of `merges_spilled`.)
+    // (Rows on many pages call for a merge too: `worker.rs`'s unit test of
+    // `merges_spilled`.)
 }
 
 /// Each append retrain adds an extent to the generation's list, which holds

@@ -30,7 +30,7 @@ use crate::am::insert::SLICE_PAGES;
 use crate::am::sort::{maintenance_budget, Sorter};
 use crate::model::{ModelView, Trainer};
 use crate::storage::buffer::Strategy;
-use crate::storage::delta::{DeltaPage, DirEntry};
+use crate::storage::delta::{self, DeltaPage, DirEntry, OPEN};
 use crate::storage::extents::MAX_EXTENTS;
 use crate::storage::run::{PageCounter, Section, SectionWriter, Tid};
 use crate::storage::search::Directory;
@@ -85,6 +85,21 @@ fn segments_of(fence_keys: &[u64], min: u64, max: u64) -> (usize, usize) {
     let lo = fence_keys.partition_point(|&f| f < min);
     let hi = fence_keys.partition_point(|&f| f <= max);
     (lo, hi)
+}
+
+/// The segments a frozen page's keys may lie in ([`segments_of`]). The
+/// keys an open bounded page may still take run from one fence to the next
+/// (of its slice, or of the halves of one), and so seem to span the segments
+/// on both sides of a fence: only a key equal to a bound can lie beyond it,
+/// so its keys between the bounds decide (the page is closed before its
+/// keys are merged, and its range then says where they lie).
+fn segments_of_page(fence_keys: &[u64], d: &DirEntry) -> (usize, usize) {
+    let (min, max) = if d.state == OPEN && d.min.checked_add(2).is_some_and(|m| m <= d.max) {
+        (d.min + 1, d.max - 1)
+    } else {
+        (d.min, d.max)
+    };
+    segments_of(fence_keys, min, max)
 }
 
 /// How many neighbouring segments a partial merge may take: at most
@@ -153,7 +168,7 @@ pub(super) fn partial(
     let ranges: Vec<(usize, usize)> = frozen
         .iter()
         .filter(|d| d.min <= d.max)
-        .map(|d| segments_of(&fence_keys, d.min, d.max))
+        .map(|d| segments_of_page(&fence_keys, d))
         .collect();
     // The new pages go into at most `SPARE_EXTENTS` free extents, the
     // largest first (`Fit::Largest` below).
@@ -168,13 +183,19 @@ pub(super) fn partial(
     let inside =
         |pair: (u64, Tid)| lower.is_none_or(|f| pair > f) && upper.is_none_or(|f| pair <= f);
     let in_window = |d: &DirEntry| {
-        let (lo, hi) = segments_of(&fence_keys, d.min, d.max);
+        let (lo, hi) = segments_of_page(&fence_keys, d);
         a <= lo && hi < b
     };
+    // The open pages of the window are closed, and then go by the keys they
+    // hold; the others stay open, carried over.
+    let (to_close, mut frozen): (Vec<DirEntry>, Vec<DirEntry>) =
+        frozen.iter().partition(|d| d.state == OPEN && in_window(d));
+    frozen.extend(delta::close_bounded(idx, &to_close));
     // Pages of NULLs only go into the NULL pages, which every retrain
     // writes anew.
-    let (merged_pages, carried): (Vec<DirEntry>, Vec<DirEntry>) =
-        frozen.iter().partition(|d| d.min > d.max || in_window(d));
+    let (merged_pages, carried): (Vec<DirEntry>, Vec<DirEntry>) = frozen
+        .into_iter()
+        .partition(|d| d.state != OPEN && (d.min > d.max || in_window(d)));
     // The directory's ranges say where each page's keys lie; the pairs
     // themselves decide, before anything is sorted or written.
     for d in &merged_pages {
@@ -329,6 +350,7 @@ pub(super) fn partial(
             run_base: meta.run_base,
             shared_pages: p0,
             shared_tail: meta.run_pages - p1,
+            rewritten: (lower.map(|f| f.0), upper.map(|f| f.0)),
             null_pages,
             null_entries,
             model,

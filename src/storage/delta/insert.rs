@@ -280,7 +280,7 @@ fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Optio
     let mut dir = directory::directory(rel, &meta, Strategy::DEFAULT);
     let mut pages: Vec<BoundedPage> = dir
         .iter()
-        .filter(|d| d.state == OPEN && d.bounded)
+        .filter(|d| d.state == OPEN && d.bounded && d.min <= d.max)
         .map(|d| BoundedPage {
             page: OpenPage {
                 blk: d.blk,
@@ -295,7 +295,7 @@ fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Optio
     let wanted = if found {
         halves
     } else if halves.is_empty() {
-        vec![bounds]
+        vec![clip(bounds, key, &pages)]
     } else {
         halves
     };
@@ -310,6 +310,21 @@ fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Optio
     }
     // SAFETY: the reference does not outlive this statement.
     unsafe { amcache::set_bounded(rel, pages, meta.insert_generation) };
+}
+
+/// `bounds` narrowed to the keys around `key` that none of the open
+/// bounded `pages` (none of which holds `key`) may take, so that a lookup
+/// reads one of them: pages a partial merge left open keep the bounds of
+/// the slices before it, which no longer match the run's.
+fn clip((mut lo, mut hi): (u64, u64), key: u64, pages: &[BoundedPage]) -> (u64, u64) {
+    for b in pages {
+        if b.hi < key {
+            lo = lo.max(b.hi + 1);
+        } else if b.lo > key {
+            hi = hi.min(b.lo - 1);
+        }
+    }
+    (lo, hi)
 }
 
 /// Splits the bounded page `p`, just closed (so nothing is added to it any
@@ -769,50 +784,81 @@ fn new_page(
 }
 
 /// Freezes the delta for a retrain (DESIGN.md section 3b): from now on new
-/// delta pages carry generation `next`, and every open page, all carrying an
-/// earlier one, is closed, so the pages the retrain merges take no more
-/// entries. Each step is a WAL record that leaves the index consistent: a
-/// crash in between leaves closed pages, which the next retrain merges.
-/// Returns the metapage as it is afterwards.
+/// delta pages carry generation `next`, and the open pages the metapage
+/// lists (appended keys and NULLs, which every path merges) are closed, so
+/// they take no more entries. Each step is a WAL record that leaves the
+/// index consistent: a crash in between leaves closed pages, which the next
+/// retrain merges. Returns the metapage as it is afterwards.
 ///
-/// The bounded pages (one or more a slice of the run, thousands once many
-/// rows spilled) are closed each under a hold of the metapage lock of its
-/// own, so that scans and inserts, which read the metapage, go on between
-/// them rather than wait for all. Pages opened meanwhile carry `next`, and
-/// are not frozen.
+/// The bounded pages stay open: the retrain closes those whose rows it
+/// merges ([`close_bounded`]) once it knows which, and the others carry
+/// over to the next generation still open ([`super::retag`]), so the rows
+/// that go on spilling into their slices join them rather than start new
+/// pages (a lookup reads one page per generation a slice's pages carry).
 pub fn freeze(rel: pg_sys::Relation, next: u32) -> Meta {
-    let bounded: Vec<directory::DirEntry> = {
-        let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
-        // SAFETY: block 0, pinned and exclusive-locked.
-        let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
-        meta.insert_generation = next;
-        let mut wal = Wal::start(rel);
-        meta.write(&mut wal, &meta_buf);
-        wal.finish();
-        close_listed(rel, &mut meta, &meta_buf);
-        directory::directory(rel, &meta, Strategy::DEFAULT)
-            .into_iter()
-            .filter(|d| d.state == OPEN && d.bounded && d.generation < next)
-            .collect()
-    };
-    for (i, d) in bounded.into_iter().enumerate() {
-        if i > 0 {
+    let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
+    meta.insert_generation = next;
+    let mut wal = Wal::start(rel);
+    meta.write(&mut wal, &meta_buf);
+    wal.finish();
+    close_listed(rel, &mut meta, &meta_buf);
+    // Halves a crash left between a split's two records take no key (their
+    // entries are copies of a page still live): freed here.
+    for d in directory::directory(rel, &meta, Strategy::DEFAULT) {
+        if d.state == OPEN && d.bounded && d.min > d.max {
+            let page = DeltaPage::open(rel, Buf::read_exclusive(rel, d.blk));
+            close(rel, &mut meta, &meta_buf, page, (d.dir_blk, d.slot), false);
+        }
+    }
+    meta
+}
+
+/// Closes the open bounded pages among `pages` (entries of a generation
+/// before the metapage's `insert_generation`, read from the directory), each
+/// under a hold of the metapage lock of its own, so that scans and inserts,
+/// which read the metapage, go on between them rather than wait for all.
+/// Returns `pages` as the directory lists them now, without those that are
+/// no longer live: a page that filled meanwhile was split, and its entries
+/// are on pages of the next generation.
+///
+/// Under the metapage lock no split is under way, so a page found closed is
+/// not one whose copies are being made.
+pub fn close_bounded(
+    rel: pg_sys::Relation,
+    pages: &[directory::DirEntry],
+) -> Vec<directory::DirEntry> {
+    let mut closed = 0;
+    for d in pages.iter().filter(|d| d.state == OPEN && d.bounded) {
+        if closed > 0 {
             crate::pause::pause_point("freeze_bounded");
         }
+        closed += 1;
         let meta_buf = Buf::read_exclusive(rel, META_BLOCK);
         // SAFETY: block 0, pinned and exclusive-locked.
         let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
         let page = DeltaPage::open(rel, Buf::read_exclusive(rel, d.blk));
-        // Only closing takes a bounded page out of OPEN (an empty one to
-        // FREE, which only this retrain does), and a frozen one is never
-        // reopened: check rather than assume.
         // SAFETY: the page is pinned and locked, and was validated above.
         let tag = unsafe { crate::storage::page::opaque(page.buf().page()).generation };
-        if page.header().state == OPEN && page.header().bounded != 0 && tag < next {
+        if page.header().state == OPEN && page.header().bounded != 0 && tag == d.generation {
             close(rel, &mut meta, &meta_buf, page, (d.dir_blk, d.slot), false);
         }
     }
-    Meta::read(rel)
+    if closed == 0 {
+        return pages.to_vec();
+    }
+    let now: std::collections::HashMap<(pg_sys::BlockNumber, usize), directory::DirEntry> =
+        directory::directory_consistent(rel, Strategy::DEFAULT)
+            .into_iter()
+            .map(|e| ((e.dir_blk, e.slot), e))
+            .collect();
+    pages
+        .iter()
+        .filter_map(|d| now.get(&(d.dir_blk, d.slot)).map(|e| (d, e)))
+        .filter(|(d, e)| e.blk == d.blk && e.generation == d.generation && e.is_live())
+        .map(|(_, e)| *e)
+        .collect()
 }
 
 /// Closes the open delta pages the metapage lists. The caller holds the
@@ -825,14 +871,19 @@ fn close_listed(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
     }
 }
 
-/// Closes every open delta page, one WAL record each: those the metapage
-/// lists, then the bounded ones the directory lists. The caller holds the
-/// metapage exclusive-locked in `meta_buf` (so no page opens meanwhile), and
-/// `meta` is its content.
-pub fn close_open(rel: pg_sys::Relation, meta: &mut Meta, meta_buf: &Buf) {
+/// Closes the open delta pages, one WAL record each: those the metapage
+/// lists, then the bounded ones the directory lists but those `keep` takes.
+/// The caller holds the metapage exclusive-locked in `meta_buf` (so no page
+/// opens meanwhile), and `meta` is its content.
+pub fn close_open(
+    rel: pg_sys::Relation,
+    meta: &mut Meta,
+    meta_buf: &Buf,
+    keep: impl Fn(&directory::DirEntry) -> bool,
+) {
     close_listed(rel, meta, meta_buf);
     for d in directory::directory(rel, meta, Strategy::DEFAULT) {
-        if d.state == OPEN && d.bounded {
+        if d.state == OPEN && d.bounded && !keep(&d) {
             let page = DeltaPage::open(rel, Buf::read_exclusive(rel, d.blk));
             close(rel, meta, meta_buf, page, (d.dir_blk, d.slot), false);
         }

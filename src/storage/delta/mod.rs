@@ -14,7 +14,9 @@ mod insert;
 mod vacuum;
 
 pub use directory::{directory, directory_consistent, DirEntry, DirPage, Summary};
-pub use insert::{close_open, freeze, insert, insert_bounded, insert_into_open, Placement};
+pub use insert::{
+    close_bounded, close_open, freeze, insert, insert_bounded, insert_into_open, Placement,
+};
 pub use vacuum::{bulk_delete, discard, retag};
 
 use super::buffer::Strategy;

@@ -1,7 +1,9 @@
 //! VACUUM's part of the delta: remove entries whose TIDs are dead.
 
 use super::directory::{self, directory, DirPage};
-use super::{mark_free, set_entry, set_header, DeltaEntry, DeltaHeader, DeltaPage, CLOSED, FREE};
+use super::{
+    mark_free, set_entry, set_header, DeltaEntry, DeltaHeader, DeltaPage, CLOSED, FREE, OPEN,
+};
 use crate::storage::buffer::Strategy;
 use crate::storage::meta::META_BLOCK;
 use crate::storage::run::Tid;
@@ -131,19 +133,29 @@ pub fn discard(rel: pg_sys::Relation, d: &directory::DirEntry) {
     wal.finish();
 }
 
-/// Gives closed delta page `d` generation `generation`. Below the one a
-/// retrain is about to switch to when the retrain moved its entries into the
-/// new run, so the new generation must not read them twice, while the
-/// current one, which reads pages of its own number and above, still reads
-/// them. The one it switches to when an append carries the page's spilled
-/// rows over: both generations read it. One WAL record: the page and its
-/// directory entry.
+/// Gives delta page `d`, closed or open and bounded, generation
+/// `generation`. Below the one a retrain is about to switch to when the
+/// retrain moved its entries into the new run, so the new generation must
+/// not read them twice, while the current one, which reads pages of its own
+/// number and above, still reads them. The one it switches to when the
+/// retrain carries the page's rows over (spilled rows outside what it
+/// merges): both generations read it, and an open page goes on taking rows.
+/// One WAL record: the page and its directory entry. Nothing, when the
+/// directory no longer lists the page as `d` says: an open page that filled
+/// since was split, and its entries are on pages tagged as new delta pages
+/// are.
 pub fn retag(rel: pg_sys::Relation, d: &directory::DirEntry, generation: u32) {
     let page = DeltaPage::open(rel, crate::storage::Buf::read_exclusive(rel, d.blk));
     let h = page.header();
     let dir = DirPage::read_exclusive(rel, d.dir_blk);
     let entry = dir.entry(rel, d.slot);
-    if entry.blk != d.blk || h.state != CLOSED || entry.state != CLOSED {
+    if entry.blk != d.blk || entry.generation != d.generation || !entry.is_live() {
+        return;
+    }
+    // (Only a split changes an open bounded page's state while a retrain
+    // runs; it holds the page's lock, then its directory page's, as this
+    // does.)
+    if h.state != entry.state || (entry.state == OPEN && (h.bounded == 0 || !entry.bounded)) {
         crate::storage::page::corrupt(rel, d.dir_blk, "a retrain's delta page changed under it");
     }
     let mut wal = Wal::start(rel);
@@ -156,8 +168,8 @@ pub fn retag(rel: pg_sys::Relation, d: &directory::DirEntry, generation: u32) {
             dimage,
             d.slot,
             (d.blk, generation),
-            CLOSED,
-            (entry.has_nulls, false),
+            entry.state,
+            (entry.has_nulls, entry.bounded),
             (entry.min, entry.max),
         );
     }
