@@ -17,7 +17,7 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"learneddb.debug_pause",
         c"Testing aid: where this session waits for an advisory lock.",
-        c"A retrain's stage (freeze, write, switch, switched, recycle; freeze_bounded: between two bounded delta pages its freeze closes), or insert_routed: an insert, after it read the metapage and routed its key to the delta, before adding it there; or vacuum_relock: VACUUM, between finding a run page's dead entries under a share lock and taking its cleanup lock; or vacuum_delta: VACUUM, after it read the delta directory, before it removes dead delta entries. The session takes pg_advisory_xact_lock(7390001) at that point, so a test holding that lock stops it there.",
+        c"A retrain's stage (freeze, write, switch, switched, recycle; freeze_bounded: between two bounded delta pages it closes to merge them; carry: between two delta pages it carries over to the next generation), or insert_routed: an insert, after it read the metapage and routed its key to the delta, before adding it there; or vacuum_relock: VACUUM, between finding a run page's dead entries under a share lock and taking its cleanup lock; or vacuum_delta: VACUUM, after it read the delta directory, before it removes dead delta entries. The session takes pg_advisory_xact_lock(7390001) at that point, so a test holding that lock stops it there.",
         &PAUSE_AT,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,

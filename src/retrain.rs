@@ -6,8 +6,11 @@
 //!    the current run become free delta pages. Until then a retrain is
 //!    refused. The worker and VACUUM retire it sooner ([`retire_unread`]).
 //! 1. **Freeze** ([`delta::freeze`]): new delta pages carry the next
-//!    generation number; the open ones are closed. The pages tagged earlier
-//!    (and not merged by an earlier generation) are the frozen delta.
+//!    generation number; the open ones the metapage lists are closed. The
+//!    pages tagged earlier (and not merged by an earlier generation) are the
+//!    frozen delta. Its open bounded pages (spilled rows) are closed once the
+//!    retrain knows it merges them ([`delta::close_bounded`]); those it
+//!    carries over stay open.
 //! 2. **Append or merge**: when every frozen key lies at or above the run's
 //!    last, the run's full pages are kept and only its tail and the model's
 //!    last leaf are redone ([`append`]). A few rows that spilled below the
@@ -162,12 +165,14 @@ impl Written {
     }
 
     /// Whether `d` is an open bounded page that stays open across the
-    /// switch: its keys all belong in shared run pages, so `absorb` could
-    /// not move them, and rows that spill into its slice go on joining it.
-    fn keeps_open(&self, d: &DirEntry) -> bool {
+    /// switch to generation `next`: one it reads, whose keys all belong in
+    /// shared run pages, so `absorb` could not move them, and rows that
+    /// spill into its slice go on joining it.
+    fn keeps_open(&self, d: &DirEntry, next: u32) -> bool {
         let (lo, hi) = self.rewritten;
         d.state == OPEN
             && d.bounded
+            && d.generation >= next
             && d.min <= d.max
             && (lo.is_some_and(|l| d.max < l) || hi.is_some_and(|h| d.min > h))
     }
@@ -205,12 +210,7 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     let written = match carry_over(idx, &meta, &frozen, ring.get()) {
         Some((appended, spilled)) => match append(idx, &meta, &appended, next, ring.get()) {
             Some(w) => {
-                // The new generation reads them as its delta; so does this
-                // one until the switch (both read pages tagged `next`). The
-                // open ones stay open.
-                for d in &spilled {
-                    delta::retag(idx, d, next);
-                }
+                carry(idx, &spilled, next);
                 w
             }
             None => partial_or_merge(idx, &meta, &frozen, next, ring.get()),
@@ -236,6 +236,18 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     Some(report)
 }
 
+/// Carries frozen delta pages over to generation `next`: the new generation
+/// reads them as its delta; so does the current one until the switch (both
+/// read pages tagged `next`). The open ones stay open.
+fn carry(idx: pg_sys::Relation, pages: &[DirEntry], next: u32) {
+    for (i, d) in pages.iter().enumerate() {
+        if i > 0 {
+            pause_point("carry");
+        }
+        delta::retag(idx, d, next);
+    }
+}
+
 /// A partial merge ([`partial::partial`]) if the run can be cut, else the
 /// whole run merged.
 fn partial_or_merge(
@@ -247,10 +259,7 @@ fn partial_or_merge(
 ) -> Written {
     match partial::partial(idx, meta, frozen, next, strategy) {
         Some((w, carried)) => {
-            // As an append's spilled pages: both generations read them.
-            for d in &carried {
-                delta::retag(idx, d, next);
-            }
+            carry(idx, &carried, next);
             w
         }
         None => merge(
@@ -705,7 +714,7 @@ fn switch(
     // Bounded pages are only written after a read of the metapage; those
     // whose keys the new run holds in pages it wrote are closed, so that
     // `absorb` moves their entries there.
-    delta::close_open(idx, &mut m, &meta_buf, |d| w.keeps_open(d));
+    delta::close_open(idx, &mut m, &meta_buf, |d| w.keeps_open(d, next));
     // What was inserted since the last round of `absorb_rounds`: little, and
     // absorbed under the lock, so that no insert follows it unabsorbed.
     w.merged += absorb(idx, &m, next, &w, strategy);
@@ -740,6 +749,13 @@ fn switch(
     (m.closed_pages, m.closed_width) = (0, 0.0);
     m.spilled = 0;
     for d in delta::directory(idx, &m, strategy) {
+        // Every open page the current generation reads was closed, or
+        // carried over (retagged): the new one does not read it.
+        assert!(
+            !(d.state == OPEN && d.is_live() && d.generation < next),
+            "delta page {} is open, and not carried over to generation {next}",
+            d.blk
+        );
         if !d.is_live() || d.generation < next || d.min > d.max {
             continue;
         }
@@ -814,7 +830,7 @@ fn absorb_rounds(idx: pg_sys::Relation, next: u32, w: &Written, strategy: Strate
             let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
             // SAFETY: block 0, pinned and exclusive-locked.
             let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
-            delta::close_open(idx, &mut m, &meta_buf, |d| w.keeps_open(d));
+            delta::close_open(idx, &mut m, &meta_buf, |d| w.keeps_open(d, next));
         }
         let n = absorb(idx, &Meta::read(idx), next, w, strategy);
         moved += n;

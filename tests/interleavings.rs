@@ -618,14 +618,16 @@ fn an_insert_routed_before_a_switch_is_found_after_it() {
     assert_verified(&mut c, "t_k");
 }
 
-/// A retrain's freeze closes the bounded delta pages of the spilled rows one
-/// at a time, releasing the metapage between them. Stopped after the first,
-/// with the others still open under the old generation, rows spill into
-/// every slice from a session whose cached bounded pages date from before
-/// the freeze and from a new one: some land in pages the freeze closes
-/// later, some in pages of the next generation. Every row is found while
-/// the freeze waits and after the switch, a snapshot from before the
-/// retrain reads its own rows throughout, and the index verifies.
+/// A partial merge closes the bounded delta pages of the spilled rows it
+/// merges one at a time, releasing the metapage between them
+/// (`freeze_bounded`). Stopped after the first, with the others still open
+/// under the old generation, rows spill into every slice from a session
+/// whose cached bounded pages date from before the freeze and from a new
+/// one: some land in pages the retrain closes later (some of which fill and
+/// are split), some in pages it carries over, some in pages of the next
+/// generation. Every row is found while the retrain waits and after the
+/// switch, a snapshot from before the retrain reads its own rows
+/// throughout, and the index verifies.
 #[test]
 fn rows_spilled_between_the_freezes_closes_are_kept() {
     let cluster = cluster("interleave_freeze");
@@ -699,6 +701,82 @@ fn rows_spilled_between_the_freezes_closes_are_kept() {
         common::assert_index_matches_table(&mut c, "t_k", sql, sql);
     }
     assert_eq!(texts(&mut c, "SELECT count(*) FROM t")[0], "242000");
+    assert_verified(&mut c, "t_k");
+}
+
+/// A retrain carries pages of spilled rows over to the next generation
+/// still open, one at a time. It is held after the first of two (`carry`):
+/// the second, not yet carried, fills and is split (its halves are the next
+/// generation's), and the first, already carried, takes more rows. The
+/// retrain then finds the second split and leaves it alone. A snapshot from
+/// before reads its own rows throughout; every row is found once after, and
+/// the index verifies.
+#[test]
+fn a_page_split_before_the_retrain_carries_it_over_is_left_alone() {
+    let cluster = cluster("interleave_carry");
+    let mut c = cluster.connect();
+    let mut old = cluster.connect();
+    // Gaps of 489..1511 pack about 2 bytes an entry: the run pages fill up,
+    // so rows inside the run find no room in them and spill.
+    run_each(
+        &mut c,
+        "CREATE TABLE t (id bigserial, k int8);
+         INSERT INTO t (k) SELECT g * 1000 + (hashint8(g) & 511) FROM generate_series(1, 100000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t (k) SELECT g * 1000 + 999 FROM generate_series(1000, 1299) g;
+         INSERT INTO t (k) SELECT g * 1000 + 999 FROM generate_series(95000, 95299) g;
+         INSERT INTO t (k) SELECT 200000000 + g FROM generate_series(1, 5000) g;",
+    );
+    let pages: i64 = c
+        .query_one("SELECT delta_pages FROM learned_index_stats('t_k')", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        pages >= 3,
+        "the spilled rows of two slices and the appended ones: {pages} pages"
+    );
+    let every = "SELECT count(*)::text || ' ' || sum(id # k)::text FROM t WHERE k >= 0";
+    run_each(
+        &mut old,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off;
+         BEGIN ISOLATION LEVEL REPEATABLE READ;
+         SELECT 1;",
+    );
+    let before = texts(&mut old, every);
+
+    c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
+        .unwrap();
+    let mut r = cluster.connect();
+    let pid = backend_pid(&mut r);
+    r.batch_execute("SET learneddb.debug_pause = 'carry'")
+        .unwrap();
+    let retrainer = thread::spawn(move || -> Result<String, String> {
+        r.query_one("SELECT path FROM learned_retrain('t_k')", &[])
+            .map(|row| row.get(0))
+            .map_err(|e| common::db_message(&e))
+    });
+    common::wait_for_pause(&mut c, pid, "the retrain to pause between pages it carries");
+    run_each(
+        &mut c,
+        "INSERT INTO t (k) SELECT g * 1000 + 999 FROM generate_series(95300, 95999) g;
+         INSERT INTO t (k) SELECT g * 1000 + 999 FROM generate_series(1300, 1399) g;",
+    );
+    common::assert_index_matches_table(&mut c, "t_k", every, "while the retrain waits");
+    assert_eq!(texts(&mut old, every), before, "the old snapshot, during");
+    c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
+        .unwrap();
+    assert_eq!(retrainer.join().unwrap().as_deref(), Ok("append"));
+
+    assert_eq!(texts(&mut old, every), before, "the old snapshot, after");
+    old.batch_execute("COMMIT").unwrap();
+    for sql in [
+        every,
+        "SELECT k FROM t WHERE k BETWEEN 95000000 AND 96000000 ORDER BY k",
+        "SELECT k FROM t WHERE k BETWEEN 1000000 AND 1400000 ORDER BY k DESC",
+    ] {
+        common::assert_index_matches_table(&mut c, "t_k", sql, sql);
+    }
+    assert_eq!(texts(&mut c, "SELECT count(*) FROM t")[0], "106400");
     assert_verified(&mut c, "t_k");
 }
 

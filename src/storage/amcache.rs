@@ -180,9 +180,8 @@ impl AmCache {
 
     /// A known open bounded page whose bounds hold `key`, if the pages were
     /// read while new delta pages carried `generation` (any, for `None`).
-    /// A retrain's freeze closes them all; the bounds of their ranges, split
-    /// as their pages filled, are no guide to how the next spilled rows
-    /// should be laid out.
+    /// Read again after each freeze: the retrain closes those of the
+    /// stretch of the run it merges, whose slices it lays out anew.
     pub fn bounded_for(&self, key: u64, generation: Option<u32>) -> Option<BoundedPage> {
         if generation.is_some_and(|g| g != self.bounded_generation) {
             return None;

@@ -143,18 +143,21 @@ pub fn discard(rel: pg_sys::Relation, d: &directory::DirEntry) {
 /// One WAL record: the page and its directory entry. Nothing, when the
 /// directory no longer lists the page as `d` says: an open page that filled
 /// since was split, and its entries are on pages tagged as new delta pages
-/// are.
+/// are. An open page VACUUM left empty is freed instead, as closing it
+/// would: carried over, it would mark the new generation spilled.
+///
+/// For an open page, the metapage's share lock is taken first (the lock
+/// order of `close`), so that no split is under way: one holds the
+/// metapage exclusive from closing the page it splits to its last record.
 pub fn retag(rel: pg_sys::Relation, d: &directory::DirEntry, generation: u32) {
-    let page = DeltaPage::open(rel, crate::storage::Buf::read_exclusive(rel, d.blk));
+    let _meta = (d.state == OPEN).then(|| Buf::read_shared(rel, META_BLOCK));
+    let page = DeltaPage::open(rel, Buf::read_exclusive(rel, d.blk));
     let h = page.header();
     let dir = DirPage::read_exclusive(rel, d.dir_blk);
     let entry = dir.entry(rel, d.slot);
     if entry.blk != d.blk || entry.generation != d.generation || !entry.is_live() {
         return;
     }
-    // (Only a split changes an open bounded page's state while a retrain
-    // runs; it holds the page's lock, then its directory page's, as this
-    // does.)
     if h.state != entry.state || (entry.state == OPEN && (h.bounded == 0 || !entry.bounded)) {
         crate::storage::page::corrupt(rel, d.dir_blk, "a retrain's delta page changed under it");
     }
@@ -163,15 +166,19 @@ pub fn retag(rel: pg_sys::Relation, d: &directory::DirEntry, generation: u32) {
     let dimage = wal.page(dir.buf(), false);
     // SAFETY: WAL images of the two pages locked above; the slot was checked.
     unsafe {
-        crate::storage::page::set_generation(image, generation);
-        directory::set_entry(
-            dimage,
-            d.slot,
-            (d.blk, generation),
-            entry.state,
-            (entry.has_nulls, entry.bounded),
-            (entry.min, entry.max),
-        );
+        if entry.state == OPEN && page.is_empty() {
+            mark_free(image, dimage, d.slot, (d.blk, d.generation));
+        } else {
+            crate::storage::page::set_generation(image, generation);
+            directory::set_entry(
+                dimage,
+                d.slot,
+                (d.blk, generation),
+                entry.state,
+                (entry.has_nulls, entry.bounded),
+                (entry.min, entry.max),
+            );
+        }
     }
     wal.finish();
 }
