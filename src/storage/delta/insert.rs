@@ -889,3 +889,63 @@ pub fn close_open(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pages(bounds: &[(u64, u64)]) -> Vec<BoundedPage> {
+        bounds
+            .iter()
+            .enumerate()
+            .map(|(i, &(lo, hi))| BoundedPage {
+                page: OpenPage {
+                    blk: i as u32 + 1,
+                    dir_blk: 0,
+                    slot: i as u32,
+                },
+                lo,
+                hi,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clipped_bounds_stop_short_of_the_open_pages_around_the_key() {
+        let open = pages(&[(10, 20), (40, 50)]);
+        assert_eq!(clip((0, 100), 30, &open), (21, 39));
+        assert_eq!(clip((0, 100), 5, &open), (0, 9));
+        assert_eq!(clip((0, 100), 60, &open), (51, 100));
+        assert_eq!(clip((25, 35), 30, &open), (25, 35));
+        assert_eq!(clip((0, 100), 21, &open), (21, 39));
+    }
+
+    proptest! {
+        /// The bounds keep the key and lie within the bounds asked for,
+        /// and no open page takes a key inside them.
+        #[test]
+        fn clipped_bounds_hold_the_key_and_no_open_page(
+            mut cuts in proptest::collection::vec(0u64..1000, 0..12),
+            key in 0u64..1000,
+            (lo, hi) in (0u64..500, 500u64..1000),
+        ) {
+            cuts.sort_unstable();
+            cuts.dedup();
+            // Disjoint open pages, none holding `key`.
+            let bounds: Vec<(u64, u64)> = cuts
+                .chunks_exact(2)
+                .map(|c| (c[0], c[1]))
+                .filter(|&(a, b)| key < a || b < key)
+                .collect();
+            let key = key.clamp(lo, hi);
+            let open = pages(&bounds);
+            prop_assume!(open.iter().all(|b| key < b.lo || b.hi < key));
+            let (a, b) = clip((lo, hi), key, &open);
+            prop_assert!(lo <= a && a <= key && key <= b && b <= hi);
+            for p in &open {
+                prop_assert!(p.hi < a || b < p.lo, "{:?} overlaps {:?}", (p.lo, p.hi), (a, b));
+            }
+        }
+    }
+}
