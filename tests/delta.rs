@@ -47,15 +47,7 @@ fn probes_below_the_open_pages_read_only_the_run() {
             .unwrap();
         }
     }
-    let stats: (i64, i64) = {
-        let r = c
-            .query_one(
-                "SELECT delta_entries, delta_pages FROM learned_index_stats('t_k')",
-                &[],
-            )
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let stats = common::delta_stats(&mut c, "t_k");
     assert!(stats.0 == 6000 && stats.1 >= 5, "{stats:?}");
     c.batch_execute("VACUUM t").unwrap();
     let appended = index_blocks(&mut c, "t_k", probe);

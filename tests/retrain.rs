@@ -162,20 +162,8 @@ fn a_few_spilled_rows_ride_along_with_an_append() {
          INSERT INTO t (k) SELECT g * 1000 + (hashint8(g) & 511) FROM generate_series(1, 100000) g;
          CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);",
     );
-    let retrain = |c: &mut postgres::Client| -> String {
-        c.query_one("SELECT path FROM learned_retrain('t_k')", &[])
-            .unwrap()
-            .get(0)
-    };
-    let delta = |c: &mut postgres::Client| -> (i64, i64) {
-        let r = c
-            .query_one(
-                "SELECT delta_entries, delta_pages FROM learned_index_stats('t_k')",
-                &[],
-            )
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let retrain = |c: &mut postgres::Client| retrain_path(c, "t_k");
+    let delta = |c: &mut postgres::Client| common::delta_stats(c, "t_k");
     // Every row with its key: the stragglers lie among the run's keys.
     let q = "SELECT count(*)::text || ' ' || coalesce(sum(id # k), 0)::text FROM t WHERE k >= 0";
     let spill = |c: &mut postgres::Client, round: i64, n: i64| {
@@ -227,6 +215,36 @@ fn a_few_spilled_rows_ride_along_with_an_append() {
     assert_verified(&mut c, "t_k");
     // (Rows on many pages call for a merge too: `worker.rs`'s unit test of
     // `merges_spilled`.)
+}
+
+/// A page of spilled rows that VACUUM emptied is freed when a retrain would
+/// carry it over open, not carried: it would take a page a lookup reads for
+/// nothing.
+#[test]
+fn an_emptied_page_of_spilled_rows_is_freed_not_carried_over() {
+    let cluster = Cluster::start("retrain_emptied", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    // The run's pages fill up (gaps of 489..1511), so rows inside it spill.
+    run_each(
+        &mut c,
+        "CREATE TABLE t (id bigserial, k int8);
+         INSERT INTO t (k) SELECT g * 1000 + (hashint8(g) & 511) FROM generate_series(1, 100000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t (k) SELECT g * 1000 + 999 FROM generate_series(1000, 1019) g;
+         DELETE FROM t WHERE k % 1000 = 999;
+         VACUUM (INDEX_CLEANUP ON) t;
+         INSERT INTO t (k) SELECT 200000000 + g FROM generate_series(1, 5000) g;",
+    );
+    assert_eq!(common::delta_stats(&mut c, "t_k").0, 5000);
+    assert_eq!(retrain_path(&mut c, "t_k"), "append");
+    assert_eq!(
+        common::delta_stats(&mut c, "t_k"),
+        (0, 0),
+        "the emptied page was carried over"
+    );
+    let q = "SELECT count(*)::text || ' ' || sum(id # k)::text FROM t WHERE k >= 0";
+    assert_index_matches_table(&mut c, "t_k", q, "after the retrain");
+    assert_verified(&mut c, "t_k");
 }
 
 /// Each append retrain adds an extent to the generation's list, which holds

@@ -180,8 +180,11 @@ impl AmCache {
 
     /// A known open bounded page whose bounds hold `key`, if the pages were
     /// read while new delta pages carried `generation` (any, for `None`).
-    /// Read again after each freeze: the retrain closes those of the
-    /// stretch of the run it merges, whose slices it lays out anew.
+    /// Read again after each freeze: pages survive it (those the retrain
+    /// carries over), but a page a retrain retires may be reused as a
+    /// split's half, which takes no key until the split's last record; an
+    /// entry added to it from a stale cache would be lost with the half if
+    /// a crash came first.
     pub fn bounded_for(&self, key: u64, generation: Option<u32>) -> Option<BoundedPage> {
         if generation.is_some_and(|g| g != self.bounded_generation) {
             return None;

@@ -348,6 +348,17 @@ pub fn overwrite(path: &Path, at: u64, bytes: &[u8]) -> Vec<u8> {
 /// Random keys over the whole `int8` range, from `g` (of `generate_series`).
 pub const RANDOM_KEY: &str = "(hashint8(g)::int8 << 32) # hashint8(-g)::int8";
 
+/// `index`'s delta: (entries, pages), from `learned_index_stats`.
+pub fn delta_stats(c: &mut postgres::Client, index: &str) -> (i64, i64) {
+    let r = c
+        .query_one(
+            "SELECT delta_entries, delta_pages FROM learned_index_stats($1::text::regclass)",
+            &[&index],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
 /// Retrains `index` with `learned_retrain`; returns the path it took.
 pub fn retrain_path(c: &mut postgres::Client, index: &str) -> String {
     c.query_one(

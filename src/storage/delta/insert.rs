@@ -338,7 +338,7 @@ fn clip((mut lo, mut hi): (u64, u64), key: u64, pages: &[BoundedPage]) -> (u64, 
 ///
 /// Two records. The first writes the halves' pages, while their directory
 /// entries still take no key: nothing reads them yet (a crash here leaves
-/// them so, and the next freeze frees them). The second sets the halves'
+/// them so, and the next retrain frees them). The second sets the halves'
 /// ranges and `p`'s SPLIT on their directory pages, with the metapage: a
 /// scan reads the directory under the metapage's share lock
 /// ([`super::directory::directory_consistent`]), so it sees all of the
@@ -804,14 +804,6 @@ pub fn freeze(rel: pg_sys::Relation, next: u32) -> Meta {
     meta.write(&mut wal, &meta_buf);
     wal.finish();
     close_listed(rel, &mut meta, &meta_buf);
-    // Halves a crash left between a split's two records take no key (their
-    // entries are copies of a page still live): freed here.
-    for d in directory::directory(rel, &meta, Strategy::DEFAULT) {
-        if d.state == OPEN && d.bounded && d.min > d.max {
-            let page = DeltaPage::open(rel, Buf::read_exclusive(rel, d.blk));
-            close(rel, &mut meta, &meta_buf, page, (d.dir_blk, d.slot), false);
-        }
-    }
     meta
 }
 
