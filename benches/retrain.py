@@ -20,8 +20,11 @@ Usage: benches/retrain.sh [rows] [stream] [fillfactor]
        (default 10000000 2000000, and the learned index built without a
        fillfactor, which packs its pages full; the fresh build compared with
        after the stream has the same one, as a REINDEX would)
+Environment: STREAM_RATE=<rows a second> paces the inserts (pgbench --rate;
+       unset: as fast as the two clients go, about 50,000 rows a second here);
+       STREAM_ORDERS=random (or time-ordered) runs that stream alone.
 """
-import glob, re, subprocess, sys
+import glob, os, re, subprocess, sys, time
 from datetime import datetime, timezone
 from benchlib import connect, probe, psql, timed
 
@@ -31,6 +34,10 @@ ROWS = int(sys.argv[5]) if len(sys.argv) > 5 else 10_000_000
 STREAM = int(sys.argv[6]) if len(sys.argv) > 6 else 2_000_000
 FILLFACTOR = int(sys.argv[7]) if len(sys.argv) > 7 else None
 WITH = f" WITH (fillfactor = {FILLFACTOR})" if FILLFACTOR else ""
+RATE = int(os.environ["STREAM_RATE"]) if os.environ.get("STREAM_RATE") else None
+ORDERS = os.environ.get("STREAM_ORDERS", "time-ordered random").split()
+# Rows inserted a second while pgbench ran, per stream.
+RATES = {}
 
 
 def create_index(name, table, kind):
@@ -86,14 +93,19 @@ def stream(order, kind, maxkey):
     # pgbench in chunks of STEP inserted rows, two clients, each transaction
     # an insert or a select; after each chunk, a sample of the quiet table.
     samples = []
+    streamed = 0.0
     for step in range(STREAM // STEP):
+        began = time.perf_counter()
         out = subprocess.run(
             ["pgbench", "-h", HOST, "-p", PORT, "-U", "postgres", "-n", "-c", "2", "-j", "2",
              "-t", str(STEP // BATCH), "-f", f"{ins}@1", "-f", f"{sel}@1", "--log",
+             # Half the transactions insert BATCH rows each.
+             *(["--rate", str(2 * RATE // BATCH)] if RATE else []),
              f"--log-prefix={WORK}/{order[:4]}-{kind}-{step}", "postgres"],
             capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"pgbench failed: {out.stderr}")
+        streamed += time.perf_counter() - began
         inserted = inserted_rows(table) - rows0
         wal = int(psql("SELECT wal_bytes FROM pg_stat_wal")) - wal0
         # A retrain running meanwhile reads the index too, and its reads
@@ -132,6 +144,8 @@ def stream(order, kind, maxkey):
         fresh_run = psql(f"SELECT run_pages FROM learned_index_stats('{table}_fresh')")
         print(f"{order} {kind} pages after the stream ({cols.replace(' / 8192', '')}): "
               f"{after.replace('|', ', ')}; fresh build: {fresh_run} run pages", file=sys.stderr)
+    print(f"{order} {kind}: {inserted / streamed:,.0f} rows inserted a second", file=sys.stderr)
+    RATES[(order, kind)] = inserted / streamed
     psql(f"DROP TABLE {table} CASCADE")
     return samples, fresh
 
@@ -188,7 +202,7 @@ def main():
     maxkey = int(psql("SELECT max(k) FROM base"))
     appended, reindex, retrain, path, pages = append_cost(maxkey)
     results, fresh = {}, {}
-    for order in ["time-ordered", "random"]:
+    for order in ORDERS:
         for kind in ["btree", "learned"]:
             results[(order, kind)], fresh[(order, kind)] = stream(order, kind, maxkey)
     intervals = retrain_intervals()
@@ -197,13 +211,15 @@ def main():
           f"{pages} pages written); REINDEX: {reindex:.3f} s; ratio {retrain / reindex:.3f}.\n")
     print(f"{ROWS:,} rows, {STREAM:,} inserted in transactions of {BATCH} rows; "
           f"samples every {STEP:,} inserted rows; learned index fillfactor "
-          f"{FILLFACTOR or 'unset (pages packed full)'}.\n")
+          f"{FILLFACTOR or 'unset (pages packed full)'}; inserts "
+          f"{f'paced at {RATE:,} rows a second' if RATE else 'as fast as they go'} ("
+          + ", ".join(f"{o} {k} {r:,.0f}" for (o, k), r in RATES.items()) + " rows a second).\n")
     print("| keys | inserted | probe btree | learned | ratio | index pages/probe btree | learned "
           "| pages/probe of inserted keys btree | learned "
           "| buffer hits/probe btree | learned | size btree | learned | ratio "
           "| WAL/row btree | learned | ratio | retrains | last retrain | retrain during probes |")
     print("|" + "---|" * 20)
-    for order in ["time-ordered", "random"]:
+    for order in ORDERS:
         for b, l in zip(results[(order, "btree")], results[(order, "learned")]):
             print(f"| {order} | {l[0]:,} | {b[1]:.2f} us | {l[1]:.2f} us | {l[1] / b[1]:.2f} "
                   f"| {b[2]:.2f} | {l[2]:.2f} | {b[8]:.2f} | {l[8]:.2f} | {b[7]:.2f} | {l[7]:.2f} "
@@ -213,7 +229,7 @@ def main():
     print()
     print("| keys | index | size after the stream | a fresh build of the same rows | ratio |")
     print("|" + "---|" * 5)
-    for order in ["time-ordered", "random"]:
+    for order in ORDERS:
         for kind in ["btree", "learned"]:
             after = results[(order, kind)][-1][3]
             print(f"| {order} | {kind} | {mb(after)} | {mb(fresh[(order, kind)])} "
@@ -221,7 +237,7 @@ def main():
     print()
     print("| keys | index | transactions | during a retrain | p50 | p99 | p99.9 | max |")
     print("|" + "---|" * 8)
-    for order in ["time-ordered", "random"]:
+    for order in ORDERS:
         for kind in ["btree", "learned"]:
             split = latencies(order, kind, intervals if kind == "learned" else [])
             for what in ["insert", "select"]:
