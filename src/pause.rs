@@ -17,7 +17,7 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"learneddb.debug_pause",
         c"Testing aid: where this session waits for an advisory lock.",
-        c"A retrain's stage (freeze, write, switch, switched, recycle; freeze_bounded: between two bounded delta pages it closes to merge them; carry: between two delta pages it carries over to the next generation), or insert_routed: an insert, after it read the metapage and routed its key to the delta, before adding it there; or vacuum_relock: VACUUM, between finding a run page's dead entries under a share lock and taking its cleanup lock; or vacuum_delta: VACUUM, after it read the delta directory, before it removes dead delta entries. The session takes pg_advisory_xact_lock(7390001) at that point, so a test holding that lock stops it there.",
+        c"A retrain's stage (freeze, write, switch, switched, recycle; freeze_bounded: between two bounded delta pages it closes to merge them; carry: between two delta pages it carries over to the next generation), or insert_routed: an insert, after it read the metapage and routed its key to the delta, before adding it there; or split: a bounded delta page's split, between its two records (the halves written, not yet listed; the metapage stays locked exclusive); or vacuum_relock: VACUUM, between finding a run page's dead entries under a share lock and taking its cleanup lock; or vacuum_delta: VACUUM, after it read the delta directory, before it removes dead delta entries. The session takes pg_advisory_xact_lock(7390001) at that point (7390001 + n for 'point:n'), so a test holding that lock stops it there; with a trailing '!' it then raises an ERROR.",
         &PAUSE_AT,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
@@ -25,15 +25,34 @@ pub fn init() {
 }
 
 /// Waits for [`PAUSE_LOCK`] if `learneddb.debug_pause` names `point`.
-/// Called where the session holds no buffer lock.
+/// Called where the session holds no buffer lock, but for `split`, which
+/// holds the metapage's.
 pub fn pause_point(point: &str) {
-    if PAUSE_AT
-        .get()
-        .is_some_and(|s| s.to_bytes() == point.as_bytes())
-    {
-        let sql = format!("SELECT pg_advisory_xact_lock({PAUSE_LOCK})");
-        if let Err(e) = Spi::run(&sql) {
-            error!("learneddb: pausing at {point} failed: {e}");
-        }
+    let Some((lock, fail)) = PAUSE_AT.get().and_then(|s| parse(s.to_bytes(), point)) else {
+        return;
+    };
+    let sql = format!("SELECT pg_advisory_xact_lock({lock})");
+    if let Err(e) = Spi::run(&sql) {
+        error!("learneddb: pausing at {point} failed: {e}");
     }
+    if fail {
+        error!("learneddb: failing at {point}, as learneddb.debug_pause asks");
+    }
+}
+
+/// What a session whose `learneddb.debug_pause` is `setting` does at
+/// `point`: nothing, or wait for an advisory lock, [`PAUSE_LOCK`] (`point`),
+/// or `PAUSE_LOCK + n` (`point:n`, so that a test can let sessions paused at
+/// once go one at a time), then raise an ERROR if the setting ends in `!`.
+fn parse(setting: &[u8], point: &str) -> Option<(i64, bool)> {
+    let setting = std::str::from_utf8(setting).ok()?;
+    let (setting, fail) = match setting.strip_suffix('!') {
+        Some(s) => (s, true),
+        None => (setting, false),
+    };
+    let (name, offset) = match setting.split_once(':') {
+        Some((name, n)) => (name, n.parse::<i64>().ok()?),
+        None => (setting, 0),
+    };
+    (name == point).then_some((PAUSE_LOCK + offset, fail))
 }

@@ -986,3 +986,133 @@ fn a_page_filled_while_vacuum_runs_is_not_split() {
     }
     assert_verified(&mut c, "t_k");
 }
+
+/// A session's list of open bounded delta pages (`rd_amcache`) can outlive
+/// them within one insert generation: listed after a retrain's freeze, a
+/// page is merged, freed when VACUUM retires its generation, and taken as
+/// a half of another page's split. The split's first record writes the
+/// half open, with its bounds, but only its last lists it; an entry added
+/// in between, from the stale list, is lost with the half if the split
+/// fails there (an ERROR; the halves are freed later). The stale insert
+/// must find the page's tag changed and wait for the split, under the
+/// metapage lock, rather than add to it.
+#[test]
+fn an_insert_from_a_stale_page_list_waits_for_the_split_of_a_reused_page() {
+    let cluster = cluster("interleave_stale_bounded");
+    let mut c = cluster.connect();
+    // About 37 full run pages: three slices, a spilled row in two.
+    run_each(
+        &mut c,
+        "CREATE TABLE t (id bigserial, k int8);
+         INSERT INTO t (k) SELECT g * 1000 + (hashint8(g) & 511) FROM generate_series(1, 150000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t (k) VALUES (1000999), (100000999);",
+    );
+    assert_eq!(common::delta_stats(&mut c, "t_k"), (2, 2), "a page a slice");
+    let lock = |c: &mut postgres::Client, n: i64, how: &str| {
+        c.query_one(
+            &format!("SELECT pg_advisory_{how}($1)::text"),
+            &[&(common::PAUSE_LOCK + n)],
+        )
+        .unwrap();
+    };
+
+    // Two sessions list both pages while a retrain that merges them waits
+    // after its freeze, each adding a row of the first slice's.
+    lock(&mut c, 0, "lock");
+    let mut r = cluster.connect();
+    let pid = backend_pid(&mut r);
+    r.batch_execute("SET learneddb.debug_pause = 'freeze'")
+        .unwrap();
+    let retrainer = thread::spawn(move || common::retrain_path(&mut r, "t_k"));
+    common::wait_for_pause(&mut c, pid, "the retrain to pause after its freeze");
+    let (mut low, mut high) = (cluster.connect(), cluster.connect());
+    low.batch_execute("INSERT INTO t (k) VALUES (2000999)")
+        .unwrap();
+    high.batch_execute("INSERT INTO t (k) VALUES (3000999)")
+        .unwrap();
+    lock(&mut c, 0, "unlock");
+    assert_eq!(retrainer.join().unwrap(), "merge");
+
+    // The run pages of keys 1500999 and 30000999 (one slice of the new
+    // run) fill up until a row of each spills: its page opens while the
+    // merged pages are still kept for old snapshots.
+    let mut b = cluster.connect();
+    for key in [1500998, 30000998] {
+        let before = common::delta_stats(&mut c, "t_k").0;
+        for round in 0.. {
+            assert!(round < 200, "no row of {key} spilled");
+            b.batch_execute(&format!(
+                "INSERT INTO t (k) SELECT {key} FROM generate_series(1, 20)"
+            ))
+            .unwrap();
+            if common::delta_stats(&mut c, "t_k").0 > before {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        common::delta_stats(&mut c, "t_k").1,
+        1,
+        "one page of spilled rows"
+    );
+    // Retires the merged generation: both merged pages are free.
+    c.batch_execute("VACUUM t").unwrap();
+
+    // Each listing session routes a row of the first slice to the delta and
+    // waits; then the page that took the spilled rows fills and splits into
+    // the two free pages, and the split waits between its records.
+    // (Each waits for a lock of its own: one let go holds it to its end.)
+    for n in 0..3 {
+        lock(&mut c, n, "lock");
+    }
+    let mut stale = vec![];
+    for (n, mut s, key) in [(1, low, 1500999i64), (2, high, 30000999)] {
+        let pid = backend_pid(&mut s);
+        s.batch_execute(&format!("SET learneddb.debug_pause = 'insert_routed:{n}'"))
+            .unwrap();
+        let insert = thread::spawn(move || {
+            s.execute("INSERT INTO t (k) VALUES ($1)", &[&key])
+                .map_err(|e| common::db_message(&e))
+        });
+        common::wait_for_pause(&mut c, pid, "the insert to pause once routed");
+        stale.push((pid, insert));
+    }
+    let bpid = backend_pid(&mut b);
+    b.batch_execute("SET learneddb.debug_pause = 'split!'")
+        .unwrap();
+    // Mostly 30000997: the split's median, so 1500999 belongs in the lower
+    // half and 30000999 in the upper.
+    let filler = thread::spawn(move || {
+        b.batch_execute(
+            "INSERT INTO t (k) SELECT 1500997 FROM generate_series(1, 100)
+             UNION ALL SELECT 30000997 FROM generate_series(1, 900)",
+        )
+        .map_err(|e| common::db_message(&e))
+    });
+    common::wait_for_pause(&mut c, bpid, "the split to pause between its records");
+
+    // The halves carry the blocks both sessions list; each row belongs in
+    // one of them. Both inserts wait for the metapage, then the split fails
+    // before it lists its halves.
+    lock(&mut c, 1, "unlock");
+    lock(&mut c, 2, "unlock");
+    for (pid, _) in &stale {
+        wait_for("the insert to wait for the split", 30, || {
+            wait_event(&mut c, *pid) == "LWLock:BufferContent"
+        });
+    }
+    lock(&mut c, 0, "unlock");
+    let failed = filler.join().unwrap().unwrap_err();
+    assert!(failed.contains("failing at split"), "{failed}");
+    for (_, insert) in stale {
+        assert_eq!(insert.join().unwrap(), Ok(1));
+    }
+    for sql in [
+        "SELECT count(*)::text || ' ' || sum(id # k)::text FROM t WHERE k >= 0",
+        "SELECT k FROM t WHERE k BETWEEN 1000000 AND 31000000 ORDER BY k",
+    ] {
+        common::assert_index_matches_table(&mut c, "t_k", sql, sql);
+    }
+    assert_verified(&mut c, "t_k");
+}

@@ -17,13 +17,15 @@ pub struct OpenPage {
     pub slot: u32,
 }
 
-/// An open delta page for spilled keys within `[lo, hi]`.
+/// An open delta page for spilled keys within `[lo, hi]`, tagged with
+/// `generation` when it was listed.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct BoundedPage {
     pub page: OpenPage,
     pub lo: u64,
     pub hi: u64,
+    pub generation: u32,
 }
 
 const NO_PAGE: OpenPage = OpenPage {
@@ -180,11 +182,14 @@ impl AmCache {
 
     /// A known open bounded page whose bounds hold `key`, if the pages were
     /// read while new delta pages carried `generation` (any, for `None`).
-    /// Read again after each freeze: pages survive it (those the retrain
-    /// carries over), but a page a retrain retires may be reused as a
-    /// split's half, which takes no key until the split's last record; an
-    /// entry added to it from a stale cache would be lost with the half if
-    /// a crash came first.
+    /// Read again after each freeze. The page may still have been merged,
+    /// retired and reused since (within one insert generation): as a split's
+    /// half, written open with its bounds by the split's first record but
+    /// taking no key until its last, an entry added to it would be lost with
+    /// the half if a crash, or an ERROR, came in between. A reused page
+    /// carries a newer tag than the one listed (`alloc_pair` takes pages
+    /// tagged before every readable generation), so the inserter checks the
+    /// tag as well as the bounds.
     pub fn bounded_for(&self, key: u64, generation: Option<u32>) -> Option<BoundedPage> {
         if generation.is_some_and(|g| g != self.bounded_generation) {
             return None;

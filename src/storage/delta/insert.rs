@@ -215,7 +215,14 @@ pub fn insert_bounded(
         if let Some(b) = known {
             let page = DeltaPage::open(rel, Buf::read_exclusive(rel, b.page.blk));
             let h = page.header();
-            if h.state == OPEN && h.bounded != 0 && h.min <= key && key <= h.max {
+            // The same page, still open and holding the key: a page reused
+            // since it was listed carries a newer tag (see `bounded_for`).
+            if h.state == OPEN
+                && h.bounded != 0
+                && page.tag() == b.generation
+                && h.min <= key
+                && key <= h.max
+            {
                 if !page.is_full() {
                     append_entry(rel, &page, &e);
                     return Some(b.page.blk);
@@ -289,6 +296,7 @@ fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Optio
             },
             lo: d.min,
             hi: d.max,
+            generation: d.generation,
         })
         .collect();
     let found = pages.iter().any(|b| b.lo <= key && key <= b.hi);
@@ -306,6 +314,7 @@ fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Optio
             page,
             lo: b.0,
             hi: b.1,
+            generation: meta.insert_generation,
         });
     }
     // SAFETY: the reference does not outlive this statement.
@@ -400,6 +409,7 @@ fn split(
         }
         wal.finish();
     }
+    crate::pause::pause_point("split");
     // Lock order: the metapage (held), then directory pages by block number.
     let (qdir, pdir) = (pair[0].dir_blk, p.dir_blk);
     let mut dirs = vec![qdir];
@@ -899,6 +909,7 @@ mod tests {
                 },
                 lo,
                 hi,
+                generation: 1,
             })
             .collect()
     }

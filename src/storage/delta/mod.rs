@@ -134,10 +134,14 @@ impl DeltaPage {
     /// generation's run and the page retired, or VACUUM emptied it) or reused
     /// by a later generation.
     pub fn replaced_since(&self, d: &DirEntry) -> bool {
+        self.h.state == FREE || self.tag() != d.generation
+    }
+
+    /// The generation the page is tagged with.
+    pub fn tag(&self) -> u32 {
         // SAFETY: the buffer is pinned and locked, and the page was
         // validated in `open`.
-        let tag = unsafe { page::opaque(self.buf.page()).generation };
-        self.h.state == FREE || tag != d.generation
+        unsafe { page::opaque(self.buf.page()).generation }
     }
 
     pub fn len(&self) -> usize {
