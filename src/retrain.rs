@@ -728,6 +728,7 @@ fn switch(
     m.prev_model_pages = m.model_pages;
     m.prev_retired = retired_at.value;
     m.generation = next;
+    (m.rewrite_first, m.rewrite_end) = (0, 0);
     // Every page the new generation reads, kept ones too, is one this
     // build's format reads.
     m.version = crate::storage::meta::FORMAT_VERSION;

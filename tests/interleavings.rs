@@ -1116,3 +1116,97 @@ fn an_insert_from_a_stale_page_list_waits_for_the_split_of_a_reused_page() {
     }
     assert_verified(&mut c, "t_k");
 }
+
+/// While a partial merge runs, rows of the run pages it carries over as
+/// they are go on into those pages' insert areas: only rows of the stretch
+/// it rewrites go to the delta. (Before, every row inserted while any
+/// retrain ran spilled, into a delta page of its slice that every lookup in
+/// the slice then read, so that each merge of a random stream started the
+/// next.) A snapshot from before reads the same rows throughout, and the
+/// index returns the table's rows after the switch.
+#[test]
+fn a_partial_merge_leaves_the_pages_it_keeps_taking_inserts() {
+    let cluster = cluster("interleave_keeps_taking");
+    let mut c = cluster.connect();
+    let mut old = cluster.connect();
+    // Room in every page, and rows enough in the lowest keys to overflow
+    // theirs: a merge of the first segment (about a quarter of the keys),
+    // whose later pages keep their room.
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         SELECT setseed(0.5);
+         INSERT INTO t SELECT (random() * 1e12)::int8 FROM generate_series(1, 200000);
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off, fillfactor = 90);
+         INSERT INTO t SELECT (random() * 2e10)::int8 FROM generate_series(1, 20000);",
+    );
+    let (spilled, _) = common::delta_stats(&mut c, "t_k");
+    assert!(spilled > 1000, "{spilled} rows spilled");
+    run_each(
+        &mut old,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off;
+         BEGIN ISOLATION LEVEL REPEATABLE READ;
+         SELECT count(*) FROM t;",
+    );
+    let every = "SELECT count(*)::text || ' ' || sum(k % 1000003)::text FROM t WHERE k >= 0";
+    let before = texts(&mut old, every);
+
+    c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
+        .unwrap();
+    let mut r = cluster.connect();
+    let pid = backend_pid(&mut r);
+    r.batch_execute("SET learneddb.debug_pause = 'write'")
+        .unwrap();
+    let retrainer = thread::spawn(move || common::retrain_path(&mut r, "t_k"));
+    common::wait_for_pause(&mut c, pid, "the retrain to pause once written");
+    let (delta, _) = common::delta_stats(&mut c, "t_k");
+    run_each(
+        &mut c,
+        "INSERT INTO t SELECT 6e11 + (random() * 3e11)::int8 FROM generate_series(1, 2000)",
+    );
+    assert_eq!(
+        common::delta_stats(&mut c, "t_k").0,
+        delta,
+        "rows of pages the merge keeps went to the delta"
+    );
+    // Rows of the stretch it rewrites (which it has read) go to the delta,
+    // though their pages have room.
+    run_each(
+        &mut c,
+        "INSERT INTO t SELECT 1.5e11 + (random() * 5e10)::int8 FROM generate_series(1, 100)",
+    );
+    assert_eq!(
+        common::delta_stats(&mut c, "t_k").0,
+        delta + 100,
+        "rows of the stretch the merge rewrites"
+    );
+    let all = "SELECT k FROM t WHERE k BETWEEN 0 AND 1e12 ORDER BY k";
+    common::assert_index_matches_table(&mut c, "t_k", all, "while the retrain waits");
+    assert_eq!(texts(&mut old, every), before, "the old snapshot, during");
+
+    c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
+        .unwrap();
+    assert_eq!(retrainer.join().unwrap(), "partial");
+    assert_eq!(texts(&mut old, every), before, "the old snapshot, after");
+    old.batch_execute("COMMIT").unwrap();
+    // The next rows of kept pages go into them as before.
+    let (delta, _) = common::delta_stats(&mut c, "t_k");
+    run_each(
+        &mut c,
+        "INSERT INTO t SELECT 6e11 + (random() * 3e11)::int8 FROM generate_series(1, 500)",
+    );
+    assert_eq!(
+        common::delta_stats(&mut c, "t_k").0,
+        delta,
+        "after the switch"
+    );
+    for sql in [
+        all,
+        every,
+        "SELECT k FROM t WHERE k > 5e11 ORDER BY k DESC LIMIT 3000",
+    ] {
+        common::assert_index_matches_table(&mut c, "t_k", sql, sql);
+    }
+    assert_eq!(texts(&mut c, "SELECT count(*) FROM t")[0], "222600");
+    assert_verified(&mut c, "t_k");
+}

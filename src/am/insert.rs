@@ -3,7 +3,8 @@
 //! a lookup finds it on the page it reads anyway. Entries above the run's
 //! last go to the delta (appended timestamps and serial ids: the pages a
 //! retrain appends to the run), as do NULLs, entries whose page is full, and
-//! entries that arrive while a retrain runs; an entry of the run's range
+//! entries that arrive while a retrain runs (but for those of pages a partial
+//! merge carries over as they are, once it has said which); an entry of the run's range
 //! that goes to the delta first marks the generation `spilled`, so that
 //! scans read the delta for every key until the next retrain. Such entries go
 //! to delta pages bounded to the slice of [`SLICE_PAGES`] run pages their
@@ -77,7 +78,7 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
         };
         // The metapage's share lock keeps a retrain from freezing the run
         // pages (it takes the lock exclusive) until the entry is in.
-        match add_to_run(rel, &meta, pair, !retraining, !known) {
+        match add_to_run(rel, &meta, pair, !known) {
             Ok(()) => return,
             Err(b) => bounds = b,
         }
@@ -113,20 +114,23 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
 /// keys with small gaps make 830 run pages, 52 slices).
 pub const SLICE_PAGES: u32 = 16;
 
-/// Adds `pair` to the insert area of the run page that owns it, if `try_page`
-/// and the page has room. Otherwise, with `want_bounds`, returns the key range
-/// of that page's slice (the fence of its first page, the first page's none
-/// counting as 0, through the fence of the page after its last, or the run's
-/// last key). Reads nothing when neither is asked. The caller holds the
-/// metapage share-locked.
+/// Adds `pair` to the insert area of the run page that owns it, if the page
+/// takes inserts now (`Meta::takes_inserts`) and has room. Otherwise, with
+/// `want_bounds`, returns the key range of that page's slice (the fence of
+/// its first page, the first page's none counting as 0, through the fence of
+/// the page after its last, or the run's last key). Reads nothing when
+/// neither can be. The caller holds the metapage share-locked, which keeps a
+/// retrain from saying it rewrites the page meanwhile.
 fn add_to_run(
     rel: pg_sys::Relation,
     meta: &Meta,
     pair: (u64, Tid),
-    try_page: bool,
     want_bounds: bool,
 ) -> Result<(), Option<(u64, u64)>> {
-    if !(try_page || want_bounds) {
+    // While a retrain runs, only pages it carries over as they are take
+    // entries (`Meta::takes_inserts`), if it said which.
+    let retraining = meta.insert_generation != meta.generation;
+    if retraining && meta.rewrite_first >= meta.rewrite_end && !want_bounds {
         return Err(None);
     }
     // Under the metapage lock the generation is current: its pages cannot
@@ -138,7 +142,7 @@ fn add_to_run(
         .unwrap_or_else(|_| recycled_error(rel));
     drop(page);
     let i = run.page_of(pos.min(run.entries - 1));
-    if try_page {
+    if meta.takes_inserts(i) {
         let mut page = run.open(rel, Buf::read_exclusive(rel, run.block(rel, i)), i);
         // Packing the insert area needs format 6 (an index of format 5 gets
         // it with its next retrain or REINDEX).

@@ -32,9 +32,11 @@ use crate::model::{ModelView, Trainer};
 use crate::storage::buffer::Strategy;
 use crate::storage::delta::{self, DeltaPage, DirEntry, OPEN};
 use crate::storage::extents::MAX_EXTENTS;
+use crate::storage::meta::META_BLOCK;
 use crate::storage::run::{PageCounter, Section, SectionWriter, Tid};
 use crate::storage::search::Directory;
-use crate::storage::{model_pages, Meta};
+use crate::storage::wal::Wal;
+use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 
 /// Run pages a segment holds at the least (four slices): a run shorter than
@@ -133,6 +135,24 @@ fn window(pages: &[(usize, usize)], segments: usize, widest: usize) -> Option<(u
     (best.0 > 0).then_some(best.1)
 }
 
+/// Says which run pages of the current generation this merge rewrites,
+/// `[first, end)` (`Meta::rewrite_first`), or, with `None`, that it may
+/// rewrite them all: until the switch, inserts go on into the insert areas
+/// of the others, which carry over as they are, rather than spill into
+/// every slice of the run while the merge runs. Under the metapage's
+/// exclusive lock, which waits for inserts that read it before (they add to
+/// a run page under its share lock), so that no entry reaches a page the
+/// merge reads after this.
+fn announce(idx: pg_sys::Relation, stretch: Option<(u32, u32)>) {
+    let meta_buf = Buf::read_exclusive(idx, META_BLOCK);
+    // SAFETY: block 0, pinned and exclusive-locked.
+    let mut m = unsafe { Meta::from_page(idx, meta_buf.page()) };
+    (m.rewrite_first, m.rewrite_end) = stretch.unwrap_or((0, 0));
+    let mut wal = Wal::start(idx);
+    m.write(&mut wal, &meta_buf);
+    wal.finish();
+}
+
 /// The partial merge (see the module). Returns the generation written and
 /// the frozen pages it leaves to the delta; `None`, before anything is
 /// written, when the whole run must be merged instead: the run is too short
@@ -210,6 +230,7 @@ pub(super) fn partial(
     if used + 2 + SPARE_EXTENTS > MAX_EXTENTS {
         return None;
     }
+    announce(idx, Some((p0, p1)));
 
     let mut sorter = Sorter::new(maintenance_budget());
     let mut merged = put_delta(idx, &merged_pages, &mut sorter, strategy);
@@ -270,6 +291,7 @@ pub(super) fn partial(
     }
     if upper.is_some() && last != upper {
         sorted.end();
+        announce(idx, None);
         return None;
     }
     let model = if upper.is_some() && old.from_start() {

@@ -143,6 +143,20 @@ pub struct Meta {
     /// as it keeps the `shared_pages` before it. (After `pending`, for the
     /// same reason: 0 in a metapage from before it.)
     pub shared_tail: u32,
+    /// While a partial merge runs, the current generation's run pages
+    /// `[rewrite_first, rewrite_end)` it rewrites: the others carry over to
+    /// the next generation as they are, so entries go on into their insert
+    /// areas; entries of these go to the delta. Empty (both 0) when no
+    /// retrain runs or the retrain has not said (a whole merge, an append,
+    /// a retrain before it chose its stretch): every entry inside the run
+    /// then goes to the delta while `insert_generation` is ahead. Set after
+    /// the freeze, cleared by the switch and by the next freeze. (Last:
+    /// `rewrite_end` is 0 in a metapage from before them, and `rewrite_first`
+    /// lies in the padding older builds copied, so only `first < end` says
+    /// there is a stretch. The narrow layout of formats before 7 does not
+    /// keep them: such an index's first retrain rewrites every page.)
+    pub rewrite_first: u32,
+    pub rewrite_end: u32,
 }
 
 impl Meta {
@@ -200,7 +214,18 @@ impl Meta {
             free: Extents::default(),
             pending: Extents::default(),
             shared_tail: 0,
+            rewrite_first: 0,
+            rewrite_end: 0,
         }
+    }
+
+    /// Whether an entry may go into the insert area of run page `i` of the
+    /// current generation: always, unless a retrain runs, and then only if
+    /// the page carries over to the next generation as it is.
+    pub fn takes_inserts(&self, i: u32) -> bool {
+        self.insert_generation == self.generation
+            || (self.rewrite_first < self.rewrite_end
+                && !(self.rewrite_first..self.rewrite_end).contains(&i))
     }
 
     pub fn kind(&self) -> KeyKind {
@@ -492,6 +517,7 @@ impl NarrowLists {
         m.free = wide(&self.lists[2]);
         m.pending = wide(&self.lists[3]);
         m.shared_tail = self.shared_tail;
+        (m.rewrite_first, m.rewrite_end) = (0, 0);
     }
 }
 const _: () = assert!(NarrowLists::END <= META_LEN);

@@ -810,6 +810,8 @@ pub fn freeze(rel: pg_sys::Relation, next: u32) -> Meta {
     // SAFETY: block 0, pinned and exclusive-locked.
     let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
     meta.insert_generation = next;
+    // A failed retrain's stretch: this one says its own, if any.
+    (meta.rewrite_first, meta.rewrite_end) = (0, 0);
     let mut wal = Wal::start(rel);
     meta.write(&mut wal, &meta_buf);
     wal.finish();
