@@ -73,7 +73,7 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
         // SAFETY: the reference does not outlive this statement.
         let known = unsafe {
             amcache::get(rel)
-                .bounded_for(pair.0, Some(meta.insert_generation))
+                .bounded_for(pair.0, Some((meta.insert_generation, meta.generation)))
                 .is_some()
         };
         // The metapage's share lock keeps a retrain from freezing the run
@@ -90,7 +90,15 @@ fn insert_key(rel: pg_sys::Relation, pair: (u64, Tid)) {
         mark_spilled(rel, meta.generation);
     }
     let bounded = inside
-        .then(|| delta::insert_bounded(rel, pair.0, pair.1, bounds, meta.insert_generation))
+        .then(|| {
+            delta::insert_bounded(
+                rel,
+                pair.0,
+                pair.1,
+                bounds,
+                (meta.insert_generation, meta.generation),
+            )
+        })
         .flatten();
     let blk = bounded.unwrap_or_else(|| {
         let placement = if inside {

@@ -51,9 +51,11 @@ pub struct AmCache {
     /// The run's page directory (`search::Directory`), `starts_len` u64s.
     starts_len: usize,
     /// The open bounded pages as this backend last read the directory, by
-    /// `lo`, read while new delta pages carried `bounded_generation`.
+    /// `lo`, read while new delta pages carried `bounded_generation` and the
+    /// current generation was `bounded_current`.
     bounded_len: usize,
     bounded_generation: u32,
+    bounded_current: u32,
     /// Where this backend last inserted a key above the run, and where it
     /// last inserted anything else (`blk` invalid for none).
     pub append: OpenPage,
@@ -97,6 +99,7 @@ pub unsafe fn get<'a>(rel: pg_sys::Relation) -> &'a mut AmCache {
             starts_len: 0,
             bounded_len: 0,
             bounded_generation: 0,
+            bounded_current: 0,
             append: NO_PAGE,
             open: NO_PAGE,
             route: Route {
@@ -181,17 +184,21 @@ impl AmCache {
     }
 
     /// A known open bounded page whose bounds hold `key`, if the pages were
-    /// read while new delta pages carried `generation` (any, for `None`).
-    /// Read again after each freeze. The page may still have been merged,
-    /// retired and reused since (within one insert generation): as a split's
-    /// half, written open with its bounds by the split's first record but
-    /// taking no key until its last, an entry added to it would be lost with
-    /// the half if a crash, or an ERROR, came in between. A reused page
-    /// carries a newer tag than the one listed (`alloc_pair` takes pages
-    /// tagged before every readable generation), so the inserter checks the
-    /// tag as well as the bounds.
-    pub fn bounded_for(&self, key: u64, generation: Option<u32>) -> Option<BoundedPage> {
-        if generation.is_some_and(|g| g != self.bounded_generation) {
+    /// read while the metapage's `(insert_generation, generation)` were
+    /// `generations` (any, for `None`): read again after each freeze and
+    /// each switch. A page listed may have been merged and reused since, as
+    /// a split's half, written open with its bounds by the split's first
+    /// record but taking no key until its last; an entry added to it would
+    /// be lost with the half if the split failed in between (an ERROR). Its
+    /// reuse gives it the tag of new pages, but a page opened while a
+    /// retrain ran and absorbed by it had that tag lowered to the current
+    /// generation's, then raised back by its reuse after the switch; within
+    /// one pair of generations no page listed is reused (`alloc_pair` takes
+    /// pages tagged before every readable generation; an open page is
+    /// tagged at least the current one, and absorb lowers a tag only to it).
+    /// The inserter checks the tag on the page as well as the bounds.
+    pub fn bounded_for(&self, key: u64, generations: Option<(u32, u32)>) -> Option<BoundedPage> {
+        if generations.is_some_and(|g| g != (self.bounded_generation, self.bounded_current)) {
             return None;
         }
         let pages = self.bounded_pages();
@@ -217,18 +224,23 @@ pub unsafe fn set_model(rel: pg_sys::Relation, generation: u32, model: &[u8], st
     install(rel, header, (model, starts), &bounded);
 }
 
-/// Replaces the known bounded pages with `pages`, read while new delta pages
-/// carried `generation`.
+/// Replaces the known bounded pages with `pages`, read while the metapage's
+/// `(insert_generation, generation)` were `(generation, current)`.
 ///
 /// # Safety
 /// As for [`set_model`].
-pub unsafe fn set_bounded(rel: pg_sys::Relation, mut pages: Vec<BoundedPage>, generation: u32) {
+pub unsafe fn set_bounded(
+    rel: pg_sys::Relation,
+    mut pages: Vec<BoundedPage>,
+    (generation, current): (u32, u32),
+) {
     pages.sort_by_key(|b| b.lo);
     let c = get(rel);
     let (model, starts) = c.model();
     let (model, starts) = (model.to_vec(), starts.to_vec());
     let header = AmCache {
         bounded_generation: generation,
+        bounded_current: current,
         ..std::ptr::read(c)
     };
     install(rel, header, (&model, &starts), &pages);

@@ -198,19 +198,20 @@ pub fn insert_bounded(
     key: u64,
     tid: Tid,
     mut bounds: Option<(u64, u64)>,
-    generation: u32,
+    generations: (u32, u32),
 ) -> Option<pg_sys::BlockNumber> {
     let e = DeltaEntry {
         key,
         tid,
         null: false,
     };
-    // The pages known when the insert was routed, with `generation` as the
-    // metapage's `insert_generation`; after `open_bounded`, the ones it read.
-    let mut generation = Some(generation);
+    // The pages known when the insert was routed, with `generations` as the
+    // metapage's `(insert_generation, generation)`; after `open_bounded`,
+    // the ones it read.
+    let mut generations = Some(generations);
     loop {
         // SAFETY: the reference does not outlive this statement.
-        let known = unsafe { amcache::get(rel).bounded_for(key, generation) };
+        let known = unsafe { amcache::get(rel).bounded_for(key, generations) };
         let mut full = None;
         if let Some(b) = known {
             let page = DeltaPage::open(rel, Buf::read_exclusive(rel, b.page.blk));
@@ -232,7 +233,7 @@ pub fn insert_bounded(
             bounds = bounds.or(Some((b.lo, b.hi)));
         }
         open_bounded(rel, key, bounds?, full);
-        generation = None;
+        generations = None;
     }
 }
 
@@ -318,7 +319,7 @@ fn open_bounded(rel: pg_sys::Relation, key: u64, bounds: (u64, u64), full: Optio
         });
     }
     // SAFETY: the reference does not outlive this statement.
-    unsafe { amcache::set_bounded(rel, pages, meta.insert_generation) };
+    unsafe { amcache::set_bounded(rel, pages, (meta.insert_generation, meta.generation)) };
 }
 
 /// `bounds` narrowed to the keys around `key` that none of the open
