@@ -1020,12 +1020,7 @@ fn an_insert_from_a_stale_page_list_waits_for_the_split_of_a_reused_page() {
     // Two sessions list both pages while a retrain that merges them waits
     // after its freeze, each adding a row of the first slice's.
     lock(&mut c, 0, "lock");
-    let mut r = cluster.connect();
-    let pid = backend_pid(&mut r);
-    r.batch_execute("SET learneddb.debug_pause = 'freeze'")
-        .unwrap();
-    let retrainer = thread::spawn(move || common::retrain_path(&mut r, "t_k"));
-    common::wait_for_pause(&mut c, pid, "the retrain to pause after its freeze");
+    let retrainer = common::start_paused_retrain(&mut c, cluster.connect(), "freeze", "t_k");
     let (mut low, mut high) = (cluster.connect(), cluster.connect());
     low.batch_execute("INSERT INTO t (k) VALUES (2000999)")
         .unwrap();
@@ -1153,12 +1148,7 @@ fn a_partial_merge_leaves_the_pages_it_keeps_taking_inserts() {
 
     c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
         .unwrap();
-    let mut r = cluster.connect();
-    let pid = backend_pid(&mut r);
-    r.batch_execute("SET learneddb.debug_pause = 'write'")
-        .unwrap();
-    let retrainer = thread::spawn(move || common::retrain_path(&mut r, "t_k"));
-    common::wait_for_pause(&mut c, pid, "the retrain to pause once written");
+    let retrainer = common::start_paused_retrain(&mut c, cluster.connect(), "write", "t_k");
     let (delta, _) = common::delta_stats(&mut c, "t_k");
     run_each(
         &mut c,

@@ -328,6 +328,24 @@ pub fn wait_for_pause(c: &mut postgres::Client, pid: i32, what: &str) {
     });
 }
 
+/// Starts `learned_retrain(index)` in session `r`, stopped at `stage` (the
+/// caller holds the pause lock, from `c`); returns the thread, which yields
+/// the path the retrain took once the lock is let go.
+pub fn start_paused_retrain(
+    c: &mut postgres::Client,
+    mut r: postgres::Client,
+    stage: &str,
+    index: &str,
+) -> std::thread::JoinHandle<String> {
+    let pid = backend_pid(&mut r);
+    r.batch_execute(&format!("SET learneddb.debug_pause = '{stage}'"))
+        .unwrap();
+    let index = index.to_string();
+    let retrainer = std::thread::spawn(move || retrain_path(&mut r, &index));
+    wait_for_pause(c, pid, &format!("the retrain to pause at {stage}"));
+    retrainer
+}
+
 /// Writes `bytes` at offset `at` of file `path` (a relation file of a stopped
 /// server, to damage it); returns the bytes that were there.
 pub fn overwrite(path: &Path, at: u64, bytes: &[u8]) -> Vec<u8> {

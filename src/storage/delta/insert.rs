@@ -844,9 +844,7 @@ pub fn close_bounded(
         // SAFETY: block 0, pinned and exclusive-locked.
         let mut meta = unsafe { Meta::from_page(rel, meta_buf.page()) };
         let page = DeltaPage::open(rel, Buf::read_exclusive(rel, d.blk));
-        // SAFETY: the page is pinned and locked, and was validated above.
-        let tag = unsafe { crate::storage::page::opaque(page.buf().page()).generation };
-        if page.header().state == OPEN && page.header().bounded != 0 && tag == d.generation {
+        if page.header().state == OPEN && page.header().bounded != 0 && page.tag() == d.generation {
             close(rel, &mut meta, &meta_buf, page, (d.dir_blk, d.slot), false);
         }
     }
