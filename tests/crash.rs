@@ -311,8 +311,7 @@ fn retrains_survive_a_crash_at_each_stage() {
                     ),
                 );
             }
-            c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
-                .unwrap();
+            common::pause_lock(&mut c, 0, "lock");
             let mut r = cluster.connect();
             let pid = common::backend_pid(&mut r);
             r.batch_execute(&format!("SET learneddb.debug_pause = '{stage}'"))

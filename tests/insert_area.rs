@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     assert_index_matches_table, assert_verified, index_blocks, retrain_path, run_each, texts,
-    wait_for_pause, Cluster, PAUSE_LOCK, RANDOM_KEY,
+    wait_for_pause, Cluster, RANDOM_KEY,
 };
 
 fn one(c: &mut postgres::Client, sql: &str) -> i64 {
@@ -254,8 +254,7 @@ fn rows_inserted_during_a_merge_move_into_the_new_run() {
         "SELECT delta_entries FROM learned_index_stats('t_k')",
     );
     assert_eq!(before, 0, "rows went to the delta before the retrain");
-    c.query_one("SELECT pg_advisory_lock($1)", &[&PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "lock");
     let mut r = cluster.connect();
     let pid = common::backend_pid(&mut r);
     r.batch_execute("SET learneddb.debug_pause = 'write'")
@@ -289,8 +288,7 @@ fn rows_inserted_during_a_merge_move_into_the_new_run() {
         "SELECT k FROM t WHERE k % 10 = 6 ORDER BY k",
         "while the retrain waits",
     );
-    c.query_one("SELECT pg_advisory_unlock($1)", &[&PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "unlock");
     let (path, merged) = retrainer.join().unwrap();
     assert_eq!(path, "merge");
     assert!(merged > 4444 + 1700, "{merged} entries merged");
@@ -688,8 +686,7 @@ fn vacuum_finds_dead_entries_an_insert_packed_meanwhile() {
         "SELECT delta_entries FROM learned_index_stats('t_k')",
     );
     assert_eq!(delta, 0, "the rows went to run page 0");
-    c.query_one("SELECT pg_advisory_lock($1)", &[&PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "lock");
     let mut v = cluster.connect();
     let pid = common::backend_pid(&mut v);
     v.batch_execute("SET learneddb.debug_pause = 'vacuum_relock'")
@@ -703,8 +700,7 @@ fn vacuum_finds_dead_entries_an_insert_packed_meanwhile() {
         &mut c,
         "INSERT INTO t SELECT -1000 - g, (SELECT m FROM low) + 1000 + g FROM generate_series(1, 400) g",
     );
-    c.query_one("SELECT pg_advisory_unlock($1)", &[&PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "unlock");
     vacuum.join().unwrap();
     assert_eq!(
         one(

@@ -573,8 +573,7 @@ fn an_insert_routed_before_a_switch_is_found_after_it() {
          CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
          INSERT INTO t SELECT 20000 + g FROM generate_series(1, 100) g",
     );
-    c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "lock");
     let mut a = cluster.connect();
     let pid = backend_pid(&mut a);
     a.batch_execute("SET learneddb.debug_pause = 'insert_routed'")
@@ -585,8 +584,7 @@ fn an_insert_routed_before_a_switch_is_found_after_it() {
     common::wait_for_pause(&mut c, pid, "the insert to pause after routing its key");
     let path = common::retrain_path(&mut c, "t_k");
     assert_eq!(path, "append");
-    c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "unlock");
     inserter.join().unwrap();
     run_each(
         &mut c,
@@ -658,8 +656,7 @@ fn rows_spilled_between_the_freezes_closes_are_kept() {
     let range = "SELECT count(*), sum(k % 1000003) FROM t WHERE k BETWEEN 2e11 AND 7e11";
     let before = texts(&mut old, range);
 
-    c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "lock");
     let mut r = cluster.connect();
     let pid = backend_pid(&mut r);
     r.batch_execute("SET learneddb.debug_pause = 'freeze_bounded'")
@@ -683,8 +680,7 @@ fn rows_spilled_between_the_freezes_closes_are_kept() {
     common::assert_index_matches_table(&mut c, "t_k", all, "while the freeze waits");
     assert_eq!(texts(&mut old, range), before, "the old snapshot, during");
 
-    c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "unlock");
     // The run is long enough to cut: the retrain merges one segment and
     // carries the other slices' pages over.
     assert_eq!(retrainer.join().unwrap(), "partial");
@@ -744,8 +740,7 @@ fn a_page_split_before_the_retrain_carries_it_over_is_left_alone() {
     );
     let before = texts(&mut old, every);
 
-    c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "lock");
     let mut r = cluster.connect();
     let pid = backend_pid(&mut r);
     r.batch_execute("SET learneddb.debug_pause = 'carry'")
@@ -763,8 +758,7 @@ fn a_page_split_before_the_retrain_carries_it_over_is_left_alone() {
     );
     common::assert_index_matches_table(&mut c, "t_k", every, "while the retrain waits");
     assert_eq!(texts(&mut old, every), before, "the old snapshot, during");
-    c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "unlock");
     assert_eq!(retrainer.join().unwrap().as_deref(), Ok("append"));
 
     assert_eq!(texts(&mut old, every), before, "the old snapshot, after");
@@ -953,8 +947,7 @@ fn a_page_filled_while_vacuum_runs_is_not_split() {
          VACUUM (FREEZE) t;
          DELETE FROM t WHERE k % 3 = 1 AND k < 1000;",
     );
-    c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "lock");
     let (vpid, vacuum) = start_vacuum(&cluster, "SET learneddb.debug_pause = 'vacuum_delta'");
     common::wait_for_pause(
         &mut c,
@@ -966,8 +959,7 @@ fn a_page_filled_while_vacuum_runs_is_not_split() {
         &mut c,
         "INSERT INTO t SELECT 2 + 3 * g FROM generate_series(1, 100) g",
     );
-    c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "unlock");
     vacuum
         .join()
         .unwrap()
@@ -988,17 +980,41 @@ fn a_page_filled_while_vacuum_runs_is_not_split() {
 }
 
 /// A session's list of open bounded delta pages (`rd_amcache`) can outlive
-/// them within one insert generation: listed after a retrain's freeze, a
-/// page is merged, freed when VACUUM retires its generation, and taken as
-/// a half of another page's split. The split's first record writes the
-/// half open, with its bounds, but only its last lists it; an entry added
-/// in between, from the stale list, is lost with the half if the split
-/// fails there (an ERROR; the halves are freed later). The stale insert
-/// must find the page's tag changed and wait for the split, under the
-/// metapage lock, rather than add to it.
+/// them: listed while a retrain waits after its freeze, a page is merged,
+/// freed when VACUUM retires its generation, and taken as a half of another
+/// page's split. The split's first record writes the half open, with its
+/// bounds, but only its last lists it; an entry added in between, from the
+/// stale list, is lost with the half if the split fails there (an ERROR;
+/// the halves are freed later). The stale insert must find the page's tag
+/// changed and wait for the split, under the metapage lock, rather than
+/// add to it.
 #[test]
 fn an_insert_from_a_stale_page_list_waits_for_the_split_of_a_reused_page() {
-    let cluster = cluster("interleave_stale_bounded");
+    stale_list_meets_a_failed_split(
+        "interleave_stale_bounded",
+        "freeze",
+        &[(2000999, 1500999), (3000999, 30000999)],
+    );
+}
+
+/// The same with a page opened after the freeze, which the retrain absorbs
+/// (moves its entries into its new run) and so tags with the generation
+/// before it: reused after the switch as a split's half, the page gets the
+/// tag it was listed with back. The list was read before the switch, so it
+/// no longer counts as current.
+#[test]
+fn an_insert_from_a_page_list_read_before_a_switch_waits_for_the_split_of_a_reused_page() {
+    stale_list_meets_a_failed_split("interleave_stale_absorbed", "write", &[(2000999, 30000999)]);
+}
+
+/// Sessions list the open bounded pages by inserting `(listed, _)` while a
+/// merge retrain waits at `stage`; the merge frees the pages they list (the
+/// pages of its frozen delta at "freeze", pages it absorbs at "write"),
+/// which a split in the first slice of its new run then takes as halves
+/// and fails between its records. Each session's `(_, stale)` insert,
+/// routed by its list, belongs in one of the halves.
+fn stale_list_meets_a_failed_split(name: &str, stage: &str, sessions: &[(i64, i64)]) {
+    let cluster = cluster(name);
     let mut c = cluster.connect();
     // About 37 full run pages: three slices, a spilled row in two.
     run_each(
@@ -1009,30 +1025,31 @@ fn an_insert_from_a_stale_page_list_waits_for_the_split_of_a_reused_page() {
          INSERT INTO t (k) VALUES (1000999), (100000999);",
     );
     assert_eq!(common::delta_stats(&mut c, "t_k"), (2, 2), "a page a slice");
-    let lock = |c: &mut postgres::Client, n: i64, how: &str| {
-        c.query_one(
-            &format!("SELECT pg_advisory_{how}($1)::text"),
-            &[&(common::PAUSE_LOCK + n)],
-        )
-        .unwrap();
-    };
 
-    // Two sessions list both pages while a retrain that merges them waits
-    // after its freeze, each adding a row of the first slice's.
-    lock(&mut c, 0, "lock");
-    let retrainer = common::start_paused_retrain(&mut c, cluster.connect(), "freeze", "t_k");
-    let (mut low, mut high) = (cluster.connect(), cluster.connect());
-    low.batch_execute("INSERT INTO t (k) VALUES (2000999)")
-        .unwrap();
-    high.batch_execute("INSERT INTO t (k) VALUES (3000999)")
-        .unwrap();
-    lock(&mut c, 0, "unlock");
+    common::pause_lock(&mut c, 0, "lock");
+    let retrainer = common::start_paused_retrain(&mut c, cluster.connect(), stage, "t_k");
+    let mut listing = vec![];
+    for &(listed, stale) in sessions {
+        let mut s = cluster.connect();
+        s.batch_execute(&format!("INSERT INTO t (k) VALUES ({listed})"))
+            .unwrap();
+        listing.push((s, stale));
+    }
+    common::pause_lock(&mut c, 0, "unlock");
     assert_eq!(retrainer.join().unwrap(), "merge");
 
-    // The run pages of keys 1500999 and 30000999 (one slice of the new
-    // run) fill up until a row of each spills: its page opens while the
-    // merged pages are still kept for old snapshots.
+    // The run pages of keys 1500999 and 30000999 (one slice of the new run)
+    // fill up until a row of each spills, into one page, which splits
+    // below. The pages the merge freed are the first free ones in the
+    // delta directory: at "write", the spilled rows' page takes the first
+    // of them (a page of the frozen delta), the split the next two, the
+    // other page of the frozen delta and the one the sessions list; at
+    // "freeze", it opens before they are free, and the split takes the two
+    // the sessions list.
     let mut b = cluster.connect();
+    if stage == "write" {
+        c.batch_execute("VACUUM t").unwrap();
+    }
     for key in [1500998, 30000998] {
         let before = common::delta_stats(&mut c, "t_k").0;
         for round in 0.. {
@@ -1051,18 +1068,18 @@ fn an_insert_from_a_stale_page_list_waits_for_the_split_of_a_reused_page() {
         1,
         "one page of spilled rows"
     );
-    // Retires the merged generation: both merged pages are free.
+    // Retires the merged generation: the pages it merged are free.
     c.batch_execute("VACUUM t").unwrap();
 
-    // Each listing session routes a row of the first slice to the delta and
-    // waits; then the page that took the spilled rows fills and splits into
-    // the two free pages, and the split waits between its records.
-    // (Each waits for a lock of its own: one let go holds it to its end.)
-    for n in 0..3 {
-        lock(&mut c, n, "lock");
+    // Each listing session routes its row to the delta and waits; then the
+    // page that took the spilled rows fills and splits into two of the free
+    // pages, and the split waits between its records. (Each waits for a
+    // lock of its own: one let go holds it to its end.)
+    for n in 0..=sessions.len() as i64 {
+        common::pause_lock(&mut c, n, "lock");
     }
     let mut stale = vec![];
-    for (n, mut s, key) in [(1, low, 1500999i64), (2, high, 30000999)] {
+    for (n, (mut s, key)) in (1..).zip(listing) {
         let pid = backend_pid(&mut s);
         s.batch_execute(&format!("SET learneddb.debug_pause = 'insert_routed:{n}'"))
             .unwrap();
@@ -1087,17 +1104,18 @@ fn an_insert_from_a_stale_page_list_waits_for_the_split_of_a_reused_page() {
     });
     common::wait_for_pause(&mut c, bpid, "the split to pause between its records");
 
-    // The halves carry the blocks both sessions list; each row belongs in
-    // one of them. Both inserts wait for the metapage, then the split fails
-    // before it lists its halves.
-    lock(&mut c, 1, "unlock");
-    lock(&mut c, 2, "unlock");
+    // The halves carry blocks the sessions list; each row belongs in one of
+    // them. The inserts wait for the metapage, then the split fails before
+    // it lists its halves.
+    for n in 1..=sessions.len() as i64 {
+        common::pause_lock(&mut c, n, "unlock");
+    }
     for (pid, _) in &stale {
         wait_for("the insert to wait for the split", 30, || {
             wait_event(&mut c, *pid) == "LWLock:BufferContent"
         });
     }
-    lock(&mut c, 0, "unlock");
+    common::pause_lock(&mut c, 0, "unlock");
     let failed = filler.join().unwrap().unwrap_err();
     assert!(failed.contains("failing at split"), "{failed}");
     for (_, insert) in stale {
@@ -1146,8 +1164,7 @@ fn a_partial_merge_leaves_the_pages_it_keeps_taking_inserts() {
     let every = "SELECT count(*)::text || ' ' || sum(k % 1000003)::text FROM t WHERE k >= 0";
     let before = texts(&mut old, every);
 
-    c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "lock");
     let retrainer = common::start_paused_retrain(&mut c, cluster.connect(), "write", "t_k");
     let (delta, _) = common::delta_stats(&mut c, "t_k");
     run_each(
@@ -1174,8 +1191,7 @@ fn a_partial_merge_leaves_the_pages_it_keeps_taking_inserts() {
     common::assert_index_matches_table(&mut c, "t_k", all, "while the retrain waits");
     assert_eq!(texts(&mut old, every), before, "the old snapshot, during");
 
-    c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "unlock");
     assert_eq!(retrainer.join().unwrap(), "partial");
     assert_eq!(texts(&mut old, every), before, "the old snapshot, after");
     old.batch_execute("COMMIT").unwrap();

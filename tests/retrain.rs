@@ -418,8 +418,7 @@ fn blocks_of_a_cancelled_retrain_are_reused() {
          INSERT INTO t SELECT hashint8(g) % 1000000 FROM generate_series(50001, 60000) g",
     );
     let before = size(&mut c, "t_k");
-    c.query_one("SELECT pg_advisory_lock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "lock");
     let mut r = cluster.connect();
     let pid = common::backend_pid(&mut r);
     r.batch_execute("SET learneddb.debug_pause = 'write'")
@@ -439,8 +438,7 @@ fn blocks_of_a_cancelled_retrain_are_reused() {
         Some("57014"),
         "not a cancel: {err}"
     );
-    c.query_one("SELECT pg_advisory_unlock($1)", &[&common::PAUSE_LOCK])
-        .unwrap();
+    common::pause_lock(&mut c, 0, "unlock");
     assert_verified(&mut c, "t_k");
     c.batch_execute("VACUUM t").unwrap();
     let free: i64 = c

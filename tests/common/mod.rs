@@ -314,6 +314,16 @@ pub fn index_blocks(c: &mut postgres::Client, index: &str, sql: &str) -> i64 {
 /// The advisory lock a retrain waits for at `learneddb.debug_pause`.
 pub const PAUSE_LOCK: i64 = 7_390_001;
 
+/// Takes or lets go (`how`: "lock" or "unlock") of pause lock `n`, which
+/// `learneddb.debug_pause = 'point:n'` waits for (0 for a plain 'point').
+pub fn pause_lock(c: &mut postgres::Client, n: i64, how: &str) {
+    c.query_one(
+        &format!("SELECT pg_advisory_{how}($1)::text"),
+        &[&(PAUSE_LOCK + n)],
+    )
+    .unwrap();
+}
+
 /// Waits until backend `pid` waits for an advisory lock: a retrain stopped
 /// at the stage `learneddb.debug_pause` names.
 pub fn wait_for_pause(c: &mut postgres::Client, pid: i32, what: &str) {
