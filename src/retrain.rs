@@ -698,6 +698,12 @@ fn switch(
     strategy: Strategy,
 ) -> Report {
     let view = ModelView::open(&w.model).expect("freshly trained model");
+    assert!(
+        w.run_last.is_some() == (w.run_entries > 0),
+        "a run of {} entries has a last entry: {:?}",
+        w.run_entries,
+        w.run_last
+    );
     // This transaction's id, taken before the metapage lock: every snapshot
     // that can have read the previous generation's metapage was taken before
     // it ended, so has an xmin at or below it; once it is below every

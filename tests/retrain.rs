@@ -640,3 +640,52 @@ fn spread_spills_merge_a_quarter_of_the_run() {
         c.batch_execute("VACUUM t").unwrap();
     }
 }
+
+/// A partial merge whose stretch ends the run and holds nothing live any
+/// more (every row of the run's last eighth deleted, and the page its
+/// spilled rows went to emptied by VACUUM, but still open) writes no entry:
+/// the run keeps its head, and its last entry must still be one of them.
+/// (It was left unset, read as the key 0, so that every scan above that
+/// key read no run page.)
+#[test]
+fn a_merge_of_an_emptied_last_stretch_keeps_the_run_s_last_entry() {
+    let cluster = Cluster::start("retrain_emptied_tail", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        &format!(
+            "CREATE TABLE t (id bigserial, k int8);
+             INSERT INTO t (k) SELECT {RANDOM_KEY} FROM generate_series(1, 500000) g;
+             CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+             INSERT INTO t (k) SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY k) + 1 FROM t;"
+        ),
+    );
+    assert_eq!(common::delta_stats(&mut c, "t_k"), (1, 1), "a spilled row");
+    // More than the last segment (at most about a seventh of the run), less
+    // than a fifth of it (past which the whole run is merged).
+    run_each(
+        &mut c,
+        "DELETE FROM t WHERE k >= (SELECT percentile_disc(0.84) WITHIN GROUP (ORDER BY k) FROM t);
+         VACUUM (INDEX_CLEANUP ON) t;",
+    );
+    assert_eq!(common::delta_stats(&mut c, "t_k").0, 0, "VACUUM emptied it");
+    retrain_path(&mut c, "t_k");
+    let queries = [
+        "SELECT count(*)::text || ' ' || sum(id # k)::text FROM t WHERE k > -9000000000000000000",
+        "SELECT string_agg(k::text, ',' ORDER BY k, id) FROM t WHERE k > 5000000000000000000",
+    ];
+    for q in queries {
+        assert_index_matches_table(&mut c, "t_k", q, "after the retrain");
+    }
+    assert_verified(&mut c, "t_k");
+    // The rows that come next, inside the run and above it, are found too.
+    run_each(
+        &mut c,
+        &format!("INSERT INTO t (k) SELECT {RANDOM_KEY} FROM generate_series(600000, 620000) g"),
+    );
+    retrain_path(&mut c, "t_k");
+    for q in queries {
+        assert_index_matches_table(&mut c, "t_k", q, "after the next retrain");
+    }
+    assert_verified(&mut c, "t_k");
+}

@@ -157,7 +157,9 @@ fn announce(idx: pg_sys::Relation, stretch: Option<(u32, u32)>) {
 /// the frozen pages it leaves to the delta; `None`, before anything is
 /// written, when the whole run must be merged instead: the run is too short
 /// to cut, or a fifth dead (only a whole merge drops every tombstone), most
-/// frozen pages span segments, or the extents would run out.
+/// frozen pages span segments, the extents would run out, or the stretch
+/// would not end where the pages kept after it begin (or, ending the run,
+/// holds nothing live).
 pub(super) fn partial(
     idx: pg_sys::Relation,
     meta: &Meta,
@@ -289,7 +291,10 @@ pub(super) fn partial(
         run_counter.push(key, tid, true);
         last = Some((key, tid));
     }
-    if upper.is_some() && last != upper {
+    // The stretch must end where the kept pages after it begin; one that
+    // ends the run must leave it a last entry (none when every row of it
+    // was deleted: the whole merge drops what is dead throughout).
+    if last.is_none() || (upper.is_some() && last != upper) {
         sorted.end();
         announce(idx, None);
         return None;
