@@ -1095,7 +1095,8 @@ enum Fit {
 /// added a delta page between them (within the extents `fit` allows). The
 /// blocks taken are noted as pending in the metapage: if the retrain ends
 /// without its switch, [`reclaim_pending`] frees them. (A crash right after
-/// an extension, before its note, loses that chunk.)
+/// an extension, before its note, loses that chunk.) Each chunk's last
+/// block is logged before its note ([`log_extension`]).
 fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
     let mut place = Extents::default();
     if n == 0 {
@@ -1141,15 +1142,17 @@ fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
         };
         // SAFETY: the index is open; the extension lock serializes this with
         // inserters that add delta pages.
-        let start = unsafe {
+        let (start, last) = unsafe {
             pg_sys::LockRelationForExtension(idx, pg_sys::ExclusiveLock as i32);
             let start = nblocks(idx);
-            for _ in 0..chunk {
+            for _ in 1..chunk {
                 drop(Buf::extend(idx, false));
             }
+            let last = Buf::extend(idx, false);
             pg_sys::UnlockRelationForExtension(idx, pg_sys::ExclusiveLock as i32);
-            start
+            (start, last)
         };
+        log_extension(idx, last);
         // A chunk that follows the one before joins its extent.
         let e = Extent { start, len: chunk };
         let pushed = place.push(e);
@@ -1158,6 +1161,24 @@ fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
         rest -= chunk;
     }
     place
+}
+
+/// Logs `last`, the last block of a chunk just added to the index (locked),
+/// as an empty page, before the metapage notes the chunk pending: replaying
+/// it extends the index over the chunk, on a standby and after an operating
+/// system crash. Nothing else logs those blocks until the retrain logs the
+/// pages it wrote there, and a retrain that fails first leaves them to the
+/// free list: a standby promoted then (or a primary whose extension was
+/// lost) would list blocks past its end as free, add its next delta page
+/// at the first of them, and a later retrain would write over that page.
+fn log_extension(idx: pg_sys::Relation, last: Buf) {
+    let mut wal = Wal::start(idx);
+    let image = wal.page(&last, true);
+    // SAFETY: the WAL image of a page of the index, locked by `extend`.
+    // Generation 0 is none: no generation reads the page before a retrain
+    // writes it anew.
+    unsafe { crate::storage::page::init(image, PageKind::Run, 0, 0) };
+    wal.finish();
 }
 
 /// Notes blocks `e`, just added to the index, as pending (see

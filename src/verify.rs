@@ -101,6 +101,20 @@ fn learned_verify(index: IndexArg, heapallindexed: default!(bool, true)) -> bool
             }
         }
     }
+    // Delta and directory pages are blocks of their own, taken one at a
+    // time: none lies where a generation is, or may be, written.
+    let mut delta_blocks: Vec<u32> = dir.iter().flat_map(|d| [d.blk, d.dir_blk]).collect();
+    delta_blocks.sort_unstable();
+    delta_blocks.dedup();
+    for blk in delta_blocks {
+        let one = [Extent { start: blk, len: 1 }];
+        if let Some((what, _)) = lists.iter().find(|(_, list)| overlaps(list, &one)) {
+            fail(
+                idx,
+                &format!("the {what} places a block that is a delta or directory page ({blk})"),
+            );
+        }
+    }
     let (model_bytes, starts) = model_pages::read(idx, &meta);
     let model = ModelView::open(&model_bytes).expect("validated by read");
     let run = Section::run(&meta).with(Directory::new(&starts));

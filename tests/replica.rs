@@ -539,3 +539,62 @@ fn scans_across_a_replayed_retirement(name: &str, promote: bool) {
     );
     assert_verified(&mut s, "t_k");
 }
+
+/// A retrain adds blocks at the end of the index and notes them in the
+/// metapage; if it fails before it logs the pages it wrote there, VACUUM
+/// puts those blocks on the free list. The standby's index must reach over
+/// them too: promoted without them, it listed blocks past its end as free,
+/// added its next delta page at the first of them, and its next retrain
+/// wrote a run page over that one.
+#[test]
+fn a_promoted_standby_keeps_the_blocks_a_failed_retrain_left() {
+    let primary = start_primary("replica_failed_retrain", &["autovacuum = off"]);
+    let mut p = primary.connect();
+    common::run_each(
+        &mut p,
+        "CREATE TABLE t (id bigserial, k int8);
+         INSERT INTO t (k) SELECT g * 10 FROM generate_series(1, 100000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t (k) SELECT 1000000 + g FROM generate_series(1, 20000) g;",
+    );
+    let standby = Standby::start(&primary);
+    let mut s = standby.connect();
+    // The retrain writes its generation, then fails before logging it.
+    p.batch_execute("SET learneddb.debug_pause = 'write!'")
+        .unwrap();
+    let failed = p
+        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
+        .unwrap_err();
+    assert!(
+        common::db_message(&failed).contains("failing at write"),
+        "{failed}"
+    );
+    common::run_each(&mut p, "RESET learneddb.debug_pause; VACUUM t;");
+    let free = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT free_pages FROM learned_index_stats('t_k')", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert!(free(&mut p) > 0, "VACUUM freed the blocks the retrain took");
+    wait_for_replay(&mut p, &mut s);
+    assert_eq!(free(&mut s), free(&mut p));
+    assert_verified(&mut s, "t_k");
+
+    let promoted: bool = s
+        .query_one("SELECT pg_promote(true, 60)", &[])
+        .unwrap()
+        .get(0);
+    assert!(promoted, "the standby was not promoted");
+    // Rows above the run open delta pages; the retrain takes the free
+    // blocks for its generation.
+    common::run_each(
+        &mut s,
+        "INSERT INTO t (k) SELECT 2000000 + g FROM generate_series(1, 20000) g",
+    );
+    let q = "SELECT count(*)::text || ' ' || sum(id # k)::text FROM t WHERE k >= 0";
+    common::assert_index_matches_table(&mut s, "t_k", q, "before the retrain");
+    s.query_one("SELECT path FROM learned_retrain('t_k')", &[])
+        .unwrap();
+    common::assert_index_matches_table(&mut s, "t_k", q, "after the retrain");
+    assert_verified(&mut s, "t_k");
+}
