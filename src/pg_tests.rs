@@ -197,4 +197,70 @@ mod tests {
         );
         assert_eq!(count("SELECT count(*) FROM f WHERE i > 40000::int4"), 0);
     }
+
+    /// The TIDs an index scan of `scan` returns for `k = key` (int8),
+    /// rescanning it.
+    ///
+    /// # Safety
+    /// `scan` must be an open index scan of an int8 column.
+    unsafe fn tids_for(scan: pg_sys::IndexScanDesc, key: i64) -> usize {
+        let mut sk: pg_sys::ScanKeyData = std::mem::zeroed();
+        pg_sys::ScanKeyInit(
+            &mut sk,
+            1,
+            pg_sys::BTEqualStrategyNumber as u16,
+            pg_sys::Oid::from(pg_sys::F_INT8EQ),
+            pg_sys::Datum::from(key),
+        );
+        pg_sys::index_rescan(scan, &mut sk, 1, std::ptr::null_mut(), 0);
+        let mut n = 0;
+        while !pg_sys::index_getnext_tid(scan, pg_sys::ScanDirection::ForwardScanDirection)
+            .is_null()
+        {
+            n += 1;
+        }
+        n
+    }
+
+    /// A scan under a dirty snapshot, rescanned, finds what was inserted
+    /// since it last read the index (here a row that spilled into the
+    /// delta of a run whose generation had not spilled before).
+    #[pg_test]
+    fn a_dirty_rescan_finds_rows_inserted_since_the_scan_began() {
+        Spi::run("CREATE TABLE r (k int8)").unwrap();
+        Spi::run(
+            "INSERT INTO r SELECT g * 1000 + (hashint8(g) & 511) FROM generate_series(1, 20000) g",
+        )
+        .unwrap();
+        Spi::run("CREATE INDEX r_k ON r USING learned (k) WITH (retrain = off)").unwrap();
+        let oid = |name: &str| {
+            Spi::get_one::<pg_sys::Oid>(&format!("SELECT '{name}'::regclass::oid"))
+                .unwrap()
+                .unwrap()
+        };
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        // SAFETY: the relations are opened and closed here, the snapshot
+        // outlives the scan, and the scan is of the int8 index just built.
+        unsafe {
+            let heap = pg_sys::table_open(oid("r"), lock);
+            let index = pg_sys::index_open(oid("r_k"), lock);
+            let mut dirty: pg_sys::SnapshotData = std::mem::zeroed();
+            dirty.snapshot_type = pg_sys::SnapshotType::SNAPSHOT_DIRTY;
+            #[cfg(not(feature = "pg18"))]
+            let scan = pg_sys::index_beginscan(heap, index, &mut dirty, 1, 0);
+            #[cfg(feature = "pg18")]
+            let scan = pg_sys::index_beginscan(heap, index, &mut dirty, std::ptr::null_mut(), 1, 0);
+            assert_eq!(tids_for(scan, 5000999), 0);
+            // Its run page is full: the row goes to the delta.
+            Spi::run("INSERT INTO r VALUES (5000999)").unwrap();
+            assert_eq!(
+                count("SELECT delta_entries FROM learned_index_stats('r_k')"),
+                1
+            );
+            assert_eq!(tids_for(scan, 5000999), 1, "the rescan missed the new row");
+            pg_sys::index_endscan(scan);
+            pg_sys::index_close(index, lock);
+            pg_sys::table_close(heap, lock);
+        }
+    }
 }

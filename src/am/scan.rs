@@ -41,10 +41,11 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
-/// What a scan reads once and keeps across rescans. Both are hints: the
-/// delta may have grown since, which an MVCC scan cannot see anyway (its
-/// snapshot is older than this read), and entries are only ever removed from
-/// pages under a cleanup lock.
+/// What a scan reads once and keeps across rescans (an MVCC scan's; any
+/// other reads them again at each rescan). Both are hints: the delta may
+/// have grown since, which an MVCC scan cannot see anyway (its snapshot is
+/// older than this read), and entries are only ever removed from pages
+/// under a cleanup lock (or with the whole page, once nothing reads it).
 struct Hints {
     meta: Meta,
     /// The delta directory's summary, read by the first rescan whose keys
@@ -237,8 +238,17 @@ pub unsafe extern "C-unwind" fn amrescan(
     }
     let st = state(scan);
     st.invalidate();
+    let mvcc = is_mvcc((*scan).xs_snapshot);
+    // The hints leave out only what was inserted after they were read,
+    // which no MVCC snapshot sees; a dirty one, rescanned after its caller
+    // waited for a row's inserter or updater (logical replication's apply
+    // on PostgreSQL 18 does), must find the row's new version, wherever it
+    // went meanwhile.
+    if !mvcc {
+        st.hints = None;
+    }
     // Index-only scans set xs_want_itup before the first rescan.
-    st.keep_pins = (*scan).xs_want_itup || !is_mvcc((*scan).xs_snapshot);
+    st.keep_pins = (*scan).xs_want_itup || !mvcc;
     let n = (*scan).numberOfKeys as usize;
     let keys = if n == 0 {
         &[][..]
