@@ -400,3 +400,63 @@ fn check_table(c: &mut postgres::Client, table: &str, what: &str) {
         "{what}: the table is empty"
     );
 }
+
+/// SIGKILL between a split's two records: the halves are written, with the
+/// full page's entries copied, but listed nowhere; the full page is closed.
+/// After recovery the committed rows are found once (in the closed page),
+/// rows go on spilling into the slice, and the next retrain frees the
+/// halves.
+#[test]
+fn a_crash_between_a_split_s_records_keeps_the_split_page_s_rows() {
+    let cluster = Cluster::start(
+        "split_crash",
+        &["restart_after_crash = on", "autovacuum = off"],
+    );
+    let mut c = cluster.connect();
+    // Full run pages: rows inside the run spill into a bounded page of
+    // their slice.
+    common::run_each(
+        &mut c,
+        "CREATE TABLE sc (v int8);
+         INSERT INTO sc SELECT g * 1000 + (hashint8(g) & 511) FROM generate_series(1, 150000) g;
+         CREATE INDEX sc_v ON sc USING learned (v) WITH (retrain = off);
+         INSERT INTO sc SELECT 1500998 FROM generate_series(1, 300);",
+    );
+    assert_eq!(common::delta_stats(&mut c, "sc_v"), (300, 1));
+    common::pause_lock(&mut c, 0, "lock");
+    let mut b = cluster.connect();
+    let pid = common::backend_pid(&mut b);
+    b.batch_execute("SET learneddb.debug_pause = 'split'")
+        .unwrap();
+    let filler = thread::spawn(move || {
+        b.batch_execute("INSERT INTO sc SELECT 30000997 FROM generate_series(1, 1000)")
+            .is_err()
+    });
+    common::wait_for_pause(&mut c, pid, "the split to pause between its records");
+    let killed = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(filler.join().unwrap(), "the killed insert returned");
+    common::wait_for("the crash restart to begin", 60, || {
+        c.batch_execute("SELECT 1").is_err()
+    });
+    drop(c);
+    let mut c = reconnect(&cluster);
+    check_table(&mut c, "sc", "after the crash");
+    let spilled = "SELECT count(*) FROM sc WHERE v = 1500998";
+    assert_eq!(common::texts(&mut c, spilled), ["300"]);
+    // The slice takes rows again (a new page: the closed one takes none).
+    common::run_each(
+        &mut c,
+        "INSERT INTO sc SELECT 1500998 FROM generate_series(1, 200);
+         INSERT INTO sc SELECT 30000997 FROM generate_series(1, 600);",
+    );
+    check_table(&mut c, "sc", "rows spilled after the crash");
+    assert_eq!(common::texts(&mut c, spilled), ["500"]);
+    c.query_one("SELECT learned_retrain('sc_v')", &[]).unwrap();
+    check_table(&mut c, "sc", "the retrain after the crash");
+    assert_eq!(common::delta_stats(&mut c, "sc_v").0, 0);
+}
