@@ -274,6 +274,25 @@ pub extern "C-unwind" fn learneddb_launcher_main(_arg: pg_sys::Datum) {
     rounds(wake);
     // The latch may go to another process once this one exits.
     wake.latch.store(0, Ordering::Release);
+    if stopping() {
+        // Exit code 1: the postmaster starts the launcher again (after
+        // `bgw_restart_time`) unless it is shutting down, so that
+        // `pg_terminate_backend` on it does not end retraining until the
+        // next restart. (Code 0 would unregister it.)
+        // SAFETY: ends this process as any backend ends, running its
+        // exit callbacks; nothing of this function is used after.
+        unsafe { pg_sys::proc_exit(1) };
+    }
+}
+
+/// Whether the launcher was told to stop (SIGTERM). pgrx's handler sets
+/// `ShutdownRequestPending`, which stays set; its own flag is cleared by
+/// every read, so a SIGTERM read once (while a database was visited) was
+/// lost, and the launcher went on to start workers the postmaster, shutting
+/// down, never started, and waited for them.
+fn stopping() -> bool {
+    // SAFETY: a flag of this process, set by its signal handler.
+    unsafe { std::ptr::addr_of!(pg_sys::ShutdownRequestPending).read_volatile() != 0 }
 }
 
 /// The launcher's rounds, until SIGTERM or the postmaster's death.
@@ -293,7 +312,8 @@ fn rounds(wake: &Wake) {
         };
         if !wait.is_zero() {
             // Rounded up: a timeout below a millisecond would be none.
-            if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(1)))) {
+            if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(1)))) || stopping()
+            {
                 return;
             }
             continue;
@@ -314,7 +334,7 @@ fn rounds(wake: &Wake) {
             .collect();
         visit_databases(every, &called);
         last_visit = Instant::now();
-        if BackgroundWorker::sigterm_received() {
+        if stopping() {
             return;
         }
     }
@@ -331,7 +351,7 @@ fn visit_databases(every: bool, called: &[u32]) {
         .filter(|(oid, _)| every || called.contains(oid))
         .map(|(_, name)| name);
     for db in visit {
-        if BackgroundWorker::sigterm_received() {
+        if stopping() {
             return;
         }
         // SAFETY: reads this process's pid.
@@ -383,10 +403,30 @@ fn databases() -> Vec<(u32, String)> {
     names
 }
 
+extern "C-unwind" {
+    /// PostgreSQL's SIGTERM handler for backends (`tcop/postgres.c`), the C
+    /// function itself: a signal handler must not be the wrapper pgrx
+    /// generates for calls from Rust.
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
+}
+
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn learneddb_database_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    // SIGTERM (shutdown, `pg_terminate_backend`, DROP DATABASE ... FORCE)
+    // ends the worker at its next interrupt check, as it ends an autovacuum
+    // worker, with FATAL: a retrain stopped so leaves what a failed one does,
+    // reclaimed by the next. (pgrx's handler only sets a flag that nothing
+    // inside a retrain reads.)
+    // SAFETY: installs PostgreSQL's own handler for backends.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(pg_sys::SIGTERM as i32, Some(postgres_die));
+    }
     let db = BackgroundWorker::get_extra().to_string();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     let indexes: Vec<pg_sys::Oid> = BackgroundWorker::transaction(|| {
@@ -408,9 +448,7 @@ pub extern "C-unwind" fn learneddb_database_main(_arg: pg_sys::Datum) {
     });
     let mut retrained = Vec::new();
     for oid in indexes {
-        if BackgroundWorker::sigterm_received() {
-            break;
-        }
+        pgrx::check_for_interrupts!();
         if index_transaction(oid, move || visit(oid)).unwrap_or(false) {
             retrained.push(oid);
         }
@@ -433,11 +471,10 @@ const RETIRE_WAIT: Duration = Duration::from_millis(500);
 fn retire_soon(mut pending: Vec<pg_sys::Oid>) {
     let deadline = Instant::now() + RETIRE_WAIT;
     while !pending.is_empty() && Instant::now() < deadline {
-        if BackgroundWorker::sigterm_received()
-            || !BackgroundWorker::wait_latch(Some(Duration::from_millis(20)))
-        {
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(20))) {
             return;
         }
+        pgrx::check_for_interrupts!();
         pending.retain(|&oid| {
             let done = index_transaction(oid, move || match lock_for_retrain(oid) {
                 Ok(rel) => crate::retrain::retire_unread(rel.index, rel.heap),

@@ -476,3 +476,74 @@ fn an_index_that_fails_does_not_keep_the_worker_from_the_others() {
         .expect_err("learned_verify passed on a damaged metapage");
     assert!(common::db_message(&damaged).contains("magic"), "{damaged}");
 }
+
+/// The pid of the running process of `backend_type`, if one runs.
+fn pid_of(c: &mut postgres::Client, backend_type: &str) -> Option<i32> {
+    c.query_opt(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = $1",
+        &[&backend_type],
+    )
+    .unwrap()
+    .map(|r| r.get(0))
+}
+
+/// SIGTERM stops a worker in the middle of a retrain (here one waiting at a
+/// pause point), as it stops an autovacuum worker: `pg_terminate_backend`,
+/// and a fast shutdown, do not wait for the retrain to end. The launcher,
+/// terminated, is started again, and retrains the index. (pgrx's handler
+/// only set a flag, which nothing read inside a retrain, and which the
+/// launcher cleared by reading it: terminated, it exited for good.)
+#[test]
+fn sigterm_stops_a_retrain_under_way_and_the_launcher_comes_back() {
+    let cluster = Cluster::start(
+        "worker_sigterm",
+        &[
+            "shared_preload_libraries = 'learneddb'",
+            "learneddb.retrain_naptime = 1",
+            "learneddb.retrain_threshold = 0.05",
+        ],
+    );
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g FROM generate_series(1, 20000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         ALTER DATABASE postgres SET learneddb.debug_pause = 'write';",
+    );
+    common::pause_lock(&mut c, 0, "lock");
+    c.batch_execute("INSERT INTO t SELECT 30000 + g FROM generate_series(1, 3000) g")
+        .unwrap();
+    let mut worker = None;
+    wait_for("the worker's retrain to pause", 60, || {
+        worker = pid_of(&mut c, "learneddb retrain");
+        worker.is_some_and(|pid| common::wait_event(&mut c, pid) == "Lock:advisory")
+    });
+    c.query_one("SELECT pg_terminate_backend($1)", &[&worker.unwrap()])
+        .unwrap();
+    wait_for("the terminated worker to exit", 30, || {
+        pid_of(&mut c, "learneddb retrain") != worker
+    });
+    assert!(
+        cluster
+            .log()
+            .contains("terminating background worker \"learneddb retrain\" due to administrator command")
+            || cluster.log().contains("terminating connection due to administrator command"),
+        "no FATAL for the terminated worker"
+    );
+    common::pause_lock(&mut c, 0, "unlock");
+    c.batch_execute("ALTER DATABASE postgres RESET learneddb.debug_pause")
+        .unwrap();
+    let launcher = pid_of(&mut c, "learneddb launcher").expect("a launcher");
+    c.query_one("SELECT pg_terminate_backend($1)", &[&launcher])
+        .unwrap();
+    wait_for("a new launcher", 60, || {
+        pid_of(&mut c, "learneddb launcher").is_some_and(|pid| pid != launcher)
+    });
+    wait_for("the new launcher to retrain t_k", 60, || {
+        generation(&mut c, "t_k") > 1
+    });
+    assert_verified(&mut c, "t_k");
+    let q = "SELECT count(*)::text FROM t WHERE k >= 0";
+    common::assert_index_matches_table(&mut c, "t_k", q, "after the retrain");
+}
