@@ -147,11 +147,15 @@ ALTER OPERATOR FAMILY datetime_ops USING learned ADD
     OPERATOR 4 >= (timestamptz, timestamp),
     OPERATOR 5 > (timestamptz, timestamp);
 
+-- Valid indexes only (one being built, or left by a failed concurrent build,
+-- may have no complete metapage), and no other session's temporary ones.
 CREATE VIEW pg_stat_learned_indexes AS
     SELECT s.*
     FROM pg_class c
     JOIN pg_am am ON am.oid = c.relam AND am.amname = 'learned'
+    JOIN pg_index i ON i.indexrelid = c.oid AND i.indisvalid
     CROSS JOIN LATERAL learned_index_stats(c.oid::regclass) s
-    WHERE c.relkind = 'i' AND pg_relation_size(c.oid) > 0;
+    WHERE c.relkind = 'i' AND NOT pg_is_other_temp_schema(c.relnamespace)
+      AND pg_relation_size(c.oid) > 0;
 
 COMMENT ON VIEW pg_stat_learned_indexes IS 'one row per learned index: size, model error, delta, scans';

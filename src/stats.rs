@@ -111,6 +111,20 @@ impl Opened {
             if relkind != pg_sys::RELKIND_INDEX || !learned {
                 not_learned(oid);
             }
+            // A concurrent build under way, or one that failed, may not have
+            // written its metapage whole: nothing to report, check or merge.
+            if !(*(*index).rd_index).indisvalid {
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("learned index \"{}\" is not valid", name_of(oid)),
+                    "learneddb",
+                )
+                .set_detail(
+                    "A CREATE INDEX CONCURRENTLY or REINDEX CONCURRENTLY is building it, or failed.",
+                )
+                .set_hint("Wait for the build to end, or drop the index, or REINDEX it.")
+                .report(PgLogLevel::ERROR);
+            }
             let heap = pg_sys::table_open(heap_oid, pg_sys::NoLock as i32);
             Opened {
                 heap,

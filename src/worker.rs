@@ -430,10 +430,12 @@ pub extern "C-unwind" fn learneddb_database_main(_arg: pg_sys::Datum) {
     let db = BackgroundWorker::get_extra().to_string();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     let indexes: Vec<pg_sys::Oid> = BackgroundWorker::transaction(|| {
-        // Temporary tables of other sessions cannot be read from here.
+        // Temporary tables of other sessions cannot be read from here; an
+        // index a concurrent build has not made valid has nothing to merge.
         Spi::connect(|c| {
             c.select(
                 "SELECT c.oid FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+                  JOIN pg_index i ON i.indexrelid = c.oid AND i.indisvalid
                   WHERE a.amname = 'learned' AND c.relkind = 'i' AND c.relpersistence <> 't'
                   ORDER BY c.oid",
                 None,

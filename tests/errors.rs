@@ -55,3 +55,57 @@ fn reloption_errors_carry_no_rust_backtrace() {
         );
     }
 }
+
+/// `pg_stat_learned_indexes` lists what every session can read: not another
+/// session's temporary index (whose pages only that session can read), nor
+/// an index a concurrent build left invalid (it may hold no complete
+/// metapage), which `learned_index_stats` refuses by name.
+#[test]
+fn the_stats_view_skips_indexes_it_cannot_read() {
+    let cluster = Cluster::start("stats_view", &[]);
+    let mut c = cluster.connect();
+    common::run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g FROM generate_series(1, 20000) g;
+         CREATE INDEX t_k ON t USING learned (k);",
+    );
+    // A concurrent build waits for older snapshots before it makes the
+    // index valid: this one gives up meanwhile.
+    let mut old = cluster.connect();
+    common::run_each(
+        &mut old,
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM t;",
+    );
+    c.batch_execute("SET statement_timeout = '2s'").unwrap();
+    let failed = c
+        .batch_execute("CREATE INDEX CONCURRENTLY t_k2 ON t USING learned (k)")
+        .unwrap_err();
+    assert!(
+        common::db_message(&failed).contains("statement timeout"),
+        "{failed}"
+    );
+    old.batch_execute("COMMIT").unwrap();
+    c.batch_execute("RESET statement_timeout").unwrap();
+    let mut temp = cluster.connect();
+    common::run_each(
+        &mut temp,
+        "CREATE TEMP TABLE tt (k int8);
+         INSERT INTO tt SELECT g FROM generate_series(1, 1000) g;
+         CREATE INDEX tt_k ON tt USING learned (k);",
+    );
+    let listed = |c: &mut postgres::Client| -> Vec<String> {
+        common::texts(
+            c,
+            "SELECT index_name FROM pg_stat_learned_indexes ORDER BY 1",
+        )
+    };
+    assert_eq!(listed(&mut c), ["t_k"]);
+    assert_eq!(listed(&mut temp), ["t_k", "tt_k"]);
+    let refused = c
+        .query_one("SELECT * FROM learned_index_stats('t_k2')", &[])
+        .unwrap_err();
+    let e = refused.as_db_error().expect("a database error");
+    assert_eq!(e.code().code(), "55000");
+    assert!(e.message().contains("is not valid"), "{}", e.message());
+}
