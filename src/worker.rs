@@ -635,6 +635,13 @@ fn due(index: pg_sys::Relation) -> bool {
         return false;
     }
     let meta = Meta::read(index);
+    // A retrain froze the delta and ended without its switch (an ERROR, a
+    // cancel, a crash; none runs now, the caller holds the lock): until the
+    // next one, every row inside the run goes to the delta, and inserts read
+    // the metapage, so the next comes now rather than at the threshold.
+    if meta.insert_generation != meta.generation {
+        return true;
+    }
     let ring = BulkRead::new();
     let counts = delta::count(index, &meta, ring.get());
     past_threshold(&meta, &counts, threshold.unwrap_or_else(|| THRESHOLD.get()))

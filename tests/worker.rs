@@ -548,3 +548,38 @@ fn sigterm_stops_a_retrain_under_way_and_the_launcher_comes_back() {
     let q = "SELECT count(*)::text FROM t WHERE k >= 0";
     common::assert_index_matches_table(&mut c, "t_k", q, "after the retrain");
 }
+
+/// A retrain that failed after its freeze leaves every row inside the run
+/// going to the delta until the next one: the worker retrains such an index
+/// at its next visit, far below the threshold.
+#[test]
+fn the_worker_retrains_an_index_a_failed_retrain_left_frozen() {
+    let cluster = Cluster::start(
+        "worker_failed",
+        &[
+            "shared_preload_libraries = 'learneddb'",
+            "learneddb.retrain_naptime = 1",
+        ],
+    );
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g * 10 FROM generate_series(1, 20000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         INSERT INTO t SELECT g * 10 + 5 FROM generate_series(1, 100) g;
+         SET learneddb.debug_pause = 'write!';",
+    );
+    let failed = c
+        .query_one("SELECT path FROM learned_retrain('t_k')", &[])
+        .unwrap_err();
+    assert!(
+        common::db_message(&failed).contains("failing at write"),
+        "{failed}"
+    );
+    c.batch_execute("RESET learneddb.debug_pause").unwrap();
+    wait_for("the worker to retrain t_k", 60, || {
+        generation(&mut c, "t_k") > 1
+    });
+    assert_verified(&mut c, "t_k");
+}
