@@ -1,4 +1,4 @@
-//! A testing aid: points where a retrain, an insert or VACUUM waits for an advisory
+//! A testing aid: points where a retrain, an insert, VACUUM or learned_verify waits for an advisory
 //! lock the test holds, so that tests order sessions deterministically around
 //! the retrain's stages (tests/crash.rs, tests/insert_area.rs,
 //! tests/interleavings.rs).
@@ -17,7 +17,7 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"learneddb.debug_pause",
         c"Testing aid: where this session waits for an advisory lock.",
-        c"A retrain's stage (freeze, write, switch, switched, recycle; freeze_bounded: between two bounded delta pages it closes to merge them; carry: between two delta pages it carries over to the next generation), or insert_routed: an insert, after it read the metapage and routed its key to the delta, before adding it there; or split: a bounded delta page's split, between its two records (the halves written, not yet listed; the metapage stays locked exclusive); or vacuum_relock: VACUUM, between finding a run page's dead entries under a share lock and taking its cleanup lock; or vacuum_delta: VACUUM, after it read the delta directory, before it removes dead delta entries. The session takes pg_advisory_xact_lock(7390001) at that point (7390001 + n for 'point:n'), so a test holding that lock stops it there; with a trailing '!' it then raises an ERROR.",
+        c"A retrain's stage (freeze, write, switch, switched, recycle; freeze_bounded: between two bounded delta pages it closes to merge them; carry: between two delta pages it carries over to the next generation), or insert_routed: an insert, after it read the metapage and routed its key to the delta, before adding it there; or split: a bounded delta page's split, between its two records (the halves written, not yet listed; the metapage stays locked exclusive); or vacuum_relock: VACUUM, between finding a run page's dead entries under a share lock and taking its cleanup lock; or vacuum_delta: VACUUM, after it read the delta directory, before it removes dead delta entries; or verify_delta: learned_verify, after it checked the run, before it reads the delta pages. The session takes pg_advisory_xact_lock(7390001) at that point (7390001 + n for 'point:n'), so a test holding that lock stops it there; with a trailing '!' it then raises an ERROR.",
         &PAUSE_AT,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
@@ -32,7 +32,9 @@ pub fn pause_point(point: &str) {
         return;
     };
     let sql = format!("SELECT pg_advisory_xact_lock({lock})");
-    if let Err(e) = Spi::run(&sql) {
+    // A read-only query: `Spi::run` would assign a transaction id, which a
+    // standby cannot (learned_verify pauses there too).
+    if let Err(e) = Spi::connect(|c| c.select(&sql, None, &[]).map(|_| ())) {
         error!("learneddb: pausing at {point} failed: {e}");
     }
     if fail {

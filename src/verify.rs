@@ -20,6 +20,7 @@ use crate::storage::buffer::{nblocks, BulkRead, Strategy};
 use crate::storage::delta::{self, DeltaPage, DirEntry, DirPage, CLOSED, FREE, OPEN, SPLIT};
 use crate::storage::extents::{overlaps, Extent};
 use crate::storage::meta::META_BLOCK;
+use crate::storage::page::recycled_error;
 use crate::storage::run::{Section, Tid};
 use crate::storage::search::Directory;
 use crate::storage::{model_pages, Buf, Meta};
@@ -327,6 +328,9 @@ fn check_delta(
     strategy: Strategy,
     put: &mut impl FnMut(Tid, Option<u64>),
 ) {
+    // SAFETY: reads shared memory.
+    let standby = unsafe { pg_sys::RecoveryInProgress() };
+    crate::pause::pause_point("verify_delta");
     for d in dir {
         // Lock order: delta page, then directory page (storage/README.md).
         let page = DeltaPage::read(idx, d.blk, strategy);
@@ -356,6 +360,13 @@ fn check_delta(
         // they were copied to were not live then), and a page freed since
         // and reused may hold copies of entries of pages read here.
         let current = d.generation >= generation && d.is_live();
+        // On a standby nothing holds retirement back for this snapshot: a
+        // page the generation read, freed or reused since (the primary
+        // retired the generation meanwhile), is not damage, but this check
+        // cannot go on (as a scan would start over).
+        if current && standby && page.replaced_since(d) {
+            recycled_error(idx);
+        }
         let sorted = page.is_sorted();
         let mut prev = None;
         for e in page.entries() {

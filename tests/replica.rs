@@ -598,3 +598,58 @@ fn a_promoted_standby_keeps_the_blocks_a_failed_retrain_left() {
     common::assert_index_matches_table(&mut s, "t_k", q, "after the retrain");
     assert_verified(&mut s, "t_k");
 }
+
+/// `learned_verify` on a standby, whose snapshot nothing on the primary
+/// waits for: the delta pages it listed are freed (their generation
+/// retired, replayed) before it reads them. That is a serialization failure
+/// to retry, as for a scan that cannot start over, not corruption: the rows
+/// it found missing are in the next generation's run.
+#[test]
+fn verify_on_a_standby_reports_a_retired_generation_as_a_conflict() {
+    let primary = start_primary("replica_verify_retired", &["autovacuum = off"]);
+    let mut p = primary.connect();
+    common::run_each(
+        &mut p,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g * 10 FROM generate_series(1, 50000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         INSERT INTO t SELECT 1000000 + g FROM generate_series(1, 5000) g;",
+    );
+    let standby = Standby::start(&primary);
+    let (mut s, mut hold) = (standby.connect(), standby.connect());
+    wait_for_replay(&mut p, &mut s);
+    common::pause_lock(&mut hold, 0, "lock");
+    let pid = common::backend_pid(&mut s);
+    s.batch_execute("SET learneddb.debug_pause = 'verify_delta'")
+        .unwrap();
+    let verify = std::thread::spawn(move || {
+        s.query_one("SELECT learned_verify('t_k')", &[])
+            .map(|_| ())
+            .map_err(|e| {
+                e.as_db_error()
+                    .map(|d| (d.code().code().to_string(), d.message().to_string()))
+            })
+    });
+    common::wait_for_pause(&mut hold, pid, "verify to pause before the delta");
+    // The primary merges the delta, then retires that generation (the next
+    // retrain's first step): the delta pages verify listed are freed.
+    common::run_each(
+        &mut p,
+        "SELECT learned_retrain('t_k');
+         INSERT INTO t SELECT 2000000 + g FROM generate_series(1, 5000) g;
+         SELECT learned_retrain('t_k');",
+    );
+    let retained: i64 = p
+        .query_one("SELECT retained_pages FROM learned_index_stats('t_k')", &[])
+        .unwrap()
+        .get(0);
+    wait_for_replay(&mut p, &mut hold);
+    common::pause_lock(&mut hold, 0, "unlock");
+    let (code, message) = verify
+        .join()
+        .unwrap()
+        .expect_err("verify read freed pages")
+        .expect("a database error");
+    assert_eq!(code, "40001", "{message} (retained: {retained})");
+    assert_verified(&mut hold, "t_k");
+}
