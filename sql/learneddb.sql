@@ -159,3 +159,9 @@ CREATE VIEW pg_stat_learned_indexes AS
       AND pg_relation_size(c.oid) > 0;
 
 COMMENT ON VIEW pg_stat_learned_indexes IS 'one row per learned index: size, model error, delta, scans';
+
+-- Retraining takes a lock that keeps VACUUM off the table and writes the
+-- index anew; verifying reads the whole table. As amcheck's functions, they
+-- are for superusers and the roles they grant them to.
+REVOKE EXECUTE ON FUNCTION learned_retrain(regclass) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION learned_verify(regclass, bool) FROM PUBLIC;

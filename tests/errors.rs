@@ -109,3 +109,42 @@ fn the_stats_view_skips_indexes_it_cannot_read() {
     assert_eq!(e.code().code(), "55000");
     assert!(e.message().contains("is not valid"), "{}", e.message());
 }
+
+/// `learned_retrain` and `learned_verify` are not for every role (as
+/// amcheck's functions are not): a role not granted them is refused before
+/// anything is locked; the statistics stay readable.
+#[test]
+fn retrain_and_verify_need_a_grant() {
+    let cluster = Cluster::start("grants", &[]);
+    let mut c = cluster.connect();
+    common::run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g FROM generate_series(1, 1000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         CREATE ROLE reader;
+         GRANT SELECT ON t TO reader;
+         SET ROLE reader;",
+    );
+    for f in [
+        "learned_retrain('t_k')",
+        "learned_verify('t_k')",
+        "learned_verify('t_k', false)",
+    ] {
+        let refused = c.query_one(&format!("SELECT {f}"), &[]).unwrap_err();
+        let e = refused.as_db_error().expect("a database error");
+        assert_eq!(e.code().code(), "42501", "{f}: {}", e.message());
+    }
+    let entries = common::texts(&mut c, "SELECT entries FROM learned_index_stats('t_k')");
+    assert_eq!(entries, ["1000"]);
+    common::run_each(
+        &mut c,
+        "RESET ROLE;
+         GRANT EXECUTE ON FUNCTION learned_verify(regclass, bool) TO reader;
+         SET ROLE reader;",
+    );
+    assert_eq!(
+        common::texts(&mut c, "SELECT learned_verify('t_k')::text"),
+        ["true"]
+    );
+}
