@@ -130,11 +130,56 @@ fn learned_verify(index: IndexArg, heapallindexed: default!(bool, true)) -> bool
     check_run(idx, &meta, (run, &model), strategy, &mut put);
     check_delta(idx, meta.generation, &dir, strategy, &mut put);
     if let (Some(index_side), Some(snapshot)) = (index_side, snapshot) {
+        let owner = AsTableOwner::begin(rel.heap);
         check_heap(&rel, kind, snapshot, index_side, budget);
+        owner.end();
         // SAFETY: registered above.
         unsafe { pg_sys::UnregisterSnapshot(snapshot) };
     }
     true
+}
+
+/// The heap check evaluates the index's expressions and predicate, which
+/// are the table owner's functions: as amcheck does, it runs them as that
+/// owner, in a security-restricted operation, and undoes the settings they
+/// change, so that a superuser verifying another role's index does not run
+/// that role's code with its own rights. An ERROR in between restores all
+/// of it with the transaction.
+struct AsTableOwner {
+    user: pg_sys::Oid,
+    context: std::ffi::c_int,
+    nest: std::ffi::c_int,
+}
+
+impl AsTableOwner {
+    fn begin(heap: pg_sys::Relation) -> AsTableOwner {
+        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+        // SAFETY: `heap` is open; these save and set this backend's user and
+        // security context, and open a GUC nesting level, as amcheck does.
+        unsafe {
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+            pg_sys::SetUserIdAndSecContext(
+                (*(*heap).rd_rel).relowner,
+                context | pg_sys::SECURITY_RESTRICTED_OPERATION as std::ffi::c_int,
+            );
+            let nest = pg_sys::NewGUCNestLevel();
+            #[cfg(feature = "pg18")]
+            pg_sys::RestrictSearchPath();
+            AsTableOwner {
+                user,
+                context,
+                nest,
+            }
+        }
+    }
+
+    fn end(self) {
+        // SAFETY: undoes `begin`, in the reverse order.
+        unsafe {
+            pg_sys::AtEOXact_GUC(false, self.nest);
+            pg_sys::SetUserIdAndSecContext(self.user, self.context);
+        }
+    }
 }
 
 fn fail(idx: pg_sys::Relation, what: &str) -> ! {

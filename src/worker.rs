@@ -414,12 +414,11 @@ extern "C-unwind" {
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn learneddb_database_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     // SIGTERM (shutdown, `pg_terminate_backend`, DROP DATABASE ... FORCE)
     // ends the worker at its next interrupt check, as it ends an autovacuum
     // worker, with FATAL: a retrain stopped so leaves what a failed one does,
     // reclaimed by the next. (pgrx's handler only sets a flag that nothing
-    // inside a retrain reads.)
+    // inside a retrain reads.) Installed before pgrx unblocks signals.
     // SAFETY: installs PostgreSQL's own handler for backends.
     unsafe {
         #[cfg(not(feature = "pg18"))]
@@ -427,6 +426,7 @@ pub extern "C-unwind" fn learneddb_database_main(_arg: pg_sys::Datum) {
         #[cfg(feature = "pg18")]
         pg_sys::pqsignal_be(pg_sys::SIGTERM as i32, Some(postgres_die));
     }
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     let db = BackgroundWorker::get_extra().to_string();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     let indexes: Vec<pg_sys::Oid> = BackgroundWorker::transaction(|| {
