@@ -325,21 +325,7 @@ fn retrains_survive_a_crash_at_each_stage() {
             // Rows committed while the retrain is stopped.
             c.batch_execute(&format!("INSERT INTO {table} {}", key(30001, 30500)))
                 .unwrap();
-            let killed = std::process::Command::new("kill")
-                .arg("-9")
-                .arg(pid.to_string())
-                .status()
-                .unwrap();
-            assert!(killed.success());
-            assert!(retrainer.join().unwrap(), "the killed retrain returned");
-            // The postmaster ends every backend, this session's too, before
-            // it recovers: until then a new connection could still reach the
-            // server from before the crash.
-            common::wait_for("the crash restart to begin", 60, || {
-                c.batch_execute("SELECT 1").is_err()
-            });
-            drop(c);
-            let mut c = reconnect(&cluster);
+            let mut c = kill_and_recover(&cluster, c, pid, retrainer);
             check_table(&mut c, &table, &format!("{stage}, {path}"));
             if *stage == "recycle" {
                 // The crash left the merged delta pages closed: VACUUM
@@ -372,6 +358,32 @@ fn retrains_survive_a_crash_at_each_stage() {
             check_table(&mut c, &table, &format!("retrain after {stage}"));
         }
     }
+}
+
+/// SIGKILLs backend `pid`, whose statement `killed` runs (and must end in
+/// an error), and connects again once the server has recovered; `c` is a
+/// session of the server from before.
+fn kill_and_recover(
+    cluster: &Cluster,
+    mut c: postgres::Client,
+    pid: i32,
+    killed: thread::JoinHandle<bool>,
+) -> postgres::Client {
+    let status = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(killed.join().unwrap(), "the killed statement returned");
+    // The postmaster ends every backend, this session's too, before it
+    // recovers: until then a new connection could still reach the server
+    // from before the crash.
+    common::wait_for("the crash restart to begin", 60, || {
+        c.batch_execute("SELECT 1").is_err()
+    });
+    drop(c);
+    reconnect(cluster)
 }
 
 /// Connects once the server has finished crash recovery.
@@ -433,18 +445,7 @@ fn a_crash_between_a_split_s_records_keeps_the_split_page_s_rows() {
             .is_err()
     });
     common::wait_for_pause(&mut c, pid, "the split to pause between its records");
-    let killed = std::process::Command::new("kill")
-        .arg("-9")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    assert!(filler.join().unwrap(), "the killed insert returned");
-    common::wait_for("the crash restart to begin", 60, || {
-        c.batch_execute("SELECT 1").is_err()
-    });
-    drop(c);
-    let mut c = reconnect(&cluster);
+    let mut c = kill_and_recover(&cluster, c, pid, filler);
     check_table(&mut c, "sc", "after the crash");
     let spilled = "SELECT count(*) FROM sc WHERE v = 1500998";
     assert_eq!(common::texts(&mut c, spilled), ["300"]);
