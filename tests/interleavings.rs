@@ -308,10 +308,6 @@ fn vacuum_accepts_a_directory_that_grew() {
     assert_verified(&mut admin, "t_k");
 }
 
-fn sqlstate(e: &postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_default()
-}
-
 /// `EXCLUDE USING learned (k WITH =)` works: its checks scan with a dirty
 /// snapshot, see entries of transactions still in progress, and wait for them.
 #[test]
@@ -332,7 +328,7 @@ fn exclusion_constraints_hold_under_concurrent_inserts() {
     let err = admin
         .batch_execute("INSERT INTO t VALUES (10, 0)")
         .unwrap_err();
-    assert_eq!(sqlstate(&err), "23P01", "{err}");
+    assert_eq!(common::sqlstate(&err), "23P01", "{err}");
 
     // A waits with an uncommitted insert; B inserts the same key and waits for
     // A; A's commit makes B fail, A's rollback lets B in.
@@ -352,7 +348,7 @@ fn exclusion_constraints_hold_under_concurrent_inserts() {
         let res = inserter.join().unwrap();
         assert_eq!(res.is_ok(), b_ok, "after {end}: {res:?}");
         if let Err(e) = res {
-            assert_eq!(sqlstate(&e), "23P01", "{e}");
+            assert_eq!(common::sqlstate(&e), "23P01", "{e}");
         }
     }
 
@@ -372,7 +368,10 @@ fn exclusion_constraints_hold_under_concurrent_inserts() {
                         // the other: PostgreSQL then cancels one, as with any
                         // exclusion constraint.
                         Err(e) => {
-                            assert!(["23P01", "40P01"].contains(&sqlstate(&e).as_str()), "{e}")
+                            assert!(
+                                ["23P01", "40P01"].contains(&common::sqlstate(&e).as_str()),
+                                "{e}"
+                            )
                         }
                     }
                 }

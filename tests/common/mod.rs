@@ -286,6 +286,11 @@ pub fn run_each(c: &mut postgres::Client, sql: &str) {
     }
 }
 
+/// The SQLSTATE of a database error ("" for any other).
+pub fn sqlstate(e: &postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
 /// The server's message for a failed statement.
 pub fn db_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
