@@ -461,3 +461,53 @@ fn a_crash_between_a_split_s_records_keeps_the_split_page_s_rows() {
     check_table(&mut c, "sc", "the retrain after the crash");
     assert_eq!(common::delta_stats(&mut c, "sc_v").0, 0);
 }
+
+/// A page a retrain wrote and nothing WAL-logged yet (it failed first) can
+/// be torn by an operating system crash. Its block goes to the free list,
+/// and the next retrain writes over it without reading it: a read refuses
+/// the page, and every retrain would then fail on it.
+#[test]
+fn a_retrain_writes_over_a_torn_block_a_failed_retrain_left() {
+    let cluster = Cluster::start("torn_free", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    common::run_each(
+        &mut c,
+        "CREATE TABLE tf (v int8);
+         INSERT INTO tf SELECT hashint8(g) % 1000000 FROM generate_series(1, 20000) g;
+         CREATE INDEX tf_v ON tf USING learned (v) WITH (retrain = off);
+         INSERT INTO tf SELECT hashint8(g) % 1000000 FROM generate_series(20001, 22000) g;",
+    );
+    let blocks = |c: &mut postgres::Client| -> u64 {
+        common::texts(c, "SELECT pg_relation_size('tf_v') / 8192")[0]
+            .parse()
+            .unwrap()
+    };
+    let before = blocks(&mut c);
+    c.batch_execute("SET learneddb.debug_pause = 'write!'")
+        .unwrap();
+    let failed = c
+        .query_one("SELECT learned_retrain('tf_v')", &[])
+        .unwrap_err();
+    assert!(
+        common::db_message(&failed).contains("failing at write"),
+        "{failed}"
+    );
+    common::run_each(&mut c, "RESET learneddb.debug_pause; CHECKPOINT");
+    let after = blocks(&mut c);
+    assert!(after > before + 1, "the failed retrain added no blocks");
+    let path = common::texts(&mut c, "SELECT pg_relation_filepath('tf_v')").remove(0);
+    drop(c);
+    cluster.stop("fast");
+    // The first block the failed retrain wrote, torn: no valid page header.
+    common::overwrite(
+        &cluster.dir.join("data").join(path),
+        before * 8192,
+        &[0x5a; 8192],
+    );
+    cluster.restart();
+    let mut c = cluster.connect();
+    assert_eq!(common::retrain_path(&mut c, "tf_v"), "merge");
+    check_table(&mut c, "tf", "the retrain over the torn block");
+    // It wrote where the failed one had, the torn block among them.
+    assert_eq!(blocks(&mut c), after, "the retrain added blocks");
+}

@@ -98,6 +98,27 @@ impl Buf {
         b
     }
 
+    /// Pins and exclusive-locks block `blk` to write it whole, without
+    /// reading it: a block a retrain takes from the free list or added
+    /// earlier may hold anything, down to a page torn by an operating system
+    /// crash (nothing WAL-logged it) that a read would refuse, every retrain
+    /// then failing on it.
+    pub fn overwrite(rel: pg_sys::Relation, blk: pg_sys::BlockNumber) -> Buf {
+        // SAFETY: `rel` is an open relation and `blk` below its end;
+        // RBM_ZERO_AND_LOCK returns the buffer pinned and exclusive-locked,
+        // zeroed unless it was in shared buffers already.
+        let buf = unsafe {
+            pg_sys::ReadBufferExtended(
+                rel,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                blk,
+                pg_sys::ReadBufferMode::RBM_ZERO_AND_LOCK,
+                std::ptr::null_mut(),
+            )
+        };
+        Buf { buf, locked: true }
+    }
+
     /// Adds a new block at the end of the relation, pinned and exclusive-locked.
     /// Takes the relation extension lock unless `rel` is new to this transaction
     /// (a build), where nobody else can see it.

@@ -55,7 +55,7 @@ pub fn write(
             pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM)
         };
         let buf = if blk < nblocks {
-            Buf::read_exclusive(rel, blk)
+            Buf::overwrite(rel, blk)
         } else {
             Buf::extend(rel, need_lock)
         };

@@ -1069,7 +1069,7 @@ impl SectionWriter {
             .block(self.first + self.pages())
             .expect("the writer's extents hold its pages");
         let buf = if blk < nblocks(self.rel) {
-            Buf::read_exclusive(self.rel, blk)
+            Buf::overwrite(self.rel, blk)
         } else {
             Buf::extend(self.rel, false)
         };
