@@ -52,6 +52,82 @@ use pgrx::prelude::*;
 
 mod partial;
 
+thread_local! {
+    /// The table and index of the retrain the worker runs in this process
+    /// (see [`retrain_giving_way`]).
+    static GIVING_WAY: std::cell::Cell<Option<(pg_sys::Relation, pg_sys::Relation)>> =
+        const { std::cell::Cell::new(None) };
+    /// Set when that retrain gave way, for the worker's statistics.
+    static GAVE_WAY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// [`retrain`], giving way as autovacuum does: until the switch, every
+/// interrupt check raises an ERROR (`55P03`) once another session waits for
+/// a lock that conflicts with the retrain's on the table, or for one on the
+/// index that inserts would queue behind (`ALTER INDEX`). DDL queued behind
+/// a long retrain would queue every query on the table behind it. What the
+/// retrain took is reclaimed as after any failed one, and the worker
+/// retrains the index at its next visit. (A manual `learned_retrain` waits,
+/// as a manual VACUUM does.) The caller holds the table in
+/// `ShareUpdateExclusiveLock`.
+pub fn retrain_giving_way(rel: &Opened) -> Option<Report> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            GIVING_WAY.set(None);
+        }
+    }
+    let update = pg_sys::ShareUpdateExclusiveLock as i32;
+    // The index in this mode too, which inserts and scans do not conflict
+    // with, so that its waiters can be told: LockHasWaiters needs the lock
+    // held in the mode asked about, and in the main lock table (the row
+    // exclusive lock of a retrain takes the fast path, which it cannot read).
+    // SAFETY: the index is open; a conditional lock, kept to the
+    // transaction's end.
+    if !unsafe { pg_sys::ConditionalLockRelationOid((*rel.index).rd_id, update) } {
+        give_way(rel.index);
+    }
+    GIVING_WAY.set(Some((rel.heap, rel.index)));
+    let _reset = Reset;
+    retrain(rel)
+}
+
+/// Whether the last [`retrain_giving_way`] gave way (once).
+pub fn gave_way() -> bool {
+    GAVE_WAY.replace(false)
+}
+
+/// A retrain's interrupt check (see [`retrain_giving_way`]).
+fn interrupts() {
+    pgrx::check_for_interrupts!();
+    let Some((heap, index)) = GIVING_WAY.get() else {
+        return;
+    };
+    let update = pg_sys::ShareUpdateExclusiveLock as i32;
+    // SAFETY: both relations are open, and held by this backend in this
+    // mode until the retrain's transaction ends.
+    if unsafe {
+        pg_sys::LockHasWaitersRelation(heap, update)
+            || pg_sys::LockHasWaitersRelation(index, update)
+    } {
+        give_way(index);
+    }
+}
+
+fn give_way(index: pg_sys::Relation) -> ! {
+    GAVE_WAY.set(true);
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+        format!(
+            "the retrain of index \"{}\" gave way to a session waiting for a lock on it or its table",
+            // SAFETY: the index is open.
+            unsafe { crate::storage::page::relation_name(index) }
+        ),
+        "The worker retrains it at its next visit."
+    );
+}
+
 /// What a retrain did.
 pub struct Report {
     pub generation: u32,
@@ -231,6 +307,7 @@ pub fn retrain(rel: &Opened) -> Option<Report> {
     let mut written = written;
     written.merged += absorb_rounds(idx, next, &written, ring.get());
     pause_point("switch");
+    interrupts();
     let report = switch(idx, next, written, started, ring.get());
     pause_point("switched");
     Some(report)
@@ -296,7 +373,7 @@ fn merge(
                 sorter.put_entry(Some(key), tid);
                 inserted += 1;
             }
-            pgrx::check_for_interrupts!();
+            interrupts();
         }
     }
     let merged = put_delta(idx, frozen, &mut sorter, strategy) + inserted;
@@ -417,7 +494,7 @@ fn append(
             (key, tid, page.dead(s))
         }));
         copied.extend(page.inserted_all().map(|(k, t)| (k, t, false)));
-        pgrx::check_for_interrupts!();
+        interrupts();
     }
     let inserted = copied.len() as u64 - (run.entries - copy_from);
 
@@ -459,7 +536,7 @@ fn append(
         run_counter.push(key, tid, false);
         added += 1;
         if added.is_multiple_of(65536) {
-            pgrx::check_for_interrupts!();
+            interrupts();
         }
     }
     if !in_order {
@@ -624,7 +701,7 @@ fn push_keys(
         for s in from.saturating_sub(at)..to.min(end) - at {
             trainer.push(page.key(s as usize));
         }
-        pgrx::check_for_interrupts!();
+        interrupts();
     }
 }
 
@@ -930,7 +1007,7 @@ fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: 
         }
         delta::retag(idx, &d, meta.generation);
         moved += entries.len() as u64;
-        pgrx::check_for_interrupts!();
+        interrupts();
     }
     moved
 }
@@ -1015,7 +1092,7 @@ fn plan(sorted: &mut Sorted, target_window: u32, fillfactor: u32) -> Shape {
         run.push(key, tid, false);
         keys += 1;
         if keys.is_multiple_of(65536) {
-            pgrx::check_for_interrupts!();
+            interrupts();
         }
     }
     let model = trainer.finish();

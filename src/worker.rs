@@ -8,14 +8,15 @@
 //! threshold (the `retrain_threshold` reloption, else
 //! `learneddb.retrain_threshold`), unless the index opted out
 //! (`retrain = off`). It never waits for a lock: a table VACUUM (or a
-//! retrain) is working on is skipped until the next round. An ERROR in one
+//! retrain) is working on is skipped until the next round, and a retrain
+//! under way gives way to a session that waits for a lock on its table. An ERROR in one
 //! index (a damaged page, say) is logged and rolled back, and the worker goes
 //! on with the next index, as autovacuum goes on past a table it cannot
 //! vacuum.
 
 use crate::am::insert::SLICE_PAGES;
 use crate::am::options::retrain_settings;
-use crate::retrain::retrain;
+use crate::retrain::retrain_giving_way;
 use crate::stats::{name_of, Opened};
 use crate::storage::buffer::BulkRead;
 use crate::storage::{delta, Meta};
@@ -80,7 +81,7 @@ pub enum Skip {
 impl Skip {
     fn describe(self) -> &'static str {
         match self {
-            Skip::Locked => "table locked (VACUUM, a retrain or DDL was running)",
+            Skip::Locked => "table locked (VACUUM, a retrain or DDL was running or waiting)",
             Skip::OldSnapshots => "transactions older than the last retrain were running",
             Skip::Failed => "an ERROR while the worker visited it (see the server log)",
         }
@@ -373,6 +374,10 @@ fn visit_databases(every: bool, called: &[u32]) {
     }
 }
 
+/// `pg_database.datconnlimit` of a database a DROP DATABASE left half done
+/// (PostgreSQL 15.4 and later; earlier headers lack the name).
+const DATCONNLIMIT_INVALID_DB: i32 = -2;
+
 /// Databases that accept connections (OID and name), from the shared catalog.
 fn databases() -> Vec<(u32, String)> {
     let mut names = Vec::new();
@@ -390,7 +395,10 @@ fn databases() -> Vec<(u32, String)> {
                 break;
             }
             let form = pg_sys::GETSTRUCT(tup) as *const pg_sys::FormData_pg_database;
-            if (*form).datallowconn && !(*form).datistemplate {
+            // An interrupted DROP DATABASE leaves the database invalid: it
+            // refuses connections, as a worker's would be.
+            let valid = (*form).datconnlimit != DATCONNLIMIT_INVALID_DB;
+            if (*form).datallowconn && !(*form).datistemplate && valid {
                 let name = std::ffi::CStr::from_ptr((*form).datname.data.as_ptr());
                 names.push(((*form).oid.to_u32(), name.to_string_lossy().into_owned()));
             }
@@ -528,7 +536,12 @@ fn index_transaction<R>(
                 }
                 None => ereport!(PgLogLevel::LOG, report.sql_error_code(), message),
             }
-            note_skip(oid, Some(Skip::Failed));
+            let skip = if crate::retrain::gave_way() {
+                Skip::Locked
+            } else {
+                Skip::Failed
+            };
+            note_skip(oid, Some(skip));
             None
         })
         .execute()
@@ -595,7 +608,7 @@ fn visit(oid: pg_sys::Oid) -> bool {
     }
     // SAFETY: the index is open.
     let name = unsafe { crate::storage::page::relation_name(rel.index) };
-    match retrain(&rel) {
+    match retrain_giving_way(&rel) {
         Some(r) => {
             note_skip(oid, None);
             log!(

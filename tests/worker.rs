@@ -67,13 +67,7 @@ fn the_worker_retrains_indexes_past_their_threshold() {
 
     // A database created after the server started is visited too.
     c.batch_execute("CREATE DATABASE later").unwrap();
-    let mut l = postgres::Config::new()
-        .host_path(cluster.dir.join("sock"))
-        .port(cluster.port)
-        .user("postgres")
-        .dbname("later")
-        .connect(postgres::NoTls)
-        .unwrap();
+    let mut l = cluster.connect_to("later");
     run_each(
         &mut l,
         "CREATE EXTENSION learneddb;
@@ -215,13 +209,7 @@ fn inserts_call_the_worker_when_their_index_is_due() {
     let mut c = cluster.connect();
     let connect = |c: &mut postgres::Client, db: &str, options: &str| {
         c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-        let mut s = postgres::Config::new()
-            .host_path(cluster.dir.join("sock"))
-            .port(cluster.port)
-            .user("postgres")
-            .dbname(db)
-            .connect(postgres::NoTls)
-            .unwrap();
+        let mut s = cluster.connect_to(db);
         run_each(
             &mut s,
             &format!(
@@ -582,4 +570,107 @@ fn the_worker_retrains_an_index_a_failed_retrain_left_frozen() {
         generation(&mut c, "t_k") > 1
     });
     assert_verified(&mut c, "t_k");
+}
+
+/// A retrain under way gives way, as autovacuum does, to a session that
+/// waits for a lock on its table: DDL queued behind a long retrain would
+/// queue every query on the table behind it. The worker retrains the index
+/// at a later visit.
+#[test]
+fn a_worker_retrain_gives_way_to_ddl_waiting_for_its_table() {
+    let cluster = Cluster::start(
+        "worker_give_way",
+        &[
+            "shared_preload_libraries = 'learneddb'",
+            "learneddb.retrain_naptime = 1",
+            "learneddb.retrain_threshold = 0.05",
+        ],
+    );
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g FROM generate_series(1, 20000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         ALTER DATABASE postgres SET learneddb.debug_pause = 'write';",
+    );
+    common::pause_lock(&mut c, 0, "lock");
+    c.batch_execute("INSERT INTO t SELECT 30000 + g FROM generate_series(1, 3000) g")
+        .unwrap();
+    let mut worker = None;
+    wait_for("the worker's retrain to pause", 60, || {
+        worker = pid_of(&mut c, "learneddb retrain");
+        worker.is_some_and(|pid| common::wait_event(&mut c, pid) == "Lock:advisory")
+    });
+    let mut d = cluster.connect();
+    let ddl_pid = common::backend_pid(&mut d);
+    let ddl = std::thread::spawn(move || d.batch_execute("CREATE INDEX t_b ON t (k)"));
+    wait_for("the CREATE INDEX to wait for the table", 30, || {
+        common::wait_event(&mut c, ddl_pid) == "Lock:relation"
+    });
+    c.batch_execute("ALTER DATABASE postgres RESET learneddb.debug_pause")
+        .unwrap();
+    common::pause_lock(&mut c, 0, "unlock");
+    ddl.join().unwrap().unwrap();
+    // (Logged once the worker's transaction has ended and let the DDL go.)
+    wait_for("the worker to log that it gave way", 30, || {
+        cluster
+            .log()
+            .contains("the retrain of index \"t_k\" gave way to a session waiting for a lock")
+    });
+    wait_for("the worker to retrain t_k after the DDL", 60, || {
+        generation(&mut c, "t_k") > 1
+    });
+    assert_verified(&mut c, "t_k");
+    let q = "SELECT count(*)::text FROM t WHERE k >= 0";
+    common::assert_index_matches_table(&mut c, "t_k", q, "after the retrain");
+}
+
+/// A database an interrupted DROP DATABASE left invalid refuses
+/// connections: the launcher passes it by rather than start a worker there
+/// that fails every round.
+#[test]
+fn the_launcher_passes_by_a_database_a_failed_drop_left_invalid() {
+    let cluster = Cluster::start(
+        "worker_invalid_db",
+        &[
+            "shared_preload_libraries = 'learneddb'",
+            "learneddb.retrain_naptime = 1",
+        ],
+    );
+    let mut c = cluster.connect();
+    // What DROP DATABASE leaves when it is interrupted (PostgreSQL's own
+    // tests mark a database invalid so).
+    run_each(
+        &mut c,
+        "CREATE DATABASE broken;
+         UPDATE pg_database SET datconnlimit = -2 WHERE datname = 'broken';
+         CREATE DATABASE later;",
+    );
+    // The launcher visits the databases in the catalog's order, one after
+    // the other: once it has visited `later`, it has passed `broken`.
+    let order = "SELECT string_agg(datname::text, ',' ORDER BY ctid) FROM pg_database
+                  WHERE datname IN ('broken', 'later')";
+    assert_eq!(common::texts(&mut c, order), ["broken,later"]);
+    let mut l = cluster.connect_to("later");
+    // A retrain that failed after its freeze makes the index due at once,
+    // with no insert to call the launcher to `later` alone.
+    run_each(
+        &mut l,
+        "CREATE EXTENSION learneddb;
+         CREATE TABLE u (k int8);
+         INSERT INTO u SELECT g FROM generate_series(1, 5000) g;
+         CREATE INDEX u_k ON u USING learned (k);
+         SET learneddb.debug_pause = 'write!';",
+    );
+    assert!(l.query_one("SELECT learned_retrain('u_k')", &[]).is_err());
+    wait_for("the worker to retrain u_k", 60, || {
+        generation(&mut l, "u_k") > 1
+    });
+    assert!(
+        !cluster.log().contains("invalid database"),
+        "a worker tried the invalid database:\n{}",
+        cluster.log()
+    );
+    run_each(&mut c, "DROP DATABASE broken");
 }

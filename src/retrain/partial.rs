@@ -256,7 +256,7 @@ pub(super) fn partial(
             sorter.put_entry(Some(key), tid);
             merged += 1;
         }
-        pgrx::check_for_interrupts!();
+        super::interrupts();
     }
     let dropped_nulls = put_nulls(idx, meta, &mut sorter, strategy);
     let mut sorted = sorter.finish();
@@ -280,7 +280,7 @@ pub(super) fn partial(
         last = Some((key, tid));
         written += 1;
         if written.is_multiple_of(65536) {
-            pgrx::check_for_interrupts!();
+            super::interrupts();
         }
     }
     // A live entry inserted with the tombstoned fence's pair (a heap TID

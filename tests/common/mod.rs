@@ -149,6 +149,17 @@ impl Cluster {
             .connect(postgres::NoTls)
     }
 
+    /// A connection to database `db`.
+    pub fn connect_to(&self, db: &str) -> postgres::Client {
+        postgres::Config::new()
+            .host_path(self.dir.join("sock"))
+            .port(self.port)
+            .user("postgres")
+            .dbname(db)
+            .connect(postgres::NoTls)
+            .unwrap()
+    }
+
     pub fn connect(&self) -> postgres::Client {
         let mut last = None;
         for _ in 0..100 {
