@@ -149,12 +149,14 @@ ALTER OPERATOR FAMILY datetime_ops USING learned ADD
 
 -- Valid indexes only (one being built, or left by a failed concurrent build,
 -- may have no complete metapage), and no other session's temporary ones.
+-- missing_ok: one the view's snapshot lists may have been dropped since, or
+-- marked dead by a REINDEX CONCURRENTLY; it is left out rather than fail.
 CREATE VIEW pg_stat_learned_indexes AS
     SELECT s.*
     FROM pg_class c
     JOIN pg_am am ON am.oid = c.relam AND am.amname = 'learned'
     JOIN pg_index i ON i.indexrelid = c.oid AND i.indisvalid
-    CROSS JOIN LATERAL learned_index_stats(c.oid::regclass) s
+    CROSS JOIN LATERAL learned_index_stats(c.oid::regclass, missing_ok => true) s
     WHERE c.relkind = 'i' AND NOT pg_is_other_temp_schema(c.relnamespace)
       AND pg_relation_size(c.oid) > 0;
 

@@ -59,17 +59,37 @@ impl Opened {
 
     /// As `new`, with the given lock modes on the table and the index.
     pub fn with_locks(index: IndexArg, heap_lock: i32, index_lock: i32) -> Opened {
+        Opened::open(index, (heap_lock, index_lock), false).expect("raised, not missing")
+    }
+
+    /// As `new`, but `None` rather than an ERROR when `missing_ok` and the
+    /// relation is no longer a valid learned index: the view lists indexes
+    /// as its snapshot saw them, and one may since have been dropped, or
+    /// marked dead by a REINDEX CONCURRENTLY that now waits to drop it.
+    pub fn open(
+        index: IndexArg,
+        (heap_lock, index_lock): (i32, i32),
+        missing_ok: bool,
+    ) -> Option<Opened> {
         let oid = index.0;
         // SAFETY: catalog lookups, then the table's lock before the index's;
-        // the relations are opened once locked, and PostgreSQL raises the
-        // errors for a relation dropped meanwhile.
+        // the relations are opened once locked, the index only if it still
+        // exists then (`try_relation_open`); each is closed with its lock
+        // released on every path that does not keep it.
         unsafe {
             let heap_oid = pg_sys::IndexGetRelation(oid, true);
             if heap_oid == pg_sys::InvalidOid {
+                if missing_ok {
+                    return None;
+                }
                 not_learned(oid);
             }
             pg_sys::LockRelationOid(heap_oid, heap_lock);
             if pg_sys::IndexGetRelation(oid, true) != heap_oid {
+                pg_sys::UnlockRelationOid(heap_oid, heap_lock);
+                if missing_ok {
+                    return None;
+                }
                 ereport!(
                     ERROR,
                     PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
@@ -80,9 +100,30 @@ impl Opened {
                     "The index was dropped meanwhile."
                 );
             }
-            let index = pg_sys::index_open(oid, index_lock);
+            // DROP INDEX CONCURRENTLY drops it under a lock this one does
+            // not wait for: it may be gone by now.
+            let index = pg_sys::try_relation_open(oid, index_lock);
+            if index.is_null() {
+                pg_sys::UnlockRelationOid(heap_oid, heap_lock);
+                if missing_ok {
+                    return None;
+                }
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                    format!("could not open index with OID {}", oid.to_u32()),
+                    "The index was dropped meanwhile."
+                );
+            }
             let relkind = (*(*index).rd_rel).relkind as u8;
             let learned = is_learned(index);
+            let valid =
+                relkind == pg_sys::RELKIND_INDEX && learned && (*(*index).rd_index).indisvalid;
+            if missing_ok && !valid {
+                pg_sys::relation_close(index, index_lock);
+                pg_sys::UnlockRelationOid(heap_oid, heap_lock);
+                return None;
+            }
             if relkind == pg_sys::RELKIND_PARTITIONED_INDEX && learned {
                 let parts = Spi::get_one_with_args::<String>(
                     "SELECT string_agg(relid::regclass::text, ', ' ORDER BY relid::regclass::text)
@@ -113,7 +154,7 @@ impl Opened {
             }
             // A concurrent build under way, or one that failed, may not have
             // written its metapage whole: nothing to report, check or merge.
-            if !(*(*index).rd_index).indisvalid {
+            if !valid {
                 ErrorReport::new(
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                     format!("learned index \"{}\" is not valid", name_of(oid)),
@@ -126,12 +167,12 @@ impl Opened {
                 .report(PgLogLevel::ERROR);
             }
             let heap = pg_sys::table_open(heap_oid, pg_sys::NoLock as i32);
-            Opened {
+            Some(Opened {
                 heap,
                 index,
                 heap_lock,
                 index_lock,
-            }
+            })
         }
     }
 }
@@ -202,6 +243,7 @@ pub fn name_of(oid: pg_sys::Oid) -> String {
 #[pg_extern(volatile, parallel_safe)]
 fn learned_index_stats(
     index: IndexArg,
+    missing_ok: default!(bool, false),
 ) -> TableIterator<
     'static,
     (
@@ -233,7 +275,10 @@ fn learned_index_stats(
         name!(idx_tup_read, i64),
     ),
 > {
-    let rel = Opened::new(index);
+    let share = pg_sys::AccessShareLock as i32;
+    let Some(rel) = Opened::open(index, (share, share), missing_ok) else {
+        return TableIterator::new(None);
+    };
     let meta = Meta::read(rel.index);
     let ring = BulkRead::new();
     let counts = delta::count(rel.index, &meta, ring.get());
@@ -285,7 +330,7 @@ fn learned_index_stats(
             read,
         )
     };
-    TableIterator::once(row)
+    TableIterator::new(Some(row))
 }
 
 unsafe fn stat_counter(

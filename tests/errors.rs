@@ -108,6 +108,47 @@ fn the_stats_view_skips_indexes_it_cannot_read() {
     assert_eq!(common::sqlstate(&refused), "55000", "{refused:?}");
     let message = common::db_message(&refused);
     assert!(message.contains("is not valid"), "{message}");
+    // As the view reads an index: no row rather than an ERROR.
+    let quiet = "SELECT count(*)::text FROM learned_index_stats('t_k2', missing_ok => true)";
+    assert_eq!(common::texts(&mut c, quiet), ["0"]);
+}
+
+/// The view lists the indexes its snapshot saw; one dropped before the view
+/// reads it (it waits for the table's lock meanwhile) is left out, not an
+/// ERROR for every caller. (A REINDEX CONCURRENTLY drops the old index so,
+/// after marking it not valid.)
+#[test]
+fn the_stats_view_passes_over_an_index_dropped_while_it_runs() {
+    let cluster = Cluster::start("stats_drop", &[]);
+    let mut c = cluster.connect();
+    common::run_each(
+        &mut c,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g FROM generate_series(1, 1000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         CREATE TABLE u (k int8);
+         INSERT INTO u SELECT g FROM generate_series(1, 1000) g;
+         CREATE INDEX u_k ON u USING learned (k);",
+    );
+    let mut dropper = cluster.connect();
+    common::run_each(&mut dropper, "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE");
+    let mut v = cluster.connect();
+    let pid = common::backend_pid(&mut v);
+    let view = std::thread::spawn(move || {
+        v.query(
+            "SELECT index_name FROM pg_stat_learned_indexes ORDER BY 1",
+            &[],
+        )
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect::<Vec<String>>())
+    });
+    common::wait_for("the view to wait for the table's lock", 30, || {
+        common::wait_event(&mut c, pid) == "Lock:relation"
+    });
+    common::run_each(&mut dropper, "DROP INDEX t_k; COMMIT");
+    assert_eq!(view.join().unwrap().unwrap(), ["u_k"]);
+    let gone =
+        "SELECT count(*)::text FROM learned_index_stats(123456789::regclass, missing_ok => true)";
+    assert_eq!(common::texts(&mut c, gone), ["0"]);
 }
 
 /// `learned_retrain` and `learned_verify` are not for every role (as
