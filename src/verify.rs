@@ -492,6 +492,12 @@ fn check_delta(
             _ => {}
         }
     }
+    // A page freed and reused can carry the tag it was listed with (see
+    // `gather` in src/am/scan.rs): the retire that freed it made the
+    // metapage stop listing this generation first.
+    if standby && !Meta::read(idx).readable(generation) {
+        recycled_error(idx);
+    }
 }
 
 /// Sort item for the TID-ordered comparison: TID and NULL flag, then key.

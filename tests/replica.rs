@@ -653,3 +653,79 @@ fn verify_on_a_standby_reports_a_retired_generation_as_a_conflict() {
     assert_eq!(code, "40001", "{message} (retained: {retained})");
     assert_verified(&mut hold, "t_k");
 }
+
+/// A delta page a standby's cursor or `learned_verify` listed is freed and
+/// reused under the tag it was listed with: opened while a retrain was
+/// paused after its freeze, it is tagged with the next generation; the
+/// retrain moves its rows into that generation's run and lowers its tag;
+/// VACUUM retires the generation before and frees the page; the next page
+/// an append opens is that one, tagged with the next generation again. The
+/// tag cannot tell; the metapage, read after the pages, says the
+/// generation was retired. The cursor starts over (and finds the rows), and
+/// verify reports a conflict, not "row ... is not in the index".
+#[test]
+fn a_standby_notices_a_delta_page_reused_under_the_tag_it_was_listed_with() {
+    let primary = start_primary("replica_reused_tag", &["autovacuum = off"]);
+    let mut p = primary.connect();
+    common::run_each(
+        &mut p,
+        "CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g * 10 FROM generate_series(1, 50000) g;
+         CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+         DELETE FROM t WHERE k > 350000;
+         VACUUM t;",
+    );
+    let standby = Standby::start(&primary);
+    // With 30% of the run dead, the retrain merges: it rewrites every run
+    // page, so it moves rows of pages opened since its freeze into them.
+    common::pause_lock(&mut p, 0, "lock");
+    let retrainer = common::start_paused_retrain(&mut p, primary.connect(), "write", "t_k");
+    // Inside the run, during the retrain: a bounded delta page, tagged with
+    // the next generation.
+    common::run_each(
+        &mut p,
+        "INSERT INTO t SELECT g * 10 + 5 FROM generate_series(1000, 1019) g",
+    );
+    let (mut cur, mut s, mut hold) = (standby.connect(), standby.connect(), standby.connect());
+    wait_for_replay(&mut p, &mut hold);
+    let fetch = |c: &mut postgres::Client, sql: &str| c.query(sql, &[]).unwrap().len();
+    common::run_each(
+        &mut cur,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off;
+         BEGIN ISOLATION LEVEL REPEATABLE READ;
+         DECLARE c SCROLL CURSOR FOR SELECT k FROM t WHERE k BETWEEN 10000 AND 11000;",
+    );
+    assert_eq!(fetch(&mut cur, "FETCH ALL FROM c"), 121);
+    common::pause_lock(&mut hold, 0, "lock");
+    let pid = common::backend_pid(&mut s);
+    s.batch_execute("SET learneddb.debug_pause = 'verify_delta'")
+        .unwrap();
+    let verify = std::thread::spawn(move || {
+        s.query_one("SELECT learned_verify('t_k')", &[])
+            .map(|_| ())
+            .map_err(|e| common::sqlstate(&e))
+    });
+    common::wait_for_pause(&mut hold, pid, "verify to pause before the delta");
+    common::pause_lock(&mut p, 0, "unlock");
+    assert_eq!(retrainer.join().unwrap(), "merge");
+    let blocks = "SELECT (pg_relation_size('t_k') / 8192)::text";
+    common::run_each(&mut p, "VACUUM t");
+    let before = common::texts(&mut p, blocks);
+    common::run_each(&mut p, "INSERT INTO t VALUES (100000000)");
+    assert_eq!(
+        common::texts(&mut p, blocks),
+        before,
+        "the append added a page rather than reuse the freed one"
+    );
+    wait_for_replay(&mut p, &mut hold);
+    // A rewind rescans with the delta pages the cursor listed.
+    assert_eq!(fetch(&mut cur, "FETCH ABSOLUTE 0 FROM c"), 0);
+    assert_eq!(fetch(&mut cur, "FETCH ALL FROM c"), 121);
+    common::pause_lock(&mut hold, 0, "unlock");
+    let code = verify
+        .join()
+        .unwrap()
+        .expect_err("verify read a reused page");
+    assert_eq!(code, "40001");
+    assert_verified(&mut hold, "t_k");
+}

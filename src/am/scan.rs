@@ -363,9 +363,6 @@ impl ScanState {
                     Some(_locked) => delta::directory(rel, meta, Strategy::DEFAULT),
                     None => delta::directory_consistent(rel, Strategy::DEFAULT),
                 };
-                if standby && !Meta::read(rel).readable(meta.generation) {
-                    return Err(Recycled);
-                }
                 hints.delta.insert(Summary::new(dir, meta.generation))
             }
         };
@@ -390,6 +387,15 @@ impl ScanState {
             if self.keep_pins && self.delta.len() + self.delta_nulls.len() > before {
                 self.delta_pins.push(page.into_pin().into_held());
             }
+        }
+        // A page freed and reused can carry the tag it was listed with (one
+        // opened after a retrain's freeze is tagged with the next generation;
+        // absorbed, its tag is lowered; retired, freed; reused, tagged with
+        // the next generation again), so the tag alone does not tell. The
+        // retire that freed it made the metapage stop listing the scan's
+        // generation first: read after the pages, the metapage tells.
+        if standby && !Meta::read(rel).readable(meta.generation) {
+            return Err(Recycled);
         }
         self.delta.sort_unstable_by_key(|e| (e.key, e.tid));
         self.delta_nulls.sort_unstable();
