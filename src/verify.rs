@@ -406,10 +406,11 @@ fn check_delta(
         // and reused may hold copies of entries of pages read here.
         let current = d.generation >= generation && d.is_live();
         // On a standby nothing holds retirement back for this snapshot: a
-        // page the generation read, freed or reused since (the primary
-        // retired the generation meanwhile), is not damage, but this check
-        // cannot go on (as a scan would start over).
-        if current && standby && page.replaced_since(d) {
+        // page the generation read, freed since, is not damage, but this
+        // check cannot go on (as a scan would start over). One freed and
+        // reused by then the metapage tells, after the loop; a tag changed
+        // by carry or absorb is none of these.
+        if current && standby && page.is_free() {
             recycled_error(idx);
         }
         let sorted = page.is_sorted();

@@ -729,3 +729,41 @@ fn a_standby_notices_a_delta_page_reused_under_the_tag_it_was_listed_with() {
     assert_eq!(code, "40001");
     assert_verified(&mut hold, "t_k");
 }
+
+/// A retrain carries delta pages over to the next generation (raising their
+/// tag) and absorbs others (lowering it); the generation before still reads
+/// them as they are. A standby `learned_verify` that listed them before
+/// goes on and passes: the tags changed, but nothing was freed.
+#[test]
+fn verify_on_a_standby_reads_on_across_retagged_delta_pages() {
+    let primary = start_primary("replica_retagged", &["autovacuum = off"]);
+    let mut p = primary.connect();
+    let key = common::RANDOM_KEY;
+    common::run_each(
+        &mut p,
+        &format!(
+            "CREATE TABLE t (k int8);
+             INSERT INTO t SELECT {key} FROM generate_series(1, 250000) g;
+             CREATE INDEX t_k ON t USING learned (k) WITH (retrain = off);
+             INSERT INTO t SELECT {key} FROM generate_series(250001, 253000) g;"
+        ),
+    );
+    let standby = Standby::start(&primary);
+    let (mut s, mut hold) = (standby.connect(), standby.connect());
+    wait_for_replay(&mut p, &mut hold);
+    common::pause_lock(&mut hold, 0, "lock");
+    let pid = common::backend_pid(&mut s);
+    s.batch_execute("SET learneddb.debug_pause = 'verify_delta'")
+        .unwrap();
+    let verify = std::thread::spawn(move || {
+        s.query_one("SELECT learned_verify('t_k')", &[])
+            .map(|r| r.get::<_, bool>(0))
+            .map_err(|e| common::db_message(&e))
+    });
+    common::wait_for_pause(&mut hold, pid, "verify to pause before the delta");
+    // One segment merged, the bounded pages of the others carried over.
+    assert_eq!(common::retrain_path(&mut p, "t_k"), "partial");
+    wait_for_replay(&mut p, &mut hold);
+    common::pause_lock(&mut hold, 0, "unlock");
+    assert_eq!(verify.join().unwrap(), Ok(true));
+}

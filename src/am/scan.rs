@@ -323,9 +323,9 @@ impl ScanState {
     /// snapshot: once the scan's generation is retired, the delta pages
     /// merged into the next one's run are freed (the metapage says so first,
     /// `retire` in src/retrain.rs), and their rows are in neither place the
-    /// scan reads. So there, a directory read after the metapage stopped
-    /// listing the scan's generation, or a delta page freed or reused since
-    /// the directory was read, is `Recycled`: the scan starts over from the
+    /// scan reads. So there, a delta page freed since the directory was
+    /// read, or a metapage read after the delta pages that no longer lists
+    /// the scan's generation, is `Recycled`: the scan starts over from the
     /// current generation. (On a primary the scan's snapshot holds
     /// retirement back; a scan that read the metapage before a promotion
     /// goes on checking.)
@@ -368,7 +368,10 @@ impl ScanState {
         };
         for d in summary.candidates(hull, plan.nulls) {
             let page = DeltaPage::read(rel, d.blk, Strategy::DEFAULT);
-            if standby && page.replaced_since(d) {
+            // A tag that changed since the directory was read is no sign:
+            // carry raises a page's tag, absorb lowers it, and the scan's
+            // generation reads the page either way (see the check below).
+            if standby && page.is_free() {
                 return Err(Recycled);
             }
             let before = self.delta.len() + self.delta_nulls.len();
@@ -388,12 +391,13 @@ impl ScanState {
                 self.delta_pins.push(page.into_pin().into_held());
             }
         }
-        // A page freed and reused can carry the tag it was listed with (one
-        // opened after a retrain's freeze is tagged with the next generation;
+        // A page freed and reused is not always told by its tag (one opened
+        // after a retrain's freeze is tagged with the next generation;
         // absorbed, its tag is lowered; retired, freed; reused, tagged with
-        // the next generation again), so the tag alone does not tell. The
-        // retire that freed it made the metapage stop listing the scan's
-        // generation first: read after the pages, the metapage tells.
+        // the next generation again). The retire that freed it made the
+        // metapage stop listing the scan's generation first: read after the
+        // pages, the metapage tells. (A page VACUUM emptied and an insert
+        // reused holds only rows newer than the scan's snapshot.)
         if standby && !Meta::read(rel).readable(meta.generation) {
             return Err(Recycled);
         }

@@ -129,12 +129,10 @@ impl DeltaPage {
         self.h
     }
 
-    /// Whether this page is no longer the one directory entry `d` described
-    /// when it was read: freed since (its entries were moved into a newer
-    /// generation's run and the page retired, or VACUUM emptied it) or reused
-    /// by a later generation.
-    pub fn replaced_since(&self, d: &DirEntry) -> bool {
-        self.h.state == FREE || self.tag() != d.generation
+    /// Whether this page is free: retired (its entries were moved into a
+    /// newer generation's run) or emptied by VACUUM.
+    pub fn is_free(&self) -> bool {
+        self.h.state == FREE
     }
 
     /// The generation the page is tagged with.
