@@ -1173,7 +1173,8 @@ enum Fit {
 /// blocks taken are noted as pending in the metapage: if the retrain ends
 /// without its switch, [`reclaim_pending`] frees them. (A crash right after
 /// an extension, before its note, loses that chunk.) Each chunk's last
-/// block is logged before its note ([`log_extension`]).
+/// block is logged before its note ([`log_extension`]), and the WAL is
+/// flushed before the caller writes any of them ([`wal::flush_own_records`]).
 fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
     let mut place = Extents::default();
     if n == 0 {
@@ -1236,6 +1237,10 @@ fn allocate(idx: pg_sys::Relation, n: u32, fit: Fit) -> Extents {
         debug_assert!(pushed, "one extent was kept for the end");
         note_pending(idx, e);
         rest -= chunk;
+    }
+    // SAFETY: the index is open.
+    if unsafe { relation_needs_wal(idx) } {
+        wal::flush_own_records();
     }
     place
 }

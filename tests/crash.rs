@@ -511,3 +511,48 @@ fn a_retrain_writes_over_a_torn_block_a_failed_retrain_left() {
     // It wrote where the failed one had, the torn block among them.
     assert_eq!(blocks(&mut c), after, "the retrain added blocks");
 }
+
+/// A retrain's pages carry no LSN until it logs them whole, so the buffer
+/// manager may write one out at any time: before the retrain writes into
+/// blocks it took from the free list, the records that freed and took them
+/// are flushed, or a crash could replay a generation that still owns a block
+/// already overwritten on disk.
+#[test]
+fn a_retrain_flushes_the_wal_before_it_writes_into_blocks_it_took() {
+    let cluster = Cluster::start("flush_taken", &["autovacuum = off"]);
+    let mut c = cluster.connect();
+    let key = common::RANDOM_KEY;
+    common::run_each(
+        &mut c,
+        &format!(
+            "CREATE EXTENSION pageinspect;
+             CREATE TABLE tw (v int8);
+             INSERT INTO tw SELECT {key} FROM generate_series(1, 20000) g;
+             CREATE INDEX tw_v ON tw USING learned (v) WITH (retrain = off);
+             INSERT INTO tw SELECT {key} FROM generate_series(20001, 24000) g;
+             SELECT learned_retrain('tw_v');
+             INSERT INTO tw SELECT {key} FROM generate_series(24001, 28000) g;"
+        ),
+    );
+    let pages = |c: &mut postgres::Client, column: &str| -> i64 {
+        common::texts(
+            c,
+            &format!("SELECT {column}::text FROM learned_index_stats('tw_v')"),
+        )[0]
+        .parse()
+        .unwrap()
+    };
+    let retained = pages(&mut c, "retained_pages");
+    common::pause_lock(&mut c, 0, "lock");
+    // It retires the first generation, takes some of its blocks and writes
+    // there.
+    let retrainer = common::start_paused_retrain(&mut c, cluster.connect(), "write", "tw_v");
+    assert!(pages(&mut c, "free_pages") < retained, "no block was taken");
+    // The metapage's last record (the blocks taken, noted pending) is flushed.
+    let flushed = "SELECT (pg_current_wal_flush_lsn() >= lsn)::text
+                     FROM page_header(get_raw_page('tw_v', 0))";
+    assert_eq!(common::texts(&mut c, flushed), ["true"]);
+    common::pause_lock(&mut c, 0, "unlock");
+    retrainer.join().unwrap();
+    check_table(&mut c, "tw", "after the retrain");
+}

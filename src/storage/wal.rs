@@ -155,3 +155,16 @@ pub fn log_new_blocks(rel: pg_sys::Relation, start: pg_sys::BlockNumber, end: pg
         at = to;
     }
 }
+
+/// Flushes the WAL to the end of this backend's last record. A retrain
+/// writes its pages without WAL until it logs them whole, and a page with no
+/// LSN may be written out at any time: before one goes into a block taken
+/// from the free list, the records that freed and took that block (and, WAL
+/// being sequential, the switch of any earlier retrain that committed
+/// asynchronously) must be on disk, or a crash could replay a state in which
+/// the block still belongs to a generation a scan reads.
+pub fn flush_own_records() {
+    // SAFETY: flushes to a position this backend has inserted up to (see
+    // `log_new_blocks`); a no-op when it has inserted nothing.
+    unsafe { pg_sys::XLogFlush(pg_sys::XactLastRecEnd) };
+}
