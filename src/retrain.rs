@@ -103,6 +103,12 @@ fn interrupts() {
     let Some((heap, index)) = GIVING_WAY.get() else {
         return;
     };
+    // Only where a cancel could end it: not while a buffer lock is held
+    // (the switch absorbs under the metapage's), which holds interrupts off.
+    // SAFETY: reads this backend's counters.
+    if unsafe { pg_sys::InterruptHoldoffCount > 0 || pg_sys::CritSectionCount > 0 } {
+        return;
+    }
     let update = pg_sys::ShareUpdateExclusiveLock as i32;
     // SAFETY: both relations are open, and held by this backend in this
     // mode until the retrain's transaction ends.
