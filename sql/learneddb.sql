@@ -161,6 +161,8 @@ CREATE VIEW pg_stat_learned_indexes AS
       AND pg_relation_size(c.oid) > 0;
 
 COMMENT ON VIEW pg_stat_learned_indexes IS 'one row per learned index: size, model error, delta, scans';
+-- Readable by every role, as pg_stat_user_indexes is.
+GRANT SELECT ON pg_stat_learned_indexes TO PUBLIC;
 
 -- Retraining takes a lock that keeps VACUUM off the table and writes the
 -- index anew; verifying reads the whole table. As amcheck's functions, they

@@ -182,6 +182,8 @@ fn retrain_and_verify_need_a_grant() {
     }
     let entries = common::texts(&mut c, "SELECT entries FROM learned_index_stats('t_k')");
     assert_eq!(entries, ["1000"]);
+    let listed = "SELECT index_name FROM pg_stat_learned_indexes";
+    assert_eq!(common::texts(&mut c, listed), ["t_k"]);
     common::run_each(
         &mut c,
         "RESET ROLE;

@@ -8,6 +8,8 @@
 //!
 //! Runs in the PostgreSQL 18 suite and needs learneddb installed for 15 too
 //! (tools/test.sh runs the 15 suite first).
+//!
+//! And `ALTER EXTENSION learneddb UPDATE` from the previous version.
 #![cfg(feature = "pg18")]
 
 mod common;
@@ -198,4 +200,59 @@ fn pg_upgrade_from_15_keeps_learned_indexes() {
         .unwrap()
         .get(0);
     assert_eq!(stats, TYPES.len() as i64);
+}
+
+/// `ALTER EXTENSION learneddb UPDATE` from 0.1.0 as its last build installed
+/// it: `learned_index_stats` gains `missing_ok`, the view passes it and is
+/// readable by every role; the indexes stay as they are. (The 0.1.0 script
+/// is this build's, with what 0.2.0 changed taken out.)
+#[test]
+fn alter_extension_update_from_0_1_0() {
+    let bin = pg_bin_for(common::PG_MAJOR);
+    let out = std::process::Command::new(bin.join("pg_config"))
+        .arg("--sharedir")
+        .output()
+        .unwrap();
+    let dir =
+        std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("extension");
+    let mut old = std::fs::read_to_string(dir.join("learneddb--0.2.0.sql")).unwrap();
+    for (new, was) in [
+        (
+            "\"index\" regclass, /* IndexArg */\n\t\"missing_ok\" bool DEFAULT false /* bool */\n",
+            "\"index\" regclass /* IndexArg */\n",
+        ),
+        (
+            "learned_index_stats(c.oid::regclass, missing_ok => true)",
+            "learned_index_stats(c.oid::regclass)",
+        ),
+        ("GRANT SELECT ON pg_stat_learned_indexes TO PUBLIC;", ""),
+    ] {
+        assert!(old.contains(new), "the 0.2.0 script has no {new:?}");
+        old = old.replace(new, was);
+    }
+    std::fs::write(dir.join("learneddb--0.1.0.sql"), old).unwrap();
+
+    let cluster = Cluster::start_major("ext_update", common::PG_MAJOR, &[], "", "");
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        "CREATE EXTENSION learneddb VERSION '0.1.0';
+         CREATE TABLE t (k int8);
+         INSERT INTO t SELECT g FROM generate_series(1, 5000) g;
+         CREATE INDEX t_k ON t USING learned (k);
+         CREATE ROLE reader;",
+    );
+    let view = "SELECT index_name FROM pg_stat_learned_indexes";
+    // The old definition calls this library with one argument: an ERROR.
+    assert!(c.query(view, &[]).is_err());
+    run_each(&mut c, "ALTER EXTENSION learneddb UPDATE");
+    let version = "SELECT extversion FROM pg_extension WHERE extname = 'learneddb'";
+    assert_eq!(texts(&mut c, version), ["0.2.0"]);
+    assert_eq!(texts(&mut c, view), ["t_k"]);
+    run_each(&mut c, "SET ROLE reader");
+    assert_eq!(texts(&mut c, view), ["t_k"]);
+    let refused = c.query("SELECT learned_retrain('t_k')", &[]).unwrap_err();
+    assert_eq!(common::sqlstate(&refused), "42501");
+    run_each(&mut c, "RESET ROLE");
+    assert_verified(&mut c, "t_k");
 }
