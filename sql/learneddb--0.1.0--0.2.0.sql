@@ -8,9 +8,8 @@
 
 \echo Use "ALTER EXTENSION learneddb UPDATE TO '0.2.0'" to load this file. \quit
 
-DROP VIEW pg_stat_learned_indexes;
-DROP FUNCTION learned_index_stats(regclass);
-
+-- The view is replaced in place, and the old function dropped once nothing
+-- uses it: views built on this one, and privileges granted on it, stay.
 CREATE  FUNCTION "learned_index_stats"(
 	"index" regclass, /* IndexArg */
 	"missing_ok" bool DEFAULT false /* bool */
@@ -46,7 +45,7 @@ STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'learned_index_stats_wrapper';
 
-CREATE VIEW pg_stat_learned_indexes AS
+CREATE OR REPLACE VIEW pg_stat_learned_indexes AS
     SELECT s.*
     FROM pg_class c
     JOIN pg_am am ON am.oid = c.relam AND am.amname = 'learned'
@@ -55,6 +54,8 @@ CREATE VIEW pg_stat_learned_indexes AS
     WHERE c.relkind = 'i' AND NOT pg_is_other_temp_schema(c.relnamespace)
       AND pg_relation_size(c.oid) > 0;
 
-COMMENT ON VIEW pg_stat_learned_indexes IS 'one row per learned index: size, model error, delta, scans';
+
+DROP FUNCTION learned_index_stats(regclass);
+
 -- Readable by every role, as pg_stat_user_indexes is.
 GRANT SELECT ON pg_stat_learned_indexes TO PUBLIC;

@@ -204,7 +204,8 @@ fn pg_upgrade_from_15_keeps_learned_indexes() {
 
 /// `ALTER EXTENSION learneddb UPDATE` from 0.1.0 as its last build installed
 /// it: `learned_index_stats` gains `missing_ok`, the view passes it and is
-/// readable by every role; the indexes stay as they are. (The 0.1.0 script
+/// readable by every role; a view built on it stays; the indexes stay as
+/// they are. (The 0.1.0 script
 /// is this build's, with what 0.2.0 changed taken out.)
 #[test]
 fn alter_extension_update_from_0_1_0() {
@@ -240,7 +241,9 @@ fn alter_extension_update_from_0_1_0() {
          CREATE TABLE t (k int8);
          INSERT INTO t SELECT g FROM generate_series(1, 5000) g;
          CREATE INDEX t_k ON t USING learned (k);
-         CREATE ROLE reader;",
+         CREATE ROLE reader;
+         CREATE VIEW my_stats AS SELECT index_name FROM pg_stat_learned_indexes;
+         GRANT SELECT ON my_stats TO reader;",
     );
     let view = "SELECT index_name FROM pg_stat_learned_indexes";
     // The old definition calls this library with one argument: an ERROR.
@@ -249,6 +252,8 @@ fn alter_extension_update_from_0_1_0() {
     let version = "SELECT extversion FROM pg_extension WHERE extname = 'learneddb'";
     assert_eq!(texts(&mut c, version), ["0.2.0"]);
     assert_eq!(texts(&mut c, view), ["t_k"]);
+    // A view built on it stays, and works.
+    assert_eq!(texts(&mut c, "SELECT index_name FROM my_stats"), ["t_k"]);
     run_each(&mut c, "SET ROLE reader");
     assert_eq!(texts(&mut c, view), ["t_k"]);
     let refused = c.query("SELECT learned_retrain('t_k')", &[]).unwrap_err();
