@@ -85,24 +85,14 @@ impl Opened {
                 not_learned(oid);
             }
             pg_sys::LockRelationOid(heap_oid, heap_lock);
-            if pg_sys::IndexGetRelation(oid, true) != heap_oid {
-                pg_sys::UnlockRelationOid(heap_oid, heap_lock);
-                if missing_ok {
-                    return None;
-                }
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                    format!(
-                        "could not open the table of index with OID {}",
-                        oid.to_u32()
-                    ),
-                    "The index was dropped meanwhile."
-                );
-            }
-            // DROP INDEX CONCURRENTLY drops it under a lock this one does
-            // not wait for: it may be gone by now.
-            let index = pg_sys::try_relation_open(oid, index_lock);
+            // Dropped once the table was locked, or (DROP INDEX CONCURRENTLY
+            // drops it under a lock this one does not wait for) by the time
+            // the index is opened.
+            let index = if pg_sys::IndexGetRelation(oid, true) == heap_oid {
+                pg_sys::try_relation_open(oid, index_lock)
+            } else {
+                std::ptr::null_mut()
+            };
             if index.is_null() {
                 pg_sys::UnlockRelationOid(heap_oid, heap_lock);
                 if missing_ok {

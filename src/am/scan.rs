@@ -350,6 +350,9 @@ impl ScanState {
         let meta = &hints.meta;
         let standby = hints.in_recovery;
         // Delta pages of earlier generations are merged into this one's run.
+        // What a standby must check against the metapage afterwards: the
+        // directory, when read now, and any delta page read.
+        let mut unchecked = hints.delta.is_none();
         let summary = match &mut hints.delta {
             Some(summary) => {
                 // Rescanned: ordered once for every rescan to come.
@@ -368,6 +371,7 @@ impl ScanState {
         };
         for d in summary.candidates(hull, plan.nulls) {
             let page = DeltaPage::read(rel, d.blk, Strategy::DEFAULT);
+            unchecked = true;
             // A tag that changed since the directory was read is no sign:
             // carry raises a page's tag, absorb lowers it, and the scan's
             // generation reads the page either way (see the check below).
@@ -391,14 +395,16 @@ impl ScanState {
                 self.delta_pins.push(page.into_pin().into_held());
             }
         }
-        // A page freed and reused is not always told by its tag (one opened
+        // A directory read after a retire lists the merged pages free, and a
+        // page freed and reused is not always told by its tag (one opened
         // after a retrain's freeze is tagged with the next generation;
         // absorbed, its tag is lowered; retired, freed; reused, tagged with
-        // the next generation again). The retire that freed it made the
-        // metapage stop listing the scan's generation first: read after the
-        // pages, the metapage tells. (A page VACUUM emptied and an insert
-        // reused holds only rows newer than the scan's snapshot.)
-        if standby && !Meta::read(rel).readable(meta.generation) {
+        // the next generation again). The retire made the metapage stop
+        // listing the scan's generation first: read after the directory and
+        // the pages, the metapage tells. (A page VACUUM emptied and an insert
+        // reused holds only rows newer than the scan's snapshot.) A rescan
+        // that reads no delta page reads nothing to check.
+        if standby && unchecked && !Meta::read(rel).readable(meta.generation) {
             return Err(Recycled);
         }
         self.delta.sort_unstable_by_key(|e| (e.key, e.tid));
