@@ -189,12 +189,7 @@ fn committed_rows_survive_crashes() {
             .map(|r| r.get(0))
             .unwrap_or(0);
         assert!(pid > 0, "no inserting backend to kill");
-        let status = std::process::Command::new("kill")
-            .arg("-9")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        sigkill(pid);
     });
     check(&cluster, &committed.lock().unwrap());
 
@@ -360,6 +355,17 @@ fn retrains_survive_a_crash_at_each_stage() {
     }
 }
 
+/// Sends SIGKILL to backend `pid`: the postmaster then resets the server
+/// and runs crash recovery.
+fn sigkill(pid: i32) {
+    let status = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// SIGKILLs backend `pid`, whose statement `killed` runs (and must end in
 /// an error), and connects again once the server has recovered; `c` is a
 /// session of the server from before.
@@ -369,12 +375,7 @@ fn kill_and_recover(
     pid: i32,
     killed: thread::JoinHandle<bool>,
 ) -> postgres::Client {
-    let status = std::process::Command::new("kill")
-        .arg("-9")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigkill(pid);
     assert!(killed.join().unwrap(), "the killed statement returned");
     // The postmaster ends every backend, this session's too, before it
     // recovers: until then a new connection could still reach the server

@@ -599,6 +599,27 @@ fn a_promoted_standby_keeps_the_blocks_a_failed_retrain_left() {
     assert_verified(&mut s, "t_k");
 }
 
+/// Starts `learned_verify('t_k')` in standby session `s`, paused after it
+/// read the directory, before the delta pages, on the pause lock `hold`
+/// takes; the thread yields its result, or the error's SQLSTATE and
+/// message, once `hold` lets go.
+fn paused_verify(
+    hold: &mut postgres::Client,
+    mut s: postgres::Client,
+) -> std::thread::JoinHandle<Result<bool, (String, String)>> {
+    common::pause_lock(hold, 0, "lock");
+    let pid = common::backend_pid(&mut s);
+    s.batch_execute("SET learneddb.debug_pause = 'verify_delta'")
+        .unwrap();
+    let verify = std::thread::spawn(move || {
+        s.query_one("SELECT learned_verify('t_k')", &[])
+            .map(|r| r.get::<_, bool>(0))
+            .map_err(|e| (common::sqlstate(&e), common::db_message(&e)))
+    });
+    common::wait_for_pause(hold, pid, "verify to pause before the delta");
+    verify
+}
+
 /// `learned_verify` on a standby, whose snapshot nothing on the primary
 /// waits for: the delta pages it listed are freed (their generation
 /// retired, replayed) before it reads them. That is a serialization failure
@@ -618,19 +639,7 @@ fn verify_on_a_standby_reports_a_retired_generation_as_a_conflict() {
     let standby = Standby::start(&primary);
     let (mut s, mut hold) = (standby.connect(), standby.connect());
     wait_for_replay(&mut p, &mut s);
-    common::pause_lock(&mut hold, 0, "lock");
-    let pid = common::backend_pid(&mut s);
-    s.batch_execute("SET learneddb.debug_pause = 'verify_delta'")
-        .unwrap();
-    let verify = std::thread::spawn(move || {
-        s.query_one("SELECT learned_verify('t_k')", &[])
-            .map(|_| ())
-            .map_err(|e| {
-                e.as_db_error()
-                    .map(|d| (d.code().code().to_string(), d.message().to_string()))
-            })
-    });
-    common::wait_for_pause(&mut hold, pid, "verify to pause before the delta");
+    let verify = paused_verify(&mut hold, s);
     // The primary merges the delta, then retires that generation (the next
     // retrain's first step): the delta pages verify listed are freed.
     common::run_each(
@@ -645,11 +654,7 @@ fn verify_on_a_standby_reports_a_retired_generation_as_a_conflict() {
         .get(0);
     wait_for_replay(&mut p, &mut hold);
     common::pause_lock(&mut hold, 0, "unlock");
-    let (code, message) = verify
-        .join()
-        .unwrap()
-        .expect_err("verify read freed pages")
-        .expect("a database error");
+    let (code, message) = verify.join().unwrap().expect_err("verify read freed pages");
     assert_eq!(code, "40001", "{message} (retained: {retained})");
     assert_verified(&mut hold, "t_k");
 }
@@ -686,7 +691,7 @@ fn a_standby_notices_a_delta_page_reused_under_the_tag_it_was_listed_with() {
         &mut p,
         "INSERT INTO t SELECT g * 10 + 5 FROM generate_series(1000, 1019) g",
     );
-    let (mut cur, mut s, mut hold) = (standby.connect(), standby.connect(), standby.connect());
+    let (mut cur, s, mut hold) = (standby.connect(), standby.connect(), standby.connect());
     wait_for_replay(&mut p, &mut hold);
     let fetch = |c: &mut postgres::Client, sql: &str| c.query(sql, &[]).unwrap().len();
     common::run_each(
@@ -696,16 +701,7 @@ fn a_standby_notices_a_delta_page_reused_under_the_tag_it_was_listed_with() {
          DECLARE c SCROLL CURSOR FOR SELECT k FROM t WHERE k BETWEEN 10000 AND 11000;",
     );
     assert_eq!(fetch(&mut cur, "FETCH ALL FROM c"), 121);
-    common::pause_lock(&mut hold, 0, "lock");
-    let pid = common::backend_pid(&mut s);
-    s.batch_execute("SET learneddb.debug_pause = 'verify_delta'")
-        .unwrap();
-    let verify = std::thread::spawn(move || {
-        s.query_one("SELECT learned_verify('t_k')", &[])
-            .map(|_| ())
-            .map_err(|e| common::sqlstate(&e))
-    });
-    common::wait_for_pause(&mut hold, pid, "verify to pause before the delta");
+    let verify = paused_verify(&mut hold, s);
     common::pause_lock(&mut p, 0, "unlock");
     assert_eq!(retrainer.join().unwrap(), "merge");
     let blocks = "SELECT (pg_relation_size('t_k') / 8192)::text";
@@ -722,11 +718,11 @@ fn a_standby_notices_a_delta_page_reused_under_the_tag_it_was_listed_with() {
     assert_eq!(fetch(&mut cur, "FETCH ABSOLUTE 0 FROM c"), 0);
     assert_eq!(fetch(&mut cur, "FETCH ALL FROM c"), 121);
     common::pause_lock(&mut hold, 0, "unlock");
-    let code = verify
+    let (code, message) = verify
         .join()
         .unwrap()
         .expect_err("verify read a reused page");
-    assert_eq!(code, "40001");
+    assert_eq!(code, "40001", "{message}");
     assert_verified(&mut hold, "t_k");
 }
 
@@ -749,18 +745,9 @@ fn verify_on_a_standby_reads_on_across_retagged_delta_pages() {
         ),
     );
     let standby = Standby::start(&primary);
-    let (mut s, mut hold) = (standby.connect(), standby.connect());
+    let (s, mut hold) = (standby.connect(), standby.connect());
     wait_for_replay(&mut p, &mut hold);
-    common::pause_lock(&mut hold, 0, "lock");
-    let pid = common::backend_pid(&mut s);
-    s.batch_execute("SET learneddb.debug_pause = 'verify_delta'")
-        .unwrap();
-    let verify = std::thread::spawn(move || {
-        s.query_one("SELECT learned_verify('t_k')", &[])
-            .map(|r| r.get::<_, bool>(0))
-            .map_err(|e| common::db_message(&e))
-    });
-    common::wait_for_pause(&mut hold, pid, "verify to pause before the delta");
+    let verify = paused_verify(&mut hold, s);
     // One segment merged, the bounded pages of the others carried over.
     assert_eq!(common::retrain_path(&mut p, "t_k"), "partial");
     wait_for_replay(&mut p, &mut hold);

@@ -475,16 +475,13 @@ fn pid_of(c: &mut postgres::Client, backend_type: &str) -> Option<i32> {
     .map(|r| r.get(0))
 }
 
-/// SIGTERM stops a worker in the middle of a retrain (here one waiting at a
-/// pause point), as it stops an autovacuum worker: `pg_terminate_backend`,
-/// and a fast shutdown, do not wait for the retrain to end. The launcher,
-/// terminated, is started again, and retrains the index. (pgrx's handler
-/// only set a flag, which nothing read inside a retrain, and which the
-/// launcher cleared by reading it: terminated, it exited for good.)
-#[test]
-fn sigterm_stops_a_retrain_under_way_and_the_launcher_comes_back() {
+/// A cluster whose worker's retrain of `t_k` (its table `t`) is paused at
+/// `write`, on the pause lock held by the session returned; and the
+/// worker's pid. `ALTER DATABASE postgres RESET learneddb.debug_pause` lets
+/// the worker's next visits go on.
+fn paused_worker_retrain(name: &str) -> (Cluster, postgres::Client, i32) {
     let cluster = Cluster::start(
-        "worker_sigterm",
+        name,
         &[
             "shared_preload_libraries = 'learneddb'",
             "learneddb.retrain_naptime = 1",
@@ -507,10 +504,29 @@ fn sigterm_stops_a_retrain_under_way_and_the_launcher_comes_back() {
         worker = pid_of(&mut c, "learneddb retrain");
         worker.is_some_and(|pid| common::wait_event(&mut c, pid) == "Lock:advisory")
     });
-    c.query_one("SELECT pg_terminate_backend($1)", &[&worker.unwrap()])
+    (cluster, c, worker.unwrap())
+}
+
+/// `t_k` passes `learned_verify` and answers as its table does.
+fn assert_t_k_matches(c: &mut postgres::Client) {
+    assert_verified(c, "t_k");
+    let q = "SELECT count(*)::text FROM t WHERE k >= 0";
+    common::assert_index_matches_table(c, "t_k", q, "after the retrain");
+}
+
+/// SIGTERM stops a worker in the middle of a retrain (here one waiting at a
+/// pause point), as it stops an autovacuum worker: `pg_terminate_backend`,
+/// and a fast shutdown, do not wait for the retrain to end. The launcher,
+/// terminated, is started again, and retrains the index. (pgrx's handler
+/// only set a flag, which nothing read inside a retrain, and which the
+/// launcher cleared by reading it: terminated, it exited for good.)
+#[test]
+fn sigterm_stops_a_retrain_under_way_and_the_launcher_comes_back() {
+    let (cluster, mut c, worker) = paused_worker_retrain("worker_sigterm");
+    c.query_one("SELECT pg_terminate_backend($1)", &[&worker])
         .unwrap();
     wait_for("the terminated worker to exit", 30, || {
-        pid_of(&mut c, "learneddb retrain") != worker
+        pid_of(&mut c, "learneddb retrain") != Some(worker)
     });
     assert!(
         cluster.log().contains(
@@ -532,9 +548,7 @@ fn sigterm_stops_a_retrain_under_way_and_the_launcher_comes_back() {
     wait_for("the new launcher to retrain t_k", 60, || {
         generation(&mut c, "t_k") > 1
     });
-    assert_verified(&mut c, "t_k");
-    let q = "SELECT count(*)::text FROM t WHERE k >= 0";
-    common::assert_index_matches_table(&mut c, "t_k", q, "after the retrain");
+    assert_t_k_matches(&mut c);
 }
 
 /// A retrain that failed after its freeze leaves every row inside the run
@@ -578,30 +592,7 @@ fn the_worker_retrains_an_index_a_failed_retrain_left_frozen() {
 /// at a later visit.
 #[test]
 fn a_worker_retrain_gives_way_to_ddl_waiting_for_its_table() {
-    let cluster = Cluster::start(
-        "worker_give_way",
-        &[
-            "shared_preload_libraries = 'learneddb'",
-            "learneddb.retrain_naptime = 1",
-            "learneddb.retrain_threshold = 0.05",
-        ],
-    );
-    let mut c = cluster.connect();
-    run_each(
-        &mut c,
-        "CREATE TABLE t (k int8);
-         INSERT INTO t SELECT g FROM generate_series(1, 20000) g;
-         CREATE INDEX t_k ON t USING learned (k);
-         ALTER DATABASE postgres SET learneddb.debug_pause = 'write';",
-    );
-    common::pause_lock(&mut c, 0, "lock");
-    c.batch_execute("INSERT INTO t SELECT 30000 + g FROM generate_series(1, 3000) g")
-        .unwrap();
-    let mut worker = None;
-    wait_for("the worker's retrain to pause", 60, || {
-        worker = pid_of(&mut c, "learneddb retrain");
-        worker.is_some_and(|pid| common::wait_event(&mut c, pid) == "Lock:advisory")
-    });
+    let (cluster, mut c, _worker) = paused_worker_retrain("worker_give_way");
     let mut d = cluster.connect();
     let ddl_pid = common::backend_pid(&mut d);
     let ddl = std::thread::spawn(move || d.batch_execute("CREATE INDEX t_b ON t (k)"));
@@ -621,9 +612,7 @@ fn a_worker_retrain_gives_way_to_ddl_waiting_for_its_table() {
     wait_for("the worker to retrain t_k after the DDL", 60, || {
         generation(&mut c, "t_k") > 1
     });
-    assert_verified(&mut c, "t_k");
-    let q = "SELECT count(*)::text FROM t WHERE k >= 0";
-    common::assert_index_matches_table(&mut c, "t_k", q, "after the retrain");
+    assert_t_k_matches(&mut c);
 }
 
 /// A database an interrupted DROP DATABASE left invalid refuses
