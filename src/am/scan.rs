@@ -32,7 +32,7 @@ use super::datum::{datum, index_kind};
 use super::scankey::{self, Plan};
 use crate::key::KeyKind;
 use crate::storage::buffer::{HeldPin, Strategy};
-use crate::storage::delta::{self, DeltaEntry, DeltaPage, Summary};
+use crate::storage::delta::{self, DeltaEntry, DeltaPage, PageFilters, Summary};
 use crate::storage::meta::META_BLOCK;
 use crate::storage::page::{recycled_error, Recycled};
 use crate::storage::run::{tid_to_ptr, RunPage, Section, Tid};
@@ -53,6 +53,10 @@ struct Hints {
     /// generation that has not spilled, does not read the directory (a delta
     /// of a million appended rows has nine directory pages).
     delta: Option<Summary>,
+    /// Filters of the keys of the delta pages rescans read, so that a later
+    /// probe of a key a page did not hold skips it (`key_filter.rs` says why
+    /// that is exact).
+    filters: PageFilters,
     /// Read during recovery: the standby's checks of [`ScanState::gather`]
     /// go on for this scan after a promotion (its session survives one),
     /// since retirements replayed before it did not wait for its snapshot.
@@ -274,6 +278,8 @@ impl ScanState {
             // SAFETY: block 0, pinned and share-locked.
             meta: unsafe { Meta::from_page(rel, buf.page()) },
             delta: None,
+            // SAFETY: reads a GUC of this process.
+            filters: PageFilters::new(unsafe { pg_sys::work_mem as usize } * 1024),
             // SAFETY: reads shared memory (once recovery has ended, a flag
             // of this process).
             in_recovery: unsafe { pg_sys::RecoveryInProgress() },
@@ -353,6 +359,9 @@ impl ScanState {
         // What a standby must check against the metapage afterwards: the
         // directory, when read now, and any delta page read.
         let mut unchecked = hints.delta.is_none();
+        // A probe of single keys, rescanned: the keys a filter must rule
+        // out for the scan to skip a page (ranges read the pages).
+        let points = hints.delta.is_some() && !plan.nulls && plan.points_from(floor);
         let summary = match &mut hints.delta {
             Some(summary) => {
                 // Rescanned: ordered once for every rescan to come.
@@ -370,6 +379,17 @@ impl ScanState {
             }
         };
         for d in summary.candidates(hull, plan.nulls) {
+            if let Some(filter) = hints.filters.get(d.blk).filter(|_| points) {
+                let wanted = |&(k, _): &(u64, u64)| k >= floor && d.may_hold(k, k);
+                if !plan
+                    .intervals
+                    .iter()
+                    .filter(|i| wanted(i))
+                    .any(|&(k, _)| filter.may_contain(k))
+                {
+                    continue;
+                }
+            }
             let page = DeltaPage::read(rel, d.blk, Strategy::DEFAULT);
             unchecked = true;
             // A tag that changed since the directory was read is no sign:
@@ -377,6 +397,10 @@ impl ScanState {
             // generation reads the page either way (see the check below).
             if standby && page.is_free() {
                 return Err(Recycled);
+            }
+            if points && hints.filters.get(d.blk).is_none() {
+                let keys = page.entries().filter(|e| !e.null).map(|e| e.key);
+                hints.filters.remember(d.blk, keys, page.len());
             }
             let before = self.delta.len() + self.delta_nulls.len();
             if plan.nulls {

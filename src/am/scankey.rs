@@ -25,6 +25,13 @@ impl Plan {
         i < self.intervals.len() && self.intervals[i].0 <= k
     }
 
+    /// Whether the intervals reaching `floor` or above are single keys.
+    pub fn points_from(&self, floor: u64) -> bool {
+        self.intervals
+            .iter()
+            .all(|&(lo, hi)| hi < floor || lo == hi)
+    }
+
     /// The smallest interval covering all of them.
     pub fn hull(&self) -> Option<(u64, u64)> {
         Some((self.intervals.first()?.0, self.intervals.last()?.1))

@@ -11,12 +11,14 @@
 
 mod directory;
 mod insert;
+mod key_filter;
 mod vacuum;
 
 pub use directory::{directory, directory_consistent, DirEntry, DirPage, Summary};
 pub use insert::{
     close_bounded, close_open, freeze, insert, insert_bounded, insert_into_open, Placement,
 };
+pub use key_filter::PageFilters;
 pub use vacuum::{bulk_delete, discard, retag};
 
 use super::buffer::Strategy;
