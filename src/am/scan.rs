@@ -55,7 +55,9 @@ struct Hints {
     delta: Option<Summary>,
     /// Filters of the keys of the delta pages rescans read, so that a later
     /// probe of a key a page did not hold skips it (`key_filter.rs` says why
-    /// that is exact).
+    /// that is exact). An MVCC scan's only: a dirty snapshot sees rows
+    /// inserted after the read (its hints live for one rescan, but a scan
+    /// that ran off an end and turns around gathers again).
     filters: PageFilters,
     /// Read during recovery: the standby's checks of [`ScanState::gather`]
     /// go on for this scan after a promotion (its session survives one),
@@ -141,6 +143,8 @@ struct ScanState {
     hints: Option<Hints>,
     plan: Plan,
     keep_pins: bool,
+    /// The scan's snapshot is an MVCC one (see [`Hints::filters`]).
+    mvcc: bool,
     /// Run slots the next forward batch reads at most: [`BATCH`] at an
     /// interval's start, doubled for each batch that goes on from there.
     batch_max: usize,
@@ -190,6 +194,7 @@ pub unsafe extern "C-unwind" fn ambeginscan(
         hints: None,
         plan: Plan::default(),
         keep_pins: false,
+        mvcc: false,
         batch_max: BATCH,
         rescan_cxt,
         gathered: false,
@@ -253,6 +258,7 @@ pub unsafe extern "C-unwind" fn amrescan(
     }
     // Index-only scans set xs_want_itup before the first rescan.
     st.keep_pins = (*scan).xs_want_itup || !mvcc;
+    st.mvcc = mvcc;
     let n = (*scan).numberOfKeys as usize;
     let keys = if n == 0 {
         &[][..]
@@ -361,7 +367,7 @@ impl ScanState {
         let mut unchecked = hints.delta.is_none();
         // A probe of single keys, rescanned: the keys a filter must rule
         // out for the scan to skip a page (ranges read the pages).
-        let points = hints.delta.is_some() && !plan.nulls && plan.points_from(floor);
+        let points = self.mvcc && hints.delta.is_some() && !plan.nulls && plan.points_from(floor);
         let summary = match &mut hints.delta {
             Some(summary) => {
                 // Rescanned: ordered once for every rescan to come.
@@ -380,13 +386,12 @@ impl ScanState {
         };
         for d in summary.candidates(hull, plan.nulls) {
             if let Some(filter) = hints.filters.get(d.blk).filter(|_| points) {
-                let wanted = |&(k, _): &(u64, u64)| k >= floor && d.may_hold(k, k);
-                if !plan
-                    .intervals
-                    .iter()
-                    .filter(|i| wanted(i))
-                    .any(|&(k, _)| filter.may_contain(k))
-                {
+                // The plan's keys the page may hold (sorted: a long array
+                // costs a page only its own part of it).
+                let (lo, hi) = d.range();
+                let from = plan.intervals.partition_point(|&(k, _)| k < lo.max(floor));
+                let keys = plan.intervals[from..].iter().map(|&(k, _)| k);
+                if !keys.take_while(|&k| k <= hi).any(|k| filter.may_contain(k)) {
                     continue;
                 }
             }

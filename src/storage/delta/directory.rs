@@ -80,7 +80,7 @@ impl DirEntry {
     /// The keys the page may hold: empty (`min > max`) for a free or split
     /// page, a closed page holding only NULLs, or a page a split is about to
     /// fill.
-    fn range(&self) -> (u64, u64) {
+    pub fn range(&self) -> (u64, u64) {
         match self.state {
             OPEN if !self.bounded => (self.min, u64::MAX),
             OPEN | CLOSED => (self.min, self.max),
