@@ -385,7 +385,13 @@ impl ScanState {
             }
         };
         for d in summary.candidates(hull, plan.nulls) {
-            if let Some(filter) = hints.filters.get(d.blk).filter(|_| points) {
+            let filter = if points {
+                hints.filters.get(d.blk)
+            } else {
+                None
+            };
+            let filtered = filter.is_some();
+            if let Some(filter) = filter {
                 // The plan's keys the page may hold (sorted: a long array
                 // costs a page only its own part of it).
                 let (lo, hi) = d.range();
@@ -403,7 +409,7 @@ impl ScanState {
             if standby && page.is_free() {
                 return Err(Recycled);
             }
-            if points && hints.filters.get(d.blk).is_none() {
+            if points && !filtered {
                 let keys = page.entries().filter(|e| !e.null).map(|e| e.key);
                 hints.filters.remember(d.blk, keys, page.len());
             }
