@@ -267,7 +267,8 @@ pub unsafe extern "C-unwind" fn amrescan(
     };
     pg_sys::MemoryContextReset(st.rescan_cxt);
     let kind = st.kind;
-    st.plan = PgMemoryContexts::For(st.rescan_cxt).switch_to(|_| scankey::plan(kind, keys));
+    let plan = &mut st.plan;
+    PgMemoryContexts::For(st.rescan_cxt).switch_to(|_| scankey::plan_into(kind, keys, plan));
 }
 
 impl ScanState {
@@ -506,7 +507,7 @@ impl ScanState {
         let (dlo, _) = self.delta_range(k);
         if pos < run.entries {
             let page = self.page_at(rel, &run, pos, page)?;
-            let (ps, _) = run.page_span(run.page_of(pos));
+            let (ps, _) = run.page_span(page.index());
             let d0 = self.delta_after(dlo, page.fence());
             // The whole page, whose entries (and inserted ones) the pair
             // may lie anywhere among.
@@ -617,7 +618,8 @@ impl ScanState {
         Ok(Section::run(self.meta()).with(g.dir))
     }
 
-    /// Reads the page of `run` holding position `pos`, unless `page` is it.
+    /// Reads the page of `run` holding position `pos`, unless `page` is it
+    /// (a page of `run`: its span tells, without a search of the directory).
     fn page_at(
         &self,
         rel: pg_sys::Relation,
@@ -625,11 +627,13 @@ impl ScanState {
         pos: u64,
         page: Option<RunPage>,
     ) -> Result<RunPage, Recycled> {
-        let i = run.page_of(pos);
-        match page {
-            Some(p) if p.buf().blkno() == run.block(rel, i) => Ok(p),
-            _ => run.try_read(rel, i),
+        if let Some(p) = page {
+            let (ps, pe) = run.page_span(p.index());
+            if ps <= pos && pos < pe && p.buf().blkno() == run.block(rel, p.index()) {
+                return Ok(p);
+            }
         }
+        run.try_read(rel, run.page_of(pos))
     }
 
     /// Loads the batch of interval `k` that begins at run position `start`
@@ -649,7 +653,7 @@ impl ScanState {
     ) -> Result<(), Recycled> {
         let hi = self.plan.intervals[k].1;
         let (_, dhi) = self.delta_range(k);
-        let run = Section::run(self.meta());
+        let run_entries = self.meta().run_entries;
         let mut b = Bounds {
             segment: Segment::Interval(k),
             run_lo: start,
@@ -662,11 +666,11 @@ impl ScanState {
         let mut pin = None;
         self.run_items.clear();
         self.ins_items.clear();
-        if start < run.entries {
+        if start < run_entries {
             let run = self.run(rel)?;
             let lo = self.plan.intervals[k].0;
             let page = self.page_at(rel, &run, start, page)?;
-            let (ps, pe) = run.page_span(run.page_of(start));
+            let (ps, pe) = run.page_span(page.index());
             let s = (start - ps) as usize;
             let f = page.collect_forward(s, (lo, hi), max, &mut self.run_items);
             // A batch cut short of the page's end on its size owns the
@@ -735,7 +739,7 @@ impl ScanState {
             let run = self.run(rel)?;
             let hi = self.plan.intervals[k].1;
             let page = self.page_at(rel, &run, end - 1, page)?;
-            let (ps, _) = run.page_span(run.page_of(end - 1));
+            let (ps, _) = run.page_span(page.index());
             let stop = (end - ps) as usize;
             // Inserted entries the batch takes: those of the interval below
             // the run entry after the slice (all the page owns, to its end).

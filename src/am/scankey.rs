@@ -69,6 +69,34 @@ pub fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
+/// Builds the plan for `keys` on a column of `kind` into `out`, reusing its
+/// memory: a nested loop rescans once per outer row, and a probe of one key
+/// (the inner side's usual scan key) then allocates nothing.
+///
+/// # Safety
+/// `keys` must be the scan keys the executor passed to `amrescan`.
+pub unsafe fn plan_into(kind: KeyKind, keys: &[pg_sys::ScanKeyData], out: &mut Plan) {
+    if let [sk] = keys {
+        let arg_kind = if sk.sk_subtype == pg_sys::InvalidOid {
+            Some(kind)
+        } else {
+            kind_of_type(sk.sk_subtype)
+        };
+        if let (0, Some(strategy), Some(arg_kind)) =
+            (sk.sk_flags, Strategy::from_number(sk.sk_strategy), arg_kind)
+        {
+            // What `plan` makes of one scalar key, without its vectors.
+            let r = equal_range(kind, arg_kind, raw_value(arg_kind, sk.sk_argument));
+            out.intervals.clear();
+            out.intervals.extend(r.interval(strategy));
+            out.nulls = false;
+            out.recheck = r.lossy;
+            return;
+        }
+    }
+    *out = plan(kind, keys);
+}
+
 /// Builds the plan for `keys` on a column of `kind`.
 ///
 /// # Safety

@@ -358,6 +358,8 @@ impl Drop for GroupCache {
 pub struct RunPage {
     buf: Buf,
     rel: pg_sys::Relation,
+    /// Which page of its section this is.
+    index: u32,
     /// The packed entries, inside the locked page `buf` holds.
     region: Region<'static>,
     kind: PageKind,
@@ -428,6 +430,7 @@ impl RunPage {
         Ok(RunPage {
             buf,
             rel,
+            index: i,
             region,
             kind: s.kind,
             fence: (h.has_fence != 0).then_some((h.fence_key, h.fence_tid)),
@@ -474,6 +477,11 @@ impl RunPage {
     #[inline]
     fn check<T>(&self, read: Result<T, Malformed>) -> T {
         read.unwrap_or_else(|e| corrupt(self.rel, self.buf.blkno(), &e.to_string()))
+    }
+
+    /// Which page of its section this is.
+    pub fn index(&self) -> u32 {
+        self.index
     }
 
     #[allow(clippy::len_without_is_empty)] // a run page always holds entries
