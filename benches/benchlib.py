@@ -37,8 +37,11 @@ def explain(sql, drop=None):
     out = psql(f"BEGIN; {dropping} SET LOCAL jit = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
                f" SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_memoize = off;"
                f" SET LOCAL max_parallel_workers_per_gather = 0;"
-               f" EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {sql}; ROLLBACK;")
-    return json.loads(out)[0]
+               f" EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {sql}; ROLLBACK;"
+               # The session's counters reach pg_statio before psql returns
+               # (else at its exit, which the next query may not wait for).
+               f" SELECT pg_stat_force_next_flush();")
+    return json.JSONDecoder().raw_decode(out)[0][0]
 
 
 def find(node, pred):

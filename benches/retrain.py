@@ -6,15 +6,23 @@ against it. The background worker retrains the learned index on its own.
 
 The stream is pgbench with two clients, each transaction either inserting 20
 rows or selecting one key (weights 1:1), logged per transaction (--log), run
-in chunks of STEP inserted rows. After each chunk, on the quiet table: probe
-time and index pages per probe (a nested loop of 20,000 keys of the table
-before the stream, JIT off), index pages per probe of 20,000 keys the stream
-inserted, index size, WAL bytes per inserted row since the
-stream began (pg_stat_wal, retrains and autovacuum included), and the
-learned index's retrains. After each stream, the index's size against a
-fresh build (CREATE INDEX) on the same rows. At the end: insert and select latency percentiles
-of transactions that overlapped a retrain against all the others, with the
+in chunks of STEP inserted rows. After each chunk, on the quiet table: index
+pages per probe (a nested loop of 20,000 keys of the table before the
+stream), index pages per probe of 20,000 keys the stream inserted, index
+size, WAL bytes per inserted row since the stream began (pg_stat_wal,
+retrains and autovacuum included), and the learned index's retrains. Each
+index has the cluster to itself for its stream, so that the WAL is its own.
+After each stream, the index's size against a fresh build (CREATE INDEX) on
+the same rows. At the end: insert and select latency percentiles of
+transactions that overlapped a retrain against all the others, with the
 retrain intervals taken from the worker's LOG lines.
+
+Probe time is measured side by side, in a second pass of each stream: both
+tables stream together, chunk by chunk in turn (the btree's chunk, then the
+learned index's), and after each pair of chunks the two nested loops (JIT
+off) run in turn, five times each, best of each: the two times of a sample
+are taken in the same few seconds. (Timed minutes apart, on this shared
+machine, the same btree probe took 4.3 to 8.5 us.)
 
 Usage: benches/retrain.sh [rows] [stream] [fillfactor]
        (default 10000000 2000000, and the learned index built without a
@@ -26,7 +34,7 @@ Environment: STREAM_RATE=<rows a second> paces the inserts (pgbench --rate;
 """
 import glob, os, re, subprocess, sys, time
 from datetime import datetime, timezone
-from benchlib import connect, probe, psql, timed
+from benchlib import connect, probe, probe_once, psql, timed
 
 HOST, PORT, LOGFILE, WORK = sys.argv[1:5]
 connect(HOST, PORT)
@@ -75,16 +83,7 @@ def stream(order, kind, maxkey):
     build(table, kind)
     psql(f"DROP TABLE IF EXISTS probes; CREATE TABLE probes AS SELECT k FROM {table} "
          f"ORDER BY hashint8(k # 12345) LIMIT {PROBES}; ANALYZE probes")
-    if order == "time-ordered":
-        psql(f"DROP SEQUENCE IF EXISTS {table}_seq; CREATE SEQUENCE {table}_seq START {maxkey + 1} INCREMENT 4")
-        keys = f"nextval('{table}_seq')"
-    else:
-        keys = f"(random() * {maxkey})::int8"
-    ins, sel = f"{WORK}/ins.sql", f"{WORK}/sel.sql"
-    with open(ins, "w") as f:
-        f.write(f"INSERT INTO {table} (k) SELECT {keys} FROM generate_series(1, {BATCH});\n")
-    with open(sel, "w") as f:
-        f.write(f"\\set k random(1, {maxkey})\nSELECT k FROM {table} WHERE k = :k;\n")
+    ins, sel = stream_files(order, table, maxkey)
     psql(f"SELECT count(*) FROM {table}")  # warm the cache
     # Rows inserted by the stream lie after the table's pages at its start.
     first_new_page = int(psql(f"SELECT pg_relation_size('{table}') / 8192"))
@@ -96,15 +95,7 @@ def stream(order, kind, maxkey):
     streamed = 0.0
     for step in range(STREAM // STEP):
         began = time.perf_counter()
-        out = subprocess.run(
-            ["pgbench", "-h", HOST, "-p", PORT, "-U", "postgres", "-n", "-c", "2", "-j", "2",
-             "-t", str(STEP // BATCH), "-f", f"{ins}@1", "-f", f"{sel}@1", "--log",
-             # Half the transactions insert BATCH rows each.
-             *(["--rate", str(2 * RATE // BATCH)] if RATE else []),
-             f"--log-prefix={WORK}/{order[:4]}-{kind}-{step}", "postgres"],
-            capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"pgbench failed: {out.stderr}")
+        pgbench(ins, sel, ["--log", f"--log-prefix={WORK}/{order[:4]}-{kind}-{step}"])
         streamed += time.perf_counter() - began
         inserted = inserted_rows(table) - rows0
         wal = int(psql("SELECT wal_bytes FROM pg_stat_wal")) - wal0
@@ -114,7 +105,7 @@ def stream(order, kind, maxkey):
         busy = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'learneddb retrain'"
         overlap = int(psql(busy)) > 0
         count0 = retrains(table)[0]
-        us, hits, pages = probe(table, f"{table}_k", PROBES, runs=2)
+        _, hits, pages = probe(table, f"{table}_k", PROBES, runs=1)
         # Keys the stream inserted (in the delta until a retrain), sampled
         # from the heap pages it added.
         psql(f"DROP TABLE IF EXISTS recent; CREATE TABLE recent AS SELECT k FROM {table} "
@@ -123,9 +114,9 @@ def stream(order, kind, maxkey):
         size = int(psql(f"SELECT pg_relation_size('{table}_k')"))
         count, seconds, skipped = retrains(table)
         overlap = overlap or count != count0 or int(psql(busy)) > 0
-        samples.append((inserted, us, pages, size, wal / max(inserted, 1), count, seconds, hits,
+        samples.append((inserted, None, pages, size, wal / max(inserted, 1), count, seconds, hits,
                         recent_pages, overlap))
-        print(f"{order} {kind} {inserted}: {us:.2f} us, {pages:.2f} index pages, "
+        print(f"{order} {kind} {inserted}: {pages:.2f} index pages, "
               f"{recent_pages:.2f} for inserted keys, {hits:.2f} buffer hits, "
               f"{size} bytes, {wal / max(inserted, 1):.0f} WAL bytes/row, {count} retrains, skipped: {skipped}"
               f"{', a retrain ran during the probes' if overlap else ''}",
@@ -148,6 +139,69 @@ def stream(order, kind, maxkey):
     RATES[(order, kind)] = inserted / streamed
     psql(f"DROP TABLE {table} CASCADE")
     return samples, fresh
+
+
+def stream_files(order, table, maxkey):
+    """The pgbench scripts of a stream into `table`: inserts and selects."""
+    if order == "time-ordered":
+        psql(f"DROP SEQUENCE IF EXISTS {table}_seq; CREATE SEQUENCE {table}_seq START {maxkey + 1} INCREMENT 4")
+        keys = f"nextval('{table}_seq')"
+    else:
+        keys = f"(random() * {maxkey})::int8"
+    ins, sel = f"{WORK}/{table}-ins.sql", f"{WORK}/{table}-sel.sql"
+    with open(ins, "w") as f:
+        f.write(f"INSERT INTO {table} (k) SELECT {keys} FROM generate_series(1, {BATCH});\n")
+    with open(sel, "w") as f:
+        f.write(f"\\set k random(1, {maxkey})\nSELECT k FROM {table} WHERE k = :k;\n")
+    return ins, sel
+
+
+def pgbench(ins, sel, extra=()):
+    """One chunk of the stream: STEP rows inserted by two clients."""
+    out = subprocess.run(
+        ["pgbench", "-h", HOST, "-p", PORT, "-U", "postgres", "-n", "-c", "2", "-j", "2",
+         "-t", str(STEP // BATCH), "-f", f"{ins}@1", "-f", f"{sel}@1",
+         # Half the transactions insert BATCH rows each.
+         *(["--rate", str(2 * RATE // BATCH)] if RATE else []), *extra, "postgres"],
+        capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"pgbench failed: {out.stderr}")
+
+
+def side_by_side(order, maxkey):
+    """Probe time of both indexes at each step of streams run in turn."""
+    tables = {kind: f"p_{kind}" for kind in ["btree", "learned"]}
+    for kind, table in tables.items():
+        build(table, kind)
+    psql(f"DROP TABLE IF EXISTS probes; CREATE TABLE probes AS SELECT k FROM base "
+         f"ORDER BY hashint8(k # 12345) LIMIT {PROBES}; ANALYZE probes")
+    files = {kind: stream_files(order, table, maxkey) for kind, table in tables.items()}
+    for table in tables.values():
+        psql(f"SELECT count(*) FROM {table}")  # warm the cache
+    busy = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'learneddb retrain'"
+    rows0 = inserted_rows(tables["learned"])
+    samples = []
+    for _ in range(STREAM // STEP):
+        for kind in tables:
+            pgbench(*files[kind])
+        count0 = retrains(tables["learned"])[0]
+        best = {kind: None for kind in tables}
+        for _ in range(5):
+            for kind, table in tables.items():
+                r = probe_once(table, f"{table}_k", PROBES)
+                if best[kind] is None or r["us"] < best[kind]["us"]:
+                    best[kind] = r
+        count = retrains(tables["learned"])[0]
+        overlap = count != count0 or int(psql(busy)) > 0
+        inserted = inserted_rows(tables["learned"]) - rows0
+        b, l = best["btree"], best["learned"]
+        samples.append((inserted, b["us"], l["us"], b["pages"], l["pages"], count, overlap))
+        print(f"{order} side by side {inserted}: btree {b['us']:.2f} us ({b['pages']:.2f} pages), "
+              f"learned {l['us']:.2f} us ({l['pages']:.2f} pages), {count} retrains"
+              f"{', a retrain ran during the probes' if overlap else ''}", file=sys.stderr)
+    for table in tables.values():
+        psql(f"DROP TABLE {table} CASCADE")
+    return samples
 
 
 def append_cost(maxkey):
@@ -202,9 +256,11 @@ def main():
     maxkey = int(psql("SELECT max(k) FROM base"))
     appended, reindex, retrain, path, pages = append_cost(maxkey)
     results, fresh = {}, {}
+    paired = {}
     for order in ORDERS:
         for kind in ["btree", "learned"]:
             results[(order, kind)], fresh[(order, kind)] = stream(order, kind, maxkey)
+        paired[order] = side_by_side(order, maxkey)
     intervals = retrain_intervals()
     mb = lambda b: f"{b / 1048576:.1f} MB"
     print(f"Retrain after {appended:,} appended rows on {ROWS:,}: {retrain:.3f} s ({path}, "
@@ -214,14 +270,25 @@ def main():
           f"{FILLFACTOR or 'unset (pages packed full)'}; inserts "
           f"{f'paced at {RATE:,} rows a second' if RATE else 'as fast as they go'} ("
           + ", ".join(f"{o} {k} {r:,.0f}" for (o, k), r in RATES.items()) + " rows a second).\n")
+    print("Probe time, side by side (the second pass of each stream, both indexes timed in "
+          "the same few seconds):\n")
     print("| keys | inserted | probe btree | learned | ratio | index pages/probe btree | learned "
+          "| retrains | retrain during probes |")
+    print("|" + "---|" * 9)
+    for order in ORDERS:
+        for n, b_us, l_us, b_pages, l_pages, count, overlap in paired[order]:
+            print(f"| {order} | {n:,} | {b_us:.2f} us | {l_us:.2f} us | {l_us / b_us:.2f} "
+                  f"| {b_pages:.2f} | {l_pages:.2f} | {count} | {'yes' if overlap else 'no'} |")
+    print()
+    print("Each index alone (the first pass of each stream):\n")
+    print("| keys | inserted | index pages/probe btree | learned "
           "| pages/probe of inserted keys btree | learned "
           "| buffer hits/probe btree | learned | size btree | learned | ratio "
           "| WAL/row btree | learned | ratio | retrains | last retrain | retrain during probes |")
-    print("|" + "---|" * 20)
+    print("|" + "---|" * 17)
     for order in ORDERS:
         for b, l in zip(results[(order, "btree")], results[(order, "learned")]):
-            print(f"| {order} | {l[0]:,} | {b[1]:.2f} us | {l[1]:.2f} us | {l[1] / b[1]:.2f} "
+            print(f"| {order} | {l[0]:,} "
                   f"| {b[2]:.2f} | {l[2]:.2f} | {b[8]:.2f} | {l[8]:.2f} | {b[7]:.2f} | {l[7]:.2f} "
                   f"| {mb(b[3])} | {mb(l[3])} | {l[3] / b[3]:.2f} "
                   f"| {b[4]:.0f} B | {l[4]:.0f} B | {l[4] / b[4]:.2f} | {l[5]} | {l[6]:.2f} s "
