@@ -24,7 +24,9 @@ use super::codec::{Group, Malformed, GROUP};
 use super::extents::Extents;
 use super::meta::META_BLOCK;
 use super::packed::{self, PackedPage, Packer, Region};
-use super::page::{self, corrupt, recycled_error, PageKind, Recycled, CONTENT, PAGE_HEADER};
+use super::page::{
+    self, corrupt, recycled_error, PageKind, Recycled, BLCKSZ, CONTENT, PAGE_HEADER,
+};
 use super::search::{self, Directory, SortedPage};
 use super::Buf;
 use crate::model::Window;
@@ -390,8 +392,19 @@ impl RunPage {
     ) -> Result<RunPage, Recycled> {
         let blk = buf.blkno();
         let page = buf.page();
+        // The header and the special space, which are read first.
+        page::prefetch(page, 0, 128);
+        page::prefetch(page, BLCKSZ - 64, 64);
         page::check_current(rel, blk, page, s.kind, s.base..=s.generation)?;
         let h: RunHeader = page::read_header(page);
+        {
+            // What a lookup reads next: the group table (first keys, then
+            // the groups' ends) and the start of the insert area.
+            let groups = (h.count as usize).div_ceil(GROUP);
+            page::prefetch(page, PAGE_HEADER + HEADER, 10 * groups);
+            let upper = (*(page as *const pg_sys::PageHeaderData)).pd_upper as usize;
+            page::prefetch(page, upper, (h.ins as usize * INSERTED).min(1024));
+        }
         if let Some(dir) = s.dir {
             let (ps, pe) = dir.span(i);
             if h.count as u64 != pe - ps {

@@ -57,17 +57,28 @@ impl<'a> Directory<'a> {
         if pos >= self.entries() {
             return last as u32;
         }
-        // Pages hold similar numbers of entries: look near where an even
-        // split puts `pos` first (a few cache lines, not the whole array).
-        const NEAR: usize = 8;
+        // Pages hold similar numbers of entries: start where an even split
+        // puts `pos` and widen the window in doubling steps until it holds
+        // the page (a few cache lines, not the whole array, however far
+        // merges and insert areas made the pages drift from even).
         let guess = (pos as u128 * (last as u128 + 1) / self.entries() as u128) as usize;
-        let (a, b) = (guess.saturating_sub(NEAR), (guess + NEAR).min(last));
-        let (a, b) = if s[a] <= pos && pos < s[b + 1] {
-            (a, b)
+        // The answer is the last page `i` with `s[i] <= pos`, in `[a, b)`.
+        let (mut a, mut b) = (guess, guess + 1);
+        let mut step = 1;
+        if s[guess] <= pos {
+            while b <= last && s[b] <= pos {
+                a = b;
+                b = (b + step).min(last + 1);
+                step *= 2;
+            }
         } else {
-            (0, last)
-        };
-        (a + s[a + 1..=b + 1].partition_point(|&x| x <= pos)) as u32
+            while s[a] > pos {
+                b = a;
+                a = a.saturating_sub(step);
+                step *= 2;
+            }
+        }
+        (a + s[a + 1..b].partition_point(|&x| x <= pos)) as u32
     }
 }
 
