@@ -15,6 +15,52 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// A scan key of one scalar, as the executor builds it.
+    fn scalar(strategy: u16, subtype: pg_sys::Oid, arg: i64) -> pg_sys::ScanKeyData {
+        // SAFETY: ScanKeyData is plain data; a zeroed one is a key with no
+        // flags and no function, which `plan` never calls.
+        let mut sk: pg_sys::ScanKeyData = unsafe { std::mem::zeroed() };
+        sk.sk_strategy = strategy;
+        sk.sk_subtype = subtype;
+        sk.sk_argument = pg_sys::Datum::from(arg);
+        sk
+    }
+
+    /// The allocation-free path for one scalar key plans what `plan` does,
+    /// for every strategy, same-type and cross-type, reusing a plan that
+    /// held something else.
+    #[pg_test]
+    fn one_scalar_key_plans_as_plan_does() {
+        let cases = [
+            (crate::key::KeyKind::Int8, pg_sys::InvalidOid),
+            (crate::key::KeyKind::Int8, pg_sys::INT8OID),
+            (crate::key::KeyKind::Int8, pg_sys::INT4OID),
+            (crate::key::KeyKind::Int4, pg_sys::INT8OID),
+            (crate::key::KeyKind::Int2, pg_sys::INT8OID),
+            // Lossy: the comparison depends on the time zone.
+            (crate::key::KeyKind::Timestamp, pg_sys::TIMESTAMPTZOID),
+        ];
+        for (kind, subtype) in cases {
+            for strategy in 1..=5u16 {
+                for arg in [i64::MIN, -70_000, -1, 0, 1, 42, 70_000, i64::MAX] {
+                    let keys = [scalar(strategy, subtype, arg)];
+                    let mut out = crate::am::scankey::Plan {
+                        intervals: vec![(1, 2), (5, 9)],
+                        nulls: true,
+                        recheck: true,
+                    };
+                    // SAFETY: the keys are well formed (above).
+                    unsafe { crate::am::scankey::plan_into(kind, &keys, &mut out) };
+                    let want = unsafe { crate::am::scankey::plan(kind, &keys) };
+                    assert_eq!(
+                        out, want,
+                        "{kind:?} strategy {strategy} arg {arg} subtype {subtype:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[pg_test]
     fn builds_and_finds_every_key() {
         Spi::run("CREATE TABLE t AS SELECT g AS k FROM generate_series(1, 20000) g").unwrap();

@@ -76,25 +76,47 @@ pub fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
 /// # Safety
 /// `keys` must be the scan keys the executor passed to `amrescan`.
 pub unsafe fn plan_into(kind: KeyKind, keys: &[pg_sys::ScanKeyData], out: &mut Plan) {
-    if let [sk] = keys {
-        let arg_kind = if sk.sk_subtype == pg_sys::InvalidOid {
-            Some(kind)
-        } else {
-            kind_of_type(sk.sk_subtype)
-        };
-        if let (0, Some(strategy), Some(arg_kind)) =
-            (sk.sk_flags, Strategy::from_number(sk.sk_strategy), arg_kind)
-        {
+    match keys {
+        [sk] if sk.sk_flags == 0 => {
             // What `plan` makes of one scalar key, without its vectors.
+            let (strategy, arg_kind) = operator(kind, sk);
             let r = equal_range(kind, arg_kind, raw_value(arg_kind, sk.sk_argument));
             out.intervals.clear();
             out.intervals.extend(r.interval(strategy));
             out.nulls = false;
             out.recheck = r.lossy;
-            return;
         }
+        _ => *out = plan(kind, keys),
     }
-    *out = plan(kind, keys);
+}
+
+/// The comparison a non-null scan key makes, and the kind of its argument.
+fn operator(kind: KeyKind, sk: &pg_sys::ScanKeyData) -> (Strategy, KeyKind) {
+    let Some(strategy) = Strategy::from_number(sk.sk_strategy) else {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!(
+                "learned index: unsupported strategy number {}",
+                sk.sk_strategy
+            )
+        );
+    };
+    let arg_kind = if sk.sk_subtype == pg_sys::InvalidOid {
+        kind
+    } else {
+        kind_of_type(sk.sk_subtype).unwrap_or_else(|| -> KeyKind {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!(
+                    "learned index: comparison with type {} is not supported",
+                    sk.sk_subtype.to_u32()
+                )
+            );
+        })
+    };
+    (strategy, arg_kind)
 }
 
 /// Builds the plan for `keys` on a column of `kind`.
@@ -120,30 +142,7 @@ pub unsafe fn plan(kind: KeyKind, keys: &[pg_sys::ScanKeyData]) -> Plan {
             continue;
         }
         nulls = false;
-        let Some(strategy) = Strategy::from_number(sk.sk_strategy) else {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!(
-                    "learned index: unsupported strategy number {}",
-                    sk.sk_strategy
-                )
-            );
-        };
-        let arg_kind = if sk.sk_subtype == pg_sys::InvalidOid {
-            kind
-        } else {
-            kind_of_type(sk.sk_subtype).unwrap_or_else(|| -> KeyKind {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    format!(
-                        "learned index: comparison with type {} is not supported",
-                        sk.sk_subtype.to_u32()
-                    )
-                );
-            })
-        };
+        let (strategy, arg_kind) = operator(kind, sk);
         let mut set = Vec::new();
         let mut add = |d: pg_sys::Datum| {
             let r = equal_range(kind, arg_kind, raw_value(arg_kind, d));

@@ -350,10 +350,11 @@ impl<'a> Region<'a> {
 }
 
 /// Asks the CPU to start loading `bytes` into its cache: a lookup reads a
-/// few scattered lines of a group, each a cache miss on a large index, and
-/// waiting for them one after the other showed in its profile.
+/// few scattered lines of a page (its header, group table, a group, its
+/// insert area), each a cache miss on a large index, and waiting for them
+/// one after the other showed in its profile.
 #[inline]
-fn prefetch(bytes: &[u8]) {
+pub fn prefetch(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     for line in bytes.chunks(64) {
         // SAFETY: a prefetch is a hint; it reads nothing and cannot fault,

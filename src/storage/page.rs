@@ -232,24 +232,6 @@ pub unsafe fn check_current(
     Ok(())
 }
 
-/// Asks the CPU to start loading `len` bytes of a page from `at` into its
-/// cache. A lookup's first reads of a page (its header and special space,
-/// its group table, its insert area) are each a cache miss on a large
-/// index; asked for together, they overlap instead of following each other.
-pub fn prefetch(page: pg_sys::Page, at: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for line in (at..(at + len).min(BLCKSZ)).step_by(64) {
-        // SAFETY: a prefetch is a hint: it reads nothing and cannot fault
-        // (the address lies inside the page anyway).
-        unsafe {
-            std::arch::x86_64::_mm_prefetch(
-                (page as *const i8).add(line),
-                std::arch::x86_64::_MM_HINT_T0,
-            )
-        };
-    }
-}
-
 /// The ERROR for a query that met a recycled page where it cannot start
 /// over: a serialization failure to retry, as a recovery conflict would give.
 pub fn recycled_error(rel: pg_sys::Relation) -> ! {

@@ -392,18 +392,24 @@ impl RunPage {
     ) -> Result<RunPage, Recycled> {
         let blk = buf.blkno();
         let page = buf.page();
+        // The whole page, to ask for the lines a lookup reads at once (each
+        // range clamped to the page: nothing here is validated yet).
+        // SAFETY: `buf` is pinned and locked (the caller's contract), so its
+        // BLCKSZ bytes stay in place while this view holds it.
+        let bytes = std::slice::from_raw_parts(page as *const u8, BLCKSZ);
+        let lines = |at: usize, len: usize| &bytes[at.min(BLCKSZ)..(at + len).min(BLCKSZ)];
         // The header and the special space, which are read first.
-        page::prefetch(page, 0, 128);
-        page::prefetch(page, BLCKSZ - 64, 64);
+        packed::prefetch(lines(0, 128));
+        packed::prefetch(lines(BLCKSZ - 64, 64));
         page::check_current(rel, blk, page, s.kind, s.base..=s.generation)?;
         let h: RunHeader = page::read_header(page);
         {
             // What a lookup reads next: the group table (first keys, then
             // the groups' ends) and the start of the insert area.
             let groups = (h.count as usize).div_ceil(GROUP);
-            page::prefetch(page, PAGE_HEADER + HEADER, 10 * groups);
+            packed::prefetch(lines(PAGE_HEADER + HEADER, 10 * groups));
             let upper = (*(page as *const pg_sys::PageHeaderData)).pd_upper as usize;
-            page::prefetch(page, upper, (h.ins as usize * INSERTED).min(1024));
+            packed::prefetch(lines(upper, (h.ins as usize * INSERTED).min(1024)));
         }
         if let Some(dir) = s.dir {
             let (ps, pe) = dir.span(i);
