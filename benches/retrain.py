@@ -89,6 +89,7 @@ def stream(order, kind, maxkey):
     first_new_page = int(psql(f"SELECT pg_relation_size('{table}') / 8192"))
     wal0 = int(psql("SELECT wal_bytes FROM pg_stat_wal"))
     rows0 = inserted_rows(table)
+    log_from = os.path.getsize(LOGFILE)
     # pgbench in chunks of STEP inserted rows, two clients, each transaction
     # an insert or a select; after each chunk, a sample of the quiet table.
     samples = []
@@ -135,6 +136,13 @@ def stream(order, kind, maxkey):
         fresh_run = psql(f"SELECT run_pages FROM learned_index_stats('{table}_fresh')")
         print(f"{order} {kind} pages after the stream ({cols.replace(' / 8192', '')}): "
               f"{after.replace('|', ', ')}; fresh build: {fresh_run} run pages", file=sys.stderr)
+        # Each retrain of the stream: its path, pages written, and the
+        # index's size and free blocks after it, from the worker's LOG.
+        with open(LOGFILE, errors="replace") as log:
+            log.seek(log_from)
+            for line in log:
+                if f'retrained index "{table}_k"' in line:
+                    print(f"{order} {kind} {line.strip()}", file=sys.stderr)
     print(f"{order} {kind}: {inserted / streamed:,.0f} rows inserted a second", file=sys.stderr)
     RATES[(order, kind)] = inserted / streamed
     psql(f"DROP TABLE {table} CASCADE")

@@ -141,6 +141,10 @@ pub struct Report {
     pub merged: u64,
     pub dropped: u64,
     pub pages_written: u32,
+    /// The index's size in blocks after the switch, and how many of them
+    /// are free (the previous generation's stay in use until it is retired).
+    pub blocks: u32,
+    pub free_blocks: u64,
     pub seconds: f64,
     pub path: Path,
 }
@@ -875,6 +879,8 @@ fn switch(
         merged: w.merged,
         dropped: w.dropped,
         pages_written: w.pages_written,
+        blocks: nblocks(idx),
+        free_blocks: m.free.blocks(),
         seconds: m.retrain_us as f64 / 1e6,
         path: w.path,
     }

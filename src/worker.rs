@@ -612,11 +612,14 @@ fn visit(oid: pg_sys::Oid) -> bool {
         Some(r) => {
             note_skip(oid, None);
             log!(
-                "learneddb: retrained index \"{name}\" ({}): generation {}, {} delta entries merged, {} entries, {:.3} s",
+                "learneddb: retrained index \"{name}\" ({}): generation {}, {} delta entries merged, {} entries, {} pages written, {} blocks ({} free), {:.3} s",
                 r.path.name(),
                 r.generation,
                 r.merged,
                 r.entries,
+                r.pages_written,
+                r.blocks,
+                r.free_blocks,
                 r.seconds
             );
             true

@@ -89,9 +89,39 @@ fn the_worker_retrains_indexes_past_their_threshold() {
     wait_for("the worker to retrain t_k again", 60, || {
         generation(&mut c, "t_k") > 2
     });
+    let log = cluster.log();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("learneddb: retrained index \"t_k\""))
+        .expect("the worker logs what it retrained");
+    // "..., P pages written, B blocks (F free), S s": the index's size after
+    // the switch, which it cannot have shrunk from since.
+    let field = |before: &str| -> u64 {
+        let head = line.split(before).next().unwrap();
+        head.rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{line}"))
+    };
+    let (written, blocks) = (field(" pages written"), field(" blocks ("));
+    let free: u64 = line
+        .split(" blocks (")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let size: i64 = c
+        .query_one("SELECT pg_relation_size('t_k') / 8192", &[])
+        .unwrap()
+        .get(0);
     assert!(
-        cluster.log().contains("learneddb: retrained index \"t_k\""),
-        "the worker logs what it retrained"
+        written > 0 && written < blocks && free < blocks && blocks <= size as u64,
+        "{line}: the index has {size} blocks"
     );
 
     // The statistics say why a due index is left alone, and stop saying it

@@ -1,7 +1,7 @@
 //! The partial merge: rows inserted among the run's entries (random keys)
 //! are merged one stretch of the run at a time. The run is cut into
-//! segments of whole slices, about an eighth of it each; the retrain merges
-//! the segment, or the two neighbouring ones, that own the most frozen delta
+//! segments of whole slices, about a sixteenth of it each; the retrain
+//! merges the segment, or the two neighbouring ones, that own the most frozen delta
 //! pages with those pages and keeps the pages before and after them where
 //! they are, shared with the previous generation (as an append keeps the
 //! pages before the run's last). The other frozen pages carry over as delta
@@ -11,7 +11,11 @@
 //! index holds two copies of the run until the old one is retired, and the
 //! blocks freed then stay in the file: after scattered inserts an index
 //! stayed at about twice a fresh build's size. A partial merge writes and
-//! frees at most a quarter of the run, and the next one reuses those blocks.
+//! frees about an eighth of the run (more only into free blocks), and the
+//! next one reuses those blocks. The old copy of what the last merge
+//! rewrote stays in the file as free blocks: with a quarter of the run per
+//! merge, a random stream ended at 1.40-1.66x a fresh build's size, with an
+//! eighth at 1.32x (benches/README.md).
 //!
 //! The model keeps its leaves up to the one holding the last position before
 //! the segment and is trained again from there over the segment's new keys,
@@ -43,16 +47,15 @@ use pgrx::pg_sys;
 /// two segments is merged whole.
 const MIN_SEGMENT_PAGES: u32 = 4 * SLICE_PAGES;
 /// About how many segments a run is cut into.
-const SEGMENTS: u32 = 8;
+const SEGMENTS: u32 = 16;
 /// Extents a partial merge leaves free at the least, for the appends after
 /// it; past that the retrain merges the whole run, which lays it out afresh.
 const SPARE_EXTENTS: usize = 4;
 /// Most neighbouring segments one partial merge takes into new blocks,
-/// within a quarter of the run: when the rows that spilled are spread over
-/// it (random keys into a run built full), each merge gives room to a
-/// quarter of it rather than an eighth. The old blocks stay until the
-/// generation is retired, so this bounds how much the index grows for a
-/// merge. It takes more segments as far as free blocks (those earlier
+/// an eighth of the run: when the rows that spilled are spread over it
+/// (random keys into a run built full), each merge gives room to an eighth
+/// of it rather than a sixteenth. The old blocks stay until the generation
+/// is retired, so this bounds how much the index grows for a merge. It takes more segments as far as free blocks (those earlier
 /// merges left) hold them: the file does not grow for those.
 const MAX_WINDOW: usize = 2;
 /// How much larger a segment comes out of a merge, at the least: merges of
@@ -105,7 +108,8 @@ fn segments_of_page(fence_keys: &[u64], d: &DirEntry) -> (usize, usize) {
 }
 
 /// How many neighbouring segments a partial merge may take: at most
-/// `MAX_WINDOW` and about a quarter of them (two of seven) in new blocks, or
+/// `MAX_WINDOW` and about a quarter of them (two of seven or more, an eighth
+/// of a run cut in sixteen) in new blocks, or
 /// as many as `free` blocks hold once merged, whichever is more.
 fn widest(segments: usize, segment_pages: u32, free: u64) -> usize {
     let in_new_blocks = ((segments + 1) / 4).clamp(1, MAX_WINDOW);
@@ -432,7 +436,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn segments_are_whole_slices_of_about_an_eighth() {
+    fn segments_are_whole_slices_of_about_a_sixteenth() {
         assert!(segment_bounds(0).is_empty());
         assert!(segment_bounds(2 * MIN_SEGMENT_PAGES - 1).is_empty());
         assert_eq!(segment_bounds(2 * MIN_SEGMENT_PAGES), [0, 64, 128]);
@@ -440,7 +444,7 @@ mod tests {
         assert_eq!(segment_bounds(200), [0, 64, 128, 200]);
         assert_eq!(segment_bounds(230), [0, 64, 128, 192, 230]);
         let b = segment_bounds(5_000);
-        assert_eq!(b.len() - 1, 8);
+        assert_eq!(b.len() - 1, 16);
         assert!(b[..b.len() - 1].iter().all(|&p| p % SLICE_PAGES == 0));
         assert_eq!(*b.last().unwrap(), 5_000);
     }
