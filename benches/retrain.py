@@ -216,10 +216,16 @@ def append_cost(maxkey):
     """learned_retrain after 1% appended rows against a REINDEX of the same index."""
     build("a_learned", "learned")
     reindex = min(timed("REINDEX INDEX a_learned_k") for _ in range(2))
+    # The worker would retrain the index as the rows arrive (their delta
+    # pages pass the threshold), and leave learned_retrain part of them.
+    psql("ALTER INDEX a_learned_k SET (retrain = off)")
     n = ROWS // 100
     psql(f"INSERT INTO a_learned SELECT {maxkey} + 4 * g FROM generate_series(1, {n}) g")
-    out = psql("SELECT seconds, path, pages_written FROM learned_retrain('a_learned_k')").split("|")
+    out = psql("SELECT seconds, path, pages_written, delta_merged "
+               "FROM learned_retrain('a_learned_k')").split("|")
     psql("DROP TABLE a_learned")
+    if int(out[3]) != n:
+        sys.exit(f"learned_retrain merged {out[3]} of the {n} appended rows")
     return n, reindex, float(out[0]), out[1], int(out[2])
 
 
