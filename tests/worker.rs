@@ -99,22 +99,10 @@ fn the_worker_retrains_indexes_past_their_threshold() {
     // the switch, which it cannot have shrunk from since.
     let field = |before: &str| -> u64 {
         let head = line.split(before).next().unwrap();
-        head.rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap_or_else(|_| panic!("{line}"))
+        let word = head.rsplit(' ').next().unwrap().trim_start_matches('(');
+        word.parse().unwrap_or_else(|_| panic!("{line}"))
     };
-    let (written, blocks) = (field(" pages written"), field(" blocks ("));
-    let free: u64 = line
-        .split(" blocks (")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (written, blocks, free) = (field(" pages written"), field(" blocks ("), field(" free)"));
     let size: i64 = c
         .query_one("SELECT pg_relation_size('t_k') / 8192", &[])
         .unwrap()

@@ -1,11 +1,11 @@
 //! The partial merge: rows inserted among the run's entries (random keys)
 //! are merged one stretch of the run at a time. The run is cut into
 //! segments of whole slices, about a sixteenth of it each; the retrain
-//! merges the segment, or the two neighbouring ones, that own the most frozen delta
-//! pages with those pages and keeps the pages before and after them where
-//! they are, shared with the previous generation (as an append keeps the
-//! pages before the run's last). The other frozen pages carry over as delta
-//! pages of the new generation.
+//! merges the segment, or the two neighbouring ones, that own the most
+//! frozen delta pages with those pages and keeps the pages before and after
+//! them where they are, shared with the previous generation (as an append
+//! keeps the pages before the run's last). The other frozen pages carry
+//! over as delta pages of the new generation.
 //!
 //! A whole merge writes the next generation beside the current one, so the
 //! index holds two copies of the run until the old one is retired, and the
@@ -15,7 +15,7 @@
 //! next one reuses those blocks. The old copy of what the last merge
 //! rewrote stays in the file as free blocks: with a quarter of the run per
 //! merge, a random stream ended at 1.40-1.66x a fresh build's size, with an
-//! eighth at 1.32x (benches/README.md).
+//! eighth at 1.27-1.34x (benches/README.md).
 //!
 //! The model keeps its leaves up to the one holding the last position before
 //! the segment and is trained again from there over the segment's new keys,
@@ -55,8 +55,9 @@ const SPARE_EXTENTS: usize = 4;
 /// an eighth of the run: when the rows that spilled are spread over it
 /// (random keys into a run built full), each merge gives room to an eighth
 /// of it rather than a sixteenth. The old blocks stay until the generation
-/// is retired, so this bounds how much the index grows for a merge. It takes more segments as far as free blocks (those earlier
-/// merges left) hold them: the file does not grow for those.
+/// is retired, so this bounds how much the index grows for a merge. It
+/// takes more segments as far as free blocks (those earlier merges left)
+/// hold them: the file does not grow for those.
 const MAX_WINDOW: usize = 2;
 /// How much larger a segment comes out of a merge, at the least: merges of
 /// scattered inserts leave a fifth of each page free (`fillfactor` 80).
@@ -109,8 +110,8 @@ fn segments_of_page(fence_keys: &[u64], d: &DirEntry) -> (usize, usize) {
 
 /// How many neighbouring segments a partial merge may take: at most
 /// `MAX_WINDOW` and about a quarter of them (two of seven or more, an eighth
-/// of a run cut in sixteen) in new blocks, or
-/// as many as `free` blocks hold once merged, whichever is more.
+/// of a run cut in sixteen) in new blocks, or as many as `free` blocks hold
+/// once merged, whichever is more.
 fn widest(segments: usize, segment_pages: u32, free: u64) -> usize {
     let in_new_blocks = ((segments + 1) / 4).clamp(1, MAX_WINDOW);
     let in_free_blocks = (free as f64 / (segment_pages.max(1) as f64 * GROWTH)) as usize;
