@@ -967,6 +967,8 @@ fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: 
         generation: next,
         base: w.run_base,
         dir: Some(Directory::new(&starts)),
+        // The switch makes the index this build's format.
+        fingerprints: true,
     };
     let model = ModelView::open(&w.model).expect("freshly trained model");
     let mut moved = 0;

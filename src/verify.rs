@@ -295,6 +295,15 @@ fn check_run(
             }
             put(tid, Some(key));
         }
+        if let Some(key) = page.fingerprint_miss() {
+            fail(
+                idx,
+                &format!(
+                    "run page {i} holds an inserted entry (key {}) its fingerprint lacks",
+                    show(kind, key)
+                ),
+            );
+        }
         // The packed part of the insert area is searched by key.
         let mut packed = page.packed_inserted(0, u64::MAX);
         if let Some(first) = packed.next() {

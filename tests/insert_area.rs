@@ -474,6 +474,24 @@ fn packed_pages(c: &mut postgres::Client, index: &str) -> i64 {
     )
 }
 
+/// Run pages with a fingerprint and raw inserted entries (`RunHeader::flags`
+/// and `ins`): their blocks.
+fn fingerprinted_pages(c: &mut postgres::Client, index: &str) -> Vec<i64> {
+    c.query(
+        &format!(
+            "SELECT b FROM generate_series(1, pg_relation_size('{index}') / 8192 - 1) b,
+               LATERAL get_raw_page('{index}', b::int) p
+             WHERE get_byte(p, 8186) = 2 AND get_byte(p, 24 + 19) = 1
+               AND get_byte(p, 24 + 20) + get_byte(p, 24 + 21) > 0 ORDER BY b"
+        ),
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
 /// The keys of `t` in order, as `sql` returns them.
 fn keys(c: &mut postgres::Client, sql: &str) -> Vec<i64> {
     c.query(sql, &[])
@@ -618,7 +636,7 @@ fn format_5_indexes_are_read_and_packed_after_a_retrain() {
     // A fresh build's metapage lists but one extent, so with the version set
     // to 5 it reads as one in the narrow layout of formats 5 and 6.
     let old = common::overwrite(&cluster.dir.join("data").join(path), 24 + 4, &[5, 0, 0, 0]);
-    assert_eq!(old, [8, 0, 0, 0]);
+    assert_eq!(old, [9, 0, 0, 0]);
     cluster.restart();
     let mut c = cluster.connect();
     let fill = |c: &mut postgres::Client, from: i64| {
@@ -652,10 +670,10 @@ fn format_5_indexes_are_read_and_packed_after_a_retrain() {
     fill(&mut c, 200_000);
     assert!(
         packed_pages(&mut c, "t_k") > 0,
-        "format 8 after the retrain"
+        "format 9 after the retrain"
     );
-    assert_eq!(one(&mut c, version), 8);
-    assert_index_matches_table(&mut c, "t_k", all, "format 8");
+    assert_eq!(one(&mut c, version), 9);
+    assert_index_matches_table(&mut c, "t_k", all, "format 9");
     assert_verified(&mut c, "t_k");
 }
 
@@ -721,4 +739,118 @@ fn vacuum_finds_dead_entries_an_insert_packed_meanwhile() {
         ["451"]
     );
     assert_verified(&mut c, "t_k");
+}
+
+/// Run pages keep a fingerprint of their raw inserted keys (format 9), which
+/// lets a lookup of one key skip them. An index of format 8 gains none until
+/// a retrain moves it to 9 (the build that wrote it could not read them);
+/// lookups of every inserted key find it, before and after VACUUM rewrites
+/// the fingerprints of what it keeps; and `learned_verify` reports a raw key
+/// whose bit is clear, which lookups would miss.
+#[test]
+fn fingerprints_cover_every_raw_inserted_key() {
+    let cluster = Cluster::start_major(
+        "insert_area_fingerprint",
+        common::PG_MAJOR,
+        &["autovacuum = off"],
+        "",
+        common::NO_CHECKSUMS,
+    );
+    let mut c = cluster.connect();
+    run_each(
+        &mut c,
+        &format!(
+            "CREATE EXTENSION IF NOT EXISTS learneddb; CREATE EXTENSION pageinspect;
+             CREATE TABLE t (id int8, k int8);
+             INSERT INTO t SELECT g, {RANDOM_KEY} FROM generate_series(1, 20000) g;
+             CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70, retrain = off);
+             CHECKPOINT"
+        ),
+    );
+    let path: String = c
+        .query_one("SELECT pg_relation_filepath('t_k')", &[])
+        .unwrap()
+        .get(0);
+    let file = cluster.dir.join("data").join(path);
+    drop(c);
+    cluster.stop("fast");
+    // Meta::version, after the page header and the magic number.
+    let old = common::overwrite(&file, 24 + 4, &[8, 0, 0, 0]);
+    assert_eq!(old, [9, 0, 0, 0]);
+    cluster.restart();
+    let mut c = cluster.connect();
+    let fill = |c: &mut postgres::Client, from: i64| {
+        run_each(
+            c,
+            &format!(
+                "INSERT INTO t SELECT g, {RANDOM_KEY} FROM generate_series({from}, {from} + 2999) g"
+            ),
+        );
+    };
+    // Every key, one lookup each (an array of keys is probed key by key),
+    // and a count of each inserted key.
+    let lookups = [
+        "SELECT count(*) FROM t WHERE k = ANY(ARRAY(SELECT k FROM t))",
+        "SELECT k, count(*) FROM t WHERE k = ANY(ARRAY(SELECT k FROM t WHERE id > 20000)) GROUP BY k ORDER BY k",
+    ];
+    let check = |c: &mut postgres::Client, stage: &str| {
+        for q in lookups {
+            assert_index_matches_table(c, "t_k", q, stage);
+        }
+        assert_verified(c, "t_k");
+    };
+    fill(&mut c, 100_000);
+    assert!(
+        one(
+            &mut c,
+            "SELECT delta_entries FROM learned_index_stats('t_k')"
+        ) < 300,
+        "the rows went to the run pages' insert areas"
+    );
+    assert_eq!(
+        fingerprinted_pages(&mut c, "t_k"),
+        Vec::<i64>::new(),
+        "a format 8 index gained fingerprints"
+    );
+    check(&mut c, "format 8");
+    retrain_path(&mut c, "t_k");
+    let version = "SELECT get_byte(get_raw_page('t_k', 0), 28)::int8";
+    assert_eq!(one(&mut c, version), 9);
+    fill(&mut c, 200_000);
+    let pages = fingerprinted_pages(&mut c, "t_k");
+    assert!(
+        pages.len() > 5,
+        "pages took inserts without fingerprints: {pages:?}"
+    );
+    check(&mut c, "fingerprints");
+    // VACUUM removes dead raw entries and makes the fingerprint anew from
+    // those it keeps.
+    run_each(
+        &mut c,
+        "DELETE FROM t WHERE id > 200000 AND id % 2 = 0; VACUUM (INDEX_CLEANUP ON) t",
+    );
+    check(&mut c, "after VACUUM");
+    fill(&mut c, 300_000);
+    check(&mut c, "inserts after VACUUM");
+    // A fingerprint cleared on disk: every raw key of the page is missing
+    // from it, which learned_verify reports.
+    let blk = *fingerprinted_pages(&mut c, "t_k").first().unwrap() as u64;
+    c.batch_execute("CHECKPOINT").unwrap();
+    drop(c);
+    cluster.stop("fast");
+    // The fingerprint ends the page's content, before the 8-byte special space.
+    let old = common::overwrite(&file, blk * 8192 + 8192 - 8 - 64, &[0; 64]);
+    assert_ne!(old, [0; 64]);
+    cluster.restart();
+    let mut c = cluster.connect();
+    let err = c
+        .query("SELECT learned_verify('t_k')", &[])
+        .expect_err("learned_verify passed a fingerprint missing its keys");
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "XX002", "{}", db.message());
+    assert!(
+        db.message().contains("fingerprint lacks") && db.message().contains("t_k"),
+        "{}",
+        db.message()
+    );
 }

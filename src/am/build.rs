@@ -98,6 +98,7 @@ impl BuildState {
             generation: FIRST_GENERATION,
             base: FIRST_GENERATION,
             dir: None,
+            fingerprints: false,
         };
         for i in 0..written.pages {
             let page = written.read(self.index, i);

@@ -24,7 +24,10 @@ const META_MAGIC: u32 = 0x4C52_4E44; // "LRND"
 /// pages for the halves of its bounds, and its directory entry says `SPLIT`
 /// (src/storage/delta/insert.rs). Older indexes move to 8 at a retrain's
 /// switch, and do not split until then.
-pub const FORMAT_VERSION: u32 = 8;
+/// 9: a run page's insert area may end with a fingerprint of its raw keys
+/// (src/storage/run.rs). Older indexes move to 9 at a retrain's switch, and
+/// their pages gain one as their insert areas start over or are packed.
+pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format this build reads.
 pub const OLDEST_READABLE_VERSION: u32 = 5;
 /// The first format whose run pages may pack their insert area.
@@ -33,6 +36,8 @@ pub const PACKED_INSERTS_VERSION: u32 = 6;
 const WIDE_LISTS_VERSION: u32 = 7;
 /// The first format whose delta directory may hold `SPLIT` entries.
 pub const SPLIT_VERSION: u32 = 8;
+/// The first format whose run pages may have a fingerprint.
+pub const FINGERPRINT_VERSION: u32 = 9;
 /// Extents a list of an older metapage holds.
 const NARROW_EXTENTS: usize = 32;
 /// The generation a build writes.
