@@ -905,19 +905,16 @@ impl RunPage {
         if self.ins < (packed_count / 16).max(8) {
             return false;
         }
-        let Some(area) = self.packed_with(&[]) else {
+        let Some(area) = self.packed_with(&[], |a| self.room_after(a) > self.room()) else {
             return false;
         };
-        if self.room_after(&area) <= self.room() {
-            return false;
-        }
         self.write_packed(rel, &area);
         true
     }
 
     /// Whether [`RunPage::take`] can add `entries`.
     pub fn can_take(&self, entries: &[(u64, Tid)]) -> bool {
-        self.raw_room() >= entries.len() || self.packed_with(entries).is_some()
+        self.raw_room() >= entries.len() || self.packed_with(entries, |_| true).is_some()
     }
 
     /// Adds `entries` to the insert area of this page (whose buffer the
@@ -931,15 +928,19 @@ impl RunPage {
             return;
         }
         let area = self
-            .packed_with(entries)
+            .packed_with(entries, |_| true)
             .expect("the caller checked for room");
         self.write_packed(rel, &area);
     }
 
     /// The insert area's live entries and `extra`, packed in order, if they
-    /// fit the area, with their fingerprint if the page has or may gain one
-    /// and it fits too.
-    fn packed_with(&self, extra: &[(u64, Tid)]) -> Option<InsertArea> {
+    /// fit the area and `accept` takes the result: with their fingerprint if
+    /// the page has or may gain one, else (or if that does not do) without.
+    fn packed_with(
+        &self,
+        extra: &[(u64, Tid)],
+        accept: impl Fn(&InsertArea) -> bool,
+    ) -> Option<InsertArea> {
         if self.kind != PageKind::Run {
             return None;
         }
@@ -951,34 +952,30 @@ impl RunPage {
         } else {
             &[None]
         };
-        for &fingerprint in tries {
+        tries.iter().find_map(|&fingerprint| {
             let fp = fingerprint.map_or(0, |_| FINGERPRINT);
-            if all.is_empty() {
-                return Some(InsertArea {
-                    packed: None,
-                    fingerprint,
-                });
-            }
-            // What the packed part may take: the insert area, less its
-            // count and the fingerprint.
-            let Some(budget) = (CONTENT - self.used).checked_sub(2 + fp) else {
-                continue;
+            let packed = if all.is_empty() {
+                None
+            } else {
+                // What the packed part may take: the insert area, less its
+                // count and the fingerprint.
+                let budget = (CONTENT - self.used).checked_sub(2 + fp)?;
+                if budget < packed::MIN_BUDGET || all.len() > packed::MAX_COUNT {
+                    return None;
+                }
+                let mut packer = Packer::new(budget);
+                for &(key, tid) in &all {
+                    packer.push(key, tid, false);
+                }
+                let [p] = <[PackedPage; 1]>::try_from(packer.finish()).ok()?;
+                Some(p)
             };
-            if budget < packed::MIN_BUDGET || all.len() > packed::MAX_COUNT {
-                continue;
-            }
-            let mut packer = Packer::new(budget);
-            for &(key, tid) in &all {
-                packer.push(key, tid, false);
-            }
-            if let Ok([p]) = <[PackedPage; 1]>::try_from(packer.finish()) {
-                return Some(InsertArea {
-                    packed: Some(p),
-                    fingerprint,
-                });
-            }
-        }
-        None
+            let area = InsertArea {
+                packed,
+                fingerprint,
+            };
+            (area.len() <= CONTENT - self.used && accept(&area)).then_some(area)
+        })
     }
 
     /// Raw entries the insert area has room for beside `area`.
