@@ -959,7 +959,7 @@ fn absorb(idx: pg_sys::Relation, meta: &Meta, next: u32, w: &Written, strategy: 
     };
     let starts = search::starts(w.counts.iter().copied()).expect("pages hold entries");
     let run = Section {
-        place: w.place,
+        place: &w.place,
         first: 0,
         pages: w.run_pages,
         entries: w.run_entries,

@@ -89,8 +89,9 @@ impl BuildState {
         // back; the sorted run is written over the same blocks.
         let entries = d.run.entries;
         let counts = d.run.finish();
+        let place = after_metapage();
         let written = Section {
-            place: after_metapage(),
+            place: &place,
             first: 0,
             pages: counts.len() as u32,
             entries,

@@ -40,6 +40,7 @@ use crate::storage::{model_pages, Buf, Meta};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
+use std::rc::Rc;
 
 /// What a scan reads once and keeps across rescans (an MVCC scan's; any
 /// other reads them again at each rescan). Both are hints: the delta may
@@ -47,7 +48,9 @@ use pgrx::PgMemoryContexts;
 /// older than this read), and entries are only ever removed from pages
 /// under a cleanup lock (or with the whole page, once nothing reads it).
 struct Hints {
-    meta: Meta,
+    /// Shared with the sections a batch reads through (which borrow its
+    /// extent lists) while the scan's state changes.
+    meta: Rc<Meta>,
     /// The delta directory's summary, read by the first rescan whose keys
     /// the delta may hold: a lookup of a key below the run's last one, in a
     /// generation that has not spilled, does not read the directory (a delta
@@ -283,7 +286,7 @@ impl ScanState {
         let buf = Buf::read_shared(rel, META_BLOCK);
         self.hints = Some(Hints {
             // SAFETY: block 0, pinned and share-locked.
-            meta: unsafe { Meta::from_page(rel, buf.page()) },
+            meta: Rc::new(unsafe { Meta::from_page(rel, buf.page()) }),
             delta: None,
             // SAFETY: reads a GUC of this process.
             filters: PageFilters::new(unsafe { pg_sys::work_mem as usize } * 1024),
@@ -300,6 +303,17 @@ impl ScanState {
             .as_ref()
             .expect("read when the scan started")
             .meta
+    }
+
+    /// The metapage the hints were read from, for sections to borrow.
+    fn shared_meta(&self) -> Rc<Meta> {
+        Rc::clone(
+            &self
+                .hints
+                .as_ref()
+                .expect("read when the scan started")
+                .meta,
+        )
     }
 
     /// Forgets the position and releases every pin: the next call starts over
@@ -501,8 +515,9 @@ impl ScanState {
         let Some(k) = at.interval else {
             return self.reposition_nulls(rel, at.tid, forward);
         };
-        let g = model_pages::load(rel, self.meta())?;
-        let run = Section::run(self.meta()).with(g.dir);
+        let meta = self.shared_meta();
+        let g = model_pages::load(rel, &meta)?;
+        let run = Section::run(&meta).with(g.dir);
         let (pos, page) = run.seek_pair(rel, pair, g.model.window(at.key))?;
         let (dlo, _) = self.delta_range(k);
         if pos < run.entries {
@@ -572,7 +587,8 @@ impl ScanState {
     ) -> Result<(), Recycled> {
         let (lo, hi) = self.plan.intervals[k];
         let (dlo, dhi) = self.delta_range(k);
-        let run = Section::run(self.meta());
+        let meta = self.shared_meta();
+        let run = Section::run(&meta);
         let seek_key = if forward { Some(lo) } else { hi.checked_add(1) };
         let above_run = |key: u64| self.meta().run_last().is_none_or(|(last, _)| key > last);
         let (pos, page) = match seek_key {
@@ -593,7 +609,7 @@ impl ScanState {
             return self.load_forward(rel, k, pos, page, dlo, true, BATCH);
         }
         let run = if pos < run.entries {
-            self.run(rel)?
+            self.run(rel, &meta)?
         } else {
             run
         };
@@ -613,9 +629,9 @@ impl ScanState {
 
     /// The current generation's run with its page directory (cached with
     /// the model; the view lives only inside this callback).
-    fn run<'a>(&self, rel: pg_sys::Relation) -> Result<Section<'a>, Recycled> {
-        let g = model_pages::load(rel, self.meta())?;
-        Ok(Section::run(self.meta()).with(g.dir))
+    fn run<'m>(&self, rel: pg_sys::Relation, meta: &'m Meta) -> Result<Section<'m>, Recycled> {
+        let g = model_pages::load(rel, meta)?;
+        Ok(Section::run(meta).with(g.dir))
     }
 
     /// Reads the page of `run` holding position `pos`, unless `page` is it
@@ -667,7 +683,8 @@ impl ScanState {
         self.run_items.clear();
         self.ins_items.clear();
         if start < run_entries {
-            let run = self.run(rel)?;
+            let meta = self.shared_meta();
+            let run = self.run(rel, &meta)?;
             let lo = self.plan.intervals[k].0;
             let page = self.page_at(rel, &run, start, page)?;
             let (ps, pe) = run.page_span(page.index());
@@ -736,7 +753,8 @@ impl ScanState {
         self.run_items.clear();
         self.ins_items.clear();
         if end > 0 {
-            let run = self.run(rel)?;
+            let meta = self.shared_meta();
+            let run = self.run(rel, &meta)?;
             let hi = self.plan.intervals[k].1;
             let page = self.page_at(rel, &run, end - 1, page)?;
             let (ps, _) = run.page_span(page.index());
@@ -839,7 +857,8 @@ impl ScanState {
         forward: bool,
         edge: Option<usize>,
     ) -> Result<(), Recycled> {
-        let nulls = Section::nulls(self.meta());
+        let meta = self.shared_meta();
+        let nulls = Section::nulls(&meta);
         let last_batch = i + 1 >= nulls.pages.max(1);
         let all = self.delta_nulls.len();
         // The page's live TIDs, in the scratch run slice (keys unused).
