@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use common::{
     assert_index_matches_table, assert_verified, index_blocks, retrain_path, run_each, texts,
     wait_for_pause, Cluster, RANDOM_KEY,
@@ -603,13 +605,14 @@ fn full_insert_areas_are_packed_and_stay_exact() {
     check(&mut c, "packed again");
 }
 
-/// An index of format 5 (written before insert areas were packed) reads as
-/// it is, and its pages are not packed, which that build could not read; a
-/// retrain moves it to format 6, whose pages are.
-#[test]
-fn format_5_indexes_are_read_and_packed_after_a_retrain() {
+/// A cluster without checksums (tests here write index files while it is
+/// stopped) where `setup` made table `t` and its index `t_k`, whose metapage
+/// then says format `version` (`Meta::version`, after the page header and
+/// the magic number), as a build of that format would have written it.
+/// Returns the cluster, running again, and the index's file.
+fn index_of_format(name: &str, setup: &str, version: u8) -> (Cluster, PathBuf) {
     let cluster = Cluster::start_major(
-        "insert_area_v5",
+        name,
         common::PG_MAJOR,
         &["autovacuum = off"],
         "",
@@ -620,24 +623,38 @@ fn format_5_indexes_are_read_and_packed_after_a_retrain() {
         &mut c,
         &format!(
             "CREATE EXTENSION IF NOT EXISTS learneddb; CREATE EXTENSION pageinspect;
-             CREATE TABLE t (k int8);
-             INSERT INTO t SELECT {RANDOM_KEY} FROM generate_series(1, 20000) g;
-             CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70);
-             CHECKPOINT"
+             {setup}; CHECKPOINT"
         ),
     );
     let path: String = c
         .query_one("SELECT pg_relation_filepath('t_k')", &[])
         .unwrap()
         .get(0);
+    let file = cluster.dir.join("data").join(path);
     drop(c);
     cluster.stop("fast");
-    // Meta::version, after the page header and the magic number.
+    let old = common::overwrite(&file, 24 + 4, &[version, 0, 0, 0]);
+    assert_eq!(old, [9, 0, 0, 0], "the index was not of the current format");
+    cluster.restart();
+    (cluster, file)
+}
+
+/// An index of format 5 (written before insert areas were packed) reads as
+/// it is, and its pages are not packed, which that build could not read; a
+/// retrain moves it to format 6, whose pages are.
+#[test]
+fn format_5_indexes_are_read_and_packed_after_a_retrain() {
     // A fresh build's metapage lists but one extent, so with the version set
     // to 5 it reads as one in the narrow layout of formats 5 and 6.
-    let old = common::overwrite(&cluster.dir.join("data").join(path), 24 + 4, &[5, 0, 0, 0]);
-    assert_eq!(old, [9, 0, 0, 0]);
-    cluster.restart();
+    let (cluster, _) = index_of_format(
+        "insert_area_v5",
+        &format!(
+            "CREATE TABLE t (k int8);
+             INSERT INTO t SELECT {RANDOM_KEY} FROM generate_series(1, 20000) g;
+             CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70)"
+        ),
+        5,
+    );
     let mut c = cluster.connect();
     let fill = |c: &mut postgres::Client, from: i64| {
         run_each(
@@ -749,35 +766,15 @@ fn vacuum_finds_dead_entries_an_insert_packed_meanwhile() {
 /// is clear, which lookups would miss.
 #[test]
 fn fingerprints_cover_every_inserted_key() {
-    let cluster = Cluster::start_major(
+    let (cluster, file) = index_of_format(
         "insert_area_fingerprint",
-        common::PG_MAJOR,
-        &["autovacuum = off"],
-        "",
-        common::NO_CHECKSUMS,
-    );
-    let mut c = cluster.connect();
-    run_each(
-        &mut c,
         &format!(
-            "CREATE EXTENSION IF NOT EXISTS learneddb; CREATE EXTENSION pageinspect;
-             CREATE TABLE t (id int8, k int8);
+            "CREATE TABLE t (id int8, k int8);
              INSERT INTO t SELECT g, {RANDOM_KEY} FROM generate_series(1, 20000) g;
-             CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70, retrain = off);
-             CHECKPOINT"
+             CREATE INDEX t_k ON t USING learned (k) WITH (fillfactor = 70, retrain = off)"
         ),
+        8,
     );
-    let path: String = c
-        .query_one("SELECT pg_relation_filepath('t_k')", &[])
-        .unwrap()
-        .get(0);
-    let file = cluster.dir.join("data").join(path);
-    drop(c);
-    cluster.stop("fast");
-    // Meta::version, after the page header and the magic number.
-    let old = common::overwrite(&file, 24 + 4, &[8, 0, 0, 0]);
-    assert_eq!(old, [9, 0, 0, 0]);
-    cluster.restart();
     let mut c = cluster.connect();
     let fill = |c: &mut postgres::Client, from: i64| {
         run_each(
