@@ -298,22 +298,20 @@ impl ScanState {
     }
 
     fn meta(&self) -> &Meta {
+        self.meta_rc()
+    }
+
+    /// The metapage the hints were read from, for sections to borrow.
+    fn shared_meta(&self) -> Rc<Meta> {
+        Rc::clone(self.meta_rc())
+    }
+
+    fn meta_rc(&self) -> &Rc<Meta> {
         &self
             .hints
             .as_ref()
             .expect("read when the scan started")
             .meta
-    }
-
-    /// The metapage the hints were read from, for sections to borrow.
-    fn shared_meta(&self) -> Rc<Meta> {
-        Rc::clone(
-            &self
-                .hints
-                .as_ref()
-                .expect("read when the scan started")
-                .meta,
-        )
     }
 
     /// Forgets the position and releases every pin: the next call starts over

@@ -57,6 +57,17 @@ struct RunHeader {
 const HEADER: usize = std::mem::size_of::<RunHeader>();
 const _: () = assert!(HEADER == 24);
 
+impl RunHeader {
+    /// Bytes of the page's fingerprint: [`FINGERPRINT`], or 0 for none.
+    fn fingerprint_len(&self) -> usize {
+        if self.flags & HAS_FINGERPRINT != 0 {
+            FINGERPRINT
+        } else {
+            0
+        }
+    }
+}
+
 /// One insert-area entry: the key and the heap TID.
 pub const INSERTED: usize = 8 + 6;
 
@@ -479,11 +490,7 @@ impl RunPage {
         let (lower, upper) = (header.pd_lower as usize, header.pd_upper as usize);
         let special = PAGE_HEADER + CONTENT;
         let run = s.kind == PageKind::Run;
-        let fp = if h.flags & HAS_FINGERPRINT != 0 {
-            FINGERPRINT
-        } else {
-            0
-        };
+        let fp = h.fingerprint_len();
         if lower < PAGE_HEADER + HEADER
             || upper < lower
             || upper + h.ins as usize * INSERTED + h.packed_ins as usize + fp != special
@@ -750,7 +757,7 @@ impl RunPage {
     /// Whether the insert area may hold `key`: its fingerprint bit is set,
     /// or the page has no fingerprint.
     #[inline]
-    pub fn may_hold(&self, key: u64) -> bool {
+    fn may_hold(&self, key: u64) -> bool {
         if self.fp == 0 {
             return true;
         }
@@ -1002,7 +1009,7 @@ impl RunPage {
             let header = &*(page as *const pg_sys::PageHeaderData);
             self.ins = h.ins as usize;
             self.ins_at = header.pd_upper as usize - PAGE_HEADER;
-            self.fp = area.fingerprint.map_or(0, |_| FINGERPRINT);
+            self.fp = area.fingerprint_len();
             self.packed_ins = packed_insert_area(self.base, self.fp, h.packed_ins as usize)
                 .unwrap_or_else(|e| corrupt(rel, self.buf.blkno(), &e.to_string()));
             (*self.cache.get()).get().at = usize::MAX;
@@ -1048,8 +1055,12 @@ struct InsertArea {
 impl InsertArea {
     /// Bytes it takes at the end of the page.
     fn len(&self) -> usize {
-        self.packed.as_ref().map_or(0, |p| 2 + p.len())
-            + self.fingerprint.map_or(0, |_| FINGERPRINT)
+        self.packed.as_ref().map_or(0, |p| 2 + p.len()) + self.fingerprint_len()
+    }
+
+    /// Bytes of its fingerprint: [`FINGERPRINT`], or 0 for none.
+    fn fingerprint_len(&self) -> usize {
+        self.fingerprint.map_or(0, |_| FINGERPRINT)
     }
 }
 
@@ -1067,7 +1078,7 @@ unsafe fn write_insert_area(page: pg_sys::Page, area: &InsertArea) {
     let upper = (*header).pd_upper as usize;
     // The hole below pd_upper stays zero, as Generic WAL redo leaves it.
     std::ptr::write_bytes(raw.add(upper), 0, special - upper);
-    let fp = area.fingerprint.map_or(0, |_| FINGERPRINT);
+    let fp = area.fingerprint_len();
     if let Some(bits) = &area.fingerprint {
         std::ptr::copy_nonoverlapping(bits.as_ptr(), raw.add(special - fp), fp);
     }
@@ -1098,11 +1109,7 @@ pub unsafe fn retain_inserted(
 ) {
     let mut h: RunHeader = page::read_header(page);
     let header = page as *mut pg_sys::PageHeaderData;
-    let fp = if h.flags & HAS_FINGERPRINT != 0 {
-        FINGERPRINT
-    } else {
-        0
-    };
+    let fp = h.fingerprint_len();
     // The raw entries end where the packed ones begin.
     let end = PAGE_HEADER + CONTENT - fp - h.packed_ins as usize;
     let raw = page as *mut u8;
