@@ -981,7 +981,28 @@ impl ScanState {
     /// that end (and is then no longer positioned). A scan that meets a page
     /// a newer generation reused starts over from the metapage after the
     /// entry it returned last.
+    #[inline]
     fn step(&mut self, rel: pg_sys::Relation, forward: bool) -> Option<(Option<u64>, Tid)> {
+        self.step_in_batch(forward)
+            .or_else(|| self.step_across(rel, forward))
+    }
+
+    /// The next entry of the current batch, if it has one: what most rows
+    /// take, kept small so that `amgettuple` is.
+    #[inline]
+    fn step_in_batch(&mut self, forward: bool) -> Option<(Option<u64>, Tid)> {
+        let b = self.batch.as_mut()?;
+        let cur = b.cur + if forward { 1 } else { -1 };
+        let &(key, tid) = self.items.get(usize::try_from(cur).ok()?)?;
+        b.cur = cur;
+        b.returned = true;
+        Some((if b.nulls { None } else { Some(key) }, tid))
+    }
+
+    /// [`ScanState::step`] when the batch has no next entry: a batch is read,
+    /// or the scan starts over.
+    #[inline(never)]
+    fn step_across(&mut self, rel: pg_sys::Relation, forward: bool) -> Option<(Option<u64>, Tid)> {
         for _ in 0..MAX_RESTARTS {
             match self.try_step(rel, forward) {
                 Ok(next) => return next,

@@ -684,8 +684,13 @@ impl Group {
             let mut offsets = [0u64; GROUP];
             self.a.unpack(bytes, from, &mut self.tids[from..to]);
             self.b.unpack(bytes, from, &mut offsets[from..to]);
+            let mut bad = false;
             for (t, &o) in self.tids[from..to].iter_mut().zip(&offsets[from..to]) {
-                *t = check_tid(*t, o)?;
+                bad |= (*t > u32::MAX as u64) | (o > 0xFFFF);
+                *t = *t << 16 | o;
+            }
+            if bad {
+                return Err(Malformed("a TID is out of range"));
             }
         } else if self.tn >= to {
             // Decoded in order already.
@@ -787,20 +792,20 @@ impl Group {
             if self.tid_mode == TIDS_ASCENDING {
                 let b = &mut b[..to - from];
                 self.b.unpack(bytes, from - 1, b);
-                for (i, (&gap, &o)) in (from..to).zip(a.iter().zip(b.iter())) {
-                    self.block = self
-                        .block
-                        .checked_add(gap)
-                        .ok_or(Malformed("a block overflows"))?;
-                    self.offset = if gap == 0 {
-                        self.offset
-                            .checked_add(o)
-                            .ok_or(Malformed("an offset overflows"))?
-                    } else {
-                        o
-                    };
-                    self.tids[i] = check_tid(self.block, self.offset)?;
+                // Checked once a chunk, not a branch an entry: the block
+                // only grows, so it is out of range at the end if ever.
+                let (mut block, mut offset, mut bad) = (self.block, self.offset, false);
+                for (t, (&gap, &o)) in self.tids[from..to].iter_mut().zip(a.iter().zip(b.iter())) {
+                    let (next, over) = block.overflowing_add(gap);
+                    let (same, over_same) = offset.overflowing_add(o);
+                    (block, offset) = (next, if gap == 0 { same } else { o });
+                    bad |= over | (gap == 0 && over_same) | (offset > 0xFFFF);
+                    *t = block << 16 | offset;
                 }
+                if bad || block > u32::MAX as u64 {
+                    return Err(Malformed("an ascending TID is out of range"));
+                }
+                (self.block, self.offset) = (block, offset);
             } else {
                 let (mut blk, mut off) = (self.block as i64, self.offset as i64);
                 for (i, &z) in (from..to).zip(a.iter()) {

@@ -318,6 +318,18 @@ impl<'a> Region<'a> {
         count.div_ceil(GROUP) * TABLE
     }
 
+    /// Whether a slot of `from..to` may be tombstoned: a bitmap byte that
+    /// covers one of them is not zero. A scan reads the slots one by one only
+    /// then.
+    #[inline]
+    pub fn may_have_dead(&self, from: usize, to: usize) -> bool {
+        let at = Self::bitmap_at(self.count);
+        from < to
+            && self.raw[at + from / 8..at + (to - 1) / 8 + 1]
+                .iter()
+                .any(|&b| b != 0)
+    }
+
     #[inline]
     pub fn dead(&self, slot: usize) -> bool {
         debug_assert!(slot < self.count);
@@ -460,6 +472,30 @@ mod tests {
             prop_assert_eq!(g, r.group_of(probe, usize::MAX));
             prop_assert!(lb >= g * GROUP && lb <= g * GROUP + r.group_len(g),
                          "lower bound {} outside group {}", lb, g);
+        }
+
+        /// A range is said to hold tombstones exactly when a bitmap byte
+        /// over it has one: never a tombstone missed, and a range whose
+        /// bytes are clear is read in bulk.
+        #[test]
+        fn may_have_dead_follows_the_bitmap(
+            entries in vec((keys(), tids(), prop::bool::weighted(0.02)), 1..2000),
+            ranges in vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 1..40),
+        ) {
+            let entries = sorted(entries);
+            let pages = pack(&entries, 8160);
+            let mut raw = vec![0u8; pages[0].len()];
+            pages[0].write(&mut raw);
+            let n = pages[0].count;
+            let r = Region::parse(&raw, n).unwrap();
+            for (a, b) in ranges {
+                let (a, b) = (a.index(n + 1), b.index(n + 1));
+                let (from, to) = (a.min(b), a.max(b));
+                let dead_near = from < to
+                    && (from / 8 * 8..((to - 1) / 8 * 8 + 8).min(n)).any(|s| r.dead(s));
+                prop_assert_eq!(r.may_have_dead(from, to), dead_near, "slots {}..{}", from, to);
+                prop_assert!(r.may_have_dead(from, to) || !(from..to).any(|s| r.dead(s)));
+            }
         }
 
         /// Damaged regions are refused or decode to something, never panic.

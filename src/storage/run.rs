@@ -616,12 +616,20 @@ impl RunPage {
             // region) until they are dropped.
             let first = (s - base).min(end);
             let (keys, tids) = self.check(group.entries(self.region.bytes(), first, end));
-            for (j, (&key, &tid)) in (first..end).zip(keys.iter().zip(tids)) {
-                // Only a scan that starts over from a page's first slot
-                // meets keys below the interval.
-                if key >= lo && !self.region.dead(base + j) {
-                    out.push((key, tid));
+            // Only a scan that starts over from a page's first slot meets
+            // keys below the interval; keys ascend, so the first says.
+            if keys.first().is_some_and(|&k| k >= lo)
+                && !self.region.may_have_dead(base + first, base + end)
+            {
+                out.extend(keys.iter().copied().zip(tids.iter().copied()));
+            } else {
+                for (j, (&key, &tid)) in (first..end).zip(keys.iter().zip(tids)) {
+                    if key >= lo && !self.region.dead(base + j) {
+                        out.push((key, tid));
+                    }
                 }
+            }
+            if let (Some(&key), Some(&tid)) = (keys.last(), tids.last()) {
                 last = Some((key, tid));
             }
             if end < self.region.group_len(g) {
