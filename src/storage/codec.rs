@@ -404,7 +404,7 @@ fn unpack_width<const W: usize>(src: &[u8], start: usize, min: u64, out: &mut [u
         .div_ceil(W)
         .saturating_sub(start)
         .min(out.len());
-    for (j, v) in out[..fast].iter_mut().enumerate() {
+    let one = |j: usize| {
         let bit = (start + j) * W;
         let (byte, shift) = (bit / 8, (bit % 8) as u32);
         let word = u64::from_le_bytes(src[byte..byte + 8].try_into().expect("8 bytes"));
@@ -412,7 +412,30 @@ fn unpack_width<const W: usize>(src: &[u8], start: usize, min: u64, out: &mut [u
         if W > 56 && shift > 0 && W + shift as usize > 64 {
             x |= (src[byte + 8] as u64) << (64 - shift);
         }
-        *v = (x & mask).wrapping_add(min);
+        (x & mask).wrapping_add(min)
+    };
+    // Up to the first value on a byte boundary one by one; then eight values
+    // at a time, which take exactly W bytes: their loads and shifts are
+    // constants from the block's first byte, so the loop unrolls.
+    let mut j = ((8 - start % 8) % 8).min(fast);
+    for (k, v) in out[..j].iter_mut().enumerate() {
+        *v = one(k);
+    }
+    if W <= 56 {
+        while j + 8 <= fast {
+            let base = (start + j) * W / 8;
+            // Value 7's load ends here; within `src`, as value j + 7 < fast.
+            let block = &src[base..base + 7 * W / 8 + 8];
+            for (k, v) in out[j..j + 8].iter_mut().enumerate() {
+                let (byte, shift) = (k * W / 8, k * W % 8);
+                let word = u64::from_le_bytes(block[byte..byte + 8].try_into().expect("8 bytes"));
+                *v = ((word >> shift) & mask).wrapping_add(min);
+            }
+            j += 8;
+        }
+    }
+    for (k, v) in out[..fast].iter_mut().enumerate().skip(j) {
+        *v = one(k);
     }
     for (j, v) in out.iter_mut().enumerate().skip(fast) {
         let bit = (start + j) * W;
@@ -884,8 +907,32 @@ mod tests {
         prop_oneof![any::<u64>(), 0u64..1000, Just(0), Just(u64::MAX)]
     }
 
+    /// Value `i` of `w` bits, bit by bit: what `unpack_bits` must return.
+    fn bits_at(src: &[u8], w: usize, i: usize) -> u64 {
+        (0..w).fold(0, |v, b| {
+            let bit = i * w + b;
+            v | ((src[bit / 8] >> (bit % 8) & 1) as u64) << b
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Every width, from any value on, up to the last byte: the eight-at-
+        /// a-time blocks, the values before and after them and those read
+        /// byte by byte at the end all agree with a bit-by-bit reading.
+        #[test]
+        fn unpacking_reads_every_bit(w in 1usize..=64, src in vec(any::<u8>(), 1..200),
+                                     start in 0usize..200, len in 0usize..200, min in any::<u64>()) {
+            let values = src.len() * 8 / w;
+            let start = start.min(values);
+            let len = len.min(values - start);
+            let mut out = vec![0u64; len];
+            unpack_bits(&src, w, start, min, &mut out);
+            for (j, &v) in out.iter().enumerate() {
+                prop_assert_eq!(v, bits_at(&src, w, start + j).wrapping_add(min), "value {}", start + j);
+            }
+        }
 
         /// Any sorted group decodes to exactly what was encoded.
         #[test]
