@@ -224,8 +224,9 @@ impl Packer {
 #[derive(Clone, Copy)]
 pub struct Region<'a> {
     raw: &'a [u8],
-    count: usize,
-    groups: usize,
+    // Narrow, so that a page view (which holds two) stays small to move.
+    count: u32,
+    groups: u32,
 }
 
 impl<'a> Region<'a> {
@@ -236,19 +237,25 @@ impl<'a> Region<'a> {
             return Err(Malformed("entry count out of range"));
         }
         let groups = count.div_ceil(GROUP);
-        let r = Region { raw, count, groups };
+        let r = Region {
+            raw,
+            count: count as u32,
+            groups: groups as u32,
+        };
         if raw.len() < region_len(count, 0) || region_len(count, r.end(groups - 1)) != raw.len() {
             return Err(Malformed("region length does not match its groups"));
         }
         Ok(r)
     }
 
+    #[inline]
     pub fn count(&self) -> usize {
-        self.count
+        self.count as usize
     }
 
+    #[inline]
     pub fn groups(&self) -> usize {
-        self.groups
+        self.groups as usize
     }
 
     #[inline]
@@ -257,19 +264,19 @@ impl<'a> Region<'a> {
     }
 
     fn end(&self, g: usize) -> usize {
-        let at = 8 * self.groups + 2 * g;
+        let at = 8 * self.groups() + 2 * g;
         u16::from_le_bytes([self.raw[at], self.raw[at + 1]]) as usize
     }
 
     /// Entries in group `g`.
     pub fn group_len(&self, g: usize) -> usize {
-        (self.count - g * GROUP).min(GROUP)
+        (self.count() - g * GROUP).min(GROUP)
     }
 
     /// Opens group `g` in `group`; its values are then read with
     /// [`Region::bytes`].
     pub fn open(&self, g: usize, group: &mut Group) -> Result<(), Malformed> {
-        let at = self.groups * TABLE + bitmap_len(self.count);
+        let at = self.groups() * TABLE + bitmap_len(self.count());
         let start = if g == 0 { 0 } else { self.end(g - 1) };
         let end = self.end(g);
         if start >= end || at + end > self.raw.len() {
@@ -279,9 +286,9 @@ impl<'a> Region<'a> {
             return Err(Malformed("group keys out of order"));
         }
         prefetch(&self.raw[at + start..at + end]);
-        let bits = Self::bitmap_at(self.count) + g * GROUP / 8;
+        let bits = Self::bitmap_at(self.count()) + g * GROUP / 8;
         prefetch(&self.raw[bits..bits + 1]);
-        let bound = if g + 1 < self.groups {
+        let bound = if g + 1 < self.groups() {
             self.first_key(g + 1)
         } else {
             u64::MAX
@@ -323,7 +330,7 @@ impl<'a> Region<'a> {
     /// then.
     #[inline]
     pub fn may_have_dead(&self, from: usize, to: usize) -> bool {
-        let at = Self::bitmap_at(self.count);
+        let at = Self::bitmap_at(self.count());
         from < to
             && self.raw[at + from / 8..at + (to - 1) / 8 + 1]
                 .iter()
@@ -332,8 +339,8 @@ impl<'a> Region<'a> {
 
     #[inline]
     pub fn dead(&self, slot: usize) -> bool {
-        debug_assert!(slot < self.count);
-        self.raw[Self::bitmap_at(self.count) + slot / 8] & (1 << (slot % 8)) != 0
+        debug_assert!(slot < self.count());
+        self.raw[Self::bitmap_at(self.count()) + slot / 8] & (1 << (slot % 8)) != 0
     }
 
     /// The group that holds the lower bound of `key` (the first entry
@@ -342,13 +349,13 @@ impl<'a> Region<'a> {
     /// `near` is tried first (two neighbouring keys of the table, where a
     /// binary search over a full page's would touch several cache lines).
     pub fn group_of(&self, key: u64, near: usize) -> usize {
-        if near < self.groups
+        if near < self.groups()
             && (near == 0 || self.first_key(near) < key)
-            && (near + 1 == self.groups || self.first_key(near + 1) >= key)
+            && (near + 1 == self.groups() || self.first_key(near + 1) >= key)
         {
             return near;
         }
-        let (mut lo, mut hi) = (0usize, self.groups);
+        let (mut lo, mut hi) = (0usize, self.groups());
         while lo < hi {
             let mid = (lo + hi) / 2;
             if self.first_key(mid) < key {

@@ -416,25 +416,33 @@ pub struct RunPage {
     /// The packed entries, inside the locked page `buf` holds.
     region: Region<'static>,
     kind: PageKind,
-    fence: Option<(u64, Tid)>,
+    /// The last (key, TID) of the page before, if `has_fence`.
+    fence: (u64, Tid),
+    has_fence: bool,
     base: *const u8,
+    // Offsets and counts in the page are narrow: a view is moved from the
+    // search that reads it to the scan that keeps it, and at 112 bytes it
+    // moves without a call to memcpy.
     /// End of the packed region, in the page's content.
-    used: usize,
+    used: u16,
     /// Raw entries in the insert area.
-    ins: usize,
+    ins: u16,
     /// Offset in the page's content of the insert area's lowest entry
     /// (`pd_upper`).
-    ins_at: usize,
+    ins_at: u16,
     /// The insert area's packed entries.
     packed_ins: Option<Region<'static>>,
     /// Bytes of the page's fingerprint: [`FINGERPRINT`] or 0 for none.
-    fp: usize,
+    fp: u16,
     /// The page may gain a fingerprint ([`Section::fingerprints`]).
     fingerprints: bool,
     /// The group last read: a scan walks a page's entries in order, a
     /// lookup reads one group.
     cache: UnsafeCell<GroupCache>,
 }
+
+// What the narrow fields above are for.
+const _: () = assert!(std::mem::size_of::<RunPage>() <= 112);
 
 impl RunPage {
     /// # Safety
@@ -515,13 +523,14 @@ impl RunPage {
             index: i,
             region,
             kind: s.kind,
-            fence: (h.has_fence != 0).then_some((h.fence_key, h.fence_tid)),
+            fence: (h.fence_key, h.fence_tid),
+            has_fence: h.has_fence != 0,
             base,
-            used,
-            ins: h.ins as usize,
-            ins_at: upper - PAGE_HEADER,
+            used: used as u16,
+            ins: h.ins,
+            ins_at: (upper - PAGE_HEADER) as u16,
             packed_ins,
-            fp,
+            fp: fp as u16,
             fingerprints: run && s.fingerprints,
             cache: UnsafeCell::new(GroupCache::take()),
         })
@@ -661,7 +670,12 @@ impl RunPage {
     /// The last (key, TID) of the page before; `None` on the first page.
     /// The page owns the pairs above it up to its own last entry.
     pub fn fence(&self) -> Option<(u64, Tid)> {
-        self.fence
+        self.has_fence.then_some(self.fence)
+    }
+
+    /// Bytes free between the packed region and the insert area.
+    fn free(&self) -> usize {
+        (self.ins_at - self.used) as usize
     }
 
     /// The last run entry's (key, TID).
@@ -672,7 +686,7 @@ impl RunPage {
     /// Live entries in the insert area: its raw ones and its packed ones
     /// not tombstoned.
     pub fn inserted_len(&self) -> usize {
-        self.ins
+        self.ins as usize
             + self
                 .packed_ins
                 .map_or(0, |r| (0..r.count()).filter(|&s| !r.dead(s)).count())
@@ -684,23 +698,23 @@ impl RunPage {
     }
 
     fn inserted_key(&self, i: usize) -> u64 {
-        debug_assert!(i < self.ins);
+        debug_assert!(i < self.ins as usize);
         // SAFETY: `open` checked that the insert area's `ins` raw entries
         // begin at pd_upper, inside the page.
         unsafe {
             self.base
-                .add(self.ins_at + INSERTED * i)
+                .add(self.ins_at as usize + INSERTED * i)
                 .cast::<u64>()
                 .read_unaligned()
         }
     }
 
     fn inserted_tid(&self, i: usize) -> Tid {
-        debug_assert!(i < self.ins);
+        debug_assert!(i < self.ins as usize);
         // SAFETY: as in `inserted_key`; the TID follows the key.
         let tid = unsafe {
             self.base
-                .add(self.ins_at + INSERTED * i + 8)
+                .add(self.ins_at as usize + INSERTED * i + 8)
                 .cast::<pg_sys::ItemPointerData>()
                 .read_unaligned()
         };
@@ -710,7 +724,7 @@ impl RunPage {
     /// Every live insert-area entry: the raw ones (unsorted), then the packed
     /// ones in order.
     pub fn inserted_all(&self) -> impl Iterator<Item = (u64, Tid)> + '_ {
-        (0..self.ins)
+        (0..self.ins as usize)
             .map(|i| self.raw_inserted(i))
             .chain(self.packed_inserted(0, u64::MAX))
     }
@@ -753,7 +767,7 @@ impl RunPage {
                 g * GROUP + self.check(self.ins_group(&r, g).lower_bound(r.bytes(), lo))
             }
         };
-        let raw = if skip { 0 } else { self.ins };
+        let raw = if skip { 0 } else { self.ins as usize };
         (0..raw)
             .filter_map(move |i| {
                 let key = self.inserted_key(i);
@@ -808,7 +822,7 @@ impl RunPage {
         if self.kind != PageKind::Run {
             return 0;
         }
-        (self.ins_at - self.used) / INSERTED
+        self.free() / INSERTED
     }
 
     pub fn buf(&self) -> &Buf {
@@ -829,14 +843,14 @@ impl RunPage {
             && self.fingerprints
             && self.ins == 0
             && self.packed_ins.is_none()
-            && self.ins_at - self.used >= INSERTED + FINGERPRINT
+            && self.free() >= INSERTED + FINGERPRINT
     }
 
     /// Raw entries the insert area has room for, less the fingerprint the
     /// first would bring.
     fn raw_room(&self) -> usize {
         if self.gains_fingerprint() {
-            (self.ins_at - self.used - FINGERPRINT) / INSERTED
+            (self.free() - FINGERPRINT) / INSERTED
         } else {
             self.room()
         }
@@ -850,7 +864,10 @@ impl RunPage {
     pub fn add_inserted(&mut self, rel: pg_sys::Relation, (key, tid): (u64, Tid)) {
         assert!(self.has_room(), "the caller checked for room");
         let gain = self.gains_fingerprint();
-        debug_assert!(!gain || self.ins_at == CONTENT, "gained in an empty area");
+        debug_assert!(
+            !gain || self.ins_at as usize == CONTENT,
+            "gained in an empty area"
+        );
         // The new entry and, when the page gains a fingerprint, the
         // fingerprint after it (both at the end of the content).
         let mut area = [0u8; INSERTED + FINGERPRINT];
@@ -872,7 +889,7 @@ impl RunPage {
         } else {
             [0]
         };
-        let at = self.ins_at - len;
+        let at = self.ins_at as usize - len;
         // `flags` and `ins`, adjacent in the header.
         const _: () = assert!(
             std::mem::offset_of!(RunHeader, ins) == std::mem::offset_of!(RunHeader, flags) + 1
@@ -883,7 +900,7 @@ impl RunPage {
         } else {
             0
         };
-        fields[1..].copy_from_slice(&(self.ins as u16 + 1).to_ne_bytes());
+        fields[1..].copy_from_slice(&(self.ins + 1).to_ne_bytes());
         let upper = ((PAGE_HEADER + at) as u16).to_ne_bytes();
         let entry = (PAGE_HEADER + at, &area[..len]);
         let fields = (
@@ -901,10 +918,10 @@ impl RunPage {
             super::wal::write_ranges(rel, &self.buf, &[entry, fields, upper]);
         }
         if gain {
-            self.fp = FINGERPRINT;
+            self.fp = FINGERPRINT as u16;
         }
         self.ins += 1;
-        self.ins_at = at;
+        self.ins_at = at as u16;
     }
 
     /// Packs the insert area's live entries, in order, at the end of this
@@ -919,7 +936,7 @@ impl RunPage {
     /// scan copies out what it takes of a page under its lock, by key.
     pub fn compact(&mut self, rel: pg_sys::Relation) -> bool {
         let packed_count = self.packed_ins.map_or(0, |r| r.count());
-        if self.ins < (packed_count / 16).max(8) {
+        if (self.ins as usize) < (packed_count / 16).max(8) {
             return false;
         }
         let Some(area) = self.packed_with(&[], |a| self.room_after(a) > self.room()) else {
@@ -976,7 +993,7 @@ impl RunPage {
             } else {
                 // What the packed part may take: the insert area, less its
                 // count and the fingerprint.
-                let budget = (CONTENT - self.used).checked_sub(2 + fp)?;
+                let budget = (CONTENT - (self.used as usize)).checked_sub(2 + fp)?;
                 if budget < packed::MIN_BUDGET || all.len() > packed::MAX_COUNT {
                     return None;
                 }
@@ -991,13 +1008,13 @@ impl RunPage {
                 packed,
                 fingerprint,
             };
-            (area.len() <= CONTENT - self.used && accept(&area)).then_some(area)
+            (area.len() <= CONTENT - (self.used as usize) && accept(&area)).then_some(area)
         })
     }
 
     /// Raw entries the insert area has room for beside `area`.
     fn room_after(&self, area: &InsertArea) -> usize {
-        (CONTENT - self.used - area.len()) / INSERTED
+        (CONTENT - (self.used as usize) - area.len()) / INSERTED
     }
 
     /// Makes `area` the insert area, in one WAL record, and reads it back.
@@ -1015,11 +1032,12 @@ impl RunPage {
             let page = self.buf.page();
             let h: RunHeader = page::read_header(page);
             let header = &*(page as *const pg_sys::PageHeaderData);
-            self.ins = h.ins as usize;
-            self.ins_at = header.pd_upper as usize - PAGE_HEADER;
-            self.fp = area.fingerprint_len();
-            self.packed_ins = packed_insert_area(self.base, self.fp, h.packed_ins as usize)
-                .unwrap_or_else(|e| corrupt(rel, self.buf.blkno(), &e.to_string()));
+            self.ins = h.ins;
+            self.ins_at = (header.pd_upper as usize - PAGE_HEADER) as u16;
+            self.fp = area.fingerprint_len() as u16;
+            self.packed_ins =
+                packed_insert_area(self.base, self.fp as usize, h.packed_ins as usize)
+                    .unwrap_or_else(|e| corrupt(rel, self.buf.blkno(), &e.to_string()));
             (*self.cache.get()).get().at = usize::MAX;
         }
     }
