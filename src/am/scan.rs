@@ -268,7 +268,12 @@ pub unsafe extern "C-unwind" fn amrescan(
     } else {
         std::slice::from_raw_parts((*scan).keyData, n)
     };
-    pg_sys::MemoryContextReset(st.rescan_cxt);
+    // A scalar key allocates nothing there: skip the call (a guarded one)
+    // for a nested loop's every probe, as MemoryContextReset itself would
+    // do nothing. SAFETY: the context is ours, alive until amendscan.
+    if !(*st.rescan_cxt).isReset || !(*st.rescan_cxt).firstchild.is_null() {
+        pg_sys::MemoryContextReset(st.rescan_cxt);
+    }
     let kind = st.kind;
     let plan = &mut st.plan;
     PgMemoryContexts::For(st.rescan_cxt).switch_to(|_| scankey::plan_into(kind, keys, plan));

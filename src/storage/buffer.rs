@@ -7,6 +7,8 @@ use pgrx::pg_sys;
 pub struct Buf {
     buf: pg_sys::Buffer,
     locked: bool,
+    /// Known when the block is read: asking PostgreSQL is a guarded call.
+    blk: pg_sys::BlockNumber,
 }
 
 /// A buffer access strategy (a ring of buffers) for reads that walk the whole
@@ -81,7 +83,11 @@ impl Buf {
                 Some(format!("block {blk} of learned index \"{name}\""))
             },
         );
-        Buf { buf, locked: false }
+        Buf {
+            buf,
+            locked: false,
+            blk,
+        }
     }
 
     /// Pins and share-locks block `blk`.
@@ -116,7 +122,11 @@ impl Buf {
                 std::ptr::null_mut(),
             )
         };
-        Buf { buf, locked: true }
+        Buf {
+            buf,
+            locked: true,
+            blk,
+        }
     }
 
     /// Adds a new block at the end of the relation, pinned and exclusive-locked.
@@ -140,7 +150,11 @@ impl Buf {
             if need_lock {
                 pg_sys::UnlockRelationForExtension(rel, pg_sys::ExclusiveLock as i32);
             }
-            Buf { buf, locked: true }
+            Buf {
+                buf,
+                locked: true,
+                blk: pg_sys::BufferGetBlockNumber(buf),
+            }
         }
     }
 
@@ -185,9 +199,9 @@ impl Buf {
         self.buf
     }
 
+    #[inline]
     pub fn blkno(&self) -> pg_sys::BlockNumber {
-        // SAFETY: the buffer is pinned.
-        unsafe { pg_sys::BufferGetBlockNumber(self.buf) }
+        self.blk
     }
 
     /// The page in shared memory. Read it only while locked.
