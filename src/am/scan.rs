@@ -1064,14 +1064,12 @@ impl ScanState {
             }
         }
         loop {
-            let b = self.batch.as_mut().unwrap();
-            b.cur += if forward { 1 } else { -1 };
-            if let Some(&(key, tid)) = usize::try_from(b.cur).ok().and_then(|c| self.items.get(c)) {
-                b.returned = true;
-                return Ok(Some((if b.nulls { None } else { Some(key) }, tid)));
+            if let Some(next) = self.step_in_batch(forward) {
+                return Ok(Some(next));
             }
-            // Leaving the batch: what it returned last is where a restart
-            // would begin.
+            // Leaving the batch (the step leaves `cur` off it): what it
+            // returned last is where a restart would begin.
+            self.batch.as_mut().unwrap().cur += if forward { 1 } else { -1 };
             self.at = self.last_returned();
             let moved = if forward {
                 self.next_batch(rel)?

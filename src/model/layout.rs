@@ -73,15 +73,20 @@ pub(crate) struct Root {
 
 /// `floor(intercept + slope * x)` clamped to `[lo, hi]`. Monotone non-decreasing
 /// in `x` for `slope >= 0`, which the error bounds for absent keys rely on.
+///
+/// Without `f64::floor`, which baseline x86-64 has no instruction for (it is a
+/// libm call, twice a lookup): above `lo >= 0` the value is positive, where
+/// truncation is the floor, and `floor(v) <= lo` and `v <= lo` pick the same
+/// answer for every position below 2^53 (where `lo as f64` is exact).
 #[inline]
 pub(crate) fn linear_floor(slope: f64, intercept: f64, x: f64, lo: u64, hi: u64) -> u64 {
-    let y = (intercept + slope * x).floor();
-    if y.is_nan() || y <= lo as f64 {
+    let v = intercept + slope * x;
+    if v.is_nan() || v <= lo as f64 {
         lo
-    } else if y >= hi as f64 {
+    } else if v >= hi as f64 {
         hi
     } else {
-        (y as u64).max(lo).min(hi)
+        (v as u64).max(lo).min(hi)
     }
 }
 

@@ -443,3 +443,55 @@ fn leaves_moved_after_a_rewritten_stretch_hold_every_window() {
         }
     }
 }
+
+/// `linear_floor` without `f64::floor` answers as the floor did, for every
+/// bound a position can have (below 2^53) and any value, odd ones included.
+#[test]
+fn linear_floor_matches_the_floor() {
+    fn with_floor(v: f64, lo: u64, hi: u64) -> u64 {
+        let y = v.floor();
+        if y.is_nan() || y <= lo as f64 {
+            lo
+        } else if y >= hi as f64 {
+            hi
+        } else {
+            (y as u64).max(lo).min(hi)
+        }
+    }
+    let mut r = Rng(7);
+    let specials = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+        0.0,
+        0.5,
+        -0.5,
+        1.0 - f64::EPSILON,
+        1e300,
+        -1e300,
+        (1u64 << 53) as f64,
+    ];
+    for i in 0..200_000 {
+        let lo = if i % 3 == 0 {
+            0
+        } else {
+            r.next() % (1 << (r.next() % 54))
+        };
+        let hi = lo + r.next() % (1 << (r.next() % 40)).max(1);
+        let hi = hi.min((1 << 53) - 1).max(lo);
+        let v = match i % 4 {
+            0 => specials[(r.next() % specials.len() as u64) as usize],
+            // Near the bounds, where floor and truncation could part.
+            1 => lo as f64 + (r.unit() * 4.0 - 2.0),
+            2 => hi as f64 + (r.unit() * 4.0 - 2.0),
+            _ => (r.unit() - 0.25) * (hi as f64 * 1.5 + 10.0),
+        };
+        let (slope, intercept, x) = (r.unit(), v, 0.0);
+        assert_eq!(
+            super::layout::linear_floor(slope, intercept, x, lo, hi),
+            with_floor(intercept + slope * x, lo, hi),
+            "v {v} lo {lo} hi {hi}"
+        );
+    }
+}

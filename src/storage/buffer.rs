@@ -4,6 +4,8 @@
 
 use pgrx::pg_sys;
 
+/// Small: a run page view holds one and must stay within 128 bytes (the
+/// assertion after `RunPage`).
 pub struct Buf {
     buf: pg_sys::Buffer,
     locked: bool,

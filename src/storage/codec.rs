@@ -650,13 +650,17 @@ impl Group {
     /// The first slot whose key is at least `key`, or the group's length:
     /// keys are decoded only until one reaches `key`.
     pub fn lower_bound(&mut self, bytes: &[u8], key: u64) -> Result<usize, Malformed> {
+        // Keys below `from` are below `key`: the search is of the chunk
+        // decoded last, when one was.
+        let mut from = 0;
         while self.keys[self.kn - 1] < key {
             if self.kn == self.n {
                 return Ok(self.n);
             }
+            from = self.kn;
             self.decode_keys(bytes, self.kn + 1)?;
         }
-        Ok(self.keys[..self.kn].partition_point(|&k| k < key))
+        Ok(from + self.keys[from..self.kn].partition_point(|&k| k < key))
     }
 
     /// TID `i` (below the group's length).

@@ -676,6 +676,10 @@ impl RunPage {
 
     /// Bytes free between the packed region and the insert area.
     fn free(&self) -> usize {
+        debug_assert!(
+            self.ins_at >= self.used,
+            "open and add_inserted keep the area above"
+        );
         (self.ins_at - self.used) as usize
     }
 
