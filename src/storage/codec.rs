@@ -447,8 +447,15 @@ fn unpack_width<const W: usize>(src: &[u8], start: usize, min: u64, out: &mut [u
     }
 }
 
+/// Whether a decoded (block, offset) is no heap TID. Without branches, so
+/// that a loop decoding many can check them all and fail once.
+#[inline]
+fn tid_out_of_range(block: u64, offset: u64) -> bool {
+    (block > u32::MAX as u64) | (offset > 0xFFFF)
+}
+
 fn check_tid(block: u64, offset: u64) -> Result<Tid, Malformed> {
-    if block > u32::MAX as u64 || offset > 0xFFFF {
+    if tid_out_of_range(block, offset) {
         return Err(Malformed("a TID is out of range"));
     }
     Ok(block << 16 | offset)
@@ -713,7 +720,7 @@ impl Group {
             self.b.unpack(bytes, from, &mut offsets[from..to]);
             let mut bad = false;
             for (t, &o) in self.tids[from..to].iter_mut().zip(&offsets[from..to]) {
-                bad |= (*t > u32::MAX as u64) | (o > 0xFFFF);
+                bad |= tid_out_of_range(*t, o);
                 *t = *t << 16 | o;
             }
             if bad {
@@ -819,18 +826,17 @@ impl Group {
             if self.tid_mode == TIDS_ASCENDING {
                 let b = &mut b[..to - from];
                 self.b.unpack(bytes, from - 1, b);
-                // Checked once a chunk, not a branch an entry: the block
-                // only grows, so it is out of range at the end if ever.
+                // Checked once a chunk, not a branch an entry.
                 let (mut block, mut offset, mut bad) = (self.block, self.offset, false);
                 for (t, (&gap, &o)) in self.tids[from..to].iter_mut().zip(a.iter().zip(b.iter())) {
                     let (next, over) = block.overflowing_add(gap);
                     let (same, over_same) = offset.overflowing_add(o);
                     (block, offset) = (next, if gap == 0 { same } else { o });
-                    bad |= over | (gap == 0 && over_same) | (offset > 0xFFFF);
+                    bad |= over | (gap == 0 && over_same) | tid_out_of_range(block, offset);
                     *t = block << 16 | offset;
                 }
-                if bad || block > u32::MAX as u64 {
-                    return Err(Malformed("an ascending TID is out of range"));
+                if bad {
+                    return Err(Malformed("a TID is out of range"));
                 }
                 (self.block, self.offset) = (block, offset);
             } else {

@@ -674,6 +674,12 @@ impl RunPage {
         self.has_fence.then_some(self.fence)
     }
 
+    /// Bytes after the packed region: what the insert area and the
+    /// fingerprint may take at most.
+    fn after_region(&self) -> usize {
+        CONTENT - self.used as usize
+    }
+
     /// Bytes free between the packed region and the insert area.
     fn free(&self) -> usize {
         debug_assert!(
@@ -998,7 +1004,7 @@ impl RunPage {
             } else {
                 // What the packed part may take: the insert area, less its
                 // count and the fingerprint.
-                let budget = (CONTENT - (self.used as usize)).checked_sub(2 + fp)?;
+                let budget = self.after_region().checked_sub(2 + fp)?;
                 if budget < packed::MIN_BUDGET || all.len() > packed::MAX_COUNT {
                     return None;
                 }
@@ -1013,13 +1019,13 @@ impl RunPage {
                 packed,
                 fingerprint,
             };
-            (area.len() <= CONTENT - (self.used as usize) && accept(&area)).then_some(area)
+            (area.len() <= self.after_region() && accept(&area)).then_some(area)
         })
     }
 
     /// Raw entries the insert area has room for beside `area`.
     fn room_after(&self, area: &InsertArea) -> usize {
-        (CONTENT - (self.used as usize) - area.len()) / INSERTED
+        (self.after_region() - area.len()) / INSERTED
     }
 
     /// Makes `area` the insert area, in one WAL record, and reads it back.
